@@ -1,0 +1,266 @@
+//! The typed configuration: what `config::load` produces after every check has passed.
+//!
+//! Defaults live in one place: the `Default` impls (and `default_*` functions) in this file.
+//! The TOML reference in the README mirrors these types field by field.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole configuration file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from (used in messages).
+    pub source: PathBuf,
+    /// `[mqtt]`: the broker connection (or the embedded broker).
+    pub mqtt: MqttConfig,
+    /// `[store]`: where key state is persisted and how often.
+    pub store: StoreConfig,
+    /// `[runtime]`: actor system sizing and the periodic stats line.
+    pub runtime: RuntimeConfig,
+    /// `[simulate]`: an optional built-in synthetic sensor fleet (demo and load generator).
+    pub simulate: Option<SimulateConfig>,
+    /// `[[pipelines]]`: at least one.
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// Start an in-process rumqttd broker on `127.0.0.1:port` and connect to it.
+    pub embedded: bool,
+    /// Broker host name or address (ignored when `embedded`; the embedded broker is on 127.0.0.1).
+    pub host: String,
+    /// Broker TCP port (also the embedded broker's listen port).
+    pub port: u16,
+    /// MQTT client id of the daemon.
+    pub client_id: String,
+    /// Optional user name.
+    pub username: Option<String>,
+    /// Optional password (requires `username`).
+    pub password: Option<String>,
+    /// MQTT keep-alive interval (≥ 5 s).
+    pub keep_alive: Duration,
+    /// Largest MQTT packet accepted or sent, in bytes (rumqttc's default is 10 KiB).
+    pub max_packet_bytes: usize,
+    /// QoS of the subscriptions (0 or 1).
+    pub subscribe_qos: u8,
+    /// First delay after a connection error; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Cap of the reconnect back-off.
+    pub reconnect_max: Duration,
+    /// Capacity of the bounded queue from the MQTT event loop to the actor system.
+    pub ingest_queue: usize,
+    /// Capacity of the bounded queue of outgoing messages.
+    pub publish_queue: usize,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Directory of the sled database (created if missing).
+    pub data_dir: PathBuf,
+    /// How often dirty key states are written and flushed.
+    pub checkpoint_interval: Duration,
+    /// sled page cache size in bytes (kept small on gateways).
+    pub cache_bytes: u64,
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// Number of shards (actix Arbiters); 0 means one per CPU core.
+    pub shards: usize,
+    /// Resident key actors allowed in all shards together; past it the least recently used
+    /// keys are passivated (state written back, actor stopped).
+    pub max_resident_keys: usize,
+    /// A key that has seen no reading for this long is passivated.
+    pub idle_timeout: Duration,
+    /// Mailbox capacity of each shard and key actor.
+    pub mailbox_capacity: usize,
+    /// Interval of the periodic stats log line (keys, readings/s, MAE).
+    pub stats_interval: Duration,
+    /// Graceful shutdown gives up waiting after this long, checkpoints and exits anyway.
+    pub shutdown_deadline: Duration,
+}
+
+/// `[simulate]`: a synthetic fleet published to the broker the daemon uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulateConfig {
+    /// Number of sensors.
+    pub sensors: usize,
+    /// Total readings per second over the whole fleet.
+    pub rate: f64,
+    /// Topic template; `{sensor}` is replaced by the sensor id (`s0001`…).
+    pub topic: String,
+    /// Random seed.
+    pub seed: u64,
+    /// Probability that a reading is a spike.
+    pub spike_probability: f64,
+}
+
+/// One `[[pipelines]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// Unique name, used in output topics, state keys and metrics.
+    pub name: String,
+    /// MQTT topic filters (with `+`/`#` wildcards) this pipeline reads.
+    pub topics: Vec<String>,
+    /// How payloads are decoded.
+    pub format: PayloadFormat,
+    /// Where the key (sensor id) comes from.
+    pub key: KeySource,
+    /// Where the event time comes from; `None`: arrival time (run) or line number (replay).
+    pub time: Option<TimeSource>,
+    /// The fields read from each payload, in this order.
+    pub fields: Vec<FieldConfig>,
+    /// The model each key runs.
+    pub model: ModelConfig,
+    /// Output topic template with `{pipeline}`, `{key}`, `{field}`.
+    pub output: String,
+    /// QoS of output messages (0 or 1).
+    pub output_qos: u8,
+    /// Payloads larger than this are dropped (reason `too_large`).
+    pub max_payload_bytes: usize,
+}
+
+/// `format = "json" | "number"`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// A JSON document; fields are read by JSON pointer (RFC 6901).
+    Json,
+    /// The payload is a bare number such as `21.5` (one field, pointer `""`).
+    Number,
+}
+
+/// `key = "topic" | "topic[N]" | "/json/pointer"`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The whole topic.
+    Topic,
+    /// Topic level N (0-based): `topic[1]` of `sensors/s1/temp` is `s1`.
+    TopicLevel(usize),
+    /// A JSON pointer into the payload; a string or an integer.
+    Pointer(String),
+}
+
+/// `time = "/pointer"` and `time_unit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeSource {
+    /// JSON pointer of the event time.
+    pub pointer: String,
+    /// How the value is read.
+    pub unit: TimeUnit,
+}
+
+/// `time_unit = "auto" | "s" | "ms" | "rfc3339"`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Numbers ≥ 1e11 are milliseconds, smaller ones seconds; strings are RFC 3339.
+    Auto,
+    /// Seconds since the Unix epoch (fractions allowed).
+    Seconds,
+    /// Milliseconds since the Unix epoch.
+    Milliseconds,
+    /// An RFC 3339 string.
+    Rfc3339,
+}
+
+/// One entry of `fields = { name = "/pointer" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldConfig {
+    /// Field name (used by models and in output topics).
+    pub name: String,
+    /// JSON pointer to the field's value (`""` for the whole payload).
+    pub pointer: String,
+}
+
+/// `[pipelines.model]`, chosen by `kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    /// `kind = "forecast"`: one-step-ahead forecast of one field.
+    Forecast(ForecastConfig),
+}
+
+/// `kind = "forecast"`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastConfig {
+    /// The field forecast (must be one of `fields`).
+    pub target: String,
+    /// Number of past values the linear model uses (1..=32).
+    pub lags: usize,
+    /// RLS forgetting factor λ in [0.9, 1]; 1 never forgets.
+    pub forgetting: f64,
+    /// Width of the interval in residual standard deviations (e.g. 1.96 ≈ 95 %).
+    pub interval_z: f64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            embedded: false,
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "edgeflow".into(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            max_packet_bytes: 256 * 1024,
+            subscribe_qos: 1,
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            ingest_queue: 4096,
+            publish_queue: 4096,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            checkpoint_interval: Duration::from_secs(1),
+            cache_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            max_resident_keys: 100_000,
+            idle_timeout: Duration::from_secs(600),
+            mailbox_capacity: 1024,
+            stats_interval: Duration::from_secs(10),
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for SimulateConfig {
+    fn default() -> Self {
+        Self {
+            sensors: 50,
+            rate: 50.0,
+            topic: "sensors/{sensor}/temperature".into(),
+            seed: 42,
+            spike_probability: 0.01,
+        }
+    }
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            target: String::new(),
+            lags: 4,
+            forgetting: 0.995,
+            interval_z: 1.96,
+        }
+    }
+}
+
+/// Default output topic template.
+pub const DEFAULT_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/forecast";
+/// Default payload size limit in bytes.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;

@@ -1,0 +1,1 @@
+//! edgeflow: streaming machine learning for IoT/edge gateways.
