@@ -1,1 +1,34 @@
 //! edgeflow: streaming machine learning for IoT/edge gateways.
+//!
+//! edgeflow subscribes to MQTT topics, decodes sensor readings, gives every key (sensor) its
+//! own actor holding an online model, persists model state in sled, and publishes forecasts
+//! back over MQTT. Pipelines are declared in TOML.
+//!
+//! # Layout
+//! In the order a reading flows through the modules:
+//!
+//! - [`config`] — the TOML schema and its validation (every error, with `file:line:col`).
+//! - [`mqtt`] — the broker connection: one task owns the rumqttc event loop, reconnects with
+//!   back-off, resubscribes; the bounded publisher queue; the embedded rumqttd broker.
+//! - [`codec`] — payload decoding (JSON pointers, bare numbers) into a reusable reading buffer,
+//!   and the reasons a reading is dropped.
+//! - [`pipeline`] — a pipeline compiled from config: topic matching, decoding, the per-key
+//!   test-then-train step and the output message; shared by every driver.
+//! - [`actors`] — the router, one shard per Arbiter, one `KeyActor` per key (activated from
+//!   the store, passivated when idle or over budget), checkpoints.
+//! - [`model`] — online models (pure: no I/O, no actors).
+//! - [`store`] — sled behind a narrow interface; state encoding with a version tag.
+//! - [`app`] — the daemon (`edgeflow run`): start-up and graceful shutdown.
+//! - [`replay`] — the deterministic file driver (`edgeflow replay`), also used by benchmarks.
+//! - [`sim`] — the synthetic sensor fleet (`edgeflow simulate`, the demo).
+
+pub mod actors;
+pub mod app;
+pub mod codec;
+pub mod config;
+pub mod model;
+pub mod mqtt;
+pub mod pipeline;
+pub mod replay;
+pub mod sim;
+pub mod store;

@@ -1,0 +1,132 @@
+//! `KeyActor`: one per active key. It owns the key's model state, runs the test-then-train
+//! step for each reading, hands the output to the sink, and writes its state to the store when
+//! the checkpointer asks (only if it changed) or when it is passivated.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use compact_str::CompactString;
+
+use super::{Ingest, OutputSink};
+use crate::pipeline::{KeyState, Pipelines};
+use crate::store::{Store, StoreError};
+
+/// The actor of one key of one pipeline.
+pub struct KeyActor {
+    pipelines: Arc<Pipelines>,
+    pipeline: usize,
+    key: CompactString,
+    state: KeyState,
+    /// Changed since it was last written to the store.
+    dirty: bool,
+    store: Store,
+    sink: Arc<dyn OutputSink>,
+    // Reused buffers: the step renders into them, so a reading allocates nothing here.
+    topic: String,
+    payload: Vec<u8>,
+    encoded: Vec<u8>,
+}
+
+impl KeyActor {
+    /// A key actor starting from `state` (loaded from the store, or fresh).
+    pub fn new(
+        pipelines: Arc<Pipelines>,
+        pipeline: usize,
+        key: CompactString,
+        state: KeyState,
+        store: Store,
+        sink: Arc<dyn OutputSink>,
+    ) -> KeyActor {
+        KeyActor {
+            pipelines,
+            pipeline,
+            key,
+            state,
+            dirty: false,
+            store,
+            sink,
+            topic: String::new(),
+            payload: Vec::new(),
+            encoded: Vec::new(),
+        }
+    }
+
+    /// Write the state to the store if it changed.
+    fn write_back(&mut self) -> Result<bool, StoreError> {
+        if !self.dirty {
+            return Ok(false);
+        }
+        let Some(p) = self.pipelines.get(self.pipeline) else {
+            return Ok(false);
+        };
+        p.encode_state(&self.state, &mut self.encoded)?;
+        self.store.put(&p.name, &self.key, &self.encoded)?;
+        self.dirty = false;
+        Ok(true)
+    }
+}
+
+impl Actor for KeyActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ingest> for KeyActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ingest, _ctx: &mut Self::Context) {
+        let Some(p) = self.pipelines.get(self.pipeline) else {
+            return;
+        };
+        p.step(
+            &mut self.state,
+            &self.key,
+            msg.time,
+            &msg.values,
+            &mut self.topic,
+            &mut self.payload,
+        );
+        self.dirty = true;
+        self.sink.emit(&self.topic, &self.payload, p.output_qos);
+    }
+}
+
+/// Checkpointer → key: write your state if it changed. Answers whether it wrote.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct Snapshot;
+
+impl Handler<Snapshot> for KeyActor {
+    type Result = Result<bool, StoreError>;
+
+    fn handle(&mut self, _msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
+        self.write_back()
+    }
+}
+
+/// Shard → key: write your state back and stop (the key is idle or over the resident budget).
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct Passivate;
+
+impl Handler<Passivate> for KeyActor {
+    type Result = Result<bool, StoreError>;
+
+    fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) -> Self::Result {
+        let written = self.write_back();
+        ctx.stop();
+        written
+    }
+}
+
+/// Inspection: a copy of the key's state.
+#[derive(Message)]
+#[rtype(result = "KeyState")]
+pub struct GetState;
+
+impl Handler<GetState> for KeyActor {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.clone())
+    }
+}

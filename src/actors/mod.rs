@@ -1,0 +1,234 @@
+//! The actor system: a [`Router`] hashes each key to one of N shards (one actix Arbiter per
+//! core); the [`Shard`](shard::Shard) on that thread activates a [`KeyActor`](key::KeyActor)
+//! per key. Actors know nothing of wire formats: readings arrive decoded, outputs leave as
+//! bytes through an [`OutputSink`].
+
+pub mod key;
+pub mod shard;
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::dev::SendError;
+use actix::prelude::*;
+use compact_str::CompactString;
+use smallvec::SmallVec;
+
+use crate::codec::{DropReason, ReadingBuf};
+use crate::config::RuntimeConfig;
+use crate::pipeline::{KeyState, Pipeline, Pipelines};
+use crate::store::{Store, StoreError};
+pub use shard::{CheckpointReport, Shard, ShardSettings};
+
+/// Where key actors send their output messages (MQTT in the daemon, a collector in tests).
+pub trait OutputSink: Send + Sync + 'static {
+    /// Hand over one message. Must not block; returns false if it had to drop it.
+    fn emit(&self, topic: &str, payload: &[u8], qos: u8) -> bool;
+}
+
+/// One decoded reading on its way to its key actor. Inline storage for the key and up to
+/// eight values keeps the message off the heap in the common case.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Ingest {
+    /// Pipeline index.
+    pub pipeline: usize,
+    /// Key.
+    pub key: CompactString,
+    /// Event time (ms) or arrival time.
+    pub time: i64,
+    /// Field values in the pipeline's field order.
+    pub values: SmallVec<[f64; 8]>,
+}
+
+/// Engine-wide gauges and counters.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Key actors currently resident.
+    pub resident: AtomicU64,
+    /// Key actors activated since start.
+    pub activated: AtomicU64,
+    /// Activations that found a stored state.
+    pub restored: AtomicU64,
+    /// Key actors passivated since start.
+    pub passivated: AtomicU64,
+    /// Checkpoints completed.
+    pub checkpoints: AtomicU64,
+    /// States written by checkpoints.
+    pub states_written: AtomicU64,
+}
+
+/// Spreads keys over the shards by hash and owns the Arbiters.
+pub struct Router {
+    shards: Vec<Addr<Shard>>,
+    arbiters: Vec<Arbiter>,
+    hasher: ahash::RandomState,
+    pipelines: Arc<Pipelines>,
+    store: Store,
+    /// Gauges and counters.
+    pub stats: Arc<EngineStats>,
+}
+
+impl Router {
+    /// Start one Arbiter per shard (`runtime.shards`, 0 = one per core) with a [`Shard`] on
+    /// each. Must be called inside an actix `System`.
+    pub fn start(
+        pipelines: Arc<Pipelines>,
+        store: Store,
+        sink: Arc<dyn OutputSink>,
+        runtime: &RuntimeConfig,
+    ) -> Router {
+        let n = if runtime.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            runtime.shards
+        };
+        let settings = ShardSettings {
+            max_resident: runtime.max_resident_keys.div_ceil(n).max(1),
+            idle_timeout: runtime.idle_timeout,
+            mailbox_capacity: runtime.mailbox_capacity,
+        };
+        let stats = Arc::new(EngineStats::default());
+        let mut shards = Vec::with_capacity(n);
+        let mut arbiters = Vec::with_capacity(n);
+        for _ in 0..n {
+            let arbiter = Arbiter::new();
+            let (p, st, si, sa) = (
+                pipelines.clone(),
+                store.clone(),
+                sink.clone(),
+                stats.clone(),
+            );
+            let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_| {
+                Shard::new(p, st, si, sa, settings)
+            });
+            shards.push(addr);
+            arbiters.push(arbiter);
+        }
+        Router {
+            shards,
+            arbiters,
+            // Fixed seeds: a key always lands on the same shard in this process and the next.
+            hasher: ahash::RandomState::with_seeds(
+                0x6564_6765,
+                0x666c_6f77,
+                0x6b65_7973,
+                0x7368_6172,
+            ),
+            pipelines,
+            store,
+            stats,
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn shard_of(&self, pipeline: usize, key: &str) -> &Addr<Shard> {
+        let mut h = self.hasher.build_hasher();
+        pipeline.hash(&mut h);
+        key.hash(&mut h);
+        // `shards` is never empty (at least one is started).
+        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+    }
+
+    /// Send a decoded reading to its key's shard without waiting. A full shard mailbox drops
+    /// the reading (counted as `mailbox_full`).
+    pub fn route(&self, pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) {
+        let msg = Ingest {
+            pipeline: pipeline.index,
+            key: CompactString::from(reading.key.as_str()),
+            time: reading.time_ms.unwrap_or(default_time),
+            values: SmallVec::from_slice(&reading.values),
+        };
+        if let Err(SendError::Full(_) | SendError::Closed(_)) =
+            self.shard_of(pipeline.index, &reading.key).try_send(msg)
+        {
+            pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
+                tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a reading: the shard's mailbox is full (the actor system is overloaded)")
+            });
+        }
+    }
+
+    /// Ask every shard to write its changed key states, then flush the store. Being queued
+    /// behind the readings already routed, it also waits for them to be processed.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the flush fails (single states that fail are logged and counted).
+    pub async fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
+        let started = Instant::now();
+        let mut report = CheckpointReport::default();
+        let answers =
+            futures_util::future::join_all(self.shards.iter().map(|s| s.send(shard::Checkpoint)))
+                .await;
+        for r in answers.into_iter().flatten() {
+            report.written += r.written;
+            report.failed += r.failed;
+        }
+        let bytes = self.store.flush().await?;
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .states_written
+            .fetch_add(report.written, Ordering::Relaxed);
+        tracing::debug!(
+            written = report.written,
+            failed = report.failed,
+            bytes,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "checkpoint done"
+        );
+        Ok(report)
+    }
+
+    /// A copy of a resident key's state (None if the key is not resident).
+    pub async fn inspect(&self, pipeline: usize, key: &str) -> Option<KeyState> {
+        let shard = self.shard_of(pipeline, key);
+        shard
+            .send(shard::Inspect {
+                pipeline,
+                key: CompactString::from(key),
+            })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Final checkpoint (with a deadline), then stop the Arbiters.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the final flush fails.
+    pub async fn stop(self, deadline: Duration) -> Result<CheckpointReport, StoreError> {
+        let report = match tokio::time::timeout(deadline, self.checkpoint()).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("shutdown deadline of {deadline:?} passed before every key answered; flushing what was written");
+                self.store
+                    .flush()
+                    .await
+                    .map(|_| CheckpointReport::default())
+            }
+        };
+        for a in &self.arbiters {
+            a.stop();
+        }
+        // Join the threads so every actor (and its store handle) is dropped before we return:
+        // a restart in the same process must be able to take the store's lock again.
+        let arbiters = self.arbiters;
+        let _ = tokio::task::spawn_blocking(move || {
+            for a in arbiters {
+                let _ = a.join();
+            }
+        })
+        .await;
+        report
+    }
+
+    /// The pipelines this router serves.
+    pub fn pipelines(&self) -> &Arc<Pipelines> {
+        &self.pipelines
+    }
+}

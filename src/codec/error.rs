@@ -1,0 +1,300 @@
+//! Why a reading was dropped ([`DropReason`]) and the detail of a decode failure ([`DecodeError`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a reading was dropped; each has a stable snake_case name used in logs and metrics.
+///
+/// The codec produces the reasons from `TooLarge` to `BadTime`; `UnknownTopic`, `QueueFull` and
+/// `MailboxFull` are produced by the runtime and live here so every drop is counted in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// The topic matched no pipeline.
+    UnknownTopic,
+    /// The payload is larger than the pipeline's `max_payload_bytes`.
+    TooLarge,
+    /// The payload is not valid UTF-8.
+    NotUtf8,
+    /// The payload is not valid JSON.
+    MalformedJson,
+    /// The key is missing, empty or of the wrong type.
+    MissingKey,
+    /// A configured field is not in the payload.
+    MissingField,
+    /// A field (or a `number` payload) is not a number.
+    NotANumber,
+    /// A number is infinite or NaN (or too large for an f64).
+    NonFinite,
+    /// The event time is missing, of the wrong type or not a valid time.
+    BadTime,
+    /// The bounded queue from the MQTT event loop to the actors was full.
+    QueueFull,
+    /// A shard's or key actor's mailbox was full.
+    MailboxFull,
+}
+
+impl DropReason {
+    /// Every reason, in `index` order (for metric arrays and exposition).
+    pub const ALL: [DropReason; 11] = [
+        DropReason::UnknownTopic,
+        DropReason::TooLarge,
+        DropReason::NotUtf8,
+        DropReason::MalformedJson,
+        DropReason::MissingKey,
+        DropReason::MissingField,
+        DropReason::NotANumber,
+        DropReason::NonFinite,
+        DropReason::BadTime,
+        DropReason::QueueFull,
+        DropReason::MailboxFull,
+    ];
+
+    /// The stable snake_case name (a metric label value; never change one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownTopic => "unknown_topic",
+            DropReason::TooLarge => "too_large",
+            DropReason::NotUtf8 => "not_utf8",
+            DropReason::MalformedJson => "malformed_json",
+            DropReason::MissingKey => "missing_key",
+            DropReason::MissingField => "missing_field",
+            DropReason::NotANumber => "not_a_number",
+            DropReason::NonFinite => "non_finite",
+            DropReason::BadTime => "bad_time",
+            DropReason::QueueFull => "queue_full",
+            DropReason::MailboxFull => "mailbox_full",
+        }
+    }
+
+    /// Position in [`DropReason::ALL`]: `0..ALL.len()`, for indexing a counter array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decode failure: the reason plus enough detail for one log line (which field or pointer,
+/// what was found), e.g. `field "temp" (/value): expected a number, found a string`.
+///
+/// Building one does not allocate (names are shared `Arc<str>`s from the decoder), except for
+/// `malformed_json`, which carries serde_json's error.
+#[derive(thiserror::Error, Debug)]
+#[error("{location}: {problem}")]
+pub struct DecodeError {
+    /// Why the reading is dropped (the metric label).
+    pub reason: DropReason,
+    location: Location,
+    problem: Problem,
+}
+
+impl DecodeError {
+    pub(crate) fn new(reason: DropReason, location: Location, problem: Problem) -> Self {
+        Self {
+            reason,
+            location,
+            problem,
+        }
+    }
+}
+
+/// Where in the message the problem is.
+#[derive(Debug, Clone)]
+pub(crate) enum Location {
+    /// The payload as a whole.
+    Payload,
+    /// The key taken from the topic (`None`: the whole topic; `Some(n)`: level n).
+    TopicKey(Option<usize>),
+    /// A configured field.
+    Field { name: Arc<str>, pointer: Arc<str> },
+    /// The key taken from the payload.
+    PayloadKey { pointer: Arc<str> },
+    /// The event time.
+    Time { pointer: Arc<str> },
+}
+
+/// A JSON pointer for display: `""` reads as "the whole payload".
+struct PointerDisplay<'a>(&'a str);
+
+impl fmt::Display for PointerDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("the whole payload")
+        } else {
+            f.write_str(self.0)
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Payload => f.write_str("payload"),
+            Location::TopicKey(None) => f.write_str("key (the topic)"),
+            Location::TopicKey(Some(level)) => write!(f, "key (topic level {level})"),
+            Location::Field { name, pointer } => {
+                write!(f, "field {name:?} ({})", PointerDisplay(pointer))
+            }
+            Location::PayloadKey { pointer } => write!(f, "key ({})", PointerDisplay(pointer)),
+            Location::Time { pointer } => write!(f, "time ({})", PointerDisplay(pointer)),
+        }
+    }
+}
+
+/// The JSON type found where something else was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    Null,
+    Bool,
+    Number,
+    NonIntegerNumber,
+    String,
+    Array,
+    Object,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Found::Null => "null",
+            Found::Bool => "a boolean",
+            Found::Number => "a number",
+            Found::NonIntegerNumber => "a non-integer number",
+            Found::String => "a string",
+            Found::Array => "an array",
+            Found::Object => "an object",
+        })
+    }
+}
+
+/// The start of an offending payload, kept inline so reporting it does not allocate.
+#[derive(Clone, Copy)]
+pub(crate) struct Snippet {
+    bytes: [u8; Snippet::CAPACITY],
+    len: u8,
+    truncated: bool,
+}
+
+impl Snippet {
+    const CAPACITY: usize = 32;
+
+    /// The first `CAPACITY` bytes of `text`, cut at a character boundary.
+    pub fn new(text: &str) -> Self {
+        let mut end = text.len().min(Self::CAPACITY);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; Self::CAPACITY];
+        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
+        Self {
+            bytes,
+            // `end` ≤ CAPACITY = 32, so it fits a u8.
+            len: end as u8,
+            truncated: end < text.len(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // The bytes are a prefix of a `str` cut at a character boundary.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for Snippet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Snippet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())?;
+        if self.truncated {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong at the [`Location`].
+#[derive(Debug)]
+pub(crate) enum Problem {
+    TooLarge {
+        len: usize,
+        limit: usize,
+    },
+    NotUtf8 {
+        valid_up_to: usize,
+    },
+    Malformed(serde_json::Error),
+    /// serde_json refuses numbers beyond the f64 range (`1e400`) while parsing.
+    NumberOutOfRange(serde_json::Error),
+    Missing,
+    /// The topic has fewer levels, or the level is empty.
+    NoTopicLevel,
+    EmptyTopic,
+    EmptyKey,
+    WrongType {
+        expected: &'static str,
+        found: Found,
+    },
+    NonFinite,
+    NotANumberText(Snippet),
+    NonFiniteText(Snippet),
+    EmptyPayload,
+    TimeOutOfRange,
+    NotRfc3339(time::error::Parse),
+    /// A pointer is configured for a `number` payload, which has no members.
+    PointerNeedsJson,
+    /// The configured pointer is not a valid JSON pointer (config validation should reject it).
+    InvalidPointer,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::TooLarge { len, limit } => write!(
+                f,
+                "{len} bytes exceed the limit of {limit} bytes (max_payload_bytes)"
+            ),
+            Problem::NotUtf8 { valid_up_to } => {
+                write!(f, "not valid UTF-8 (bad byte at offset {valid_up_to})")
+            }
+            Problem::Malformed(e) => write!(f, "not valid JSON: {e}"),
+            Problem::NumberOutOfRange(e) => write!(f, "a number beyond the f64 range: {e}"),
+            Problem::Missing => f.write_str("not present"),
+            Problem::NoTopicLevel => f.write_str("the topic has no such level, or it is empty"),
+            Problem::EmptyTopic => f.write_str("the topic is empty"),
+            Problem::EmptyKey => f.write_str("expected a non-empty string, found \"\""),
+            Problem::WrongType { expected, found } => {
+                write!(f, "expected {expected}, found {found}")?;
+                if *found == Found::String && *expected == EXPECTED_NUMBER {
+                    f.write_str(" (numbers inside strings are not converted)")?;
+                }
+                Ok(())
+            }
+            Problem::NonFinite => f.write_str("not a finite number"),
+            Problem::NotANumberText(s) => write!(f, "expected a number, found {s}"),
+            Problem::NonFiniteText(s) => write!(f, "{s} is not a finite number"),
+            Problem::EmptyPayload => f.write_str("expected a number, found an empty payload"),
+            Problem::TimeOutOfRange => f.write_str("time out of range"),
+            Problem::NotRfc3339(e) => write!(f, "not an RFC 3339 time: {e}"),
+            Problem::PointerNeedsJson => {
+                f.write_str("a JSON pointer needs format = \"json\" (this payload is a number)")
+            }
+            Problem::InvalidPointer => f.write_str(
+                "the configured pointer is not a valid JSON pointer (\"\" or starting with '/')",
+            ),
+        }
+    }
+}
+
+/// What a field must be.
+pub(crate) const EXPECTED_NUMBER: &str = "a number";
+/// What a key taken from the payload must be.
+pub(crate) const EXPECTED_KEY: &str = "a string or an integer";

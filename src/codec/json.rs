@@ -1,0 +1,368 @@
+//! The JSON walk: one pass over the payload that reads only the configured pointers.
+//!
+//! The payload is never turned into a `serde_json::Value`. A `NodeSeed` deserializes the value
+//! at one node of the `PathTree`: objects are walked member by member, a member name is compared
+//! (as a borrowed `&str`, or serde_json's unescaped scratch copy when it has escapes) with the
+//! node's child segments, and members off every configured path are skipped with
+//! `IgnoredAny`, which only scans them. Arrays are walked the same way by index.
+//!
+//! The visitors never fail: what they find at each target is recorded in `Walk`, and the
+//! decoder turns it into an error afterwards, so every error from serde_json is a syntax error.
+//!
+//! This relies on serde_json's default number handling: its `arbitrary_precision` feature (not
+//! enabled anywhere in our dependency graph) would hand numbers over as maps, and the tests
+//! would fail with `not_a_number`.
+
+use std::fmt::{self, Write as _};
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::error::Found;
+use super::pointer::{PathTree, Segment, Target};
+use crate::config::TimeUnit;
+
+/// What was found at the key pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeySlot {
+    Missing,
+    /// Written to the output key.
+    Found,
+    Empty,
+    Wrong(Found),
+}
+
+/// What was found at the time pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeSlot {
+    Missing,
+    Millis(i64),
+    Wrong(Found),
+    NonFinite,
+    OutOfRange,
+    NotRfc3339(time::error::Parse),
+}
+
+/// A problem with one field; the decoder reports the one with the lowest index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldProblem {
+    Wrong(Found),
+    NonFinite,
+}
+
+/// The state of one walk over one payload.
+pub(crate) struct Walk<'a> {
+    pub tree: &'a PathTree,
+    pub time_unit: TimeUnit,
+    /// One slot per field, `NaN` until the field is found (JSON cannot produce NaN).
+    pub values: &'a mut [f64],
+    /// The lowest-indexed field that had the wrong type.
+    pub field_problem: Option<(usize, FieldProblem)>,
+    pub key: &'a mut String,
+    pub key_slot: KeySlot,
+    pub time_slot: TimeSlot,
+}
+
+/// A JSON number as serde_json hands it over.
+#[derive(Clone, Copy)]
+enum Number {
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+}
+
+impl Number {
+    fn as_f64(self) -> f64 {
+        match self {
+            Number::Unsigned(v) => v as f64,
+            Number::Signed(v) => v as f64,
+            Number::Float(v) => v,
+        }
+    }
+}
+
+/// Largest |milliseconds| accepted from a float (just inside the i64 range).
+const MAX_FLOAT_MILLIS: f64 = 9.0e18;
+/// Numbers at least this large are milliseconds under `time_unit = "auto"` (1e11 s is year 5138;
+/// 1e11 ms is March 1973).
+const AUTO_MILLIS_THRESHOLD: f64 = 1e11;
+
+impl Walk<'_> {
+    fn field_problem(&mut self, index: usize, problem: FieldProblem) {
+        match self.field_problem {
+            Some((first, _)) if first <= index => {}
+            _ => self.field_problem = Some((index, problem)),
+        }
+    }
+
+    /// A value that is neither a number nor a string.
+    fn other(&mut self, targets: &[Target], found: Found) {
+        for &target in targets {
+            match target {
+                Target::Field(i) => self.field_problem(i, FieldProblem::Wrong(found)),
+                Target::Key => self.key_slot = KeySlot::Wrong(found),
+                Target::Time => self.time_slot = TimeSlot::Wrong(found),
+            }
+        }
+    }
+
+    fn number(&mut self, targets: &[Target], number: Number) {
+        for &target in targets {
+            match target {
+                Target::Field(i) => {
+                    let value = number.as_f64();
+                    if value.is_finite() {
+                        if let Some(slot) = self.values.get_mut(i) {
+                            *slot = value;
+                        }
+                    } else {
+                        self.field_problem(i, FieldProblem::NonFinite);
+                    }
+                }
+                Target::Key => {
+                    self.key.clear();
+                    // `write!` into a String cannot fail (fmt::Write for String is infallible);
+                    // it formats in place, reusing the key's capacity.
+                    self.key_slot = match number {
+                        Number::Unsigned(v) => {
+                            let _ = write!(self.key, "{v}");
+                            KeySlot::Found
+                        }
+                        Number::Signed(v) => {
+                            let _ = write!(self.key, "{v}");
+                            KeySlot::Found
+                        }
+                        Number::Float(_) => KeySlot::Wrong(Found::NonIntegerNumber),
+                    };
+                }
+                Target::Time => self.time_slot = time_from_number(self.time_unit, number),
+            }
+        }
+    }
+
+    fn string(&mut self, targets: &[Target], s: &str) {
+        for &target in targets {
+            match target {
+                Target::Field(i) => self.field_problem(i, FieldProblem::Wrong(Found::String)),
+                Target::Key => {
+                    self.key.clear();
+                    if s.is_empty() {
+                        self.key_slot = KeySlot::Empty;
+                    } else {
+                        self.key.push_str(s);
+                        self.key_slot = KeySlot::Found;
+                    }
+                }
+                Target::Time => {
+                    self.time_slot = match self.time_unit {
+                        TimeUnit::Auto | TimeUnit::Rfc3339 => time_from_rfc3339(s),
+                        TimeUnit::Seconds | TimeUnit::Milliseconds => {
+                            TimeSlot::Wrong(Found::String)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn time_from_number(unit: TimeUnit, number: Number) -> TimeSlot {
+    let millis_per_unit: i64 = match unit {
+        TimeUnit::Rfc3339 => return TimeSlot::Wrong(Found::Number),
+        TimeUnit::Milliseconds => 1,
+        TimeUnit::Seconds => 1000,
+        TimeUnit::Auto if number.as_f64().abs() >= AUTO_MILLIS_THRESHOLD => 1,
+        TimeUnit::Auto => 1000,
+    };
+    let exact = match number {
+        Number::Unsigned(v) => i64::try_from(v).ok(),
+        Number::Signed(v) => Some(v),
+        Number::Float(v) => {
+            if !v.is_finite() {
+                return TimeSlot::NonFinite;
+            }
+            let millis = (v * millis_per_unit as f64).round();
+            return if millis.abs() < MAX_FLOAT_MILLIS {
+                // In range (checked above) and integral (rounded), so the cast is exact.
+                TimeSlot::Millis(millis as i64)
+            } else {
+                TimeSlot::OutOfRange
+            };
+        }
+    };
+    match exact.and_then(|v| v.checked_mul(millis_per_unit)) {
+        Some(millis) => TimeSlot::Millis(millis),
+        None => TimeSlot::OutOfRange,
+    }
+}
+
+fn time_from_rfc3339(s: &str) -> TimeSlot {
+    match OffsetDateTime::parse(s, &Rfc3339) {
+        Ok(t) => {
+            let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
+            i64::try_from(millis).map_or(TimeSlot::OutOfRange, TimeSlot::Millis)
+        }
+        Err(e) => TimeSlot::NotRfc3339(e),
+    }
+}
+
+/// Deserializes the value at `node` of the tree into the walk.
+pub(crate) struct NodeSeed<'w, 'a> {
+    pub walk: &'w mut Walk<'a>,
+    pub node: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'a> NodeSeed<'_, 'a> {
+    fn targets(&self) -> &'a [Target] {
+        let tree: &'a PathTree = self.walk.tree;
+        &tree.nodes[self.node].targets
+    }
+
+    fn children(&self) -> &'a [(Segment, usize)] {
+        let tree: &'a PathTree = self.walk.tree;
+        &tree.nodes[self.node].children
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        let targets = self.targets();
+        self.walk.other(targets, Found::Bool);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        let targets = self.targets();
+        self.walk.other(targets, Found::Null);
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        let targets = self.targets();
+        self.walk.other(targets, Found::Null);
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        let targets = self.targets();
+        self.walk.number(targets, Number::Unsigned(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        let targets = self.targets();
+        self.walk.number(targets, Number::Signed(v));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        let targets = self.targets();
+        self.walk.number(targets, Number::Float(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        let targets = self.targets();
+        self.walk.string(targets, v);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let targets = self.targets();
+        let children = self.children();
+        self.walk.other(targets, Found::Object);
+        if children.is_empty() {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(());
+        }
+        while let Some(child) = map.next_key_seed(MemberSeed { children })? {
+            match child {
+                Some(node) => map.next_value_seed(NodeSeed {
+                    walk: &mut *self.walk,
+                    node,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let targets = self.targets();
+        let children = self.children();
+        self.walk.other(targets, Found::Array);
+        let mut wanted = children.iter().filter(|(s, _)| s.index.is_some()).count();
+        let mut index = 0usize;
+        while wanted > 0 {
+            let child = children
+                .iter()
+                .find(|(segment, _)| segment.index == Some(index))
+                .map(|&(_, node)| node);
+            let more = match child {
+                Some(node) => {
+                    wanted -= 1;
+                    seq.next_element_seed(NodeSeed {
+                        walk: &mut *self.walk,
+                        node,
+                    })?
+                    .is_some()
+                }
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            index += 1;
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Reads one member name and returns the child node it leads to, if any.
+struct MemberSeed<'a> {
+    children: &'a [(Segment, usize)],
+}
+
+impl<'de> DeserializeSeed<'de> for MemberSeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberSeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    // serde_json calls `visit_borrowed_str` for names without escapes (a slice of the payload)
+    // and `visit_str` with its unescaped scratch copy otherwise; both land here.
+    fn visit_str<E>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self
+            .children
+            .iter()
+            .find(|(segment, _)| *segment.name == *name)
+            .map(|&(_, node)| node))
+    }
+}

@@ -1,0 +1,156 @@
+//! The configuration: a TOML file turned into a checked [`Config`].
+//!
+//! The file is parsed with toml-span rather than serde so that *every* problem is reported,
+//! each as `file:line:col: message` naming the component and what is accepted — a user
+//! fixing a gateway over SSH should see all mistakes in one `edgeflow check`.
+//!
+//! # Layout
+//! - `schema` — the typed result and the defaults (one place for them).
+//! - `loader` — walks the TOML tree, applies defaults, collects problems.
+//! - `rules` — pure checks of topic filters, JSON pointers, key sources and templates.
+//! - `error` — [`ConfigError`], [`ConfigErrors`] and offset → line:col conversion.
+//! - `summary` — [`Config::summary`] for `edgeflow check`.
+//!
+//! # File format
+//!
+//! Unknown keys are errors everywhere (a typo must not silently fall back to a default).
+//! Durations are strings such as `"500ms"`, `"30s"`, `"10m"`, `"1h 30m"` (at most a year).
+//! Values shown are the defaults.
+//!
+//! ```toml
+//! [mqtt]                      # optional
+//! embedded = false            # run an in-process broker on 127.0.0.1:port (host is then ignored)
+//! host = "127.0.0.1"          # non-empty unless embedded
+//! port = 1883                 # 1..=65535
+//! client_id = "edgeflow"      # non-empty (≤ 23 characters is what every broker accepts)
+//! # username = "u"            # optional
+//! # password = "p"            # optional, requires username
+//! keep_alive = "30s"          # 5s..=65535s
+//! max_packet_bytes = 262144   # 1024..=268435455
+//! subscribe_qos = 1           # 0 or 1
+//! reconnect_min = "500ms"     # > 0; first back-off after a connection error
+//! reconnect_max = "30s"       # ≥ reconnect_min; cap of the doubling back-off
+//! ingest_queue = 4096         # ≥ 1
+//! publish_queue = 4096        # ≥ 1
+//!
+//! [store]                     # optional
+//! data_dir = "data"           # non-empty; relative to the working directory
+//! checkpoint_interval = "1s"  # ≥ 10ms
+//! cache_bytes = 8388608       # ≥ 65536
+//!
+//! [runtime]                   # optional
+//! shards = 0                  # 0..=256; 0 = one per CPU core
+//! max_resident_keys = 100000  # ≥ 1
+//! idle_timeout = "10m"        # > 0
+//! mailbox_capacity = 1024     # ≥ 1
+//! stats_interval = "10s"      # > 0
+//! shutdown_deadline = "10s"   # > 0
+//!
+//! [simulate]                  # optional; present (even empty) = enabled
+//! sensors = 50                # 1..=1000000
+//! rate = 50.0                 # readings/s over the fleet, > 0 (integer or float)
+//! topic = "sensors/{sensor}/temperature"   # must contain {sensor}; no '+' or '#'
+//! seed = 42                   # ≥ 0
+//! spike_probability = 0.01    # 0..=1
+//!
+//! [[pipelines]]               # at least one
+//! name = "temperature"        # required, unique, [A-Za-z0-9_-]+
+//! topics = ["sensors/+/temperature"]  # required, non-empty MQTT filters ($share/g/… allowed)
+//! format = "json"             # "json" | "number"
+//! key = "topic"               # "topic" | "topic[N]" (0-based level) | "/json/pointer" (json only)
+//! # time = "/ts"              # optional JSON pointer of the event time (json only)
+//! # time_unit = "auto"        # "auto" | "s" | "ms" | "rfc3339"; only with time
+//! fields = { temp = "/value" } # json: required, ≥ 1 entry, kept in file order;
+//!                             # number: optional, default { value = "" }, one entry with ""
+//! output = "edgeflow/{pipeline}/{key}/{field}/forecast"  # placeholders {pipeline} {key} {field}
+//! output_qos = 0              # 0 or 1
+//! max_payload_bytes = 65536   # ≥ 1; larger payloads are dropped
+//!
+//! [pipelines.model]           # required
+//! kind = "forecast"           # required; accepted: "forecast"
+//! target = "temp"             # required; one of the pipeline's fields
+//! lags = 4                    # 1..=32
+//! forgetting = 0.995          # 0.9..=1.0
+//! interval_z = 1.96           # > 0 and ≤ 10
+//! ```
+
+use std::path::Path;
+
+mod error;
+mod loader;
+mod rules;
+pub mod schema;
+mod summary;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use schema::*;
+
+use error::LineIndex;
+
+/// Load and validate a config file.
+///
+/// # Errors
+/// Every problem in the file, each with its location. A file that cannot be read gives one
+/// error at 1:1 with the I/O error; a file that is not UTF-8 gives one error where the
+/// first invalid byte is.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| single(path, 1, 1, format!("cannot read the config file: {error}")))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => parse_str(path, &text),
+        Err(error) => {
+            let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+            // `valid_up_to` is by definition a valid prefix; the fallback only keeps this
+            // free of `unwrap`.
+            let (line, col) = std::str::from_utf8(valid)
+                .map_or((1, 1), |prefix| LineIndex::new(prefix).locate(prefix.len()));
+            Err(single(
+                path,
+                line,
+                col,
+                "the config file is not valid UTF-8 (TOML files must be UTF-8)".into(),
+            ))
+        }
+    }
+}
+
+/// Same as [`load`] from a string (`path` is used in messages and `Config::source` only).
+///
+/// # Errors
+/// Every problem in `text`, each with its location, in file order.
+pub fn parse_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    // Editors on Windows may write a byte-order mark; TOML parsers reject it, users do not
+    // see it. Columns are unaffected: no editor counts it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    loader::load_text(path, text).map_err(|problems| {
+        let lines = LineIndex::new(text);
+        ConfigErrors {
+            errors: problems
+                .into_iter()
+                .map(|problem| {
+                    let (line, col) = lines.locate(problem.offset);
+                    ConfigError {
+                        file: path.to_path_buf(),
+                        line,
+                        col,
+                        message: problem.message,
+                    }
+                })
+                .collect(),
+        }
+    })
+}
+
+fn single(path: &Path, line: usize, col: usize, message: String) -> ConfigErrors {
+    ConfigErrors {
+        errors: vec![ConfigError {
+            file: path.to_path_buf(),
+            line,
+            col,
+            message,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,781 @@
+//! Loader tests: one per invariant, with exact locations.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// A minimal valid pipeline, appended to configs that test something else.
+const PIPELINE: &str = r#"
+[[pipelines]]
+name = "temperature"
+topics = ["sensors/+/temperature"]
+fields = { temp = "/value" }
+[pipelines.model]
+kind = "forecast"
+target = "temp"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_str(Path::new("gw.toml"), text)
+}
+
+fn valid(text: &str) -> Config {
+    match parse(text) {
+        Ok(config) => config,
+        Err(errors) => panic!("expected a valid config, got:\n{errors}"),
+    }
+}
+
+/// The errors as `line:col: message`, in the order reported.
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(errors) => errors
+            .errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn full_valid_config_parses_to_expected_values() {
+    let text = r#"
+[mqtt]
+embedded = false
+host = "broker.local"
+port = 8883
+client_id = "gw-7"
+username = "u"
+password = "p"
+keep_alive = "1m"
+max_packet_bytes = 1048576
+subscribe_qos = 0
+reconnect_min = "1s"
+reconnect_max = "1m"
+ingest_queue = 100
+publish_queue = 200
+
+[store]
+data_dir = "/var/lib/edgeflow"
+checkpoint_interval = "250ms"
+cache_bytes = 1048576
+
+[runtime]
+shards = 4
+max_resident_keys = 5000
+idle_timeout = "5m"
+mailbox_capacity = 64
+stats_interval = "30s"
+shutdown_deadline = "3s"
+
+[simulate]
+sensors = 10
+rate = 5
+topic = "demo/{sensor}/t"
+seed = 7
+spike_probability = 0.5
+
+[[pipelines]]
+name = "temperature"
+topics = ["sensors/+/temperature", "legacy/#"]
+format = "json"
+key = "topic[1]"
+time = "/ts"
+time_unit = "ms"
+fields = { temp = "/value", humidity = "/h" }
+output = "out/{pipeline}/{key}/{field}"
+output_qos = 1
+max_payload_bytes = 1024
+[pipelines.model]
+kind = "forecast"
+target = "humidity"
+lags = 8
+forgetting = 1
+interval_z = 2.5
+
+[[pipelines]]
+name = "power"
+topics = ["power/+"]
+format = "number"
+[pipelines.model]
+kind = "forecast"
+target = "value"
+"#;
+    let expected = Config {
+        source: PathBuf::from("gw.toml"),
+        mqtt: MqttConfig {
+            embedded: false,
+            host: "broker.local".into(),
+            port: 8883,
+            client_id: "gw-7".into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            keep_alive: Duration::from_secs(60),
+            max_packet_bytes: 1_048_576,
+            subscribe_qos: 0,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            ingest_queue: 100,
+            publish_queue: 200,
+        },
+        store: StoreConfig {
+            data_dir: PathBuf::from("/var/lib/edgeflow"),
+            checkpoint_interval: Duration::from_millis(250),
+            cache_bytes: 1_048_576,
+        },
+        runtime: RuntimeConfig {
+            shards: 4,
+            max_resident_keys: 5000,
+            idle_timeout: Duration::from_secs(300),
+            mailbox_capacity: 64,
+            stats_interval: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(3),
+        },
+        simulate: Some(SimulateConfig {
+            sensors: 10,
+            rate: 5.0,
+            topic: "demo/{sensor}/t".into(),
+            seed: 7,
+            spike_probability: 0.5,
+        }),
+        pipelines: vec![
+            PipelineConfig {
+                name: "temperature".into(),
+                topics: vec!["sensors/+/temperature".into(), "legacy/#".into()],
+                format: PayloadFormat::Json,
+                key: KeySource::TopicLevel(1),
+                time: Some(TimeSource {
+                    pointer: "/ts".into(),
+                    unit: TimeUnit::Milliseconds,
+                }),
+                fields: vec![
+                    FieldConfig {
+                        name: "temp".into(),
+                        pointer: "/value".into(),
+                    },
+                    FieldConfig {
+                        name: "humidity".into(),
+                        pointer: "/h".into(),
+                    },
+                ],
+                model: ModelConfig::Forecast(ForecastConfig {
+                    target: "humidity".into(),
+                    lags: 8,
+                    forgetting: 1.0,
+                    interval_z: 2.5,
+                }),
+                output: "out/{pipeline}/{key}/{field}".into(),
+                output_qos: 1,
+                max_payload_bytes: 1024,
+            },
+            PipelineConfig {
+                name: "power".into(),
+                topics: vec!["power/+".into()],
+                format: PayloadFormat::Number,
+                key: KeySource::Topic,
+                time: None,
+                fields: vec![FieldConfig {
+                    name: "value".into(),
+                    pointer: String::new(),
+                }],
+                model: ModelConfig::Forecast(ForecastConfig {
+                    target: "value".into(),
+                    ..ForecastConfig::default()
+                }),
+                output: DEFAULT_OUTPUT.into(),
+                output_qos: 0,
+                max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            },
+        ],
+    };
+    assert_eq!(valid(text), expected);
+}
+
+#[test]
+fn omitted_keys_take_the_schema_defaults() {
+    let config = valid(PIPELINE);
+    assert_eq!(config.mqtt, MqttConfig::default());
+    assert_eq!(config.store, StoreConfig::default());
+    assert_eq!(config.runtime, RuntimeConfig::default());
+    assert_eq!(config.simulate, None);
+    let pipeline = &config.pipelines[0];
+    assert_eq!(pipeline.format, PayloadFormat::Json);
+    assert_eq!(pipeline.key, KeySource::Topic);
+    assert_eq!(pipeline.time, None);
+    assert_eq!(pipeline.output, DEFAULT_OUTPUT);
+    assert_eq!(pipeline.output_qos, 0);
+    assert_eq!(pipeline.max_payload_bytes, DEFAULT_MAX_PAYLOAD_BYTES);
+    assert_eq!(
+        pipeline.model,
+        ModelConfig::Forecast(ForecastConfig {
+            target: "temp".into(),
+            ..ForecastConfig::default()
+        })
+    );
+}
+
+#[test]
+fn empty_simulate_table_enables_the_simulator_with_defaults() {
+    let config = valid(&format!("[simulate]\n{PIPELINE}"));
+    assert_eq!(config.simulate, Some(SimulateConfig::default()));
+}
+
+#[test]
+fn time_unit_defaults_to_auto_when_time_is_given() {
+    let text = PIPELINE.replace("fields =", "time = \"/ts\"\nfields =");
+    let config = valid(&text);
+    assert_eq!(
+        config.pipelines[0].time,
+        Some(TimeSource {
+            pointer: "/ts".into(),
+            unit: TimeUnit::Auto,
+        })
+    );
+}
+
+#[test]
+fn fields_keep_the_order_written_in_the_file() {
+    let text = PIPELINE.replace(
+        "fields = { temp = \"/value\" }",
+        "fields = { zeta = \"/z\", temp = \"/value\", alpha = \"/a\" }",
+    );
+    let names: Vec<_> = valid(&text).pipelines[0]
+        .fields
+        .iter()
+        .map(|field| field.name.clone())
+        .collect();
+    assert_eq!(names, ["zeta", "temp", "alpha"]);
+}
+
+#[test]
+fn embedded_broker_with_a_remote_host_is_accepted() {
+    let config = valid(&format!(
+        "[mqtt]\nembedded = true\nhost = \"10.0.0.9\"\n{PIPELINE}"
+    ));
+    assert!(config.mqtt.embedded);
+}
+
+#[test]
+fn byte_order_mark_is_ignored() {
+    let config = valid(&format!("\u{feff}[mqtt]\nport = 1884\n{PIPELINE}"));
+    assert_eq!(config.mqtt.port, 1884);
+}
+
+#[test]
+fn shared_subscription_filters_are_accepted() {
+    let text = PIPELINE.replace("\"sensors/+/temperature\"", "\"$share/gw/sensors/+/t\"");
+    let text = text.replace("fields =", "key = \"topic[1]\"\nfields =");
+    assert_eq!(valid(&text).pipelines[0].key, KeySource::TopicLevel(1));
+}
+
+#[test]
+fn unknown_keys_are_each_reported_at_the_key() {
+    let text = format!("[mqtt]\nhots = \"x\"\nprot = 1\n[sotre]\n{PIPELINE}lag = 3\n");
+    let accepted = "embedded, host, port, client_id, username, password, keep_alive, \
+                    max_packet_bytes, subscribe_qos, reconnect_min, reconnect_max, \
+                    ingest_queue, publish_queue";
+    assert_eq!(
+        errors(&text),
+        [
+            format!("2:1: [mqtt]: unknown key \"hots\" (accepted keys: {accepted})"),
+            format!("3:1: [mqtt]: unknown key \"prot\" (accepted keys: {accepted})"),
+            "4:2: unknown key \"sotre\" (accepted keys: mqtt, store, runtime, simulate, pipelines)".into(),
+            "13:1: pipeline \"temperature\": unknown key \"model.lag\" (accepted keys: kind, target, lags, forgetting, interval_z)".into(),
+        ]
+    );
+}
+
+#[test]
+fn wrong_type_is_reported_at_the_value() {
+    let text =
+        format!("[mqtt]\nport = \"1883\"\nembedded = 1\n[runtime]\nidle_timeout = 600\n{PIPELINE}");
+    assert_eq!(
+        errors(&text),
+        [
+            "2:8: [mqtt]: port must be an integer (got a string)",
+            "3:12: [mqtt]: embedded must be true or false (got an integer)",
+            "5:16: [runtime]: idle_timeout must be a duration string such as \"30s\" (got an integer)",
+        ]
+    );
+}
+
+#[test]
+fn wrong_type_inside_an_array_names_the_entry() {
+    let text = PIPELINE.replace("[\"sensors/+/temperature\"]", "[\"a/+\", 7]");
+    assert_eq!(
+        errors(&text),
+        ["4:18: pipeline \"temperature\": topics[1] must be a string (got an integer)"]
+    );
+}
+
+#[test]
+fn missing_required_keys_are_reported_at_the_table() {
+    let text = "[[pipelines]]\nfields = { t = \"/t\" }\n[pipelines.model]\nkind = \"forecast\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            "1:1: pipeline #1: missing required key \"name\"",
+            "1:1: pipeline #1: missing required key \"topics\"",
+            "3:1: pipeline #1: missing required key \"model.target\"",
+        ]
+    );
+    let text = "[[pipelines]]\nname = \"a\"\ntopics = [\"a\"]\n";
+    assert_eq!(
+        errors(text),
+        [
+            "1:1: pipeline \"a\": missing required key \"fields\" (format = \"json\" reads each field by JSON pointer, e.g. fields = { temp = \"/value\" })",
+            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\")",
+        ]
+    );
+}
+
+#[test]
+fn out_of_range_numbers_say_what_is_accepted() {
+    let text = format!(
+        "[mqtt]\nport = 0\nsubscribe_qos = 2\n[runtime]\nshards = 300\n[simulate]\nspike_probability = 1.5\nrate = nan\n{PIPELINE}lags = 0\nforgetting = 0.5\ninterval_z = 0\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "2:8: [mqtt]: port must be between 1 and 65535 (got 0)",
+            "3:17: [mqtt]: subscribe_qos must be 0 or 1 (got 2)",
+            "5:10: [runtime]: shards must be between 0 and 256 (got 300)",
+            "7:21: [simulate]: spike_probability must be between 0 and 1 (got 1.5)",
+            "8:8: [simulate]: rate must be a number of readings per second greater than 0 (got NaN)",
+            "17:8: pipeline \"temperature\": model.lags must be between 1 and 32 (got 0)",
+            "18:14: pipeline \"temperature\": model.forgetting must be between 0.9 and 1.0 (got 0.5)",
+            "19:14: pipeline \"temperature\": model.interval_z must be greater than 0 and at most 10 (got 0)",
+        ]
+    );
+}
+
+#[test]
+fn bad_durations_are_reported_with_the_accepted_form() {
+    let text = format!(
+        "[mqtt]\nkeep_alive = \"30 seconds please\"\nreconnect_min = \"0s\"\n[store]\ncheckpoint_interval = \"1ms\"\n{PIPELINE}"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "2:14: [mqtt]: keep_alive must be a duration such as \"500ms\", \"30s\" or \"10m\" (got \"30 seconds please\": expected number at 11)",
+            "3:17: [mqtt]: reconnect_min must be greater than 0 (got 0s)",
+            "5:23: [store]: checkpoint_interval must be at least 10ms (got 1ms)",
+        ]
+    );
+}
+
+#[test]
+fn keep_alive_below_five_seconds_is_rejected() {
+    assert_eq!(
+        errors(&format!("[mqtt]\nkeep_alive = \"2s\"\n{PIPELINE}")),
+        ["2:14: [mqtt]: keep_alive must be at least 5s (got 2s)"]
+    );
+}
+
+#[test]
+fn reconnect_max_below_reconnect_min_is_rejected() {
+    assert_eq!(
+        errors(&format!(
+            "[mqtt]\nreconnect_min = \"10s\"\nreconnect_max = \"1s\"\n{PIPELINE}"
+        )),
+        ["3:17: [mqtt]: reconnect_max must be at least reconnect_min (10s) (got 1s)"]
+    );
+    assert_eq!(
+        errors(&format!("[mqtt]\nreconnect_min = \"1m\"\n{PIPELINE}")),
+        ["2:17: [mqtt]: reconnect_min must be at most reconnect_max (30s) (got 1m)"]
+    );
+}
+
+#[test]
+fn bad_topic_filters_are_reported_at_the_entry() {
+    let text = PIPELINE.replace(
+        "[\"sensors/+/temperature\"]",
+        "[\"ok/+\", \"a/#/b\", \"a/b+\", \"\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "4:19: pipeline \"temperature\": topics[1] \"a/#/b\" is not a valid MQTT topic filter: '#' is only allowed as the last level",
+            "4:28: pipeline \"temperature\": topics[2] \"a/b+\" is not a valid MQTT topic filter: '+' must be a whole level (like `a/+/b`)",
+            "4:36: pipeline \"temperature\": topics[3] \"\" is not a valid MQTT topic filter: it is empty",
+        ]
+    );
+    let text = PIPELINE.replace("[\"sensors/+/temperature\"]", "[]");
+    assert_eq!(
+        errors(&text),
+        ["4:10: pipeline \"temperature\": topics must list at least one MQTT topic filter, e.g. [\"sensors/+/temperature\"]"]
+    );
+}
+
+#[test]
+fn bad_key_source_is_reported() {
+    let text = PIPELINE.replace("fields =", "key = \"sensor\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["5:7: pipeline \"temperature\": key \"sensor\" is not a valid key source: accepted: \"topic\", \"topic[N]\" (N = 0-based topic level) or a JSON pointer starting with \"/\""]
+    );
+}
+
+#[test]
+fn topic_level_key_must_exist_in_every_filter() {
+    let text = PIPELINE
+        .replace(
+            "[\"sensors/+/temperature\"]",
+            "[\"sensors/+/temperature\", \"s/#\", \"short\"]",
+        )
+        .replace("fields =", "key = \"topic[2]\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["5:7: pipeline \"temperature\": key \"topic[2]\" reads topic level 2 (0-based), but topic filter \"short\" only matches topics with 1 level(s)"]
+    );
+}
+
+#[test]
+fn json_pointer_key_is_rejected_for_number_payloads() {
+    let text = "[[pipelines]]\nname = \"p\"\ntopics = [\"p/+\"]\nformat = \"number\"\nkey = \"/id\"\ntime = \"/ts\"\n[pipelines.model]\nkind = \"forecast\"\ntarget = \"value\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            "5:7: pipeline \"p\": key \"/id\" is a JSON pointer, but format = \"number\" payloads are bare numbers (use \"topic\" or \"topic[N]\")",
+            "6:8: pipeline \"p\": time cannot be read when format = \"number\": the payload is a bare number (remove time to use the arrival time)",
+        ]
+    );
+}
+
+#[test]
+fn number_payload_fields_must_be_one_whole_payload_entry() {
+    let base = "[[pipelines]]\nname = \"p\"\ntopics = [\"p/+\"]\nformat = \"number\"\n";
+    let model = "[pipelines.model]\nkind = \"forecast\"\ntarget = \"v\"\n";
+    assert_eq!(
+        errors(&format!("{base}fields = {{ v = \"/v\" }}\n{model}")),
+        ["5:16: pipeline \"p\": fields.v must be \"\" when format = \"number\" (the payload is one bare number)"]
+    );
+    assert_eq!(
+        errors(&format!("{base}fields = {{ v = \"\", w = \"\" }}\n{model}")),
+        ["5:10: pipeline \"p\": fields must have exactly one entry with pointer \"\" when format = \"number\" (got 2 entries)"]
+    );
+    let config = valid(&format!("{base}fields = {{ v = \"\" }}\n{model}"));
+    assert_eq!(
+        config.pipelines[0].fields,
+        [FieldConfig {
+            name: "v".into(),
+            pointer: String::new()
+        }]
+    );
+}
+
+#[test]
+fn bad_json_pointers_are_reported_at_the_value() {
+    let text = PIPELINE.replace(
+        "fields = { temp = \"/value\" }",
+        "time = \"ts\"\nfields = { temp = \"value\", hum = \"/h~2\", bad = 3 }",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "5:8: pipeline \"temperature\": time \"ts\" is not a JSON pointer: a JSON pointer is \"\" (the whole payload) or starts with \"/\"",
+            "6:19: pipeline \"temperature\": fields.temp \"value\" is not a JSON pointer: a JSON pointer is \"\" (the whole payload) or starts with \"/\"",
+            "6:34: pipeline \"temperature\": fields.hum \"/h~2\" is not a JSON pointer: '~' in a JSON pointer must be followed by 0 or 1 (\"~0\" is '~', \"~1\" is '/')",
+            "6:48: pipeline \"temperature\": fields.bad must be a JSON pointer string such as \"/value\" (got an integer)",
+        ]
+    );
+}
+
+#[test]
+fn empty_fields_table_is_rejected() {
+    let text = PIPELINE.replace("{ temp = \"/value\" }", "{}");
+    assert_eq!(
+        errors(&text),
+        [
+            "5:10: pipeline \"temperature\": fields must have at least one entry, e.g. fields = { temp = \"/value\" }",
+        ]
+    );
+}
+
+#[test]
+fn bad_template_placeholders_are_reported() {
+    let text = PIPELINE.replace("fields =", "output = \"out/{pipeline}/{sensor}\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["5:10: pipeline \"temperature\": output \"out/{pipeline}/{sensor}\" is not a valid topic template: unknown placeholder {sensor} (accepted: {pipeline}, {key}, {field})"]
+    );
+    let text = PIPELINE.replace("fields =", "output = \"out/{key\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["5:10: pipeline \"temperature\": output \"out/{key\" is not a valid topic template: it has a '{' without a matching '}'"]
+    );
+    let text = PIPELINE.replace("fields =", "output = \"out/+/{key}\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["5:10: pipeline \"temperature\": output \"out/+/{key}\" is not a valid topic template: a published topic must not contain the wildcards '+' or '#'"]
+    );
+    assert_eq!(
+        errors(&format!("[simulate]\ntopic = \"demo/all\"\n{PIPELINE}")),
+        ["2:9: [simulate]: topic must contain {sensor}, replaced by each sensor's id (got \"demo/all\")"]
+    );
+}
+
+#[test]
+fn model_target_must_be_one_of_the_fields() {
+    let text = PIPELINE
+        .replace(
+            "{ temp = \"/value\" }",
+            "{ temp = \"/value\", hum = \"/h\" }",
+        )
+        .replace("target = \"temp\"", "target = \"pressure\"");
+    assert_eq!(
+        errors(&text),
+        ["8:10: pipeline \"temperature\": model.target \"pressure\" is not one of the pipeline's fields (fields: temp, hum)"]
+    );
+}
+
+#[test]
+fn unsupported_model_kind_lists_the_accepted_kinds() {
+    let text = PIPELINE.replace("kind = \"forecast\"", "kind = \"kmeans\"\nk = 3");
+    assert_eq!(
+        errors(&text),
+        ["7:8: pipeline \"temperature\": model.kind \"kmeans\" is not supported (accepted: \"forecast\")"]
+    );
+}
+
+#[test]
+fn duplicate_pipeline_name_is_reported_at_the_duplicate() {
+    let text = format!("{PIPELINE}{PIPELINE}");
+    assert_eq!(
+        errors(&text),
+        ["11:8: pipeline \"temperature\": name is already used by the pipeline at line 3 (pipeline names must be unique)"]
+    );
+}
+
+#[test]
+fn invalid_pipeline_name_is_rejected() {
+    let text = PIPELINE.replace("name = \"temperature\"", "name = \"room temp\"");
+    assert_eq!(
+        errors(&text),
+        ["3:8: pipeline #1: name must match [A-Za-z0-9_-]+ (it is used in topics and state keys) (got \"room temp\")"]
+    );
+}
+
+#[test]
+fn a_config_without_pipelines_is_rejected() {
+    let message = "[[pipelines]]: at least one pipeline is required (add a [[pipelines]] table)";
+    assert_eq!(errors("[mqtt]\nport = 1883\n"), [format!("1:1: {message}")]);
+    assert_eq!(errors("\npipelines = []\n"), [format!("2:13: {message}")]);
+    assert_eq!(
+        errors("[pipelines]\nname = \"a\"\n"),
+        ["1:1: pipelines must be an array of tables: write [[pipelines]], not [pipelines]"]
+    );
+}
+
+#[test]
+fn password_without_username_is_rejected() {
+    assert_eq!(
+        errors(&format!("[mqtt]\npassword = \"secret\"\n{PIPELINE}")),
+        ["2:12: [mqtt]: password is set but username is not (MQTT sends a password only with a user name)"]
+    );
+}
+
+#[test]
+fn time_unit_without_time_is_rejected() {
+    let text = PIPELINE.replace("fields =", "time_unit = \"ms\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["5:13: pipeline \"temperature\": time_unit is set but time is not (set time to the JSON pointer of the event time, e.g. time = \"/ts\")"]
+    );
+}
+
+#[test]
+fn unknown_time_unit_lists_the_accepted_units() {
+    let text = PIPELINE.replace("fields =", "time = \"/ts\"\ntime_unit = \"us\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["6:13: pipeline \"temperature\": time_unit must be \"auto\", \"s\", \"ms\" or \"rfc3339\" (got \"us\")"]
+    );
+}
+
+#[test]
+fn toml_syntax_error_is_one_error_with_its_location() {
+    assert_eq!(
+        errors("[mqtt]\nport = 1883\nhost = \"a\n"),
+        ["3:10: TOML syntax error: invalid character in string: `\\n`"]
+    );
+    assert_eq!(
+        errors("[mqtt]\nport = 1\nport = 2\n"),
+        ["3:1: TOML syntax error: duplicate key: `port` (first defined at 2:1)"]
+    );
+}
+
+#[test]
+fn errors_in_every_section_are_all_reported() {
+    let text = r#"[mqtt]
+port = 70000
+[store]
+data_dir = ""
+[runtime]
+mailbox_capacity = 0
+[[pipelines]]
+name = "a"
+topics = ["x/#/y"]
+fields = { t = "/t" }
+[pipelines.model]
+kind = "forecast"
+target = "t"
+lags = 99
+[[pipelines]]
+name = "b"
+topics = ["y"]
+fields = { t = "/t" }
+color = "red"
+[pipelines.model]
+kind = "forecast"
+target = "nope"
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "2:8: [mqtt]: port must be between 1 and 65535 (got 70000)",
+            "4:12: [store]: data_dir must not be empty (a directory path, e.g. \"data\" or \"/var/lib/edgeflow\")",
+            "6:20: [runtime]: mailbox_capacity must be at least 1 (got 0)",
+            "9:11: pipeline \"a\": topics[0] \"x/#/y\" is not a valid MQTT topic filter: '#' is only allowed as the last level",
+            "14:8: pipeline \"a\": model.lags must be between 1 and 32 (got 99)",
+            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, topics, format, key, time, time_unit, fields, output, output_qos, max_payload_bytes, model)",
+            "22:10: pipeline \"b\": model.target \"nope\" is not one of the pipeline's fields (fields: t)",
+        ]
+    );
+}
+
+#[test]
+fn error_display_is_file_line_col_message() {
+    let errors = parse(&format!("[mqtt]\nport = 0\n{PIPELINE}")).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "gw.toml:2:8: [mqtt]: port must be between 1 and 65535 (got 0)\n"
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let text = PIPELINE.replace("fields =", "output = \"é/{x}\"\nfields =");
+    let text = text.replace("[[pipelines]]", "# ünïcödé\n[[pipelines]]");
+    let errors = parse(&text).unwrap_err().errors;
+    assert_eq!((errors[0].line, errors[0].col), (6, 10));
+    let text = format!("[simulate]\ntopic = \"é\"; x\n{PIPELINE}");
+    let errors = parse(&text).unwrap_err().errors;
+    // `;` is the 12th character of the line but the 13th byte.
+    assert_eq!((errors[0].line, errors[0].col), (2, 12));
+}
+
+#[test]
+fn summary_mentions_every_pipeline_and_the_broker() {
+    let text = format!(
+        "[mqtt]\nembedded = true\nport = 1999\n{PIPELINE}{}",
+        PIPELINE.replace("temperature\"", "humidity\"")
+    );
+    let summary = valid(&text).summary();
+    assert!(
+        summary.contains("embedded broker on 127.0.0.1:1999"),
+        "{summary}"
+    );
+    assert!(summary.contains("pipeline \"temperature\""), "{summary}");
+    assert!(summary.contains("pipeline \"humidity\""), "{summary}");
+    assert!(
+        summary.contains("topics: sensors/+/temperature"),
+        "{summary}"
+    );
+    assert!(summary.contains("fields: temp = \"/value\""), "{summary}");
+    assert!(
+        summary.contains("model: forecast of temp (lags 4, forgetting 0.995, interval z 1.96)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("output: {DEFAULT_OUTPUT} (qos 0)")),
+        "{summary}"
+    );
+    assert!(summary.contains("checkpoint every 1s"), "{summary}");
+    let remote = valid(PIPELINE).summary();
+    assert!(remote.contains("mqtt: broker 127.0.0.1:1883"), "{remote}");
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, PIPELINE).unwrap();
+    let config = load(&path).unwrap();
+    assert_eq!(config.source, path);
+    assert_eq!(config.pipelines.len(), 1);
+}
+
+#[test]
+fn unreadable_file_is_one_error_at_line_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.toml");
+    let errors = load(&path).unwrap_err().errors;
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].line, errors[0].col), (1, 1));
+    assert_eq!(errors[0].file, path);
+    assert!(
+        errors[0]
+            .message
+            .starts_with("cannot read the config file: "),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn non_utf8_file_is_reported_at_the_first_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(&path, b"[mqtt]\nhost = \"caf\xe9\"\n").unwrap();
+    let errors = load(&path).unwrap_err().errors;
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].line, errors[0].col), (2, 12));
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            if let Err(errors) = load(&path) {
+                panic!("{} is invalid:\n{errors}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example configs found in {}", dir.display());
+}
+
+#[test]
+fn mutated_configs_never_panic() {
+    // Every single-character deletion and a few replacements of a full config: the loader
+    // must answer with a config or located errors, never a panic.
+    let text = format!(
+        "[mqtt]\nusername = \"u\"\npassword = \"p\"\nkeep_alive = \"30s\"\n[simulate]\nrate = 5\n{PIPELINE}lags = 4\n{}",
+        PIPELINE.replace("temperature\"", "other\"")
+    );
+    let chars: Vec<char> = text.chars().collect();
+    for index in 0..chars.len() {
+        for replacement in [None, Some('"'), Some('['), Some('0'), Some('é'), Some('#')] {
+            let mut mutated = chars.clone();
+            match replacement {
+                None => {
+                    mutated.remove(index);
+                }
+                Some(c) => mutated[index] = c,
+            }
+            let mutated: String = mutated.into_iter().collect();
+            if let Err(errors) = parse(&mutated) {
+                assert!(!errors.errors.is_empty());
+                for error in &errors.errors {
+                    assert!(error.line >= 1 && error.col >= 1, "{error}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Online models: pure numerical code with serde-able state.
+//!
+//! Nothing here knows about actors, MQTT or the store. A `KeyActor` owns one model per key and
+//! drives it *test-then-train* (prequential): for every reading it first calls
+//! [`OnlineModel::predict_one`], publishes the prediction, then calls [`OnlineModel::learn_one`]
+//! with the reading's target and feeds the pair into a [`RegressionMetrics`]. The store persists
+//! a model by serialising it (postcard behind a version tag); a restored model continues bit for
+//! bit where the original left off.
+//!
+//! - [`forecast`]: [`Forecaster`], a one-step-ahead autoregressive forecaster (recursive least
+//!   squares with forgetting, robust to spikes and to badly scaled or constant signals).
+//! - [`metrics`]: [`RegressionMetrics`], prequential error aggregates (MAE, RMSE) that merge.
+
+pub mod forecast;
+pub mod metrics;
+
+pub use forecast::{ForecastParams, Forecaster, MAX_LAGS};
+pub use metrics::RegressionMetrics;
+
+/// A point prediction with an interval.
+///
+/// `lower <= value <= upper` for every prediction a model returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// The point prediction.
+    pub value: f64,
+    /// Lower end of the prediction interval.
+    pub lower: f64,
+    /// Upper end of the prediction interval.
+    pub upper: f64,
+}
+
+/// The small trait every online model implements (a later issue adds regression, logistic,
+/// k-means…).
+pub trait OnlineModel {
+    /// Predict the target of the next reading from its inputs `x` (before its target is seen).
+    ///
+    /// `None` while the model is warming up. For a forecaster `x` is empty: its inputs are its
+    /// own past values.
+    fn predict_one(&self, x: &[f64]) -> Option<Prediction>;
+
+    /// Learn the reading's target (always called after `predict_one` for the same reading:
+    /// test-then-train).
+    ///
+    /// A non-finite `y` is ignored: the call leaves the model unchanged.
+    fn learn_one(&mut self, x: &[f64], y: f64);
+
+    /// Number of `learn_one` calls so far that the model accepted (survives state
+    /// round-trips). Ignored calls (non-finite targets) are not counted.
+    fn updates(&self) -> u64;
+}
+
+/// Errors of the model module.
+#[derive(thiserror::Error, Debug, Clone, PartialEq)]
+pub enum ModelError {
+    /// Model parameters out of range; the message names every offending parameter, its value
+    /// and the accepted range.
+    #[error("invalid model parameters: {0}")]
+    InvalidParams(String),
+    /// A serialised model state is inconsistent (corrupt or written by an incompatible
+    /// version); the message says what does not fit.
+    #[error("invalid model state: {0}")]
+    InvalidState(String),
+}

@@ -1,0 +1,402 @@
+//! The event-loop task: connect, resubscribe on every ConnAck, hand messages to ingest, back off
+//! on errors.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, SubscribeFilter};
+use rumqttc::{Outgoing as Sent, SubscribeReasonCode};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::publisher::{self, Publisher};
+use super::{
+    broker_address, describe_connection_error, mqtt_options, qos_from_u8, validate_filter, Human,
+    Incoming, MqttStatus, RateLimitedCount,
+};
+use crate::config::MqttConfig;
+
+/// Start the connection to the broker of `cfg`.
+///
+/// Returns the [`Publisher`] handle and two futures the caller spawns (e.g. with
+/// `tokio::spawn`): the event-loop task body and the publisher task body. Nothing happens
+/// until they are polled; the first connection attempt is made by the event-loop task, and a
+/// broker that is down is not an error: it is retried with back-off from `reconnect_min` to
+/// `reconnect_max` until `shutdown` is cancelled.
+///
+/// `subscriptions` are `(filter, qos)` pairs, subscribed to after every ConnAck. Invalid
+/// filters or QoS values are logged and skipped (config validation rejects them earlier).
+/// Received messages go to `ingest` with `try_send`; see the [module docs](super) for what
+/// happens when it is full or closed, and for the shutdown order.
+pub fn connect(
+    cfg: &MqttConfig,
+    subscriptions: Vec<(String, u8)>,
+    ingest: mpsc::Sender<Incoming>,
+    status: Arc<MqttStatus>,
+    shutdown: CancellationToken,
+) -> (
+    Publisher,
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    connect_with_options(
+        mqtt_options(cfg, None),
+        cfg,
+        subscriptions,
+        ingest,
+        status,
+        shutdown,
+    )
+}
+
+/// [`connect`] with prepared options (the simulator uses its own client id).
+pub(crate) fn connect_with_options(
+    options: MqttOptions,
+    cfg: &MqttConfig,
+    subscriptions: Vec<(String, u8)>,
+    ingest: mpsc::Sender<Incoming>,
+    status: Arc<MqttStatus>,
+    shutdown: CancellationToken,
+) -> (
+    Publisher,
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let capacity = options.request_channel_capacity();
+    let (client, eventloop) = AsyncClient::new(options, capacity);
+    let (connected_tx, connected_rx) = watch::channel(false);
+    // Cancelled when the event-loop task returns, for whatever reason: lets the publisher task
+    // and `Publisher::disconnect` stop waiting for a connection that will never come back.
+    let stopped = CancellationToken::new();
+    // Cancelled by `Publisher::stop_input`.
+    let input_stop = CancellationToken::new();
+
+    let filters = subscription_filters(subscriptions);
+    let filter_paths: Vec<String> = filters.iter().map(|f| f.path.clone()).collect();
+    let event_loop = EventLoopTask {
+        eventloop,
+        client: client.clone(),
+        filters,
+        ingest: Some(ingest),
+        input_stop: input_stop.clone(),
+        status: Arc::clone(&status),
+        connected: connected_tx,
+        broker: broker_address(cfg),
+        max_packet_bytes: cfg.max_packet_bytes,
+        ingest_capacity: cfg.ingest_queue,
+        backoff: Backoff::new(cfg.reconnect_min, cfg.reconnect_max),
+    }
+    .run(shutdown.clone(), stopped.clone());
+
+    let (publisher, publisher_task) = publisher::start(
+        client,
+        filter_paths,
+        input_stop,
+        cfg.publish_queue,
+        cfg.max_packet_bytes,
+        status,
+        connected_rx,
+        stopped,
+        shutdown,
+    );
+    (publisher, event_loop, publisher_task)
+}
+
+fn subscription_filters(subscriptions: Vec<(String, u8)>) -> Vec<SubscribeFilter> {
+    let mut filters: Vec<SubscribeFilter> = Vec::with_capacity(subscriptions.len());
+    for (filter, qos) in subscriptions {
+        if let Err(e) = validate_filter(&filter) {
+            error!("not subscribing: {e}");
+            continue;
+        }
+        let qos = match qos_from_u8(qos) {
+            Ok(q) => q,
+            Err(e) => {
+                error!("not subscribing to {filter:?}: {e}");
+                continue;
+            }
+        };
+        // Two pipelines may read the same topics: one subscription is enough.
+        if !filters.iter().any(|f| f.path == filter) {
+            filters.push(SubscribeFilter::new(filter, qos));
+        }
+    }
+    filters
+}
+
+/// Exponential back-off between reconnect attempts.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Floor for the delay: a zero delay would make the loop spin on a dead broker.
+    const FLOOR: Duration = Duration::from_millis(10);
+
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        let min = min.max(Self::FLOOR);
+        let max = max.max(min);
+        Self {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt; doubles the one after, up to `max`.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to `min` (after a successful ConnAck).
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+struct EventLoopTask {
+    eventloop: EventLoop,
+    /// Used only with `try_*` calls: awaiting the bounded request channel from the task that
+    /// drains it would deadlock.
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+    /// `None` once input has stopped (receiver dropped or `stop_input`): dropping the sender
+    /// is what tells the ingest side that no more messages will come.
+    ingest: Option<mpsc::Sender<Incoming>>,
+    input_stop: CancellationToken,
+    status: Arc<MqttStatus>,
+    connected: watch::Sender<bool>,
+    broker: String,
+    max_packet_bytes: usize,
+    ingest_capacity: usize,
+    backoff: Backoff,
+}
+
+/// Per-session subscription progress.
+#[derive(Debug, Default)]
+struct SubscriptionState {
+    /// The SUBSCRIBE request still has to be queued (the request channel was full).
+    request_pending: bool,
+    /// SUBSCRIBE requests queued in this session whose SubAck has not arrived.
+    awaiting_acks: usize,
+}
+
+impl EventLoopTask {
+    async fn run(mut self, shutdown: CancellationToken, stopped: CancellationToken) {
+        let _stopped_on_return = stopped.drop_guard();
+        let mut ever_connected = false;
+        let mut subscription = SubscriptionState::default();
+        let ingest_drops = RateLimitedCount::new(RateLimitedCount::INTERVAL);
+
+        'run: loop {
+            let connected = self.status.connected.load(Ordering::Relaxed);
+            let polled = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                // Only while not connected: abandoning a connection attempt is harmless, while
+                // abandoning `poll` mid-write could lose a packet. When connected,
+                // `stop_input`'s UNSUBSCRIBE produces an event that wakes us instead.
+                () = self.input_stop.cancelled(), if self.ingest.is_some() && !connected => {
+                    self.stop_ingest();
+                    continue;
+                }
+                polled = self.eventloop.poll() => polled,
+            };
+            match polled {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    self.backoff.reset();
+                    if ever_connected {
+                        info!("reconnected to MQTT broker {}", self.broker);
+                    } else {
+                        info!("connected to MQTT broker {}", self.broker);
+                    }
+                    ever_connected = true;
+                    subscription = SubscriptionState {
+                        request_pending: !self.filters.is_empty() && self.ingest.is_some(),
+                        awaiting_acks: 0,
+                    };
+                    self.status
+                        .subscribed
+                        .store(self.filters.is_empty(), Ordering::Relaxed);
+                    // Subscribe before announcing the connection: once the publisher task
+                    // sees `connected` it may fill the request channel.
+                    if subscription.request_pending {
+                        self.try_subscribe(&mut subscription);
+                    }
+                    self.status.connected.store(true, Ordering::Relaxed);
+                    self.connected.send_replace(true);
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    self.status.received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ingest) = &self.ingest {
+                        match ingest.try_send(publish) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                self.status
+                                    .dropped_queue_full
+                                    .fetch_add(1, Ordering::Relaxed);
+                                // Logged below, at most once per interval.
+                                ingest_drops.add();
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                // Shutdown step 1: keep the connection for outgoing messages.
+                                self.stop_ingest();
+                            }
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack, &mut subscription),
+                Ok(Event::Outgoing(Sent::Disconnect)) => {
+                    info!("disconnected from MQTT broker {}", self.broker);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let was_connected = self.status.connected.swap(false, Ordering::Relaxed);
+                    self.status.subscribed.store(false, Ordering::Relaxed);
+                    self.connected.send_replace(false);
+                    self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                    let delay = self.backoff.next_delay();
+                    let reason = describe_connection_error(&e, self.max_packet_bytes);
+                    if was_connected {
+                        warn!(
+                            "lost connection to MQTT broker {}: {reason}; reconnecting in {}",
+                            self.broker,
+                            Human(delay)
+                        );
+                    } else {
+                        warn!(
+                            "cannot reach MQTT broker {}: {reason}; retrying in {}",
+                            self.broker,
+                            Human(delay)
+                        );
+                    }
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => break 'run,
+                            () = self.input_stop.cancelled(), if self.ingest.is_some() => {
+                                self.stop_ingest();
+                            }
+                            () = &mut sleep => break,
+                        }
+                    }
+                }
+            }
+
+            if self.ingest.is_some() && self.input_stop.is_cancelled() {
+                self.stop_ingest();
+            }
+            if subscription.request_pending {
+                self.try_subscribe(&mut subscription);
+            }
+            if let Some(dropped) = ingest_drops.due() {
+                warn!(
+                    "ingest queue full (capacity {}): dropped {dropped} MQTT messages since the \
+                     last report; the pipelines are slower than the input",
+                    self.ingest_capacity
+                );
+            }
+        }
+
+        self.status.connected.store(false, Ordering::Relaxed);
+        self.status.subscribed.store(false, Ordering::Relaxed);
+        self.connected.send_replace(false);
+        debug!("MQTT event loop stopped");
+    }
+
+    /// No more input: drop the ingest sender (the ingest side's `recv` returns `None` once it
+    /// has drained the queue), discard later messages, keep the connection for publishing.
+    fn stop_ingest(&mut self) {
+        if self.ingest.take().is_some() {
+            info!(
+                "MQTT input stopped: incoming messages are discarded; the connection stays up \
+                 for publishing until disconnect"
+            );
+        }
+    }
+
+    /// Queue one SUBSCRIBE with every filter, without waiting.
+    fn try_subscribe(&self, subscription: &mut SubscriptionState) {
+        match self.client.try_subscribe_many(self.filters.iter().cloned()) {
+            Ok(()) => {
+                subscription.request_pending = false;
+                subscription.awaiting_acks += 1;
+            }
+            Err(rumqttc::ClientError::TryRequest(_)) => {
+                // The filters were validated, and this task owns the receiving side, so the
+                // request channel is full: retried after the next event, once the poller has
+                // drained at least one request.
+                debug!("MQTT request channel full; subscription retried after the next event");
+            }
+            Err(e) => {
+                subscription.request_pending = false;
+                error!("cannot subscribe: {e}");
+            }
+        }
+    }
+
+    fn on_suback(&self, ack: &rumqttc::SubAck, subscription: &mut SubscriptionState) {
+        for (filter, code) in self.filters.iter().zip(&ack.return_codes) {
+            if matches!(code, SubscribeReasonCode::Failure) {
+                error!(
+                    "MQTT broker {} refused the subscription to {:?}: check the broker's ACL for \
+                     this client",
+                    self.broker, filter.path
+                );
+            }
+        }
+        subscription.awaiting_acks = subscription.awaiting_acks.saturating_sub(1);
+        if subscription.awaiting_acks == 0 && !subscription.request_pending {
+            self.status.subscribed.store(true, Ordering::Relaxed);
+            debug!(
+                "subscribed to {} topic filters on {}",
+                self.filters.len(),
+                self.broker
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+        let delays: Vec<_> = (0..6).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 3000, 3000, 3000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn backoff_never_spins() {
+        let mut backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(backoff.next_delay(), Backoff::FLOOR);
+    }
+
+    #[test]
+    fn duplicate_and_invalid_filters_are_skipped() {
+        let filters = subscription_filters(vec![
+            ("a/+".into(), 1),
+            ("a/+".into(), 0),
+            ("a/#/b".into(), 0),
+            ("c".into(), 7),
+            ("d/#".into(), 0),
+        ]);
+        let paths: Vec<_> = filters.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/+", "d/#"]);
+    }
+}

@@ -1,0 +1,535 @@
+//! MQTT: the broker connection, the hand-off to ingest, the publish queue and the embedded broker.
+//!
+//! # Tasks
+//!
+//! [`connect`] returns a [`Publisher`] handle and two futures the caller spawns:
+//!
+//! * the **event-loop task** is the only code that polls rumqttc's `EventLoop`. It never waits on
+//!   anything but the network: received messages go to ingest with `try_send` (a full queue is a
+//!   counted drop, never a stall), subscriptions are sent with `try_subscribe_many` on every
+//!   `ConnAck` (clean session: the broker forgets them on each disconnect), and a connection error
+//!   is followed by an exponential back-off sleep (polling again at once would reconnect in a
+//!   tight loop).
+//! * the **publisher task** moves [`Outgoing`] messages from a bounded queue into rumqttc's
+//!   request channel with `AsyncClient::publish(..).await`. Awaiting that call from the polling
+//!   task would deadlock when the request channel is full (only the poller drains it), which is
+//!   why publishing lives in its own task. While the connection is down the publisher holds
+//!   messages back (rumqttc discards queued requests when a clean session starts), so the queue
+//!   fills and [`Publisher::try_publish`] counts drops instead of memory growing.
+//!
+//! # Graceful shutdown
+//!
+//! The daemon stops in this order:
+//!
+//! 1. **Stop input**: [`Publisher::stop_input`]. The event loop unsubscribes and drops its
+//!    ingest sender: the ingest side drains what is queued, then `recv()` returns `None`. The
+//!    connection stays up so outputs can still be published. (Dropping the
+//!    `Receiver<Incoming>` has the same effect on the event loop, without the unsubscribe.)
+//! 2. **Drain** the actors and **checkpoint** their state; outputs they emit are still queued.
+//! 3. **Flush and disconnect**: [`Publisher::disconnect`] with a deadline. Everything queued before
+//!    it is handed to the broker in order, then DISCONNECT is sent; both tasks return by
+//!    themselves.
+//! 4. **Cancel `shutdown`** and await both tasks. If the deadline passed (broker down), this
+//!    is what stops them; queued messages are lost and counted in the returned error.
+//!
+//! Cancelling `shutdown` alone is the hard stop: both tasks return at once, without DISCONNECT.
+
+pub(crate) mod connection;
+pub mod embedded;
+mod publisher;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::{ConnectionError, MqttOptions, StateError};
+
+use crate::config::MqttConfig;
+
+pub use connection::connect;
+pub use embedded::{free_local_port, start_embedded, EmbeddedBroker};
+pub use publisher::Publisher;
+
+/// One message received from the broker, as handed to the ingest side.
+///
+/// `topic` is a `String` and `payload` a `bytes::Bytes` that shares the network buffer: handing
+/// it over copies nothing.
+pub type Incoming = rumqttc::Publish;
+
+/// Capacity of rumqttc's internal request channel (publishes, subscribes, acks).
+///
+/// Kept small on purpose: requests still in this channel when a connection drops are discarded
+/// by rumqttc when the next clean session starts; our own bounded queue in front of it is where
+/// messages wait.
+pub const REQUEST_CHANNEL_CAPACITY: usize = 64;
+
+/// Errors of the MQTT layer. Each message says what went wrong and what to change.
+#[derive(thiserror::Error, Debug)]
+pub enum MqttError {
+    /// The embedded broker's port is held by another process.
+    #[error(
+        "port {addr} is already in use: stop the process listening there or choose another \
+         [mqtt] port"
+    )]
+    PortInUse {
+        /// The address that could not be bound.
+        addr: std::net::SocketAddr,
+    },
+    /// The embedded broker could not be started for another reason.
+    #[error("cannot start the embedded MQTT broker on {addr}: {reason}")]
+    EmbeddedStart {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+    /// The embedded broker was started but never accepted a TCP connection.
+    #[error(
+        "the embedded MQTT broker on {addr} did not accept connections within {}",
+        humantime::format_duration(*waited)
+    )]
+    EmbeddedNotReady {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// How long readiness was awaited.
+        waited: Duration,
+    },
+    /// A topic filter that MQTT does not accept.
+    #[error(
+        "invalid MQTT topic filter {filter:?}: it must not be empty, `+` and `#` must fill a \
+         whole level and `#` must be the last level (e.g. `sensors/+/temperature`, `sensors/#`)"
+    )]
+    InvalidFilter {
+        /// The filter as given.
+        filter: String,
+    },
+    /// A topic that cannot be published to.
+    #[error(
+        "invalid MQTT topic {topic:?} for publishing: it must not be empty and must not contain \
+         the wildcards `+` or `#`"
+    )]
+    InvalidTopic {
+        /// The topic as given.
+        topic: String,
+    },
+    /// A QoS other than 0, 1 or 2.
+    #[error("invalid MQTT QoS {qos}: accepted values are 0, 1 and 2")]
+    InvalidQos {
+        /// The value given.
+        qos: u8,
+    },
+    /// A message too large for the configured `max_packet_bytes`.
+    #[error(
+        "MQTT message to {topic:?} is {size} bytes, more than max_packet_bytes = {max}: raise \
+         [mqtt] max_packet_bytes (and the broker's limit) or send smaller messages"
+    )]
+    PacketTooLarge {
+        /// The topic of the message.
+        topic: String,
+        /// Its encoded size in bytes.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// `[simulate]` settings the simulator cannot run with.
+    #[error("invalid [simulate] settings: {reason}")]
+    InvalidSimulation {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The connection tasks have stopped; nothing more can be published.
+    #[error("the MQTT connection has been shut down; no more messages can be published")]
+    Closed,
+    /// A graceful disconnect did not finish in time (typically: the broker is unreachable).
+    #[error(
+        "graceful MQTT disconnect did not finish within {}: {unsent} queued messages were not \
+         sent (is the broker reachable?)",
+        humantime::format_duration(*deadline)
+    )]
+    DisconnectTimeout {
+        /// The deadline given to `disconnect`.
+        deadline: Duration,
+        /// Messages still queued when it passed.
+        unsent: usize,
+    },
+}
+
+/// Live connection state shared with metrics, health and tests.
+///
+/// Counters only grow; flags describe the current session. All accesses are `Relaxed`: these
+/// are independent statistics, nothing is synchronised through them.
+#[derive(Default, Debug)]
+pub struct MqttStatus {
+    /// A session with the broker is established (the last event was a ConnAck, no error since).
+    pub connected: AtomicBool,
+    /// Connection errors so far (each one is followed by a back-off and a reconnect attempt).
+    pub reconnects: AtomicU64,
+    /// Messages received from the broker.
+    pub received: AtomicU64,
+    /// Received messages dropped because the ingest queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Messages handed to the MQTT client for sending.
+    pub published: AtomicU64,
+    /// Messages not published: queue full, invalid topic or too large, or connection closed.
+    pub publish_dropped: AtomicU64,
+    /// True once the SubAcks of the current session have arrived (and while it lasts).
+    pub subscribed: AtomicBool,
+}
+
+impl MqttStatus {
+    /// A consistent-enough copy of all fields, for logs and tests.
+    pub fn snapshot(&self) -> MqttStatusSnapshot {
+        MqttStatusSnapshot {
+            connected: self.connected.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            publish_dropped: self.publish_dropped.load(Ordering::Relaxed),
+            subscribed: self.subscribed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Plain copy of [`MqttStatus`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MqttStatusSnapshot {
+    /// See [`MqttStatus::connected`].
+    pub connected: bool,
+    /// See [`MqttStatus::reconnects`].
+    pub reconnects: u64,
+    /// See [`MqttStatus::received`].
+    pub received: u64,
+    /// See [`MqttStatus::dropped_queue_full`].
+    pub dropped_queue_full: u64,
+    /// See [`MqttStatus::published`].
+    pub published: u64,
+    /// See [`MqttStatus::publish_dropped`].
+    pub publish_dropped: u64,
+    /// See [`MqttStatus::subscribed`].
+    pub subscribed: bool,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Topic (no wildcards).
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// QoS 0, 1 or 2.
+    pub qos: u8,
+    /// Ask the broker to retain the message for future subscribers.
+    pub retain: bool,
+}
+
+/// The broker address the connection uses, as `host:port` (for messages).
+///
+/// With `embedded = true` this is always `127.0.0.1:port`.
+pub fn broker_address(cfg: &MqttConfig) -> String {
+    if cfg.embedded {
+        format!("127.0.0.1:{}", cfg.port)
+    } else if cfg.host.contains(':') && !cfg.host.starts_with('[') {
+        // A bare IPv6 address: bracket it so the port stays readable.
+        format!("[{}]:{}", cfg.host, cfg.port)
+    } else {
+        format!("{}:{}", cfg.host, cfg.port)
+    }
+}
+
+/// Build rumqttc options from config.
+///
+/// Client id is `cfg.client_id`, or `"{client_id}-{suffix}"` with a suffix (the simulator uses
+/// `Some("sim")`, so both can share one broker). Sets credentials, keep-alive, the packet size
+/// limit in both directions (rumqttc's default of 10 KiB is too small for batches), a clean
+/// session (subscriptions are renewed on every ConnAck) and a small request channel
+/// ([`REQUEST_CHANNEL_CAPACITY`]).
+pub fn mqtt_options(cfg: &MqttConfig, client_id_suffix: Option<&str>) -> MqttOptions {
+    let client_id = match client_id_suffix {
+        Some(suffix) => format!("{}-{}", cfg.client_id, suffix),
+        None => cfg.client_id.clone(),
+    };
+    let host = if cfg.embedded {
+        "127.0.0.1"
+    } else {
+        cfg.host.as_str()
+    };
+    let mut options = MqttOptions::new(client_id, host, cfg.port);
+    // rumqttc panics on a non-zero keep-alive under one second; validation requires ≥ 5 s,
+    // this keeps a hand-built config from panicking.
+    let keep_alive = if cfg.keep_alive.is_zero() {
+        Duration::ZERO
+    } else {
+        cfg.keep_alive.max(Duration::from_secs(1))
+    };
+    options
+        .set_keep_alive(keep_alive)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
+        .set_clean_session(true)
+        .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
+    if let Some(username) = &cfg.username {
+        options.set_credentials(username.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    options
+}
+
+/// Check a subscription filter the way MQTT (and rumqttc) does.
+///
+/// # Errors
+///
+/// [`MqttError::InvalidFilter`] for an empty filter or misplaced wildcards.
+pub fn validate_filter(filter: &str) -> Result<(), MqttError> {
+    if rumqttc::valid_filter(filter) {
+        Ok(())
+    } else {
+        Err(MqttError::InvalidFilter {
+            filter: filter.to_owned(),
+        })
+    }
+}
+
+/// Check a topic to publish to.
+///
+/// # Errors
+///
+/// [`MqttError::InvalidTopic`] for an empty topic or one with wildcards.
+pub fn validate_topic(topic: &str) -> Result<(), MqttError> {
+    if !topic.is_empty() && rumqttc::valid_topic(topic) {
+        Ok(())
+    } else {
+        Err(MqttError::InvalidTopic {
+            topic: topic.to_owned(),
+        })
+    }
+}
+
+/// Map a QoS number to rumqttc's type.
+///
+/// # Errors
+///
+/// [`MqttError::InvalidQos`] for values above 2.
+pub fn qos_from_u8(qos: u8) -> Result<rumqttc::QoS, MqttError> {
+    rumqttc::qos(qos).map_err(|_| MqttError::InvalidQos { qos })
+}
+
+/// Encoded size of a PUBLISH packet, as rumqttc computes it against `max_packet_bytes`.
+pub fn publish_packet_size(topic: &str, payload_len: usize, qos: u8) -> usize {
+    let packet_id = if qos > 0 { 2 } else { 0 };
+    let remaining = 2 + topic.len() + payload_len + packet_id;
+    let length_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + length_bytes + remaining
+}
+
+/// A short, human description of a connection error, for the reconnect warning.
+pub(crate) fn describe_connection_error(
+    error: &ConnectionError,
+    max_packet_bytes: usize,
+) -> String {
+    use rumqttc::ConnectReturnCode as Code;
+    match error {
+        ConnectionError::Io(e) => describe_io(e),
+        ConnectionError::NetworkTimeout => "connection timed out".into(),
+        ConnectionError::FlushTimeout => "timed out writing to the broker".into(),
+        ConnectionError::ConnectionRefused(code) => match code {
+            Code::BadUserNamePassword => {
+                "broker rejected the user name or password ([mqtt] username/password)".into()
+            }
+            Code::NotAuthorized => "broker refused: not authorized".into(),
+            Code::BadClientId => "broker rejected the client id ([mqtt] client_id)".into(),
+            Code::RefusedProtocolVersion => {
+                "broker refused MQTT 3.1.1 (protocol version not supported)".into()
+            }
+            Code::ServiceUnavailable => "broker unavailable".into(),
+            Code::Success => "broker refused the connection".into(),
+        },
+        ConnectionError::MqttState(StateError::Io(e)) => describe_io(e),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => {
+            "connection closed by the broker".into()
+        }
+        ConnectionError::MqttState(StateError::AwaitPingResp) => {
+            "broker did not answer a ping (keep-alive)".into()
+        }
+        ConnectionError::MqttState(StateError::Deserialization(e)) => match e {
+            rumqttc::Error::PayloadSizeLimitExceeded(size) => format!(
+                "received a packet of {size} bytes, more than max_packet_bytes = \
+                 {max_packet_bytes}"
+            ),
+            rumqttc::Error::OutgoingPacketTooLarge { pkt_size, max } => {
+                format!("a packet of {pkt_size} bytes exceeds max_packet_bytes = {max}")
+            }
+            other => format!("protocol error: {other}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as Kind;
+    match e.kind() {
+        Kind::ConnectionRefused
+        | Kind::ConnectionReset
+        | Kind::ConnectionAborted
+        | Kind::TimedOut
+        | Kind::UnexpectedEof
+        | Kind::BrokenPipe => e.kind().to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Counts events and says when a summary line is due: at most one per `interval`.
+///
+/// Lock-free so that cloned [`Publisher`]s on many threads can share it.
+#[derive(Debug)]
+pub(crate) struct RateLimitedCount {
+    epoch: Instant,
+    interval_ms: u64,
+    /// Milliseconds since `epoch` of the last report, `u64::MAX` before the first.
+    last_report_ms: AtomicU64,
+    unreported: AtomicU64,
+}
+
+impl RateLimitedCount {
+    /// Interval used for all drop warnings of this module.
+    pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            interval_ms: interval.as_millis().try_into().unwrap_or(u64::MAX),
+            last_report_ms: AtomicU64::new(u64::MAX),
+            unreported: AtomicU64::new(0),
+        }
+    }
+
+    /// Count one event; returns `Some(n)` when a line reporting `n` events should be logged now.
+    pub(crate) fn record(&self) -> Option<u64> {
+        self.add();
+        self.due()
+    }
+
+    /// Count one event; the caller checks [`due`](Self::due) later.
+    pub(crate) fn add(&self) {
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `Some(n)` when events are unreported and the interval has passed since the last line.
+    pub(crate) fn due(&self) -> Option<u64> {
+        if self.unreported.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.last_report_ms.load(Ordering::Relaxed);
+        let is_due = last == u64::MAX || now.saturating_sub(last) >= self.interval_ms;
+        if is_due
+            && self
+                .last_report_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.unreported.swap(0, Ordering::Relaxed))
+        } else {
+            None
+        }
+    }
+}
+
+/// Formats a duration the way the config is written (`500ms`, `1s`, `30s`).
+pub(crate) struct Human(pub Duration);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Whole milliseconds: back-off delays never need more precision in a log line.
+        let millis = Duration::from_millis(self.0.as_millis().try_into().unwrap_or(u64::MAX));
+        write!(f, "{}", humantime::format_duration(millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_carry_limits_identity_and_clean_session() {
+        let cfg = MqttConfig {
+            username: Some("u".into()),
+            password: Some("p".into()),
+            max_packet_bytes: 123_456,
+            ..MqttConfig::default()
+        };
+        let options = mqtt_options(&cfg, Some("sim"));
+        assert_eq!(options.client_id(), "edgeflow-sim");
+        assert_eq!(options.max_packet_size(), 123_456);
+        assert!(options.clean_session());
+        assert_eq!(options.keep_alive(), Duration::from_secs(30));
+        let login = options.credentials().expect("credentials set");
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("u", "p")
+        );
+        assert_eq!(options.broker_address(), ("127.0.0.1".to_string(), 1883));
+    }
+
+    #[test]
+    fn embedded_connects_to_loopback_whatever_the_host() {
+        let cfg = MqttConfig {
+            embedded: true,
+            host: "broker.example".into(),
+            port: 18830,
+            ..MqttConfig::default()
+        };
+        assert_eq!(
+            mqtt_options(&cfg, None).broker_address(),
+            ("127.0.0.1".to_string(), 18830)
+        );
+        assert_eq!(broker_address(&cfg), "127.0.0.1:18830");
+    }
+
+    #[test]
+    fn packet_size_matches_rumqttc() {
+        for (topic, len, qos) in [("a/b", 0, 0), ("t", 125, 1), ("x/y/z", 20_000, 0)] {
+            let mut publish = rumqttc::Publish::new(topic, qos_from_u8(qos).unwrap(), vec![0; len]);
+            publish.pkid = u16::from(qos > 0);
+            let mut buf = bytes::BytesMut::new();
+            let written = rumqttc::Packet::Publish(publish)
+                .write(&mut buf, usize::MAX)
+                .unwrap();
+            assert_eq!(
+                publish_packet_size(topic, len, qos),
+                written,
+                "{topic} {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn topics_and_filters_are_checked() {
+        assert!(validate_filter("sensors/+/temp").is_ok());
+        assert!(validate_filter("sensors/#").is_ok());
+        assert!(validate_filter("sensors/#/x").is_err());
+        assert!(validate_topic("edgeflow/p/k/forecast").is_ok());
+        assert!(validate_topic("edgeflow/+/k").is_err());
+        assert!(validate_topic("").is_err());
+        assert!(qos_from_u8(3).is_err());
+    }
+
+    #[test]
+    fn rate_limited_count_reports_first_then_waits() {
+        let count = RateLimitedCount::new(Duration::from_secs(3600));
+        assert_eq!(count.record(), Some(1));
+        assert_eq!(count.record(), None);
+        assert_eq!(count.record(), None);
+        assert_eq!(count.due(), None);
+        let count = RateLimitedCount::new(Duration::ZERO);
+        assert_eq!(count.record(), Some(1));
+        count.unreported.fetch_add(2, Ordering::Relaxed);
+        assert_eq!(count.due(), Some(2));
+    }
+}
+
+#[cfg(test)]
+mod network_tests;

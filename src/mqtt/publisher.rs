@@ -1,0 +1,308 @@
+//! The publish queue and the task that feeds rumqttc from it.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::AsyncClient;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{
+    publish_packet_size, qos_from_u8, validate_topic, MqttError, MqttStatus, Outgoing,
+    RateLimitedCount,
+};
+
+/// What the publisher task is asked to do, in queue order.
+enum Command {
+    Publish(Outgoing),
+    /// Everything queued before has been handed over: send DISCONNECT and stop.
+    Disconnect,
+}
+
+/// Handle to the bounded queue of outgoing messages. Cheap to clone; one per actor is fine.
+///
+/// Messages are sent in queue order by one publisher task. While the broker is unreachable
+/// they wait in the queue; once it is full, [`try_publish`](Self::try_publish) drops and counts.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    status: Arc<MqttStatus>,
+    /// For UNSUBSCRIBE on `stop_input` (only `try_*` calls: never blocks the caller).
+    client: AsyncClient,
+    filters: Vec<String>,
+    input_stop: CancellationToken,
+    max_packet_bytes: usize,
+    /// Cancelled when the event-loop task has returned.
+    stopped: CancellationToken,
+    queue_full: RateLimitedCount,
+    rejected: RateLimitedCount,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("queue_depth", &self.queue_depth())
+            .field("capacity", &self.tx.max_capacity())
+            .finish()
+    }
+}
+
+/// Create the queue and the publisher task body.
+#[allow(clippy::too_many_arguments)] // internal wiring, called from `connect` only
+pub(crate) fn start(
+    client: AsyncClient,
+    filters: Vec<String>,
+    input_stop: CancellationToken,
+    capacity: usize,
+    max_packet_bytes: usize,
+    status: Arc<MqttStatus>,
+    connected: watch::Receiver<bool>,
+    stopped: CancellationToken,
+    shutdown: CancellationToken,
+) -> (Publisher, impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let shared = Arc::new(Shared {
+        status: Arc::clone(&status),
+        client: client.clone(),
+        filters,
+        input_stop,
+        max_packet_bytes,
+        stopped: stopped.clone(),
+        queue_full: RateLimitedCount::new(RateLimitedCount::INTERVAL),
+        rejected: RateLimitedCount::new(RateLimitedCount::INTERVAL),
+    });
+    let task = run(rx, client, connected, status, stopped, shutdown);
+    (Publisher { tx, shared }, task)
+}
+
+impl Publisher {
+    /// Queue a message without waiting.
+    ///
+    /// Returns false, counts the message in `publish_dropped` and logs (at most one line per
+    /// 5 s) when the queue is full, the connection has been shut down, or the message is
+    /// invalid: a topic with wildcards, a QoS above 2, or larger than `max_packet_bytes`
+    /// (rumqttc would otherwise fail the whole connection on it).
+    pub fn try_publish(&self, msg: Outgoing) -> bool {
+        if let Err(e) = self.check(&msg) {
+            self.count_rejected(&e);
+            return false;
+        }
+        match self.tx.try_send(Command::Publish(msg)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared
+                    .status
+                    .publish_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(dropped) = self.shared.queue_full.record() {
+                    warn!(
+                        "MQTT publish queue full (capacity {}): dropped {dropped} outgoing \
+                         messages since the last report; is the broker reachable?",
+                        self.tx.max_capacity()
+                    );
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.count_rejected(&MqttError::Closed);
+                false
+            }
+        }
+    }
+
+    /// Queue a message, waiting for room in the queue (backpressure for load generators and
+    /// tools; actors use [`try_publish`](Self::try_publish)).
+    ///
+    /// # Errors
+    ///
+    /// The message is invalid (see `try_publish`), or [`MqttError::Closed`] when the
+    /// connection has been shut down. The message is counted in `publish_dropped`.
+    pub async fn publish(&self, msg: Outgoing) -> Result<(), MqttError> {
+        let checked = match self.check(&msg) {
+            Ok(()) => self
+                .tx
+                .send(Command::Publish(msg))
+                .await
+                .map_err(|_| MqttError::Closed),
+            Err(e) => Err(e),
+        };
+        if checked.is_err() {
+            self.shared
+                .status
+                .publish_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        checked
+    }
+
+    /// Stop input, keep the connection for publishing (shutdown step 1, see the
+    /// [module docs](super)).
+    ///
+    /// The event loop drops its ingest sender, so the ingest side's `recv()` returns `None`
+    /// once it has drained what was queued; messages arriving later are discarded, and the
+    /// subscriptions are dropped (UNSUBSCRIBE now, none on later reconnects). Does not wait.
+    /// Idempotent.
+    pub fn stop_input(&self) {
+        if self.shared.input_stop.is_cancelled() {
+            return;
+        }
+        self.shared.input_stop.cancel();
+        // Also wakes a connected, idle event loop: the UNSUBSCRIBE it writes is an event. If
+        // the request channel is full, events are flowing anyway.
+        for filter in &self.shared.filters {
+            if let Err(e) = self.shared.client.try_unsubscribe(filter.clone()) {
+                debug!("cannot unsubscribe from {filter:?} while stopping input: {e}");
+            }
+        }
+    }
+
+    /// Messages waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Flush the queue and disconnect gracefully (shutdown step 3, see the [module docs](super)).
+    ///
+    /// Every message queued before this call is handed to the broker in order, then DISCONNECT
+    /// is sent; returns once the event-loop task has stopped. QoS 1 messages are written before
+    /// the DISCONNECT on the same stream, but their PubAcks are not awaited. Calling it after
+    /// the connection has stopped returns `Ok` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`MqttError::DisconnectTimeout`] when this did not finish within `deadline` (typically
+    /// the broker is unreachable); the caller then cancels `shutdown` to stop the tasks.
+    pub async fn disconnect(&self, deadline: Duration) -> Result<(), MqttError> {
+        let stopped = &self.shared.stopped;
+        if stopped.is_cancelled() {
+            return Ok(());
+        }
+        let flushed = tokio::time::timeout(deadline, async {
+            // An error means the publisher task is gone; the event loop stops with it.
+            let _ = self.tx.send(Command::Disconnect).await;
+            stopped.cancelled().await;
+        })
+        .await;
+        flushed.map_err(|_| MqttError::DisconnectTimeout {
+            deadline,
+            unsent: self.queue_depth(),
+        })
+    }
+
+    fn check(&self, msg: &Outgoing) -> Result<(), MqttError> {
+        validate_topic(&msg.topic)?;
+        qos_from_u8(msg.qos)?;
+        let size = publish_packet_size(&msg.topic, msg.payload.len(), msg.qos);
+        if size > self.shared.max_packet_bytes {
+            return Err(MqttError::PacketTooLarge {
+                topic: msg.topic.clone(),
+                size,
+                max: self.shared.max_packet_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn count_rejected(&self, error: &MqttError) {
+        self.shared
+            .status
+            .publish_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(dropped) = self.shared.rejected.record() {
+            warn!("dropped {dropped} outgoing MQTT messages since the last report; last: {error}");
+        }
+    }
+}
+
+/// The publisher task body.
+async fn run(
+    mut rx: mpsc::Receiver<Command>,
+    client: AsyncClient,
+    mut connected: watch::Receiver<bool>,
+    status: Arc<MqttStatus>,
+    stopped: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let command = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            command = rx.recv() => match command {
+                Some(command) => command,
+                None => break,
+            },
+        };
+
+        // Hold messages while there is no session: requests queued in rumqttc while it is
+        // disconnected are discarded when the next clean session starts.
+        let session = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => false,
+            () = stopped.cancelled() => false,
+            up = connected.wait_for(|up| *up) => up.is_ok(),
+        };
+
+        match command {
+            Command::Publish(msg) if session => {
+                // Checked by `Publisher` already: the fallback is never used.
+                let qos = qos_from_u8(msg.qos).unwrap_or(rumqttc::QoS::AtMostOnce);
+                let sent = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => None,
+                    () = stopped.cancelled() => None,
+                    sent = client.publish(msg.topic, qos, msg.retain, msg.payload) => Some(sent),
+                };
+                match sent {
+                    Some(Ok(())) => {
+                        status.published.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Err(e)) => {
+                        status.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                        debug!("MQTT publish failed: {e}");
+                    }
+                    None => {
+                        status.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+            Command::Publish(_) => {
+                status.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Command::Disconnect => {
+                if session {
+                    // Queued behind every publish handed over so far: the event loop writes
+                    // them first, then DISCONNECT, then returns.
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => {}
+                        () = stopped.cancelled() => {}
+                        sent = client.disconnect() => {
+                            if let Err(e) = sent {
+                                debug!("MQTT disconnect request failed: {e}");
+                            }
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    // Whatever is still queued will not be sent: count it.
+    rx.close();
+    while let Ok(command) = rx.try_recv() {
+        if let Command::Publish(_) = command {
+            status.publish_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    debug!("MQTT publisher stopped");
+}

@@ -1,0 +1,252 @@
+//! Shared helpers of the integration tests: a plain MQTT client, a daemon in its own actix
+//! System thread, config files in temporary directories, and synthetic readings.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use edgeflow::app::{Daemon, DaemonHandle};
+use edgeflow::config::Config;
+
+/// A safety net for awaiting events that should happen quickly; tests never sleep for timing.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A config for a daemon on an external broker, with a fast checkpoint.
+pub fn config_text(host: &str, port: u16, data_dir: &Path, client_id: &str) -> String {
+    format!(
+        r#"
+[mqtt]
+host = "{host}"
+port = {port}
+client_id = "{client_id}"
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+
+[store]
+data_dir = "{data_dir}"
+checkpoint_interval = "100ms"
+
+[runtime]
+shards = 2
+stats_interval = "1s"
+
+[[pipelines]]
+name = "temperature"
+topics = ["sensors/+/temperature"]
+format = "json"
+key = "topic[1]"
+time = "/ts"
+time_unit = "ms"
+fields = {{ temp = "/value" }}
+output = "edgeflow/{{pipeline}}/{{key}}/{{field}}/forecast"
+output_qos = 1
+
+[pipelines.model]
+kind = "forecast"
+target = "temp"
+lags = 3
+"#,
+        data_dir = data_dir.display()
+    )
+}
+
+/// Write `text` as `edgeflow.toml` in `dir` and return its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("edgeflow.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Load a config file, panicking with every error on failure.
+pub fn load(path: &Path) -> Config {
+    match edgeflow::config::load(path) {
+        Ok(c) => c,
+        Err(e) => panic!("config {} rejected:\n{e}", path.display()),
+    }
+}
+
+/// `(topic, payload)` of reading `step` of sensor `sensor`: an AR-like deterministic signal.
+pub fn reading(sensor: usize, step: usize) -> (String, String) {
+    let t = step as f64;
+    let value =
+        20.0 + sensor as f64 + 3.0 * (t / 7.0).sin() + 0.5 * ((t * 1.7 + sensor as f64).sin());
+    let ts = 1_700_000_000_000i64 + step as i64 * 1000;
+    (
+        format!("sensors/s{sensor:02}/temperature"),
+        format!("{{\"ts\":{ts},\"value\":{value:.4}}}"),
+    )
+}
+
+/// The readings of `sensors` sensors for steps `from..to`, interleaved step by step.
+pub fn readings(sensors: usize, from: usize, to: usize) -> Vec<(String, String)> {
+    (from..to)
+        .flat_map(|step| (0..sensors).map(move |s| reading(s, step)))
+        .collect()
+}
+
+/// The same readings as replay input lines.
+pub fn replay_input(readings: &[(String, String)]) -> String {
+    readings
+        .iter()
+        .map(|(t, p)| format!("{{\"topic\":\"{t}\",\"payload\":{p}}}\n"))
+        .collect()
+}
+
+/// Outputs of a replay of `readings` under `config`, grouped by topic, in order.
+pub fn replay_outputs(
+    config: &Config,
+    readings: &[(String, String)],
+) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut replayer = edgeflow::replay::Replayer::new(config).expect("replayer");
+    let mut out = Vec::new();
+    replayer
+        .run(replay_input(readings).as_bytes(), &mut out)
+        .expect("replay");
+    let mut by_topic: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in String::from_utf8(out).expect("utf8").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        let topic = v["topic"].as_str().expect("topic").to_string();
+        by_topic
+            .entry(topic)
+            .or_default()
+            .push(v["payload"].clone());
+    }
+    by_topic
+}
+
+/// A plain MQTT client for the other side of the tests.
+pub struct TestClient {
+    pub client: AsyncClient,
+    pub messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    suback: mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestClient {
+    /// Connect to `host:port` (retrying until the broker answers).
+    pub async fn connect(host: &str, port: u16, id: &str) -> TestClient {
+        let mut opts = MqttOptions::new(id, host, port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (stx, suback) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = stx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        TestClient {
+            client,
+            messages,
+            suback,
+            task,
+        }
+    }
+
+    /// Subscribe and wait for the SubAck.
+    pub async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        tokio::time::timeout(EVENT_TIMEOUT, self.suback.recv())
+            .await
+            .expect("suback in time");
+    }
+
+    /// Publish every reading with QoS 1, in order.
+    pub async fn publish_all(&self, readings: &[(String, String)]) {
+        for (topic, payload) in readings {
+            self.client
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.clone().into_bytes(),
+                )
+                .await
+                .expect("publish");
+        }
+    }
+
+    /// Receive `n` messages (grouped by topic, in arrival order).
+    pub async fn receive(&mut self, n: usize) -> BTreeMap<String, Vec<serde_json::Value>> {
+        let mut by_topic: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for i in 0..n {
+            let (topic, payload) = tokio::time::timeout(EVENT_TIMEOUT, self.messages.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {i} of {n} messages arrived"))
+                .expect("client alive");
+            let v: serde_json::Value = serde_json::from_slice(&payload).expect("output is JSON");
+            by_topic.entry(topic).or_default().push(v);
+        }
+        by_topic
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A daemon running in-process in its own actix System thread.
+pub struct RunningDaemon {
+    pub handle: DaemonHandle,
+    stop: CancellationToken,
+    thread: std::thread::JoinHandle<Result<edgeflow::actors::CheckpointReport, String>>,
+}
+
+impl RunningDaemon {
+    /// Start the daemon and wait until its subscriptions are acknowledged.
+    pub async fn start(config: Config) -> RunningDaemon {
+        let stop = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let token = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            system.block_on(async move {
+                let daemon = Daemon::start(config).await.map_err(|e| e.to_string())?;
+                daemon.subscribed().await;
+                let _ = tx.send(daemon.handle());
+                token.cancelled().await;
+                daemon.shutdown().await.map_err(|e| e.to_string())
+            })
+        });
+        let handle = tokio::time::timeout(EVENT_TIMEOUT, rx)
+            .await
+            .expect("daemon ready in time")
+            .expect("daemon started");
+        RunningDaemon {
+            handle,
+            stop,
+            thread,
+        }
+    }
+
+    /// Graceful shutdown; returns the final checkpoint's report.
+    pub async fn shutdown(self) -> edgeflow::actors::CheckpointReport {
+        self.stop.cancel();
+        tokio::task::spawn_blocking(move || self.thread.join())
+            .await
+            .expect("join")
+            .expect("daemon thread")
+            .expect("clean shutdown")
+    }
+}
