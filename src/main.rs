@@ -89,9 +89,15 @@ enum Command {
     },
 }
 
+/// Used when `RUST_LOG` is not set. rumqttd logs ordinary client disconnects at ERROR, so the
+/// embedded broker is silenced by default; edgeflow reports the broker errors that matter
+/// (a port in use, a failed start) itself. `RUST_LOG=info,rumqttd=info` brings it back.
+const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off";
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // `try_init` also installs the `log` → tracing bridge, so rumqttc's and sled's logs
     // appear here, filtered the same way.
     let _ = tracing_subscriber::fmt()

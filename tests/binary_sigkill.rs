@@ -4,69 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
+use std::process::Command;
 
 use common::*;
 
 const SENSORS: usize = 4;
 const STEPS: usize = 20;
-
-struct Daemon {
-    child: Child,
-    lines: std_mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn spawn(config: &std::path::Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "edgeflow=debug,info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn edgeflow");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[edgeflow] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    /// Wait for a log line containing `needle` (the daemon's own log is the event stream).
-    async fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
-            match self.lines.try_recv() {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(std_mpsc::TryRecvError::Empty) => {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "no log line with {needle:?}"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(std_mpsc::TryRecvError::Disconnected) => {
-                    panic!("daemon exited before logging {needle:?}")
-                }
-            }
-        }
-    }
-
-    fn sigkill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
 
 fn inspect(config: &std::path::Path) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
@@ -103,7 +46,7 @@ async fn sigkill_keeps_the_last_checkpoint_and_restart_resumes() {
     let mut client = TestClient::connect("127.0.0.1", port, "sigkill-test-client").await;
     client.subscribe("edgeflow/#").await;
 
-    let mut daemon = Daemon::spawn(&config);
+    let mut daemon = BinaryDaemon::spawn(&config);
     daemon.wait_for("subscribed").await;
     let first = readings(SENSORS, 0, STEPS);
     client.publish_all(&first).await;
@@ -141,7 +84,7 @@ async fn sigkill_keeps_the_last_checkpoint_and_restart_resumes() {
     }
 
     // A restarted binary continues from the stored state.
-    let mut daemon = Daemon::spawn(&config);
+    let mut daemon = BinaryDaemon::spawn(&config);
     daemon.wait_for("subscribed").await;
     let more = readings(SENSORS, STEPS, STEPS + 1);
     client.publish_all(&more).await;

@@ -4,7 +4,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -35,6 +38,7 @@ checkpoint_interval = "100ms"
 [runtime]
 shards = 2
 stats_interval = "1s"
+shutdown_deadline = "2s"
 
 [[pipelines]]
 name = "temperature"
@@ -248,5 +252,78 @@ impl RunningDaemon {
             .expect("join")
             .expect("daemon thread")
             .expect("clean shutdown")
+    }
+}
+
+/// The `edgeflow` binary running `run`, with its log lines as an event stream.
+pub struct BinaryDaemon {
+    pub child: Child,
+    lines: std_mpsc::Receiver<String>,
+}
+
+impl BinaryDaemon {
+    /// Start `edgeflow run --config <config>` with debug logs for edgeflow.
+    pub fn spawn(config: &std::path::Path) -> BinaryDaemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "edgeflow=debug,info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn edgeflow");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[edgeflow] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        BinaryDaemon { child, lines }
+    }
+
+    /// Wait for a log line containing `needle` (the daemon's own log is the event stream).
+    pub async fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no log line with {needle:?}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(std_mpsc::TryRecvError::Disconnected) => {
+                    panic!("daemon exited before logging {needle:?}")
+                }
+            }
+        }
+    }
+
+    /// Kill it with SIGKILL and reap it.
+    pub fn sigkill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        self.child.wait().expect("reap")
+    }
+
+    /// The log lines received so far and until the process exits.
+    pub fn remaining_lines(self) -> Vec<String> {
+        self.lines.iter().collect()
     }
 }
