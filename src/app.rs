@@ -160,6 +160,20 @@ impl Daemon {
                     tracing::error!("simulator stopped: {e}");
                 }
             }));
+            let mut filters: Vec<String> = config
+                .pipelines
+                .iter()
+                .map(|p| output_filter(&p.output))
+                .collect();
+            filters.dedup();
+            let (m, stop, every) = (
+                mqtt_cfg.clone(),
+                input_stop.clone(),
+                config.runtime.stats_interval,
+            );
+            background.push(actix_rt::spawn(async move {
+                crate::sim::run_output_monitor(&m, filters, every, stop).await;
+            }));
         }
         let handle = DaemonHandle {
             mqtt: status,
@@ -245,6 +259,20 @@ impl Daemon {
         let _ = self.event_loop.await;
         let _ = self.publisher_task.await;
         Ok(report)
+    }
+}
+
+/// A topic filter covering every topic an output template can produce: its literal leading
+/// levels, then `#` (a key may itself contain `/`).
+fn output_filter(template: &str) -> String {
+    let literal: Vec<&str> = template
+        .split('/')
+        .take_while(|level| !level.contains('{'))
+        .collect();
+    if literal.is_empty() {
+        "#".into()
+    } else {
+        format!("{}/#", literal.join("/"))
     }
 }
 
@@ -337,5 +365,21 @@ async fn stats_line(pipelines: Arc<Pipelines>, every: Duration, stop: Cancellati
                 "messages on topics no pipeline reads"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_filter;
+
+    #[test]
+    fn output_filter_covers_every_rendered_topic() {
+        assert_eq!(
+            output_filter("edgeflow/{pipeline}/{key}/{field}/forecast"),
+            "edgeflow/#"
+        );
+        assert_eq!(output_filter("a/b/x-{key}"), "a/b/#");
+        assert_eq!(output_filter("{pipeline}/out"), "#");
+        assert_eq!(output_filter("fixed/topic"), "fixed/topic/#");
     }
 }

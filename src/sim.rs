@@ -340,6 +340,62 @@ fn wall_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The demo's proof that forecasts flow: an ordinary MQTT client subscribed to the output
+/// topics, logging every `every` how many messages it received and the latest one. Runs until
+/// `shutdown`.
+pub async fn run_output_monitor(
+    mqtt: &MqttConfig,
+    filters: Vec<String>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let stop = shutdown.child_token();
+    let status = Arc::new(MqttStatus::default());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<mqtt::Incoming>(256);
+    let subscriptions = filters.iter().map(|f| (f.clone(), 0)).collect();
+    let (_publisher, event_loop, publisher_task) = mqtt::connection::connect_with_options(
+        mqtt::mqtt_options(mqtt, Some("monitor")),
+        mqtt,
+        subscriptions,
+        tx,
+        Arc::clone(&status),
+        stop.clone(),
+    );
+    let event_loop = tokio::spawn(event_loop);
+    let publisher_task = tokio::spawn(publisher_task);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let (mut received, mut latest) = (0u64, None::<mqtt::Incoming>);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            msg = rx.recv() => match msg {
+                Some(m) => {
+                    received += 1;
+                    latest = Some(m);
+                }
+                None => break,
+            },
+            _ = ticker.tick() => {
+                if let Some(m) = latest.take() {
+                    info!(
+                        "demo monitor: {received} messages on {} in the last {:?}; latest on {}: {}",
+                        filters.join(", "),
+                        every,
+                        m.topic,
+                        String::from_utf8_lossy(&m.payload)
+                    );
+                }
+                received = 0;
+            }
+        }
+    }
+    stop.cancel();
+    let _ = event_loop.await;
+    let _ = publisher_task.await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

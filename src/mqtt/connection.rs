@@ -66,6 +66,8 @@ pub(crate) fn connect_with_options(
     impl Future<Output = ()> + Send + 'static,
 ) {
     let capacity = options.request_channel_capacity();
+    // Several clients share a process in the demo (daemon, simulator, monitor): name them.
+    let broker = format!("{} as {:?}", broker_address(cfg), options.client_id());
     let (client, eventloop) = AsyncClient::new(options, capacity);
     let (connected_tx, connected_rx) = watch::channel(false);
     // Cancelled when the event-loop task returns, for whatever reason: lets the publisher task
@@ -84,7 +86,7 @@ pub(crate) fn connect_with_options(
         input_stop: input_stop.clone(),
         status: Arc::clone(&status),
         connected: connected_tx,
-        broker: broker_address(cfg),
+        broker,
         max_packet_bytes: cfg.max_packet_bytes,
         ingest_capacity: cfg.ingest_queue,
         backoff: Backoff::new(cfg.reconnect_min, cfg.reconnect_max),
