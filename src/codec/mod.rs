@@ -202,7 +202,7 @@ impl Decoder {
                 key.push_str(topic);
                 Ok(())
             }
-            KeyPlan::TopicLevel(n) => match topic.split('/').nth(n) {
+            KeyPlan::TopicLevel(n) => match topic_level(topic, n) {
                 Some(level) if !level.is_empty() => {
                     key.push_str(level);
                     Ok(())
@@ -373,6 +373,22 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// Level `n` (0-based) of `topic`, as `topic.split('/').nth(n)` but without a `str` searcher
+/// (this runs for every message).
+fn topic_level(topic: &str, n: usize) -> Option<&str> {
+    let bytes = topic.as_bytes();
+    let mut start = 0;
+    for _ in 0..n {
+        start += bytes.get(start..)?.iter().position(|&b| b == b'/')? + 1;
+    }
+    let end = bytes[start..]
+        .iter()
+        .position(|&b| b == b'/')
+        .map_or(bytes.len(), |i| start + i);
+    // `/` is ASCII, so both ends are on character boundaries and `get` always succeeds.
+    topic.get(start..end)
 }
 
 fn expected_time(unit: TimeUnit) -> &'static str {

@@ -282,6 +282,30 @@ fn key_from_topic_level_and_whole_topic() {
 }
 
 #[test]
+fn topic_level_splits_like_str_split() {
+    for topic in [
+        "",
+        "/",
+        "a",
+        "a/",
+        "/a",
+        "a/b",
+        "a//b",
+        "sensors/s1/temp",
+        "ü/é/",
+        "//",
+    ] {
+        for n in 0..5 {
+            assert_eq!(
+                topic_level(topic, n),
+                topic.split('/').nth(n),
+                "{topic:?} level {n}"
+            );
+        }
+    }
+}
+
+#[test]
 fn missing_or_empty_topic_level_is_missing_key() {
     let decoder = value_decoder();
     for topic in ["sensors", "sensors//temp", "sensors/"] {

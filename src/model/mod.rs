@@ -7,14 +7,21 @@
 //! a model by serialising it (postcard behind a version tag); a restored model continues bit for
 //! bit where the original left off.
 //!
-//! - [`forecast`]: [`Forecaster`], a one-step-ahead autoregressive forecaster (recursive least
-//!   squares with forgetting, robust to spikes and to badly scaled or constant signals).
+//! - [`forecast`]: [`Forecaster`], an online blend of last-value, damped trend/Holt–Winters,
+//!   seasonal and RLS autoregressive forecasters, 1..=horizon steps ahead.
+//! - [`anomaly`]: [`AnomalyDetector`], flags readings whose forecast residual exceeds a robust
+//!   scale.
 //! - [`metrics`]: [`RegressionMetrics`], prequential error aggregates (MAE, RMSE) that merge.
 
+pub mod anomaly;
 pub mod forecast;
 pub mod metrics;
 
-pub use forecast::{ForecastParams, Forecaster, MAX_LAGS};
+pub use anomaly::{AnomalyDetector, AnomalyParams, AnomalyVerdict};
+pub use forecast::{
+    ForecastParams, Forecaster, SeasonSpec, MAX_HORIZON, MAX_LAGS, MAX_SEASON_BINS,
+    MAX_SEASON_STEPS, MEMBER_NAMES,
+};
 pub use metrics::RegressionMetrics;
 
 /// A point prediction with an interval.

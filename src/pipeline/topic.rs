@@ -61,23 +61,34 @@ impl TopicFilter {
         if topic.starts_with('$') && matches!(self.levels.first(), Some(Level::One | Level::Rest)) {
             return false;
         }
-        let mut topic_levels = topic.split('/');
+        // Walk the topic level by level on bytes: `/` is ASCII, so this splits exactly where
+        // `str::split('/')` would, without its per-call searcher set-up (this runs for every
+        // message and every pipeline).
+        let topic = topic.as_bytes();
+        let filter = self.filter.as_bytes();
+        // Start of the current topic level; past the end once every level has been taken.
+        let mut start = 0;
         for level in &self.levels {
+            if start > topic.len() {
+                // No topic level left: only `#` matches nothing (the parent level).
+                return *level == Level::Rest;
+            }
+            let end = topic[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(topic.len(), |i| start + i);
             match *level {
                 Level::Rest => return true,
-                Level::One => {
-                    if topic_levels.next().is_none() {
-                        return false;
-                    }
-                }
-                Level::Exact(start, end) => {
-                    if topic_levels.next() != Some(&self.filter[start..end]) {
+                Level::One => {}
+                Level::Exact(from, to) => {
+                    if topic[start..end] != filter[from..to] {
                         return false;
                     }
                 }
             }
+            start = end + 1;
         }
-        topic_levels.next().is_none()
+        start > topic.len()
     }
 
     /// The filter as written.
@@ -195,6 +206,11 @@ fn push_level_safe(out: &mut String, value: &str) {
         out.push('_');
         return;
     }
+    // Nearly every value is already safe: one byte scan, then one copy.
+    if !value.bytes().any(|b| matches!(b, b'+' | b'#' | b'\0')) {
+        out.push_str(value);
+        return;
+    }
     for piece in value.split_inclusive(['+', '#', '\0']) {
         match piece.strip_suffix(['+', '#', '\0']) {
             Some(head) => {
@@ -283,6 +299,77 @@ mod tests {
         }
         for good in ["+", "#", "/", "a//b", "+/+/#", "/+"] {
             assert!(TopicFilter::parse(good).is_some(), "{good:?}");
+        }
+    }
+
+    /// The matching rules written directly on `str::split`, the way the byte walk in
+    /// `matches` must behave.
+    fn matches_by_split(filter: &str, topic: &str) -> bool {
+        if topic.is_empty() || (topic.starts_with('$') && filter.starts_with(['+', '#'])) {
+            return false;
+        }
+        let mut topic_levels = topic.split('/');
+        for level in filter.split('/') {
+            match level {
+                "#" => return true,
+                "+" if topic_levels.next().is_none() => return false,
+                "+" => {}
+                exact if topic_levels.next() != Some(exact) => return false,
+                _ => {}
+            }
+        }
+        topic_levels.next().is_none()
+    }
+
+    #[test]
+    fn byte_walk_matches_like_level_split() {
+        let filters = [
+            "#",
+            "+",
+            "/",
+            "a",
+            "a/b",
+            "a/+",
+            "a/#",
+            "+/b",
+            "+/+",
+            "/+",
+            "a//b",
+            "a/+/#",
+            "sensors/+/temperature",
+            "$SYS/#",
+            "é/+",
+        ];
+        let topics = [
+            "",
+            "/",
+            "//",
+            "a",
+            "a/",
+            "/a",
+            "a/b",
+            "a/b/",
+            "a//b",
+            "a/b/c",
+            "ab",
+            "b",
+            "a/bb",
+            "sensors/s1/temperature",
+            "sensors//temperature",
+            "sensors/s1/temperature/x",
+            "$SYS/x",
+            "é/x",
+            "é",
+            "ü/x",
+        ];
+        for f in filters {
+            for t in topics {
+                assert_eq!(
+                    filter(f).matches(t),
+                    matches_by_split(f, t),
+                    "{f:?} on {t:?}"
+                );
+            }
         }
     }
 

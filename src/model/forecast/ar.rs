@@ -1,0 +1,359 @@
+//! The `ar` member: recursive least squares (RLS) with a forgetting factor on the last `lags`
+//! values plus an intercept.
+//!
+//! # Why RLS
+//! RLS needs no learning rate, converges in a few dozen samples and, with the internal
+//! normalisation below, does not care whether the series is in pascals (1e5) or in volts
+//! (1e-3). Its O(p²) cost is fine for p = lags + 1 ≤ 33.
+//!
+//! # How the pieces fit
+//! - **Normalisation.** Inputs and target are centred and scaled by a running mean and
+//!   standard deviation (`z = (y − m) / s`) so that the intercept and the lag columns are not
+//!   nearly collinear at a large offset, and so that the initial covariance and the covariance
+//!   cap mean the same thing at any scale. Lag coefficients are invariant under this change of
+//!   coordinates; only the intercept is not, so whenever `(m, s)` moves the intercept weight is
+//!   re-anchored to keep the model's forecast in the original units unchanged. Normalisation is
+//!   thus purely a conditioning device and never a moving target for the learner. The running
+//!   mean and variance use weights `1/n` (Welford) until `n` reaches the forgetting memory
+//!   `1/(1 − λ)`, then `1 − λ`.
+//! - **Covariance wind-up guard.** With forgetting, directions of P that the input does not
+//!   excite grow by 1/λ per step (a constant signal overflows P within ~150k steps at
+//!   λ = 0.995). The trace of P is capped at its initial value `p · δ`: when an update exceeds
+//!   it, P is rescaled. In normal operation trace(P) ≈ p(1 − λ) ≪ cap, so the cap only acts
+//!   during wind-up, and when the signal starts moving again the model adapts as fast as a
+//!   fresh one. P is kept exactly symmetric (the rank-one downdate is written with a
+//!   symmetric product), and reset to `δ·I` if it ever stops being positive on its diagonal.
+//! - **Spikes and level shifts** are handled by the blend (see the parent module): this member
+//!   learns the clipped value the blend hands it, and after a level shift the blend puts the raw
+//!   values back into the window ([`ArMember::restore_recent`]) and opens the intercept
+//!   ([`ArMember::open_intercept`]).
+//!
+//! Nothing on the update path allocates: the input and gain vectors live on the stack.
+
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use super::{MAX_HORIZON, MAX_LAGS};
+
+/// Inputs of the regression at most: the lags plus the intercept.
+const MAX_INPUTS: usize = MAX_LAGS + 1;
+/// Initial covariance δ (in normalised units): a weak prior, |w| of a few units is plausible.
+pub(super) const INITIAL_COVARIANCE: f64 = 100.0;
+/// The normalisation scale is at least this fraction of |mean| (a constant signal has s = 0).
+const SCALE_FLOOR_RELATIVE: f64 = 1e-9;
+/// … and at least this (a constant zero signal has m = s = 0).
+const SCALE_FLOOR_ABSOLUTE: f64 = 1e-30;
+
+/// State of the RLS member. Field order is the postcard format: append only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct ArMember {
+    /// The last `lags` values, most recent first; only the first `filled` are valid.
+    pub(super) window: Array1<f64>,
+    /// Number of valid entries of `window`.
+    pub(super) filled: usize,
+    /// RLS weights in normalised units: `lags` lag coefficients, then the intercept.
+    pub(super) weights: Array1<f64>,
+    /// RLS inverse-correlation matrix P, p × p, symmetric.
+    pub(super) covariance: Array2<f64>,
+    /// Running mean of the series (normalisation centre m).
+    mean: f64,
+    /// Running variance of the series (normalisation scale s = √variance, floored).
+    variance: f64,
+    /// Values folded into the normalisation.
+    count: u64,
+}
+
+impl ArMember {
+    pub(super) fn new(lags: usize) -> Self {
+        let inputs = lags + 1;
+        Self {
+            window: Array1::zeros(lags),
+            filled: 0,
+            weights: Array1::zeros(inputs),
+            covariance: Array2::eye(inputs) * INITIAL_COVARIANCE,
+            mean: 0.0,
+            variance: 0.0,
+            count: 0,
+        }
+    }
+
+    fn lags(&self) -> usize {
+        self.window.len()
+    }
+
+    fn window_full(&self) -> bool {
+        self.filled == self.lags()
+    }
+
+    /// Normalisation scale s.
+    fn scale(&self) -> f64 {
+        self.variance
+            .sqrt()
+            .max(SCALE_FLOOR_RELATIVE * self.mean.abs())
+            .max(SCALE_FLOOR_ABSOLUTE)
+    }
+
+    /// The lag coefficients, most recent lag first.
+    pub(super) fn lag_coefficients(&self) -> &[f64] {
+        let lags = self.lags();
+        self.weights
+            .as_slice()
+            .and_then(|weights| weights.get(..lags))
+            .unwrap_or(&[])
+    }
+
+    /// The intercept in original units.
+    pub(super) fn intercept(&self) -> f64 {
+        let lags = self.lags();
+        let lag_sum: f64 = self.weights.iter().take(lags).sum();
+        let intercept = self.weights.get(lags).copied().unwrap_or(0.0);
+        (1.0 - lag_sum) * self.mean + self.scale() * intercept
+    }
+
+    /// One-step forecast; `None` until the window is full.
+    pub(super) fn forecast(&self) -> Option<f64> {
+        if !self.window_full() {
+            return None;
+        }
+        let window = self.window.as_slice()?;
+        let weights = self.weights.as_slice()?;
+        let lags = self.lags();
+        let scale = self.scale();
+        let inv_scale = 1.0 / scale;
+        let mut normalised = weights.get(lags).copied().unwrap_or(0.0);
+        for (weight, value) in weights.iter().zip(window) {
+            normalised += weight * ((value - self.mean) * inv_scale);
+        }
+        Some(self.mean + scale * normalised)
+    }
+
+    /// Forecasts 1..=`out.len()` steps ahead by iterating the one-step model on its own
+    /// forecasts. Returns `false` (and leaves `out` alone) until the window is full.
+    pub(super) fn forecast_steps(&self, out: &mut [f64]) -> bool {
+        let (Some(window), Some(weights)) = (self.window.as_slice(), self.weights.as_slice())
+        else {
+            return false;
+        };
+        if !self.window_full() || out.len() > MAX_HORIZON {
+            return false;
+        }
+        let lags = self.lags();
+        let scale = self.scale();
+        let inv_scale = 1.0 / scale;
+        let intercept = weights.get(lags).copied().unwrap_or(0.0);
+        // Normalised history, oldest first: the window, then the forecasts as they are made.
+        let mut history = [0.0; MAX_LAGS + MAX_HORIZON];
+        for (slot, value) in history.iter_mut().zip(window.iter().rev()) {
+            *slot = (value - self.mean) * inv_scale;
+        }
+        for (step, forecast) in out.iter_mut().enumerate() {
+            let recent = &history[step..step + lags];
+            let mut normalised = intercept;
+            for (weight, z) in weights.iter().zip(recent.iter().rev()) {
+                normalised += weight * z;
+            }
+            history[step + lags] = normalised;
+            *forecast = self.mean + scale * normalised;
+        }
+        true
+    }
+
+    /// Learn the (possibly clipped) value `y`: one RLS step on the a priori error, then the
+    /// normalisation and the window.
+    pub(super) fn learn(&mut self, y: f64, forgetting: f64) {
+        if let Some(forecast) = self.forecast() {
+            self.rls_update(y - forecast, forgetting);
+        }
+        self.update_normalisation(y, forgetting);
+        self.push(y);
+    }
+
+    /// Move the window on by an imputed value without learning from it.
+    pub(super) fn skip(&mut self, value: f64) {
+        self.push(value);
+    }
+
+    /// Overwrite the most recent `raw.len()` window entries (most recent first) with `raw`:
+    /// the blend puts back readings it clipped once it knows they were a level shift.
+    pub(super) fn restore_recent(&mut self, raw: &[f64]) {
+        let count = raw.len().min(self.filled);
+        for (slot, value) in self.window.iter_mut().zip(raw).take(count) {
+            *slot = *value;
+        }
+    }
+
+    fn push(&mut self, value: f64) {
+        if let Some(window) = self.window.as_slice_mut() {
+            if !window.is_empty() {
+                window.copy_within(..window.len() - 1, 1);
+                window[0] = value;
+            }
+        }
+        self.filled = (self.filled + 1).min(self.lags());
+    }
+
+    /// Fold `value` into the running mean and variance, then re-anchor the intercept weight so
+    /// that the forecast in original units does not move with the coordinates.
+    fn update_normalisation(&mut self, value: f64, forgetting: f64) {
+        let old_mean = self.mean;
+        let old_scale = self.scale();
+        self.count += 1;
+        let alpha = (1.0 / self.count as f64).max(1.0 - forgetting);
+        let delta = value - self.mean;
+        self.mean += alpha * delta;
+        self.variance = (1.0 - alpha) * (self.variance + alpha * delta * delta);
+        if !self.window_full() {
+            // Weights are still untrained (zero): the model's prior forecast is the running mean.
+            return;
+        }
+        let lags = self.lags();
+        let new_scale = self.scale();
+        if let Some(weights) = self.weights.as_slice_mut() {
+            let lag_sum: f64 = weights.iter().take(lags).sum();
+            if let Some(intercept) = weights.get_mut(lags) {
+                *intercept =
+                    (old_scale * *intercept + (old_mean - self.mean) * (1.0 - lag_sum)) / new_scale;
+            }
+        }
+    }
+
+    /// One RLS step with the a priori `error` (original units) of the current window.
+    fn rls_update(&mut self, error: f64, lambda: f64) {
+        let lags = self.lags();
+        let inputs = lags + 1;
+        let inv_scale = 1.0 / self.scale();
+        let mean = self.mean;
+        let (Some(window), Some(weights), Some(p)) = (
+            self.window.as_slice(),
+            self.weights.as_slice_mut(),
+            self.covariance.as_slice_mut(),
+        ) else {
+            return;
+        };
+        if inputs > MAX_INPUTS || weights.len() != inputs || p.len() != inputs * inputs {
+            return;
+        }
+
+        let mut x_buffer = [0.0; MAX_INPUTS];
+        let mut gain_buffer = [0.0; MAX_INPUTS];
+        let x = &mut x_buffer[..inputs];
+        let g = &mut gain_buffer[..inputs];
+        for (xi, value) in x.iter_mut().zip(window) {
+            *xi = (value - mean) * inv_scale;
+        }
+        x[lags] = 1.0;
+
+        // g = P x, d = λ + xᵀ P x
+        let mut denominator = lambda;
+        for ((gi, row), xi) in g.iter_mut().zip(p.chunks_exact(inputs)).zip(x.iter()) {
+            let mut acc = 0.0;
+            for (pij, xj) in row.iter().zip(x.iter()) {
+                acc += pij * xj;
+            }
+            *gi = acc;
+            denominator += xi * acc;
+        }
+        let step = error * inv_scale / denominator;
+        if !(denominator.is_finite() && denominator > 0.0 && step.is_finite()) {
+            self.reset_covariance();
+            return;
+        }
+
+        // w += P x e / d
+        for (wi, gi) in weights.iter_mut().zip(g.iter()) {
+            *wi += gi * step;
+        }
+
+        // P = (P − g gᵀ / d) / λ, written as P/λ − h hᵀ with h = g / √(dλ): h_i h_j = h_j h_i
+        // exactly, so P stays exactly symmetric.
+        let inv_lambda = 1.0 / lambda;
+        let h_factor = (1.0 / (denominator * lambda)).sqrt();
+        for gi in g.iter_mut() {
+            *gi *= h_factor;
+        }
+        let h = &*g;
+        let mut trace = 0.0;
+        let mut min_diagonal = f64::INFINITY;
+        for (i, (row, hi)) in p.chunks_exact_mut(inputs).zip(h.iter()).enumerate() {
+            for (pij, hj) in row.iter_mut().zip(h.iter()) {
+                *pij = *pij * inv_lambda - hi * hj;
+            }
+            let diagonal = row[i];
+            trace += diagonal;
+            min_diagonal = min_diagonal.min(diagonal);
+        }
+
+        let cap = INITIAL_COVARIANCE * inputs as f64;
+        if !(trace.is_finite() && min_diagonal > 0.0) {
+            self.reset_covariance();
+        } else if trace > cap {
+            let shrink = cap / trace;
+            for pij in p.iter_mut() {
+                *pij *= shrink;
+            }
+        }
+    }
+
+    /// After a level shift only the intercept is wrong (the dynamics, the lag coefficients, are
+    /// unchanged): make it as uncertain as a fresh model's, so the next readings move it and not
+    /// the lag coefficients. A Kalman filter would do the same with process noise on the
+    /// intercept at a detected change.
+    pub(super) fn open_intercept(&mut self) {
+        let intercept = self.lags();
+        if let Some(pii) = self.covariance.get_mut((intercept, intercept)) {
+            *pii += INITIAL_COVARIANCE;
+        }
+    }
+
+    fn reset_covariance(&mut self) {
+        let inputs = self.lags() + 1;
+        self.covariance.fill(0.0);
+        for i in 0..inputs {
+            if let Some(pii) = self.covariance.get_mut((i, i)) {
+                *pii = INITIAL_COVARIANCE;
+            }
+        }
+    }
+
+    /// Whether a deserialised member for `lags` lags can run without panicking or producing
+    /// non-finite forecasts; the error says what does not fit.
+    pub(super) fn check(&self, lags: usize) -> Result<(), String> {
+        let inputs = lags + 1;
+        if self.window.len() != lags || !self.window.is_standard_layout() {
+            return Err(format!(
+                "ar window has {} values, expected {lags}",
+                self.window.len()
+            ));
+        }
+        if self.filled > lags {
+            return Err(format!("{} filled of a {lags}-value window", self.filled));
+        }
+        if self.weights.len() != inputs || !self.weights.is_standard_layout() {
+            return Err(format!("{} weights, expected {inputs}", self.weights.len()));
+        }
+        if self.covariance.dim() != (inputs, inputs) || !self.covariance.is_standard_layout() {
+            return Err(format!(
+                "covariance is {:?}, expected ({inputs}, {inputs})",
+                self.covariance.dim()
+            ));
+        }
+        let scalars = [self.mean, self.variance];
+        let all_finite = self
+            .window
+            .iter()
+            .chain(self.weights.iter())
+            .chain(self.covariance.iter())
+            .chain(scalars.iter())
+            .all(|value| value.is_finite());
+        if !all_finite {
+            return Err("an ar number is not finite".into());
+        }
+        if self.variance < 0.0 {
+            return Err("the ar variance is negative".into());
+        }
+        if self.covariance.diag().iter().any(|&pii| pii <= 0.0) {
+            return Err("covariance has a non-positive diagonal".into());
+        }
+        Ok(())
+    }
+}
