@@ -1,4 +1,5 @@
-//! Prequential regression metrics: running sums that can be merged across keys.
+//! Prequential metrics (regression and binary classification): running sums that can be
+//! merged across keys.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,77 @@ impl RegressionMetrics {
     }
 }
 
+/// Probabilities are clamped to `[LOG_LOSS_CLAMP, 1 − LOG_LOSS_CLAMP]` for the log loss (the
+/// probability of the observed label, to keep the clamp exact on both sides), so a
+/// confident mistake costs at most −ln(1e-15) ≈ 34.5 instead of infinity.
+pub const LOG_LOSS_CLAMP: f64 = 1e-15;
+
+/// Running sums of a binary classifier, evaluated prequentially (each predicted probability is
+/// scored against the reading's label before the model learns it).
+///
+/// Only sums are kept, so aggregates are the [`merge`](Self::merge) of the keys' metrics. With
+/// no scored pair yet, [`accuracy`](Self::accuracy) and [`log_loss`](Self::log_loss) return
+/// `0.0`; read [`count`](Self::count) to tell "no data" apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassificationMetrics {
+    /// Number of scored (label, probability) pairs.
+    pub count: u64,
+    /// Pairs whose thresholded prediction equals the label.
+    pub correct: u64,
+    /// Sum of the log losses `−ln p` (positive label) or `−ln(1 − p)` (negative label), with
+    /// the probability of the observed label clamped to `[1e-15, 1 − 1e-15]`.
+    pub log_loss_sum: f64,
+}
+
+impl ClassificationMetrics {
+    /// Empty metrics (no scored pair).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Score the predicted probability `p` of a positive label against the label `y`; the
+    /// prediction is positive when `p ≥ threshold` (0.5 for the usual rule).
+    ///
+    /// A non-finite `p` is ignored, like a non-finite regression pair.
+    pub fn update(&mut self, y: bool, p: f64, threshold: f64) {
+        if !p.is_finite() {
+            return;
+        }
+        self.count += 1;
+        self.correct += u64::from((p >= threshold) == y);
+        // Clamp the probability given to the observed label rather than p itself: 1 − 1e-15 is
+        // not representable to better than 10 %, so clamping p would make −ln(1 − p) of a
+        // confident mistake on a negative label 34.5395 instead of −ln(1e-15) = 34.5388.
+        let observed = if y { p } else { 1.0 - p };
+        self.log_loss_sum -= observed.clamp(LOG_LOSS_CLAMP, 1.0 - LOG_LOSS_CLAMP).ln();
+    }
+
+    /// Fraction of correct predictions; `0.0` when `count == 0`.
+    pub fn accuracy(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.count as f64
+        }
+    }
+
+    /// Mean log loss (cross-entropy, nats); `0.0` when `count == 0`.
+    pub fn log_loss(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.log_loss_sum / self.count as f64
+        }
+    }
+
+    /// Add `other`'s pairs to these metrics (as if every pair had been scored here).
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.correct += other.correct;
+        self.log_loss_sum += other.log_loss_sum;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +194,55 @@ mod tests {
         assert_eq!(metrics.count, 1);
         assert_eq!(metrics.mae(), 1.0);
         assert_eq!(metrics.rmse(), 1.0);
+    }
+
+    #[test]
+    fn classification_metrics_match_hand_computed_values() {
+        let mut metrics = ClassificationMetrics::new();
+        assert_eq!((metrics.accuracy(), metrics.log_loss()), (0.0, 0.0));
+        // (y, p): right, wrong, right (p = threshold counts as positive), wrong.
+        for (y, p) in [(true, 0.8), (false, 0.6), (true, 0.5), (true, 0.25)] {
+            metrics.update(y, p, 0.5);
+        }
+        assert_eq!((metrics.count, metrics.correct), (4, 2));
+        assert_eq!(metrics.accuracy(), 0.5);
+        let expected = -(0.8f64.ln() + 0.4f64.ln() + 0.5f64.ln() + 0.25f64.ln()) / 4.0;
+        assert!((metrics.log_loss() - expected).abs() < TOLERANCE);
+    }
+
+    #[test]
+    fn classification_log_loss_is_clamped_and_non_finite_ignored() {
+        let mut metrics = ClassificationMetrics::new();
+        metrics.update(true, 0.0, 0.5);
+        metrics.update(false, 1.0, 0.5);
+        metrics.update(true, f64::NAN, 0.5);
+        assert_eq!((metrics.count, metrics.correct), (2, 0));
+        // −ln(1e-15) each.
+        assert!((metrics.log_loss() - 15.0 * 10f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn classification_merge_equals_scoring_all_pairs_in_one() {
+        let pairs = [
+            (true, 0.9),
+            (false, 0.3),
+            (false, 0.7),
+            (true, 0.45),
+            (true, 0.6),
+        ];
+        let mut all = ClassificationMetrics::new();
+        let (mut left, mut right) = (ClassificationMetrics::new(), ClassificationMetrics::new());
+        for (i, &(y, p)) in pairs.iter().enumerate() {
+            all.update(y, p, 0.5);
+            if i < 3 {
+                left.update(y, p, 0.5);
+            } else {
+                right.update(y, p, 0.5);
+            }
+        }
+        left.merge(&right);
+        assert_eq!((left.count, left.correct), (all.count, all.correct));
+        assert_eq!((left.count, left.correct), (5, 3));
+        assert!((left.log_loss() - all.log_loss()).abs() < TOLERANCE);
     }
 }

@@ -11,18 +11,32 @@
 //!   seasonal and RLS autoregressive forecasters, 1..=horizon steps ahead.
 //! - [`anomaly`]: [`AnomalyDetector`], flags readings whose forecast residual exceeds a robust
 //!   scale.
-//! - [`metrics`]: [`RegressionMetrics`], prequential error aggregates (MAE, RMSE) that merge.
+//! - [`linear`]: [`LinearRegression`], online linear regression over up to [`MAX_FEATURES`]
+//!   features (SGD, Adagrad or recursive least squares) with a prediction interval and
+//!   per-feature explanations ([`Contribution`]).
+//! - [`logistic`]: [`LogisticRegression`], online binary logistic regression (FTRL-Proximal or
+//!   Adagrad).
+//! - [`scaler`]: [`StandardScaler`], running per-feature standardisation; both regressions use
+//!   one by default.
+//! - [`metrics`]: [`RegressionMetrics`] and [`ClassificationMetrics`], prequential aggregates
+//!   (MAE, RMSE; accuracy, log loss) that merge.
 
 pub mod anomaly;
 pub mod forecast;
+pub mod linear;
+pub mod logistic;
 pub mod metrics;
+pub mod scaler;
 
 pub use anomaly::{AnomalyDetector, AnomalyParams, AnomalyVerdict};
 pub use forecast::{
     ForecastParams, Forecaster, SeasonSpec, MAX_HORIZON, MAX_LAGS, MAX_SEASON_BINS,
     MAX_SEASON_STEPS, MEMBER_NAMES,
 };
-pub use metrics::RegressionMetrics;
+pub use linear::{Contribution, LinearAlgorithm, LinearParams, LinearRegression, MAX_FEATURES};
+pub use logistic::{LogisticAlgorithm, LogisticParams, LogisticRegression};
+pub use metrics::{ClassificationMetrics, RegressionMetrics};
+pub use scaler::StandardScaler;
 
 /// A point prediction with an interval.
 ///
@@ -37,8 +51,9 @@ pub struct Prediction {
     pub upper: f64,
 }
 
-/// The small trait every online model implements (a later issue adds regression, logistic,
-/// k-means…).
+/// The small trait every online regression model implements ([`Forecaster`],
+/// [`LinearRegression`]; a later issue adds k-means…). [`LogisticRegression`] has a label, not a
+/// real target, and its own `predict_proba`/`learn_one`.
 pub trait OnlineModel {
     /// Predict the target of the next reading from its inputs `x` (before its target is seen).
     ///

@@ -283,10 +283,65 @@ impl ArMember {
             min_diagonal = min_diagonal.min(diagonal);
         }
 
-        let cap = INITIAL_COVARIANCE * inputs as f64;
         if !(trace.is_finite() && min_diagonal > 0.0) {
             self.reset_covariance();
-        } else if trace > cap {
+            return;
+        }
+        self.regularise(lambda);
+    }
+
+    /// Regularised forgetting: forget towards the prior, not towards nothing.
+    ///
+    /// Plain exponential forgetting shrinks the information matrix `R = P⁻¹` as
+    /// `R ← λR + x xᵀ`, so the prior `δ⁻¹ I` fades as λⁿ and directions the inputs do not
+    /// excite are left with no information at all. On a collinear window — a ramp, whose
+    /// normalised lags are all nearly the same constant — the weights are then fixed only by
+    /// rounding noise and drift without bound (1e16…1e40 after 20k readings). Here
+    /// `R ← λR + (1 − λ) δ⁻¹ I + x xᵀ` instead, which keeps the prior's ridge `δ⁻¹ |w|²` at full
+    /// strength for ever: `R ⪰ δ⁻¹ I`, so P stays below δ·I and the weights stay bounded,
+    /// while the bias on a well-excited regression is negligible (ridge 0.01 against about
+    /// `1/(1 − λ) = 200` readings of unit variance). The full-rank term is spread over the
+    /// inputs one at a time (Gunnarsson's cyclic regularisation): at each step one
+    /// coordinate j gets a pseudo-observation `√ρ·w_j = 0` with `ρ = p (1 − λ) / δ`, a rank-one
+    /// update like the data's. With λ = 1 nothing is forgotten, the prior never fades and ρ is
+    /// 0.
+    fn regularise(&mut self, lambda: f64) {
+        let inputs = self.weights.len();
+        let strength = inputs as f64 * (1.0 - lambda) / INITIAL_COVARIANCE;
+        let (Some(weights), Some(p)) =
+            (self.weights.as_slice_mut(), self.covariance.as_slice_mut())
+        else {
+            return;
+        };
+        if !(strength > 0.0) || inputs == 0 || p.len() != inputs * inputs {
+            return;
+        }
+        let j = (self.count % inputs as u64) as usize;
+        let mut column_buffer = [0.0; MAX_INPUTS];
+        let column = &mut column_buffer[..inputs];
+        for (ci, row) in column.iter_mut().zip(p.chunks_exact(inputs)) {
+            *ci = row[j];
+        }
+        let denominator = 1.0 + strength * column[j];
+        // w −= P e_j ρ w_j / d
+        let step = strength * weights[j] / denominator;
+        for (wi, ci) in weights.iter_mut().zip(column.iter()) {
+            *wi -= ci * step;
+        }
+        // P −= ρ P e_j e_jᵀ P / d, as h hᵀ with h = P e_j √(ρ/d) (exactly symmetric).
+        let h_factor = (strength / denominator).sqrt();
+        for ci in column.iter_mut() {
+            *ci *= h_factor;
+        }
+        let mut trace = 0.0;
+        for (i, (row, hi)) in p.chunks_exact_mut(inputs).zip(column.iter()).enumerate() {
+            for (pij, hj) in row.iter_mut().zip(column.iter()) {
+                *pij -= hi * hj;
+            }
+            trace += row[i];
+        }
+        let cap = INITIAL_COVARIANCE * inputs as f64;
+        if trace > cap {
             let shrink = cap / trace;
             for pij in p.iter_mut() {
                 *pij *= shrink;
