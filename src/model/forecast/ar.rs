@@ -12,17 +12,27 @@
 //!   nearly collinear at a large offset, and so that the initial covariance and the covariance
 //!   cap mean the same thing at any scale. Lag coefficients are invariant under this change of
 //!   coordinates; only the intercept is not, so whenever `(m, s)` moves the intercept weight is
-//!   re-anchored to keep the model's forecast in the original units unchanged. Normalisation is
-//!   thus purely a conditioning device and never a moving target for the learner. The running
-//!   mean and variance use weights `1/n` (Welford) until `n` reaches the forgetting memory
+//!   re-anchored to keep the model's forecast in the original units unchanged, and P is
+//!   carried along with the centre ([`ArMember::shift_covariance`]): the readings already
+//!   learnt are re-expressed around the new centre instead of being taken as centred on it.
+//!   That matters for trending series, whose mean moves every step: without it a ramp's lags
+//!   look like the same constant for ever and its slope never enters P. Normalisation is thus
+//!   a conditioning device and not a moving target for the learner. The running mean and
+//!   variance use weights `1/n` (Welford) until `n` reaches the forgetting memory
 //!   `1/(1 − λ)`, then `1 − λ`.
+//! - **Regularised forgetting.** Forgetting fades the prior `w ~ N(0, δ I)` too, which leaves
+//!   the directions a collinear window does not excite (a ramp: `y_{t−2} = y_{t−1} − c`) with
+//!   no information, and their weights free to drift to 1e40. The prior is therefore
+//!   forgotten towards itself: the information gets `(1 − λ) δ⁻¹ I` back every step
+//!   ([`ArMember::regularise`]), a permanent ridge of `δ⁻¹ = 0.01` in normalised units.
 //! - **Covariance wind-up guard.** With forgetting, directions of P that the input does not
-//!   excite grow by 1/λ per step (a constant signal overflows P within ~150k steps at
-//!   λ = 0.995). The trace of P is capped at its initial value `p · δ`: when an update exceeds
-//!   it, P is rescaled. In normal operation trace(P) ≈ p(1 − λ) ≪ cap, so the cap only acts
-//!   during wind-up, and when the signal starts moving again the model adapts as fast as a
-//!   fresh one. P is kept exactly symmetric (the rank-one downdate is written with a
-//!   symmetric product), and reset to `δ·I` if it ever stops being positive on its diagonal.
+//!   excite would grow by 1/λ per step (a constant signal overflows P within ~150k steps at
+//!   λ = 0.995); the ridge above keeps them near δ. As a second guard the trace of P is capped
+//!   at its initial value `p · δ`: when an update exceeds it, P is rescaled. In normal
+//!   operation trace(P) ≈ p(1 − λ) ≪ cap, so the cap only acts during wind-up, and when the
+//!   signal starts moving again the model adapts as fast as a fresh one. P is kept exactly
+//!   symmetric (every rank-one downdate is written with a symmetric product), and reset to
+//!   `δ·I` if it ever stops being positive on its diagonal.
 //! - **Spikes and level shifts** are handled by the blend (see the parent module): this member
 //!   learns the clipped value the blend hands it, and after a level shift the blend puts the raw
 //!   values back into the window ([`ArMember::restore_recent`]) and opens the intercept
@@ -215,6 +225,47 @@ impl ArMember {
                     (old_scale * *intercept + (old_mean - self.mean) * (1.0 - lag_sum)) / new_scale;
             }
         }
+        self.shift_covariance((old_mean - self.mean) / new_scale);
+    }
+
+    /// Carry P along when the centre moves by `−shift` (in units of the new scale): every lag
+    /// input becomes `z + shift·1`, i.e. `x' = S x` with `S = I + shift·u e_pᵀ` (u = 1 on the
+    /// lags, 0 on the intercept), so the information `R = P⁻¹` of the readings already learnt
+    /// becomes `S R Sᵀ` and `P' = S⁻ᵀ P S⁻¹`, as the weights become `S⁻ᵀ w` (plus the target's
+    /// shift on the intercept, done by the caller).
+    ///
+    /// Without this the learner would see every past window as if it had been centred on
+    /// today's mean. That is harmless for a stationary series, whose mean settles, but the mean
+    /// of a trending series moves every step, so the lags would look the same constant for
+    /// ever and the slope of the series — the lags moving relative to the intercept — would
+    /// never enter P: on a ramp the regression would be unidentifiable in every coordinate
+    /// system. A change of scale is not carried into P (P is read in normalised units: the
+    /// prior and the cap mean the same at any scale), so after a constant stretch, whose scale
+    /// is the tiny floor, P is not blown up by the first real variation.
+    fn shift_covariance(&mut self, shift: f64) {
+        let lags = self.lags();
+        let inputs = lags + 1;
+        let Some(p) = self.covariance.as_slice_mut() else {
+            return;
+        };
+        if shift == 0.0 || !shift.is_finite() || p.len() != inputs * inputs {
+            return;
+        }
+        // g_i = Σ_k∈lags P_ik for every row i (P e_p's partner: P u).
+        let mut sums_buffer = [0.0; MAX_INPUTS];
+        let sums = &mut sums_buffer[..inputs];
+        for (sum, row) in sums.iter_mut().zip(p.chunks_exact(inputs)) {
+            *sum = row[..lags].iter().sum();
+        }
+        let lag_total: f64 = sums[..lags].iter().sum();
+        let corner = p[lags * inputs + lags] - 2.0 * shift * sums[lags] + shift * shift * lag_total;
+        for i in 0..lags {
+            let updated = p[i * inputs + lags] - shift * sums[i];
+            p[i * inputs + lags] = updated;
+            p[lags * inputs + i] = updated;
+        }
+        p[lags * inputs + lags] = corner;
+        self.cap_covariance();
     }
 
     /// One RLS step with the a priori `error` (original units) of the current window.
@@ -288,23 +339,27 @@ impl ArMember {
             return;
         }
         self.regularise(lambda);
+        self.cap_covariance();
     }
 
     /// Regularised forgetting: forget towards the prior, not towards nothing.
     ///
-    /// Plain exponential forgetting shrinks the information matrix `R = P⁻¹` as
-    /// `R ← λR + x xᵀ`, so the prior `δ⁻¹ I` fades as λⁿ and directions the inputs do not
-    /// excite are left with no information at all. On a collinear window — a ramp, whose
-    /// normalised lags are all nearly the same constant — the weights are then fixed only by
-    /// rounding noise and drift without bound (1e16…1e40 after 20k readings). Here
-    /// `R ← λR + (1 − λ) δ⁻¹ I + x xᵀ` instead, which keeps the prior's ridge `δ⁻¹ |w|²` at full
-    /// strength for ever: `R ⪰ δ⁻¹ I`, so P stays below δ·I and the weights stay bounded,
-    /// while the bias on a well-excited regression is negligible (ridge 0.01 against about
-    /// `1/(1 − λ) = 200` readings of unit variance). The full-rank term is spread over the
-    /// inputs one at a time (Gunnarsson's cyclic regularisation): at each step one
-    /// coordinate j gets a pseudo-observation `√ρ·w_j = 0` with `ρ = p (1 − λ) / δ`, a rank-one
-    /// update like the data's. With λ = 1 nothing is forgotten, the prior never fades and ρ is
-    /// 0.
+    /// Plain exponential forgetting updates the information matrix `R = P⁻¹` as
+    /// `R ← λR + x xᵀ`, so the prior `δ⁻¹ I` fades as λⁿ and a direction the inputs do not
+    /// excite is left with no information at all: its weight is then set by rounding noise and
+    /// can drift without bound. Collinear windows are common — on a ramp `y_{t−2} = y_{t−1} − c`
+    /// exactly, so the lags and the intercept are linearly dependent — and there the weights
+    /// reached 1e16…1e40 within 20k readings. Here `R ← λR + (1 − λ) δ⁻¹ I + x xᵀ`: the prior's
+    /// ridge `δ⁻¹ |w|²` (normalised units) keeps its full strength for ever instead of fading,
+    /// so `R ⪰ δ⁻¹ I` (up to the cyclic spreading below), P stays below about δ·I and, on a
+    /// collinear window, the ridge picks the smallest weights that fit: bounded, and the same
+    /// forecast. On a well-excited regression the bias is negligible: a ridge of 0.01 against
+    /// about `1/(1 − λ) = 200` readings of unit variance (the AR(2) coefficients move by
+    /// ~1e-4). It also keeps P below the trace cap on a constant signal, where plain
+    /// forgetting winds it up. The full-rank term is spread over the inputs one at a time (Gunnarsson's cyclic
+    /// regularisation, 1996): each step one coordinate j gets the pseudo-observation "w_j = 0"
+    /// with weight `ρ = p (1 − λ) / δ`, a rank-one update like the data's, O(p²). With λ = 1
+    /// the prior never fades, and ρ = 0.
     fn regularise(&mut self, lambda: f64) {
         let inputs = self.weights.len();
         let strength = inputs as f64 * (1.0 - lambda) / INITIAL_COVARIANCE;
@@ -313,7 +368,7 @@ impl ArMember {
         else {
             return;
         };
-        if !(strength > 0.0) || inputs == 0 || p.len() != inputs * inputs {
+        if strength <= 0.0 || inputs == 0 || p.len() != inputs * inputs {
             return;
         }
         let j = (self.count % inputs as u64) as usize;
@@ -323,29 +378,30 @@ impl ArMember {
             *ci = row[j];
         }
         let denominator = 1.0 + strength * column[j];
-        // w −= P e_j ρ w_j / d
+        // w −= P e_j ρ w_j / d: the a priori error of the pseudo-observation is −w_j.
         let step = strength * weights[j] / denominator;
         for (wi, ci) in weights.iter_mut().zip(column.iter()) {
             *wi -= ci * step;
         }
-        // P −= ρ P e_j e_jᵀ P / d, as h hᵀ with h = P e_j √(ρ/d) (exactly symmetric).
+        // P −= ρ P e_j e_jᵀ P / d, as h hᵀ with h = P e_j √(ρ/d): exactly symmetric.
         let h_factor = (strength / denominator).sqrt();
         for ci in column.iter_mut() {
             *ci *= h_factor;
         }
-        let mut trace = 0.0;
-        for (i, (row, hi)) in p.chunks_exact_mut(inputs).zip(column.iter()).enumerate() {
+        for (row, hi) in p.chunks_exact_mut(inputs).zip(column.iter()) {
             for (pij, hj) in row.iter_mut().zip(column.iter()) {
                 *pij -= hi * hj;
             }
-            trace += row[i];
         }
+    }
+
+    /// Rescale P when its trace exceeds the initial `p · δ` (see the module documentation).
+    fn cap_covariance(&mut self) {
+        let inputs = self.weights.len();
+        let trace: f64 = self.covariance.diag().sum();
         let cap = INITIAL_COVARIANCE * inputs as f64;
         if trace > cap {
-            let shrink = cap / trace;
-            for pij in p.iter_mut() {
-                *pij *= shrink;
-            }
+            self.covariance *= cap / trace;
         }
     }
 

@@ -11,6 +11,11 @@
 //!   with trend and noise; larger slope or index gains leave the stable region of additive
 //!   Holt–Winters for long seasons): the blend, not this member, copes with series they do not
 //!   suit. Should the state ever stop being finite the member restarts from the current value.
+//!   One such series is a ramp (a cumulative counter): with φ < 1 the slope only holds up under
+//!   a standing error e (`b = αβe / (1 − φ)` at the fixed point), and the level keeps pace
+//!   when `φb + αe` = the slope c, so `e = c (1 − φ) / (α(1 − φ) + αβφ)` ≈ 2.9c at the
+//!   defaults, worse than `last`; it vanishes only for φ = 1. The `ar` member (a unit root
+//!   plus an intercept) is exact on a ramp and the blend follows it.
 //! - **`seasonal`**: for [`SeasonSpec::Steps`] the seasonal naive forecast, the value one
 //!   season before the target step (a ring of the last `n` values). For
 //!   [`SeasonSpec::Duration`] a seasonal profile: an exponentially weighted average of the values
@@ -23,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::SeasonSpec;
 
 /// Level gain α of the `trend` member.
-const LEVEL_GAIN: f64 = 0.1;
+pub(super) const LEVEL_GAIN: f64 = 0.1;
 /// Slope gain β of the `trend` member (the slope moves by αβ·e).
-const SLOPE_GAIN: f64 = 0.05;
+pub(super) const SLOPE_GAIN: f64 = 0.05;
 /// Seasonal-index gain γ of the `trend` member.
 const INDEX_GAIN: f64 = 0.05;
 /// Smallest weight of a new value in a duration profile bin.
