@@ -98,7 +98,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "  keys {}  outputs {}  MAE {:.4}  RMSE {:.4}",
-        p.keys, summary.outputs, p.mae, p.rmse
+        p.keys,
+        summary.outputs,
+        p.mae.unwrap_or(f64::NAN),
+        p.rmse.unwrap_or(f64::NAN)
     );
     assert_eq!(
         summary.outputs as usize, READINGS,

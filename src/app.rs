@@ -342,19 +342,25 @@ async fn stats_line(pipelines: Arc<Pipelines>, every: Duration, stop: Cancellati
         for (p, prev) in pipelines.iter().zip(last.iter_mut()) {
             let now = p.stats.snapshot();
             let rate = (now.readings - prev.readings) as f64 / secs;
-            let mae = now
-                .mae_since(prev)
-                .map_or_else(|| "-".to_string(), |m| format!("{m:.4}"));
+            // The error measure of the model kind, over the readings scored in this interval.
+            let quality = if p.kind() == "classification" {
+                now.accuracy_since(prev)
+                    .map_or_else(|| "accuracy=-".to_string(), |a| format!("accuracy={a:.4}"))
+            } else {
+                now.mae_since(prev)
+                    .map_or_else(|| "mae=-".to_string(), |m| format!("mae={m:.4}"))
+            };
             tracing::info!(
-                "pipeline {}: keys={} readings/s={:.1} mae={} outputs={} dropped={}",
+                "pipeline {}: keys={} readings/s={:.1} {} outputs={} dropped={} anomalies={}",
                 p.name,
                 p.stats
                     .resident_keys
                     .load(std::sync::atomic::Ordering::Relaxed),
                 rate,
-                mae,
+                quality,
                 now.outputs,
                 now.dropped,
+                now.anomalies,
             );
             *prev = now;
         }

@@ -16,8 +16,9 @@ use serde_json::value::RawValue;
 
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
-use crate::model::RegressionMetrics;
-use crate::pipeline::{write_json_str, KeyState, Pipeline, PipelineError, Pipelines};
+use crate::pipeline::{
+    write_json_str, KeyState, MergedMetrics, Pipeline, PipelineError, Pipelines, Scratch,
+};
 
 /// Errors that stop a replay.
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +55,27 @@ pub struct PipelineSummary {
     pub readings: u64,
     /// Distinct keys.
     pub keys: u64,
+    /// Model kind: `forecast`, `regression` or `classification`.
+    pub kind: &'static str,
     /// Decode errors by reason.
     pub decode_errors: BTreeMap<&'static str, u64>,
-    /// Readings that had a forecast to score.
+    /// Readings whose prediction could be scored (a target or label was present and the model
+    /// had a prediction).
     pub scored: u64,
-    /// Prequential MAE over all keys.
-    pub mae: f64,
-    /// Prequential RMSE over all keys.
-    pub rmse: f64,
+    /// Prequential MAE over all keys (forecast, regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    /// Prequential RMSE over all keys (forecast, regression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    /// Prequential accuracy over all keys (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Prequential log loss over all keys (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
+    /// Readings flagged as anomalies.
+    pub anomalies: u64,
 }
 
 #[derive(Deserialize)]
@@ -77,8 +91,7 @@ pub struct Replayer {
     pipelines: Pipelines,
     keys: Vec<HashMap<String, KeyState, ahash::RandomState>>,
     reading: ReadingBuf,
-    topic: String,
-    payload: Vec<u8>,
+    scratch: Scratch,
     unescaped: String,
     summary_lines: u64,
     bad_lines: u64,
@@ -97,8 +110,7 @@ impl Replayer {
             pipelines,
             keys,
             reading: ReadingBuf::default(),
-            topic: String::new(),
-            payload: Vec::new(),
+            scratch: Scratch::default(),
             unescaped: String::new(),
             summary_lines: 0,
             bad_lines: 0,
@@ -155,8 +167,7 @@ impl Replayer {
             pipelines,
             keys,
             reading,
-            topic,
-            payload: out_payload,
+            scratch,
             outputs,
             ..
         } = self;
@@ -171,9 +182,9 @@ impl Replayer {
                 None => states.entry(r.key.clone()).or_insert_with(|| p.new_state()),
             };
             let time = r.time_ms.unwrap_or(line_no as i64);
-            p.step(state, &r.key, time, &r.values, topic, out_payload);
+            p.step(state, &r.key, time, &r.values, scratch);
             *outputs += 1;
-            if let Err(e) = write_output(out, topic, out_payload) {
+            if let Err(e) = write_output(out, &scratch.topic, &scratch.payload) {
                 result = Err(e);
             }
         });
@@ -258,10 +269,12 @@ fn pipeline_summary(
 ) -> PipelineSummary {
     let mut sorted: Vec<_> = states.iter().collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut metrics = RegressionMetrics::default();
+    let mut metrics = MergedMetrics::default();
     for (_, s) in sorted {
-        metrics.merge(&s.metrics);
+        metrics.add(s);
     }
+    let classification = p.kind() == "classification";
+    let (r, c) = (metrics.regression, metrics.classification);
     PipelineSummary {
         name: p.name.clone(),
         readings: p.stats.readings.load(std::sync::atomic::Ordering::Relaxed),
@@ -273,9 +286,13 @@ fn pipeline_summary(
             .into_iter()
             .map(|(r, n)| (r.as_str(), n))
             .collect(),
-        scored: metrics.count,
-        mae: metrics.mae(),
-        rmse: metrics.rmse(),
+        kind: p.kind(),
+        scored: if classification { c.count } else { r.count },
+        mae: (!classification).then(|| r.mae()),
+        rmse: (!classification).then(|| r.rmse()),
+        accuracy: classification.then(|| c.accuracy()),
+        log_loss: classification.then(|| c.log_loss()),
+        anomalies: p.stats.anomalies.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -332,9 +349,18 @@ impl std::fmt::Display for ReplaySummary {
         for p in &self.pipelines {
             write!(
                 f,
-                "pipeline {}: {} readings, {} keys, scored {}, MAE {:.6}, RMSE {:.6}",
-                p.name, p.readings, p.keys, p.scored, p.mae, p.rmse
+                "pipeline {} ({}): {} readings, {} keys, scored {}",
+                p.name, p.kind, p.readings, p.keys, p.scored
             )?;
+            if let (Some(mae), Some(rmse)) = (p.mae, p.rmse) {
+                write!(f, ", MAE {mae:.6}, RMSE {rmse:.6}")?;
+            }
+            if let (Some(accuracy), Some(log_loss)) = (p.accuracy, p.log_loss) {
+                write!(f, ", accuracy {accuracy:.6}, log loss {log_loss:.6}")?;
+            }
+            if p.anomalies > 0 {
+                write!(f, ", {} anomalies", p.anomalies)?;
+            }
             if p.decode_errors.is_empty() {
                 writeln!(f, ", no decode errors")?;
             } else {

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use compact_str::CompactString;
 
 use super::{Ingest, OutputSink};
-use crate::pipeline::{KeyState, Pipelines};
+use crate::pipeline::{KeyState, Pipelines, Scratch};
 use crate::store::{Store, StoreError};
 
 /// The actor of one key of one pipeline.
@@ -22,8 +22,7 @@ pub struct KeyActor {
     store: Store,
     sink: Arc<dyn OutputSink>,
     // Reused buffers: the step renders into them, so a reading allocates nothing here.
-    topic: String,
-    payload: Vec<u8>,
+    scratch: Scratch,
     encoded: Vec<u8>,
 }
 
@@ -45,8 +44,7 @@ impl KeyActor {
             dirty: false,
             store,
             sink,
-            topic: String::new(),
-            payload: Vec::new(),
+            scratch: Scratch::default(),
             encoded: Vec::new(),
         }
     }
@@ -82,11 +80,11 @@ impl Handler<Ingest> for KeyActor {
             &self.key,
             msg.time,
             &msg.values,
-            &mut self.topic,
-            &mut self.payload,
+            &mut self.scratch,
         );
         self.dirty = true;
-        self.sink.emit(&self.topic, &self.payload, p.output_qos);
+        self.sink
+            .emit(&self.scratch.topic, &self.scratch.payload, p.output_qos);
     }
 }
 

@@ -3,10 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::label::{LabelSet, NumberText};
+
 /// Why a reading was dropped; each has a stable snake_case name used in logs and metrics.
 ///
-/// The codec produces the reasons from `TooLarge` to `BadTime`; `UnknownTopic`, `QueueFull` and
-/// `MailboxFull` are produced by the runtime and live here so every drop is counted in one place.
+/// The codec produces the reasons from `TooLarge` to `BadTime` and `BadLabel`; `UnknownTopic`,
+/// `QueueFull` and `MailboxFull` are produced by the runtime and live here so every drop is
+/// counted in one place. New reasons are appended, so an existing reason keeps its `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum DropReason {
@@ -32,11 +35,14 @@ pub enum DropReason {
     QueueFull,
     /// A shard's or key actor's mailbox was full.
     MailboxFull,
+    /// A classification label is neither `true`/`false` nor a listed positive or negative
+    /// text (a missing or `null` label is not a drop: the reading is predicted only).
+    BadLabel,
 }
 
 impl DropReason {
     /// Every reason, in `index` order (for metric arrays and exposition).
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::UnknownTopic,
         DropReason::TooLarge,
         DropReason::NotUtf8,
@@ -48,6 +54,7 @@ impl DropReason {
         DropReason::BadTime,
         DropReason::QueueFull,
         DropReason::MailboxFull,
+        DropReason::BadLabel,
     ];
 
     /// The stable snake_case name (a metric label value; never change one).
@@ -64,6 +71,7 @@ impl DropReason {
             DropReason::BadTime => "bad_time",
             DropReason::QueueFull => "queue_full",
             DropReason::MailboxFull => "mailbox_full",
+            DropReason::BadLabel => "bad_label",
         }
     }
 
@@ -253,6 +261,18 @@ pub(crate) enum Problem {
     PointerNeedsJson,
     /// The configured pointer is not a valid JSON pointer (config validation should reject it).
     InvalidPointer,
+    /// A label string or number in neither label list.
+    UnknownLabel {
+        text: LabelText,
+        labels: Arc<LabelSet>,
+    },
+}
+
+/// The text of a label that matched no list, as found in the payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LabelText {
+    String(Snippet),
+    Number(NumberText),
 }
 
 impl fmt::Display for Problem {
@@ -290,11 +310,21 @@ impl fmt::Display for Problem {
             Problem::InvalidPointer => f.write_str(
                 "the configured pointer is not a valid JSON pointer (\"\" or starting with '/')",
             ),
+            Problem::UnknownLabel { text, labels } => {
+                match text {
+                    LabelText::String(s) => write!(f, "the string {s}")?,
+                    LabelText::Number(n) => write!(f, "the number {n}")?,
+                }
+                write!(f, " is not a label ({labels}; ASCII case is ignored)")
+            }
         }
     }
 }
 
 /// What a field must be.
 pub(crate) const EXPECTED_NUMBER: &str = "a number";
+/// What a classification label must be.
+pub(crate) const EXPECTED_LABEL: &str =
+    "a label (true, false, or a string or number listed in positive or negative)";
 /// What a key taken from the payload must be.
 pub(crate) const EXPECTED_KEY: &str = "a string or an integer";

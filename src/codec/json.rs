@@ -19,7 +19,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::error::Found;
+use super::error::{Found, LabelText, Snippet};
+use super::label::{LabelNumber, LabelSet};
 use super::pointer::{PathTree, Segment, Target};
 use crate::config::TimeUnit;
 
@@ -45,18 +46,40 @@ pub(crate) enum TimeSlot {
 }
 
 /// A problem with one field; the decoder reports the one with the lowest index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum FieldProblem {
     Wrong(Found),
     NonFinite,
+    BadLabel(LabelProblem),
+}
+
+/// Why a label field's value is not a label.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LabelProblem {
+    /// A string or number in neither list.
+    Unknown(LabelText),
+    /// An object or an array.
+    Wrong(Found),
+}
+
+/// How the model's target field differs from a plain (required) number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TargetRole<'a> {
+    /// A regression target: a number, or missing/`null` (left `NaN`: predict only).
+    Optional,
+    /// A classification label: `true`/`false` or a listed text, or missing/`null` (`NaN`).
+    Label(&'a LabelSet),
 }
 
 /// The state of one walk over one payload.
 pub(crate) struct Walk<'a> {
     pub tree: &'a PathTree,
     pub time_unit: TimeUnit,
-    /// One slot per field, `NaN` until the field is found (JSON cannot produce NaN).
+    /// One slot per field, `NaN` until the field is found (JSON cannot produce NaN); an
+    /// optional target that is missing or `null` stays `NaN`.
     pub values: &'a mut [f64],
+    /// The target field's index and role, unless it is a plain required number.
+    pub target: Option<(usize, TargetRole<'a>)>,
     /// The lowest-indexed field that had the wrong type.
     pub field_problem: Option<(usize, FieldProblem)>,
     pub key: &'a mut String,
@@ -80,6 +103,14 @@ impl Number {
             Number::Float(v) => v,
         }
     }
+
+    fn as_label(self) -> LabelNumber {
+        match self {
+            Number::Unsigned(v) => LabelNumber::Unsigned(v),
+            Number::Signed(v) => LabelNumber::Signed(v),
+            Number::Float(v) => LabelNumber::Float(v),
+        }
+    }
 }
 
 /// Largest |milliseconds| accepted from a float (just inside the i64 range).
@@ -88,7 +119,7 @@ const MAX_FLOAT_MILLIS: f64 = 9.0e18;
 /// 1e11 ms is March 1973).
 const AUTO_MILLIS_THRESHOLD: f64 = 1e11;
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
     fn field_problem(&mut self, index: usize, problem: FieldProblem) {
         match self.field_problem {
             Some((first, _)) if first <= index => {}
@@ -96,13 +127,60 @@ impl Walk<'_> {
         }
     }
 
-    /// A value that is neither a number nor a string.
+    /// The role of field `i` when it is the target with a special role.
+    fn role(&self, i: usize) -> Option<TargetRole<'a>> {
+        self.target
+            .and_then(|(index, role)| (index == i).then_some(role))
+    }
+
+    fn set_value(&mut self, i: usize, value: f64) {
+        if let Some(slot) = self.values.get_mut(i) {
+            *slot = value;
+        }
+    }
+
+    /// An object or an array.
     fn other(&mut self, targets: &[Target], found: Found) {
         for &target in targets {
             match target {
-                Target::Field(i) => self.field_problem(i, FieldProblem::Wrong(found)),
+                Target::Field(i) => {
+                    let problem = match self.role(i) {
+                        Some(TargetRole::Label(_)) => {
+                            FieldProblem::BadLabel(LabelProblem::Wrong(found))
+                        }
+                        _ => FieldProblem::Wrong(found),
+                    };
+                    self.field_problem(i, problem);
+                }
                 Target::Key => self.key_slot = KeySlot::Wrong(found),
                 Target::Time => self.time_slot = TimeSlot::Wrong(found),
+            }
+        }
+    }
+
+    /// `null`: "absent" for the optional target and a label, wrong everywhere else.
+    fn null(&mut self, targets: &[Target]) {
+        for &target in targets {
+            match target {
+                // Like a later duplicate member, `null` overwrites an earlier value.
+                Target::Field(i) if self.role(i).is_some() => self.set_value(i, f64::NAN),
+                Target::Field(i) => self.field_problem(i, FieldProblem::Wrong(Found::Null)),
+                Target::Key => self.key_slot = KeySlot::Wrong(Found::Null),
+                Target::Time => self.time_slot = TimeSlot::Wrong(Found::Null),
+            }
+        }
+    }
+
+    /// `true`/`false`: a label's value itself, wrong everywhere else.
+    fn boolean(&mut self, targets: &[Target], value: bool) {
+        for &target in targets {
+            match target {
+                Target::Field(i) => match self.role(i) {
+                    Some(TargetRole::Label(_)) => self.set_value(i, f64::from(u8::from(value))),
+                    _ => self.field_problem(i, FieldProblem::Wrong(Found::Bool)),
+                },
+                Target::Key => self.key_slot = KeySlot::Wrong(Found::Bool),
+                Target::Time => self.time_slot = TimeSlot::Wrong(Found::Bool),
             }
         }
     }
@@ -110,16 +188,27 @@ impl Walk<'_> {
     fn number(&mut self, targets: &[Target], number: Number) {
         for &target in targets {
             match target {
-                Target::Field(i) => {
-                    let value = number.as_f64();
-                    if value.is_finite() {
-                        if let Some(slot) = self.values.get_mut(i) {
-                            *slot = value;
+                Target::Field(i) => match self.role(i) {
+                    Some(TargetRole::Label(labels)) => {
+                        match labels.classify_number(number.as_label()) {
+                            Ok(positive) => self.set_value(i, f64::from(u8::from(positive))),
+                            Err(text) => self.field_problem(
+                                i,
+                                FieldProblem::BadLabel(LabelProblem::Unknown(LabelText::Number(
+                                    text,
+                                ))),
+                            ),
                         }
-                    } else {
-                        self.field_problem(i, FieldProblem::NonFinite);
                     }
-                }
+                    _ => {
+                        let value = number.as_f64();
+                        if value.is_finite() {
+                            self.set_value(i, value);
+                        } else {
+                            self.field_problem(i, FieldProblem::NonFinite);
+                        }
+                    }
+                },
                 Target::Key => {
                     self.key.clear();
                     // `write!` into a String cannot fail (fmt::Write for String is infallible);
@@ -144,7 +233,18 @@ impl Walk<'_> {
     fn string(&mut self, targets: &[Target], s: &str) {
         for &target in targets {
             match target {
-                Target::Field(i) => self.field_problem(i, FieldProblem::Wrong(Found::String)),
+                Target::Field(i) => match self.role(i) {
+                    Some(TargetRole::Label(labels)) => match labels.classify(s) {
+                        Some(positive) => self.set_value(i, f64::from(u8::from(positive))),
+                        None => self.field_problem(
+                            i,
+                            FieldProblem::BadLabel(LabelProblem::Unknown(LabelText::String(
+                                Snippet::new(s),
+                            ))),
+                        ),
+                    },
+                    _ => self.field_problem(i, FieldProblem::Wrong(Found::String)),
+                },
                 Target::Key => {
                     self.key.clear();
                     if s.is_empty() {
@@ -240,21 +340,21 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
         let targets = self.targets();
-        self.walk.other(targets, Found::Bool);
+        self.walk.boolean(targets, v);
         Ok(())
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
         let targets = self.targets();
-        self.walk.other(targets, Found::Null);
+        self.walk.null(targets);
         Ok(())
     }
 
     fn visit_none<E>(self) -> Result<(), E> {
         let targets = self.targets();
-        self.walk.other(targets, Found::Null);
+        self.walk.null(targets);
         Ok(())
     }
 

@@ -20,9 +20,27 @@
 //!   (validation allows exactly one field).
 //! * Event time ([`TimeUnit`]): `s` (fractions allowed, rounded to ms), `ms`, `rfc3339`, or `auto`
 //!   (numbers with |v| ≥ 1e11 are ms, smaller ones s; strings are RFC 3339).
+//! * The model's target field (`model.target`) follows the model kind:
+//!   - `forecast`: a required number, like every other field.
+//!   - `regression`: an **optional** number. Missing or `null` gives `NaN` in
+//!     [`ReadingBuf::values`]: the reading is predicted but not learnt. Any other non-number is
+//!     still `not_a_number`.
+//!   - `classification`: a **label**. JSON `true`/`false` are 1.0/0.0; a string or a number is
+//!     matched, ignoring ASCII case, by its text against `model.positive` (→ 1.0) and
+//!     `model.negative` (→ 0.0); a number's text is its shortest form (`1`, `0`, `1.5`: the
+//!     JSON `1.0` matches `"1"`). Missing or `null` gives `NaN` (predict only). Anything else
+//!     (an unlisted text, an object, an array) is `bad_label`. With `format = "number"`
+//!     (which config validation allows for forecasts only) the bare number is matched the
+//!     same way.
+//!
+//!   Features stay required numbers. `NaN` in `values` therefore only ever means "absent
+//!   optional target": input never produces it (JSON has no NaN literal, `NaN`/`Infinity` are
+//!   `malformed_json`, numbers beyond the f64 range are `non_finite`, and a number payload of
+//!   `nan` is `non_finite`).
 //!
 //! When several things are wrong, the error reported is, in this order: size, UTF-8, topic key,
-//! JSON syntax, key, time, then the first field in config order.
+//! JSON syntax, key, time, then the first field in config order (a bad label counts as a
+//! problem of its field).
 //!
 //! # Allocation
 //!
@@ -34,11 +52,14 @@
 //! `out.values`, reusing their capacity. serde_json allocates its scratch buffer (once per
 //! payload, a few bytes) only for a string with escape sequences on a configured path or a
 //! member name with escapes, and for containers nested two or more deep inside a skipped
-//! member; a `malformed_json` error also allocates. The test `warm_decode_does_not_allocate`
-//! checks the common cases.
+//! member; a `malformed_json` error also allocates. Labels are matched against lists
+//! lowercased once at construction, a number label formatted into a stack buffer (only a
+//! number whose text exceeds 40 bytes is formatted on the heap). The test
+//! `warm_decode_does_not_allocate` checks the common cases.
 
 mod error;
 mod json;
+mod label;
 pub mod pointer;
 
 #[cfg(test)]
@@ -48,10 +69,11 @@ use std::sync::Arc;
 
 use serde::de::DeserializeSeed;
 
-use crate::config::{KeySource, PayloadFormat, PipelineConfig, TimeUnit};
+use crate::config::{KeySource, ModelConfig, PayloadFormat, PipelineConfig, TimeUnit};
 pub use error::{DecodeError, DropReason};
-use error::{Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_NUMBER};
-use json::{FieldProblem, KeySlot, NodeSeed, TimeSlot, Walk};
+use error::{LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL, EXPECTED_NUMBER};
+use json::{FieldProblem, KeySlot, LabelProblem, NodeSeed, TargetRole, TimeSlot, Walk};
+use label::{LabelNumber, LabelSet};
 use pointer::{PathTree, Target, ROOT};
 
 /// Reusable output buffer: the decoder overwrites it, so the hot path allocates nothing once warm.
@@ -64,6 +86,11 @@ pub struct ReadingBuf {
     /// Event time in Unix milliseconds; `None` when the pipeline has no time source.
     pub time_ms: Option<i64>,
     /// One value per configured field, in the pipeline's field order.
+    ///
+    /// `NaN` means "absent optional field": a regression target or classification label
+    /// that was missing or `null` (predict, do not learn). It never comes from input: NaN and
+    /// infinite inputs are dropped (`non_finite`, `malformed_json`). A label is 1.0 (positive)
+    /// or 0.0 (negative).
     pub values: Vec<f64>,
 }
 
@@ -83,6 +110,15 @@ enum KeyPlan {
     Pointer { pointer: Arc<str>, valid: bool },
 }
 
+/// How the model's target field is read, when it is not a plain required number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetPlan {
+    /// A regression target: missing or `null` is `NaN`.
+    Optional,
+    /// A classification label, matched against [`Decoder::labels`].
+    Label,
+}
+
 /// Where the time comes from, compiled.
 #[derive(Debug)]
 struct TimePlan {
@@ -100,11 +136,16 @@ pub struct Decoder {
     fields: Vec<FieldPlan>,
     key: KeyPlan,
     time: Option<TimePlan>,
+    /// The target field's index and plan, unless it is a plain required number (forecast).
+    target: Option<(usize, TargetPlan)>,
+    /// The label lists of a classification pipeline (empty otherwise); shared with errors.
+    labels: Arc<LabelSet>,
     tree: PathTree,
 }
 
 impl Decoder {
-    /// Compiles the decoder of pipeline `p`.
+    /// Compiles the decoder of pipeline `p`; `p.model` decides how its target field is read
+    /// (see the module documentation).
     ///
     /// The config is expected to be validated; nothing here fails. A pointer that is not valid
     /// RFC 6901 anyway makes every payload fail with the reason of what it points to
@@ -134,14 +175,42 @@ impl Decoder {
             valid: tree.insert(&t.pointer, Target::Time),
             unit: t.unit,
         });
+        let (plan, labels) = match &p.model {
+            ModelConfig::Forecast(_) => (None, LabelSet::new(&[], &[])),
+            ModelConfig::Regression(_) => (Some(TargetPlan::Optional), LabelSet::new(&[], &[])),
+            ModelConfig::Classification(c) => (
+                Some(TargetPlan::Label),
+                LabelSet::new(&c.positive, &c.negative),
+            ),
+        };
+        let target_name = p.model.target();
+        let target = plan.and_then(|plan| {
+            p.fields
+                .iter()
+                .position(|f| f.name == target_name)
+                .map(|index| (index, plan))
+        });
         Decoder {
             format: p.format,
             max_payload_bytes: p.max_payload_bytes,
             fields,
             key,
             time,
+            target,
+            labels: Arc::new(labels),
             tree,
         }
+    }
+
+    /// The role of the target field in the JSON walk.
+    fn target_role(&self) -> Option<(usize, TargetRole<'_>)> {
+        self.target.map(|(index, plan)| {
+            let role = match plan {
+                TargetPlan::Optional => TargetRole::Optional,
+                TargetPlan::Label => TargetRole::Label(&self.labels),
+            };
+            (index, role)
+        })
     }
 
     /// The configured field names, in the order of [`ReadingBuf::values`].
@@ -259,6 +328,15 @@ impl Decoder {
             ));
         }
         out.values.resize(self.fields.len(), value);
+        if let Some((index, TargetPlan::Label)) = self.target {
+            match self.labels.classify_number(LabelNumber::Float(value)) {
+                Ok(positive) => out.values[index] = f64::from(u8::from(positive)),
+                Err(text) => {
+                    let problem = LabelProblem::Unknown(LabelText::Number(text));
+                    return Err(self.bad_label(index, problem));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -269,6 +347,7 @@ impl Decoder {
             tree: &self.tree,
             time_unit: self.time.as_ref().map_or(TimeUnit::Auto, |t| t.unit),
             values: &mut out.values,
+            target: self.target_role(),
             field_problem: None,
             key: &mut out.key,
             key_slot: KeySlot::Missing,
@@ -356,8 +435,15 @@ impl Decoder {
                 Some((index, FieldProblem::NonFinite)) if index == i => {
                     (DropReason::NonFinite, Problem::NonFinite)
                 }
+                Some((index, FieldProblem::BadLabel(problem))) if index == i => {
+                    return Err(self.bad_label(i, problem));
+                }
                 _ if value.is_nan() && !field.pointer_valid => {
                     (DropReason::MissingField, Problem::InvalidPointer)
+                }
+                // The optional target and a label may be absent (predict only).
+                _ if value.is_nan() && self.target.is_some_and(|(target, _)| target == i) => {
+                    continue
                 }
                 _ if value.is_nan() => (DropReason::MissingField, Problem::Missing),
                 _ => continue,
@@ -372,6 +458,29 @@ impl Decoder {
             ));
         }
         Ok(())
+    }
+
+    /// The `bad_label` error of field `index` (the label field).
+    fn bad_label(&self, index: usize, problem: LabelProblem) -> DecodeError {
+        let problem = match problem {
+            LabelProblem::Wrong(found) => Problem::WrongType {
+                expected: EXPECTED_LABEL,
+                found,
+            },
+            LabelProblem::Unknown(text) => Problem::UnknownLabel {
+                text,
+                labels: self.labels.clone(),
+            },
+        };
+        let field = &self.fields[index];
+        DecodeError::new(
+            DropReason::BadLabel,
+            Location::Field {
+                name: field.name.clone(),
+                pointer: field.pointer.clone(),
+            },
+            problem,
+        )
     }
 }
 

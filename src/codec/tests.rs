@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::config::{
-    FieldConfig, ForecastConfig, ModelConfig, PipelineConfig, TimeSource,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_OUTPUT,
+    ClassificationConfig, FieldConfig, ForecastConfig, ModelConfig, PipelineConfig,
+    RegressionConfig, TimeSource, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_OUTPUT,
 };
 
 const TOPIC: &str = "sensors/s1/temp";
@@ -30,6 +30,7 @@ fn pipeline(
             })
             .collect(),
         model: ModelConfig::Forecast(ForecastConfig::default()),
+        anomaly: None,
         output: DEFAULT_OUTPUT.into(),
         output_qos: 0,
         max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -57,6 +58,41 @@ fn number_decoder(key: KeySource, time: Option<(&str, TimeUnit)>) -> Decoder {
     let mut p = pipeline(&[("value", "")], key, time);
     p.format = PayloadFormat::Number;
     Decoder::new(&p)
+}
+
+/// Fields `x` (/x) then `label` (/label); a classifier of `label` on `x` with the default
+/// label lists.
+fn label_decoder() -> Decoder {
+    let mut p = pipeline(
+        &[("x", "/x"), ("label", "/label")],
+        KeySource::TopicLevel(1),
+        None,
+    );
+    p.model = ModelConfig::Classification(ClassificationConfig {
+        target: "label".into(),
+        features: vec!["x".into()],
+        ..ClassificationConfig::default()
+    });
+    Decoder::new(&p)
+}
+
+/// Fields `x` (/x) then `y` (/y); a regression of `y` on `x`.
+fn regression_decoder() -> Decoder {
+    let mut p = pipeline(&[("x", "/x"), ("y", "/y")], KeySource::TopicLevel(1), None);
+    p.model = ModelConfig::Regression(RegressionConfig {
+        target: "y".into(),
+        features: vec!["x".into()],
+        ..RegressionConfig::default()
+    });
+    Decoder::new(&p)
+}
+
+/// The label decoded from `{"x":1,"label":<json>}`.
+#[track_caller]
+fn label_of(decoder: &Decoder, json: &str) -> f64 {
+    let out = ok(decoder, &format!(r#"{{"x":1,"label":{json}}}"#));
+    assert_eq!(out.values[0], 1.0, "{json}");
+    out.values[1]
 }
 
 #[track_caller]
@@ -112,7 +148,8 @@ fn drop_reason_names_are_stable_and_indexed() {
             "non_finite",
             "bad_time",
             "queue_full",
-            "mailbox_full"
+            "mailbox_full",
+            "bad_label"
         ]
     );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
@@ -661,6 +698,200 @@ fn time_problems_are_reported_before_field_problems() {
     assert_eq!(e.reason, DropReason::BadTime);
 }
 
+// ---- labels and optional targets ------------------------------------------------------------
+
+#[test]
+fn label_booleans_are_one_and_zero() {
+    let decoder = label_decoder();
+    assert_eq!(label_of(&decoder, "true"), 1.0);
+    assert_eq!(label_of(&decoder, "false"), 0.0);
+}
+
+#[test]
+fn label_numbers_match_by_their_shortest_text() {
+    let decoder = label_decoder();
+    for (json, label) in [
+        ("1", 1.0),
+        ("1.0", 1.0),
+        ("1e0", 1.0),
+        ("0", 0.0),
+        ("0.0", 0.0),
+        ("-0", 0.0),
+        ("-0.0", 0.0),
+    ] {
+        assert_eq!(label_of(&decoder, json), label, "{json}");
+    }
+    let mut p = pipeline(&[("x", "/x"), ("label", "/label")], KeySource::Topic, None);
+    p.model = ModelConfig::Classification(ClassificationConfig {
+        target: "label".into(),
+        features: vec!["x".into()],
+        positive: vec!["1.5".into(), "-2".into()],
+        negative: vec!["100000000000000000000".into()],
+        ..ClassificationConfig::default()
+    });
+    let custom = Decoder::new(&p);
+    assert_eq!(label_of(&custom, "1.5"), 1.0);
+    assert_eq!(label_of(&custom, "15e-1"), 1.0);
+    assert_eq!(label_of(&custom, "-2"), 1.0);
+    assert_eq!(label_of(&custom, "1e20"), 0.0);
+    assert_eq!(label_of(&custom, "100000000000000000000"), 0.0);
+    // Booleans are labels whatever the lists say.
+    assert_eq!(label_of(&custom, "true"), 1.0);
+    assert_eq!(label_of(&custom, "false"), 0.0);
+}
+
+#[test]
+fn label_strings_match_ignoring_ascii_case() {
+    let decoder = label_decoder();
+    for (json, label) in [
+        (r#""true""#, 1.0),
+        (r#""TRUE""#, 1.0),
+        (r#""Yes""#, 1.0),
+        (r#""1""#, 1.0),
+        (r#""Positive""#, 1.0),
+        (r#""false""#, 0.0),
+        (r#""nO""#, 0.0),
+        (r#""0""#, 0.0),
+        (r#""NEGATIVE""#, 0.0),
+        (r#""yes""#, 1.0),
+    ] {
+        assert_eq!(label_of(&decoder, json), label, "{json}");
+    }
+}
+
+#[test]
+fn missing_or_null_label_is_nan_meaning_predict_only() {
+    let decoder = label_decoder();
+    let out = ok(&decoder, r#"{"x":2}"#);
+    assert_eq!(out.values[0], 2.0);
+    assert!(out.values[1].is_nan());
+    assert!(label_of(&decoder, "null").is_nan());
+    // Like any duplicate member, a later null overwrites an earlier label.
+    let out = ok(&decoder, r#"{"x":2,"label":true,"label":null}"#);
+    assert!(out.values[1].is_nan());
+    // The features stay required.
+    let e = err(&decoder, r#"{"label":true}"#);
+    assert_eq!(e.reason, DropReason::MissingField);
+    assert_eq!(e.to_string(), r#"field "x" (/x): not present"#);
+}
+
+#[test]
+fn unmapped_label_is_bad_label() {
+    let lists = r#"positive: true, "true", "1", "yes", "positive"; negative: false, "false", "0", "no", "negative"; ASCII case is ignored"#;
+    for (json, found) in [
+        (r#""maybe""#, r#"the string "maybe""#.to_owned()),
+        (r#""""#, r#"the string """#.to_owned()),
+        (r#"" yes""#, r#"the string " yes""#.to_owned()),
+        ("2", "the number 2".to_owned()),
+        ("1.5", "the number 1.5".to_owned()),
+        ("-1", "the number -1".to_owned()),
+        (
+            &format!(r#""{}""#, "x".repeat(40)),
+            format!("the string {:?}…", "x".repeat(32)),
+        ),
+    ] {
+        let e = err(&label_decoder(), &format!(r#"{{"x":1,"label":{json}}}"#));
+        assert_eq!(e.reason, DropReason::BadLabel, "{json}");
+        assert_eq!(
+            e.to_string(),
+            format!(r#"field "label" (/label): {found} is not a label ({lists})"#)
+        );
+    }
+    for (json, found) in [("{}", "an object"), (r#"["yes"]"#, "an array")] {
+        let e = err(&label_decoder(), &format!(r#"{{"x":1,"label":{json}}}"#));
+        assert_eq!(e.reason, DropReason::BadLabel, "{json}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                r#"field "label" (/label): expected a label (true, false, or a string or number listed in positive or negative), found {found}"#
+            )
+        );
+    }
+}
+
+#[test]
+fn label_problems_are_reported_in_field_order() {
+    let decoder = label_decoder();
+    // `x` comes first in config order: its problem wins over the label's.
+    let e = err(&decoder, r#"{"label":"maybe","x":"1"}"#);
+    assert_eq!(e.reason, DropReason::NotANumber);
+    // A bad label is not hidden by a later valid duplicate.
+    let e = err(&decoder, r#"{"x":1,"label":"maybe","label":true}"#);
+    assert_eq!(e.reason, DropReason::BadLabel);
+    // NaN and overflowing numbers are still rejected before any label matching.
+    assert_eq!(
+        err(&decoder, r#"{"x":1,"label":NaN}"#).reason,
+        DropReason::MalformedJson
+    );
+    assert_eq!(
+        err(&decoder, r#"{"x":1,"label":1e400}"#).reason,
+        DropReason::NonFinite
+    );
+}
+
+#[test]
+fn number_payload_label_is_matched_like_a_json_number() {
+    // Config validation only allows forecasts on number payloads; the decoder still reads
+    // a label target consistently rather than passing the raw number on.
+    let mut p = pipeline(&[("value", "")], KeySource::Topic, None);
+    p.format = PayloadFormat::Number;
+    p.model = ModelConfig::Classification(ClassificationConfig {
+        target: "value".into(),
+        ..ClassificationConfig::default()
+    });
+    let decoder = Decoder::new(&p);
+    assert_eq!(ok(&decoder, "1").values, [1.0]);
+    assert_eq!(ok(&decoder, " 0.0 ").values, [0.0]);
+    let e = err(&decoder, "7");
+    assert_eq!(e.reason, DropReason::BadLabel);
+    assert!(
+        e.to_string()
+            .starts_with(r#"field "value" (the whole payload): the number 7 is not a label"#),
+        "{e}"
+    );
+}
+
+#[test]
+fn optional_regression_target_may_be_missing_or_null() {
+    let decoder = regression_decoder();
+    assert_eq!(ok(&decoder, r#"{"x":1,"y":2.5}"#).values, [1.0, 2.5]);
+    for payload in [r#"{"x":1}"#, r#"{"x":1,"y":null}"#] {
+        let out = ok(&decoder, payload);
+        assert_eq!(out.values[0], 1.0, "{payload}");
+        assert!(out.values[1].is_nan(), "{payload}");
+    }
+    // Present but not a number is still a drop.
+    for (json, found) in [
+        (r#""2.5""#, "a string"),
+        ("true", "a boolean"),
+        ("[]", "an array"),
+    ] {
+        let e = err(&decoder, &format!(r#"{{"x":1,"y":{json}}}"#));
+        assert_eq!(e.reason, DropReason::NotANumber, "{json}");
+        assert!(e.to_string().contains(&format!("found {found}")), "{e}");
+    }
+    assert_eq!(
+        err(&decoder, r#"{"x":1,"y":1e400}"#).reason,
+        DropReason::NonFinite
+    );
+    // The features stay required, and null is not a missing feature but a wrong one.
+    assert_eq!(err(&decoder, r#"{"y":1}"#).reason, DropReason::MissingField);
+    assert_eq!(
+        err(&decoder, r#"{"x":null,"y":1}"#).reason,
+        DropReason::NotANumber
+    );
+}
+
+#[test]
+fn forecast_target_stays_required() {
+    let decoder = value_decoder();
+    assert_eq!(err(&decoder, "{}").reason, DropReason::MissingField);
+    assert_eq!(
+        err(&decoder, r#"{"value":null}"#).reason,
+        DropReason::NotANumber
+    );
+}
+
 // ---- number payloads ----------------------------------------------------------------------
 
 #[test]
@@ -859,6 +1090,17 @@ fn warm_decode_does_not_allocate() {
     let topic_key = time_decoder(TimeUnit::Milliseconds);
     let topic_payload: &[u8] = br#"{"ts":1700000000000,"value":21.53,"unit":"C"}"#;
     let number = number_decoder(KeySource::TopicLevel(1), None);
+    let labels = label_decoder();
+    let label_payloads: [&[u8]; 7] = [
+        br#"{"x":1,"label":true}"#,
+        br#"{"x":1,"label":false}"#,
+        br#"{"x":1,"label":1}"#,
+        br#"{"x":1,"label":0.0}"#,
+        br#"{"x":1,"label":"YES"}"#,
+        br#"{"x":1,"label":null}"#,
+        br#"{"x":1}"#,
+    ];
+    let regression = regression_decoder();
 
     let mut out = ReadingBuf::default();
     let run = |out: &mut ReadingBuf| {
@@ -867,7 +1109,18 @@ fn warm_decode_does_not_allocate() {
         }
         assert!(topic_key.decode(TOPIC, topic_payload, out).is_ok());
         assert!(number.decode(TOPIC, b"21.5", out).is_ok());
+        for payload in label_payloads {
+            assert!(labels.decode(TOPIC, payload, out).is_ok());
+        }
+        assert!(regression.decode(TOPIC, br#"{"x":1}"#, out).is_ok());
+        assert!(regression.decode(TOPIC, br#"{"x":1,"y":2}"#, out).is_ok());
         // Errors other than malformed_json do not allocate either.
+        assert!(labels
+            .decode(TOPIC, br#"{"x":1,"label":"maybe"}"#, out)
+            .is_err_and(|e| e.reason == DropReason::BadLabel));
+        assert!(labels
+            .decode(TOPIC, br#"{"x":1,"label":2.5}"#, out)
+            .is_err_and(|e| e.reason == DropReason::BadLabel));
         assert!(json.decode(TOPIC, br#"{"value":"x"}"#, out).is_err());
         assert!(number.decode(TOPIC, b"nan", out).is_err());
     };

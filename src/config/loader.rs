@@ -18,9 +18,15 @@ use toml_span::{DeserError, Deserialize, ErrorKind, Span, Spanned};
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    Config, FieldConfig, ForecastConfig, KeySource, ModelConfig, MqttConfig, PayloadFormat,
-    PipelineConfig, RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_OUTPUT,
+    ClassificationConfig, Config, FieldConfig, ForecastConfig, KeySource, ModelConfig, MqttConfig,
+    PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig,
+    TimeSource, TimeUnit, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_OUTPUT,
+    DEFAULT_SEASON_BINS,
+};
+use crate::model::{
+    AnomalyParams, ForecastParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
+    LogisticParams, ModelError, SeasonSpec, MAX_FEATURES, MAX_HORIZON, MAX_LAGS, MAX_SEASON_BINS,
+    MAX_SEASON_STEPS,
 };
 
 /// Longest accepted duration. Durations end up in `Instant + Duration` arithmetic and
@@ -265,9 +271,19 @@ impl<'de> Section<'de> {
         accepts: impl Fn(f64) -> bool,
         accepted: &str,
     ) -> Option<f64> {
+        self.number_s(key, accepts, accepted).map(|v| v.value)
+    }
+
+    /// [`Section::number`] with the value's span.
+    fn number_s(
+        &mut self,
+        key: &'static str,
+        accepts: impl Fn(f64) -> bool,
+        accepted: &str,
+    ) -> Option<Spanned<f64>> {
         let value = self.get::<Number>(key)?;
         if accepts(value.value.0) {
-            return Some(value.value.0);
+            return Some(Spanned::with_span(value.value.0, value.span));
         }
         let message = format!(
             "{}{key} must be {accepted} (got {})",
@@ -781,14 +797,11 @@ fn pipelines(top: &mut Section<'_>, problems: &mut Problems<'_>) -> Option<Vec<P
     complete.then_some(pipelines)
 }
 
-/// The model kinds `[pipelines.model] kind` accepts.
-const MODEL_KINDS: &[&str] = &["forecast"];
-
-/// `"forecast"` (or `"a" | "b"` once there are several kinds), for messages.
+/// `"forecast" | "regression" | "classification"`, for messages.
 fn accepted_kinds() -> String {
-    MODEL_KINDS
+    Kind::ALL
         .iter()
-        .map(|kind| format!("\"{kind}\""))
+        .map(|kind| format!("\"{}\"", kind.name()))
         .collect::<Vec<_>>()
         .join(" | ")
 }
@@ -849,8 +862,8 @@ fn pipeline(
         .int_as("max_payload_bytes", 1..=i64::MAX)
         .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
     let model_given = s.helper.contains("model");
-    let model = match s.table("model", "model.") {
-        Some(section) => model(section, fields.as_deref(), &component, problems),
+    let (model, kind) = match s.table("model", "model.") {
+        Some(section) => model(section, fields.as_deref(), format, &component, problems),
         None => {
             // Present but not a table was already reported by `table`.
             if !model_given {
@@ -861,9 +874,14 @@ fn pipeline(
                 );
                 s.error(span, message);
             }
-            None
+            (None, None)
         }
     };
+    let anomaly = s.table("anomaly", "anomaly.").map(|mut section| {
+        let params = anomaly(&mut section, kind);
+        section.finish(&component, problems);
+        params
+    });
     s.finish(&component, problems);
 
     let (
@@ -886,6 +904,7 @@ fn pipeline(
         time,
         fields,
         model,
+        anomaly,
         output: output.map_or_else(|| DEFAULT_OUTPUT.to_owned(), |v| v.value),
         output_qos,
         max_payload_bytes,
@@ -1104,54 +1123,258 @@ fn fields(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Vec<Fiel
     valid.then_some(fields)
 }
 
-/// `[pipelines.model]`: dispatches on `kind`, then reports unknown keys for that kind.
+/// The model kinds `[pipelines.model] kind` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Forecast,
+    Regression,
+    Classification,
+}
+
+impl Kind {
+    /// Every kind, in the order messages list them.
+    const ALL: [Kind; 3] = [Kind::Forecast, Kind::Regression, Kind::Classification];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Forecast => "forecast",
+            Kind::Regression => "regression",
+            Kind::Classification => "classification",
+        }
+    }
+
+    /// The keys of `[pipelines.model]` besides `kind` and `target` this kind reads.
+    fn parameters(self) -> &'static [&'static str] {
+        match self {
+            Kind::Forecast => &[
+                "lags",
+                "forgetting",
+                "interval_z",
+                "horizon",
+                "damping",
+                "season",
+                "season_bins",
+            ],
+            Kind::Regression => &[
+                "features",
+                "algorithm",
+                "learning_rate",
+                "power_t",
+                "l2",
+                "forgetting",
+                "scale",
+                "interval_z",
+                "explain",
+            ],
+            Kind::Classification => &[
+                "features",
+                "algorithm",
+                "alpha",
+                "beta",
+                "l1",
+                "l2",
+                "learning_rate",
+                "scale",
+                "threshold",
+                "positive",
+                "negative",
+                "explain",
+            ],
+        }
+    }
+}
+
+/// `[pipelines.model]`: dispatches on `kind`, then reports keys of other kinds and unknown
+/// keys. Also returns the kind when it is a known one, even if a parameter is wrong (the
+/// `[pipelines.anomaly]` check depends on it).
 fn model(
     mut m: Section<'_>,
     fields: Option<&[FieldConfig]>,
+    format: Option<PayloadFormat>,
     component: &str,
     problems: &mut Problems<'_>,
-) -> Option<ModelConfig> {
-    let kind = m.require::<String>("kind");
-    let model = match kind.as_ref().map(|kind| kind.value.as_str()) {
-        Some("forecast") => forecast(&mut m, fields).map(ModelConfig::Forecast),
-        Some(other) => {
-            let accepted = accepted_kinds();
-            let span = kind.as_ref().map_or(m.span, |kind| kind.span);
-            m.error(
-                span,
-                format!("model.kind \"{other}\" is not supported (accepted: {accepted})"),
-            );
-            m.abandon(component, problems);
-            return None;
-        }
-        None => {
-            m.abandon(component, problems);
-            return None;
-        }
+) -> (Option<ModelConfig>, Option<Kind>) {
+    let Some(kind_text) = m.require::<String>("kind") else {
+        m.abandon(component, problems);
+        return (None, None);
     };
+    let Some(kind) = Kind::ALL
+        .into_iter()
+        .find(|kind| kind.name() == kind_text.value)
+    else {
+        let message = format!(
+            "model.kind \"{}\" is not supported (accepted: {})",
+            kind_text.value,
+            accepted_kinds()
+        );
+        m.error(kind_text.span, message);
+        m.abandon(component, problems);
+        return (None, None);
+    };
+    // A bare number is one field, the target: a regression or classification would have no
+    // features. Reported once, at `kind`; the feature checks that would only repeat it in
+    // other words are skipped.
+    let number_payload = format == Some(PayloadFormat::Number);
+    if number_payload && kind != Kind::Forecast {
+        let message = format!(
+            "model.kind \"{}\" needs format = \"json\": a format = \"number\" payload is one bare number, so there are no features to predict it from (use kind = \"forecast\", or send JSON)",
+            kind.name()
+        );
+        m.error(kind_text.span, message);
+    }
+    let feature_fields = if number_payload { None } else { fields };
+    let model = match kind {
+        Kind::Forecast => forecast(&mut m, fields).map(ModelConfig::Forecast),
+        Kind::Regression => {
+            regression(&mut m, fields, feature_fields, number_payload).map(ModelConfig::Regression)
+        }
+        Kind::Classification => classification(&mut m, fields, feature_fields, number_payload)
+            .map(ModelConfig::Classification),
+    };
+    reject_other_kinds(&mut m, kind);
     m.finish(component, problems);
-    model
+    (model, Some(kind))
 }
 
-/// `kind = "forecast"`
-fn forecast(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Option<ForecastConfig> {
-    let d = ForecastConfig::default();
-    let target = m.require::<String>("target");
-    if let (Some(target), Some(fields)) = (&target, fields) {
-        if !fields.iter().any(|field| field.name == target.value) {
-            let names = fields
-                .iter()
-                .map(|field| field.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
+/// Keys that are parameters of another kind get a message saying so (instead of "unknown
+/// key"): switching `kind` and forgetting a parameter is the likely mistake.
+fn reject_other_kinds(m: &mut Section<'_>, kind: Kind) {
+    let mut seen: Vec<&str> = Vec::new();
+    for other in Kind::ALL.into_iter().filter(|&other| other != kind) {
+        for &key in other.parameters() {
+            if kind.parameters().contains(&key) || seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            // Taken from the table directly: `TableHelper::take` would add the key to the
+            // accepted keys listed for unknown ones.
+            let Some((written, _)) = m.helper.table.remove_entry(key) else {
+                continue;
+            };
+            let owners: Vec<String> = Kind::ALL
+                .into_iter()
+                .filter(|owner| owner.parameters().contains(&key))
+                .map(|owner| format!("\"{}\"", owner.name()))
+                .collect();
+            let owners = match owners.as_slice() {
+                [one] => format!("kind {one}"),
+                many => format!("kinds {}", many.join(" and ")),
+            };
             let message = format!(
-                "model.target \"{}\" is not one of the pipeline's fields (fields: {names})",
-                target.value
+                "model.{key} is not a parameter of kind \"{}\" (it belongs to {owners})",
+                kind.name()
+            );
+            m.error(written.span, message);
+        }
+    }
+}
+
+/// `target`: required, one of the pipeline's fields (checked when the fields are valid).
+fn target(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Option<Spanned<String>> {
+    let target = m.require::<String>("target")?;
+    if let Some(fields) = fields {
+        if !fields.iter().any(|field| field.name == target.value) {
+            let message = format!(
+                "model.target \"{}\" is not one of the pipeline's fields (fields: {})",
+                target.value,
+                field_names(fields)
             );
             m.error(target.span, message);
         }
     }
-    let lags = m.int_as("lags", 1..=32).unwrap_or(d.lags);
+    Some(target)
+}
+
+/// The pipeline's field names as a list for messages: `temp, humidity`.
+fn field_names(fields: &[FieldConfig]) -> String {
+    fields
+        .iter()
+        .map(|field| field.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `features`: required, 1..=64 distinct fields of the pipeline, none the target. `fields`
+/// and `target` are `None` when they are invalid or the checks do not apply.
+fn features(
+    m: &mut Section<'_>,
+    fields: Option<&[FieldConfig]>,
+    target: Option<&str>,
+) -> Option<Vec<String>> {
+    let list = m.require::<StringList>("features")?;
+    let entries = list.value.0;
+    if entries.is_empty() {
+        let message = "model.features must list at least one of the pipeline's fields to predict from, e.g. features = [\"humidity\"]";
+        m.error(list.span, message.into());
+        return None;
+    }
+    if entries.len() > MAX_FEATURES {
+        let message = format!(
+            "model.features must list at most {MAX_FEATURES} fields (got {})",
+            entries.len()
+        );
+        m.error(list.span, message);
+        return None;
+    }
+    let mut valid = true;
+    for (index, entry) in entries.iter().enumerate() {
+        let name = &entry.value;
+        let message = if let Some(first) = entries[..index].iter().position(|e| e.value == *name) {
+            format!(
+                "model.features[{index}] \"{name}\" is already listed as model.features[{first}] (list each feature once)"
+            )
+        } else if target == Some(name.as_str()) {
+            format!(
+                "model.features[{index}] \"{name}\" is the model's target (a model cannot predict a field from itself)"
+            )
+        } else if let Some(fields) = fields.filter(|f| !f.iter().any(|field| field.name == *name)) {
+            format!(
+                "model.features[{index}] \"{name}\" is not one of the pipeline's fields (fields: {})",
+                field_names(fields)
+            )
+        } else {
+            continue;
+        };
+        m.error(entry.span, message);
+        valid = false;
+    }
+    valid.then(|| entries.into_iter().map(|entry| entry.value).collect())
+}
+
+/// `explain = true | false | k`: `true` is the top [`DEFAULT_EXPLAIN_TOP`].
+fn explain(m: &mut Section<'_>) -> Option<usize> {
+    let value = m.get::<ExplainValue>("explain")?;
+    match value.value {
+        ExplainValue::Flag(false) => None,
+        ExplainValue::Flag(true) => Some(DEFAULT_EXPLAIN_TOP),
+        ExplainValue::Top(k) => match usize::try_from(k) {
+            Ok(k) if (1..=MAX_FEATURES).contains(&k) => Some(k),
+            _ => {
+                let message = format!(
+                    "model.explain must be true (top {DEFAULT_EXPLAIN_TOP}), false (off) or a number of features between 1 and {MAX_FEATURES} (got {k})"
+                );
+                m.error(value.span, message);
+                None
+            }
+        },
+    }
+}
+
+/// Reports parameters the model itself still rejects. The loader checks every key with its
+/// location first, so this only fires if the two disagree (a bug): it keeps a config that
+/// passed `edgeflow check` from failing when the pipeline is built.
+fn model_validation(m: &mut Section<'_>, result: Result<(), ModelError>) {
+    if let Err(error) = result {
+        let span = m.span;
+        m.error(span, format!("model parameters are rejected: {error}"));
+    }
+}
+
+/// `kind = "forecast"`
+fn forecast(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Option<ForecastConfig> {
+    let d = ForecastParams::default();
+    let target = target(m, fields);
+    let lags = m.int_as("lags", 1..=MAX_LAGS as i64).unwrap_or(d.lags);
     let forgetting = m
         .number(
             "forgetting",
@@ -1166,10 +1389,388 @@ fn forecast(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Option<Forec
             "greater than 0 and at most 10",
         )
         .unwrap_or(d.interval_z);
-    Some(ForecastConfig {
-        target: target?.value,
+    let horizon = m
+        .int_as("horizon", 1..=MAX_HORIZON as i64)
+        .unwrap_or(d.horizon);
+    let damping = m
+        .number(
+            "damping",
+            |phi| phi > 0.0 && phi <= 1.0,
+            "greater than 0 and at most 1",
+        )
+        .unwrap_or(d.damping);
+    let season = season(m);
+    let params = ForecastParams {
         lags,
         forgetting,
         interval_z,
+        season,
+        horizon,
+        damping,
+    };
+    model_validation(m, params.validate());
+    Some(ForecastConfig {
+        target: target?.value,
+        params,
     })
+}
+
+/// `season` (a number of readings or a duration) and `season_bins` (duration seasons only).
+fn season(m: &mut Section<'_>) -> Option<SeasonSpec> {
+    // A mistyped `season` must not also cause "season_bins without season".
+    let season_given = m.helper.contains("season");
+    let season = m.get::<SeasonValue>("season");
+    let bins = m.int("season_bins", 2..=MAX_SEASON_BINS as i64);
+    let Some(season) = season else {
+        if let (Some(bins), false) = (&bins, season_given) {
+            let message = "model.season_bins is set but season is not (season_bins divides a duration season such as season = \"1d\" into phase bins)";
+            m.error(bins.span, message.into());
+        }
+        return None;
+    };
+    match season.value {
+        SeasonValue::Steps(steps) => {
+            if let Some(bins) = &bins {
+                let message = format!(
+                    "model.season_bins only applies to a duration season such as season = \"1d\" (season = {steps} counts readings and has no bins)"
+                );
+                m.error(bins.span, message);
+            }
+            match usize::try_from(steps) {
+                Ok(steps) if (2..=MAX_SEASON_STEPS).contains(&steps) => {
+                    Some(SeasonSpec::Steps(steps))
+                }
+                _ => {
+                    let message = format!(
+                        "model.season must be between 2 and {MAX_SEASON_STEPS} readings, or a duration such as \"1d\" (got {steps})"
+                    );
+                    m.error(season.span, message);
+                    None
+                }
+            }
+        }
+        SeasonValue::Period(period) => {
+            let shown = humantime::format_duration(period);
+            let problem = if period < Duration::from_millis(1) {
+                Some(format!("at least 1ms (got {shown})"))
+            } else if period > MAX_DURATION {
+                Some(format!("at most a year (got {shown})"))
+            } else if period.subsec_nanos() % 1_000_000 != 0 {
+                Some(format!("a whole number of milliseconds (got {shown})"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                m.error(season.span, format!("model.season must be {problem}"));
+                return None;
+            }
+            // At most a year of milliseconds (checked above): far inside u64.
+            let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+            let bins = bins
+                .and_then(|bins| usize::try_from(bins.value).ok())
+                .unwrap_or(DEFAULT_SEASON_BINS);
+            Some(SeasonSpec::Duration { period_ms, bins })
+        }
+    }
+}
+
+/// `kind = "regression"`. `feature_fields` is `None` when the feature checks do not apply.
+fn regression(
+    m: &mut Section<'_>,
+    fields: Option<&[FieldConfig]>,
+    feature_fields: Option<&[FieldConfig]>,
+    number_payload: bool,
+) -> Option<RegressionConfig> {
+    let d = LinearParams::default();
+    let target = target(m, fields);
+    let target_name = target.as_ref().filter(|_| !number_payload);
+    let features = features(m, feature_fields, target_name.map(|t| t.value.as_str()));
+    let algorithm_text = m.string("algorithm");
+    let algorithm = match algorithm_text.as_ref().map(|a| a.value.as_str()) {
+        None => Some(d.algorithm),
+        Some("adagrad") => Some(LinearAlgorithm::Adagrad),
+        Some("sgd") => Some(LinearAlgorithm::Sgd),
+        Some("rls") => Some(LinearAlgorithm::Rls),
+        Some(other) => {
+            let message = format!(
+                "model.algorithm must be \"adagrad\", \"sgd\" or \"rls\" for kind \"regression\" (got \"{other}\")"
+            );
+            let span = algorithm_text.as_ref().map_or(m.span, |a| a.span);
+            m.error(span, message);
+            None
+        }
+    };
+    let learning_rate_given = m.helper.contains("learning_rate");
+    let learning_rate = m.number_s(
+        "learning_rate",
+        |rate| rate > 0.0 && rate <= 10.0,
+        "greater than 0 and at most 10",
+    );
+    let power_t = m
+        .number("power_t", |p| (0.0..=1.0).contains(&p), "between 0 and 1")
+        .unwrap_or(d.power_t);
+    let l2 = non_negative(m, "l2").unwrap_or(d.l2);
+    let forgetting = m
+        .number(
+            "forgetting",
+            |f| (0.9..=1.0).contains(&f),
+            "between 0.9 and 1.0",
+        )
+        .unwrap_or(d.forgetting);
+    let scale = m.bool("scale").unwrap_or(d.scale);
+    let interval_z = m
+        .number(
+            "interval_z",
+            |z| z > 0.0 && z <= 10.0,
+            "greater than 0 and at most 10",
+        )
+        .unwrap_or(d.interval_z);
+    let explain = explain(m);
+    let params = LinearParams {
+        algorithm: algorithm.unwrap_or(d.algorithm),
+        learning_rate: learning_rate.as_ref().map_or(d.learning_rate, |v| v.value),
+        power_t,
+        l2,
+        forgetting,
+        scale,
+        interval_z,
+    };
+    model_validation(m, params.validate());
+    // SGD on standardised features diverges at steps ≥ 2/(dim + 1) (`LinearRegression::new`
+    // refuses them). Checked only when every input of the rule is valid.
+    let sgd = algorithm == Some(LinearAlgorithm::Sgd) && scale;
+    let rate_usable = learning_rate.is_some() || !learning_rate_given;
+    if let (true, true, Some(features)) = (sgd, rate_usable, &features) {
+        let dim = features.len();
+        if params.learning_rate >= 2.0 / (dim as f64 + 1.0) {
+            let limit = format!("2/(1 + {dim} features) = 2/{}", dim + 1);
+            let (span, message) = match &learning_rate {
+                Some(rate) => (
+                    rate.span,
+                    format!(
+                        "model.learning_rate must be less than {limit} with algorithm = \"sgd\" on scaled features (got {}); larger steps diverge",
+                        rate.value
+                    ),
+                ),
+                None => (
+                    algorithm_text.as_ref().map_or(m.span, |a| a.span),
+                    format!(
+                        "model.algorithm \"sgd\" on scaled features needs learning_rate < {limit}, and the default is {} (set a smaller learning_rate, or use algorithm = \"adagrad\")",
+                        d.learning_rate
+                    ),
+                ),
+            };
+            m.error(span, message);
+        }
+    }
+    Some(RegressionConfig {
+        target: target?.value,
+        features: features?,
+        params,
+        explain,
+    })
+}
+
+/// `kind = "classification"`. `feature_fields` is `None` when the feature checks do not apply.
+fn classification(
+    m: &mut Section<'_>,
+    fields: Option<&[FieldConfig]>,
+    feature_fields: Option<&[FieldConfig]>,
+    number_payload: bool,
+) -> Option<ClassificationConfig> {
+    let d = ClassificationConfig::default();
+    let p = d.params;
+    let target = target(m, fields);
+    let target_name = target.as_ref().filter(|_| !number_payload);
+    let features = features(m, feature_fields, target_name.map(|t| t.value.as_str()));
+    let algorithm = match m.string("algorithm") {
+        None => p.algorithm,
+        Some(text) => match text.value.as_str() {
+            "ftrl" => LogisticAlgorithm::Ftrl,
+            "adagrad" => LogisticAlgorithm::Adagrad,
+            other => {
+                let message = format!(
+                    "model.algorithm must be \"ftrl\" or \"adagrad\" for kind \"classification\" (got \"{other}\")"
+                );
+                m.error(text.span, message);
+                p.algorithm
+            }
+        },
+    };
+    let alpha = m
+        .number(
+            "alpha",
+            |alpha| alpha > 0.0 && alpha <= 10.0,
+            "greater than 0 and at most 10",
+        )
+        .unwrap_or(p.alpha);
+    let beta = non_negative(m, "beta").unwrap_or(p.beta);
+    let l1 = non_negative(m, "l1").unwrap_or(p.l1);
+    let l2 = non_negative(m, "l2").unwrap_or(p.l2);
+    let learning_rate = m
+        .number(
+            "learning_rate",
+            |rate| rate > 0.0 && rate <= 10.0,
+            "greater than 0 and at most 10",
+        )
+        .unwrap_or(p.learning_rate);
+    let scale = m.bool("scale").unwrap_or(p.scale);
+    let threshold = m
+        .number(
+            "threshold",
+            |t| t > 0.0 && t < 1.0,
+            "greater than 0 and less than 1",
+        )
+        .unwrap_or(d.threshold);
+    let positive = labels(m, "positive");
+    let negative = labels(m, "negative");
+    let explain = explain(m);
+    if let (Some(positive), Some(negative)) = (&positive, &negative) {
+        for (index, label) in negative.iter().enumerate() {
+            let same = |p: &Spanned<String>| p.value.eq_ignore_ascii_case(&label.value);
+            if let Some(first) = positive.iter().position(same) {
+                let message = format!(
+                    "model.negative[{index}] \"{}\" is also a positive label (model.positive[{first}] \"{}\"; labels are compared ignoring ASCII case)",
+                    label.value, positive[first].value
+                );
+                m.error(label.span, message);
+            }
+        }
+    }
+    let params = LogisticParams {
+        algorithm,
+        alpha,
+        beta,
+        l1,
+        l2,
+        learning_rate,
+        scale,
+    };
+    model_validation(m, params.validate());
+    let written = |list: Option<Vec<Spanned<String>>>, default: Vec<String>| {
+        list.map_or(default, |list| list.into_iter().map(|l| l.value).collect())
+    };
+    Some(ClassificationConfig {
+        target: target?.value,
+        features: features?,
+        params,
+        threshold,
+        positive: written(positive, d.positive),
+        negative: written(negative, d.negative),
+        explain,
+    })
+}
+
+/// `positive` / `negative`: a non-empty list of non-empty label texts. `None` when absent
+/// (the default applies) or invalid (already reported).
+fn labels(m: &mut Section<'_>, key: &'static str) -> Option<Vec<Spanned<String>>> {
+    let list = m.get::<StringList>(key)?;
+    let labels = list.value.0;
+    if labels.is_empty() {
+        let message = format!(
+            "model.{key} must list at least one label text, e.g. {key} = [\"{}\"]",
+            if key == "positive" { "yes" } else { "no" }
+        );
+        m.error(list.span, message);
+        return None;
+    }
+    let mut valid = true;
+    for (index, label) in labels.iter().enumerate() {
+        if label.value.is_empty() {
+            let message = format!(
+                "model.{key}[{index}] must not be empty (a missing or null label already means \"no label\")"
+            );
+            m.error(label.span, message);
+            valid = false;
+        }
+    }
+    valid.then_some(labels)
+}
+
+/// A finite number ≥ 0 (penalties and FTRL's β).
+fn non_negative(m: &mut Section<'_>, key: &'static str) -> Option<f64> {
+    m.number(key, |v| v.is_finite() && v >= 0.0, "finite and at least 0")
+}
+
+/// `[pipelines.anomaly]`; `kind` is the model's kind when it is known.
+fn anomaly(a: &mut Section<'_>, kind: Option<Kind>) -> AnomalyParams {
+    let d = AnomalyParams::default();
+    let threshold = a
+        .number(
+            "threshold",
+            |t| t.is_finite() && t > 0.0,
+            "a finite number greater than 0",
+        )
+        .unwrap_or(d.threshold);
+    let learn_anomalies = a.bool("learn_anomalies").unwrap_or(d.learn_anomalies);
+    let warmup = a.int_as("warmup", 0..=i64::MAX).unwrap_or(d.warmup);
+    if let Some(kind @ Kind::Classification) = kind {
+        let span = a.span;
+        let message = format!(
+            "anomaly detection is not available with model.kind \"{}\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value; remove [pipelines.anomaly])",
+            kind.name()
+        );
+        a.error(span, message);
+    }
+    let params = AnomalyParams {
+        threshold,
+        learn_anomalies,
+        warmup,
+    };
+    if let Err(error) = params.validate() {
+        let span = a.span;
+        a.error(span, format!("anomaly parameters are rejected: {error}"));
+    }
+    params
+}
+
+/// `explain = true | false | k`, before its range check.
+enum ExplainValue {
+    Flag(bool),
+    Top(i64),
+}
+
+impl<'de> Deserialize<'de> for ExplainValue {
+    fn deserialize(value: &mut Value<'de>) -> Result<Self, DeserError> {
+        match value.take() {
+            ValueInner::Boolean(flag) => Ok(ExplainValue::Flag(flag)),
+            ValueInner::Integer(k) => Ok(ExplainValue::Top(k)),
+            other => Err(expected(
+                "true, false or a number of features such as 3",
+                other,
+                value.span,
+            )
+            .into()),
+        }
+    }
+}
+
+/// `season = 48` (readings) or `season = "1d"` (a duration), before range checks.
+enum SeasonValue {
+    Steps(i64),
+    Period(Duration),
+}
+
+impl<'de> Deserialize<'de> for SeasonValue {
+    fn deserialize(value: &mut Value<'de>) -> Result<Self, DeserError> {
+        let span = value.span;
+        match value.take() {
+            ValueInner::Integer(steps) => Ok(SeasonValue::Steps(steps)),
+            ValueInner::String(text) => match humantime::parse_duration(&text) {
+                Ok(period) => Ok(SeasonValue::Period(period)),
+                Err(error) => Err(custom(
+                    span,
+                    format!(
+                        "must be a number of readings such as 48 or a duration such as \"1d\" (got \"{text}\": {error})"
+                    ),
+                )),
+            },
+            other => Err(expected(
+                "a number of readings such as 48 or a duration string such as \"1d\"",
+                other,
+                span,
+            )
+            .into()),
+        }
+    }
 }

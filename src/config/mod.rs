@@ -67,11 +67,52 @@
 //! max_payload_bytes = 65536   # ≥ 1; larger payloads are dropped
 //!
 //! [pipelines.model]           # required
-//! kind = "forecast"           # required; accepted: "forecast"
+//! kind = "forecast"           # required: "forecast" | "regression" | "classification"
 //! target = "temp"             # required; one of the pipeline's fields
+//! # Keys of another kind are errors ("model.lags is not a parameter of kind \"regression\"").
+//! # format = "number" payloads allow kind = "forecast" only (a bare number has one field).
+//!
+//! # kind = "forecast": forecasts of `target` from its own past (1..=horizon steps ahead).
 //! lags = 4                    # 1..=32
 //! forgetting = 0.995          # 0.9..=1.0
 //! interval_z = 1.96           # > 0 and ≤ 10
+//! horizon = 1                 # 1..=64
+//! damping = 0.98              # > 0 and ≤ 1 (1 = undamped trend)
+//! # season = 48               # optional: a season of N readings, 2..=10000, or
+//! # season = "1d"             #   a duration (≥ 1ms, whole ms, ≤ a year) for irregular sampling
+//! # season_bins = 48          # 2..=1440; only with a duration season (default 48)
+//!
+//! # kind = "regression": `target` (a number; missing/null = predict only) from `features`.
+//! # features = ["x1", "x2"]   # required; 1..=64 distinct fields, not the target
+//! # algorithm = "adagrad"     # "adagrad" | "sgd" | "rls"
+//! # learning_rate = 0.1       # > 0 and ≤ 10 (sgd, adagrad); sgd with scale: < 2/(1 + features)
+//! # power_t = 0.0             # 0..=1 (sgd: step learning_rate / t^power_t)
+//! # l2 = 0.0                  # finite, ≥ 0 (sgd, adagrad)
+//! # forgetting = 0.999        # 0.9..=1.0 (rls forgetting; memory of the interval's σ)
+//! # scale = true              # standardise the features
+//! # interval_z = 1.96         # > 0 and ≤ 10
+//! # explain = false           # true (top 3) | 1..=64 (top k) | false (off)
+//!
+//! # kind = "classification": `target` is a label (missing/null = predict only) from `features`.
+//! # features = ["x1", "x2"]   # required; as for regression
+//! # algorithm = "ftrl"        # "ftrl" | "adagrad"
+//! # alpha = 0.5               # > 0 and ≤ 10 (ftrl)
+//! # beta = 1.0                # finite, ≥ 0 (ftrl)
+//! # l1 = 0.0                  # finite, ≥ 0 (ftrl)
+//! # l2 = 0.0                  # finite, ≥ 0
+//! # learning_rate = 0.5       # > 0 and ≤ 10 (adagrad)
+//! # scale = true              # standardise the features
+//! # threshold = 0.5           # > 0 and < 1: probability from which a prediction is positive
+//! # positive = ["true", "1", "yes", "positive"]  # non-empty, entries non-empty; JSON true is
+//! # negative = ["false", "0", "no", "negative"]  # always positive, false negative; strings and
+//! #                           # numbers (by their shortest text: 1.0 is "1") are matched ignoring
+//! #                           # ASCII case; the two lists must not share an entry
+//! # explain = false           # as for regression
+//!
+//! [pipelines.anomaly]         # optional; only with kind = "forecast" or "regression"
+//! threshold = 4.0             # finite, > 0: flag |residual| > threshold · robust scale
+//! learn_anomalies = false     # let the model learn flagged readings
+//! warmup = 30                 # ≥ 0: residuals observed before flags are raised
 //! ```
 
 use std::path::Path;

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::model::{AnomalyParams, ForecastParams, LinearParams, LogisticParams};
+
 /// A whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -115,6 +117,9 @@ pub struct PipelineConfig {
     pub fields: Vec<FieldConfig>,
     /// The model each key runs.
     pub model: ModelConfig,
+    /// `[pipelines.anomaly]`: flag readings whose residual is unusually large; only with a
+    /// `forecast` or `regression` model (a classifier has no residual). `None`: off.
+    pub anomaly: Option<AnomalyParams>,
     /// Output topic template with `{pipeline}`, `{key}`, `{field}`.
     pub output: String,
     /// QoS of output messages (0 or 1).
@@ -177,21 +182,91 @@ pub struct FieldConfig {
 /// `[pipelines.model]`, chosen by `kind`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
-    /// `kind = "forecast"`: one-step-ahead forecast of one field.
+    /// `kind = "forecast"`: forecasts of one field from its own past, 1..=horizon steps ahead.
     Forecast(ForecastConfig),
+    /// `kind = "regression"`: predicts a numeric field from other fields (the features).
+    Regression(RegressionConfig),
+    /// `kind = "classification"`: predicts a yes/no label field from other fields.
+    Classification(ClassificationConfig),
+}
+
+impl ModelConfig {
+    /// The `kind` as written in the file: `"forecast"`, `"regression"` or `"classification"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelConfig::Forecast(_) => "forecast",
+            ModelConfig::Regression(_) => "regression",
+            ModelConfig::Classification(_) => "classification",
+        }
+    }
+
+    /// The field the model predicts (one of the pipeline's `fields`).
+    pub fn target(&self) -> &str {
+        match self {
+            ModelConfig::Forecast(forecast) => &forecast.target,
+            ModelConfig::Regression(regression) => &regression.target,
+            ModelConfig::Classification(classification) => &classification.target,
+        }
+    }
+
+    /// The fields the model predicts from, in the order the model sees them; empty for a
+    /// forecast (its inputs are the target's own past values).
+    pub fn features(&self) -> &[String] {
+        match self {
+            ModelConfig::Forecast(_) => &[],
+            ModelConfig::Regression(regression) => &regression.features,
+            ModelConfig::Classification(classification) => &classification.features,
+        }
+    }
 }
 
 /// `kind = "forecast"`
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ForecastConfig {
-    /// The field forecast (must be one of `fields`).
+    /// The field forecast (one of `fields`). It is required in every reading.
     pub target: String,
-    /// Number of past values the linear model uses (1..=32).
-    pub lags: usize,
-    /// RLS forgetting factor λ in [0.9, 1]; 1 never forgets.
-    pub forgetting: f64,
-    /// Width of the interval in residual standard deviations (e.g. 1.96 ≈ 95 %).
-    pub interval_z: f64,
+    /// The forecaster's parameters, checked by the loader (they pass
+    /// [`ForecastParams::validate`]).
+    pub params: ForecastParams,
+}
+
+/// `kind = "regression"`
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegressionConfig {
+    /// The field predicted (one of `fields`, not a feature). Optional in a reading: a reading
+    /// without it is predicted but not learnt.
+    pub target: String,
+    /// The fields predicted from (1..=64 of `fields`, distinct), in this order.
+    pub features: Vec<String>,
+    /// The regression's parameters, checked by the loader (they pass
+    /// [`LinearParams::validate`], and SGD on scaled features has a learning rate below
+    /// `2/(features + 1)`).
+    pub params: LinearParams,
+    /// Publish the `k` features contributing most to each prediction; `None`: off.
+    pub explain: Option<usize>,
+}
+
+/// `kind = "classification"`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassificationConfig {
+    /// The label field (one of `fields`, not a feature): JSON `true`/`false`, or a number or
+    /// string listed in `positive` or `negative`. Optional in a reading: a reading without it
+    /// is predicted but not learnt.
+    pub target: String,
+    /// The fields predicted from (1..=64 of `fields`, distinct), in this order.
+    pub features: Vec<String>,
+    /// The classifier's parameters, checked by the loader (they pass
+    /// [`LogisticParams::validate`]).
+    pub params: LogisticParams,
+    /// A prediction is positive when its probability is at least this, in (0, 1).
+    pub threshold: f64,
+    /// Label texts meaning "positive" (non-empty, compared ignoring ASCII case with the JSON
+    /// text of a string or number label: `"Yes"`, `1`, `1.5`).
+    pub positive: Vec<String>,
+    /// Label texts meaning "negative" (non-empty, none also in `positive`).
+    pub negative: Vec<String>,
+    /// Publish the `k` features contributing most to each prediction; `None`: off.
+    pub explain: Option<usize>,
 }
 
 impl Default for MqttConfig {
@@ -249,13 +324,22 @@ impl Default for SimulateConfig {
     }
 }
 
-impl Default for ForecastConfig {
+impl Default for ClassificationConfig {
     fn default() -> Self {
         Self {
             target: String::new(),
-            lags: 4,
-            forgetting: 0.995,
-            interval_z: 1.96,
+            features: Vec::new(),
+            params: LogisticParams::default(),
+            threshold: DEFAULT_CLASSIFICATION_THRESHOLD,
+            positive: DEFAULT_POSITIVE_LABELS
+                .iter()
+                .map(|&label| label.into())
+                .collect(),
+            negative: DEFAULT_NEGATIVE_LABELS
+                .iter()
+                .map(|&label| label.into())
+                .collect(),
+            explain: None,
         }
     }
 }
@@ -264,3 +348,14 @@ impl Default for ForecastConfig {
 pub const DEFAULT_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/forecast";
 /// Default payload size limit in bytes.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Phase bins of a duration season (`season = "1d"`) when `season_bins` is not given: half-hour
+/// bins over a day.
+pub const DEFAULT_SEASON_BINS: usize = 48;
+/// `explain = true` publishes this many top contributions.
+pub const DEFAULT_EXPLAIN_TOP: usize = 3;
+/// Default probability threshold of a positive classification.
+pub const DEFAULT_CLASSIFICATION_THRESHOLD: f64 = 0.5;
+/// Default texts of a positive label (besides JSON `true`).
+pub const DEFAULT_POSITIVE_LABELS: [&str; 4] = ["true", "1", "yes", "positive"];
+/// Default texts of a negative label (besides JSON `false`).
+pub const DEFAULT_NEGATIVE_LABELS: [&str; 4] = ["false", "0", "no", "negative"];

@@ -5,11 +5,13 @@ use std::fmt::Write as _;
 use humantime::format_duration;
 
 use super::schema::{Config, KeySource, ModelConfig, PayloadFormat, TimeUnit};
+use crate::model::{LinearAlgorithm, LogisticAlgorithm, SeasonSpec};
 
 impl Config {
     /// A multi-line, human-readable summary: the broker (or the embedded one and its port),
     /// the store, the runtime sizing, the simulator if any, and for each pipeline its topics,
-    /// format, key, time, fields, model with parameters and output template.
+    /// format, key, time, fields, model (kind, target, features, parameters, explanations),
+    /// anomaly detection and output template.
     ///
     /// Meant for people (`edgeflow check`); the layout may change, do not parse it.
     pub fn summary(&self) -> String {
@@ -105,11 +107,19 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ");
             writeln!(out, "    fields: {fields}")?;
-            match &pipeline.model {
-                ModelConfig::Forecast(forecast) => writeln!(
+            write_model(out, &pipeline.model)?;
+            match &pipeline.anomaly {
+                None => writeln!(out, "    anomaly: off")?,
+                Some(anomaly) => writeln!(
                     out,
-                    "    model: forecast of {} (lags {}, forgetting {}, interval z {})",
-                    forecast.target, forecast.lags, forecast.forgetting, forecast.interval_z
+                    "    anomaly: flag residuals over {} robust σ after {} readings, {}",
+                    anomaly.threshold,
+                    anomaly.warmup,
+                    if anomaly.learn_anomalies {
+                        "anomalies learnt"
+                    } else {
+                        "anomalies not learnt"
+                    }
                 )?,
             }
             writeln!(
@@ -120,4 +130,100 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `    model: …` and, for models with features, `    explain: …`.
+fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
+    match model {
+        ModelConfig::Forecast(forecast) => {
+            let p = &forecast.params;
+            let season = match p.season {
+                None => "no season".to_owned(),
+                Some(SeasonSpec::Steps(steps)) => format!("season {steps} readings"),
+                Some(SeasonSpec::Duration { period_ms, bins }) => format!(
+                    "season {} in {bins} bins",
+                    format_duration(std::time::Duration::from_millis(period_ms))
+                ),
+            };
+            writeln!(
+                out,
+                "    model: forecast of {} (lags {}, forgetting {}, interval z {}, horizon {}, damping {}, {season})",
+                forecast.target, p.lags, p.forgetting, p.interval_z, p.horizon, p.damping
+            )
+        }
+        ModelConfig::Regression(regression) => {
+            let p = &regression.params;
+            let algorithm = match p.algorithm {
+                LinearAlgorithm::Sgd => format!(
+                    "sgd, learning rate {}, power t {}, l2 {}",
+                    p.learning_rate, p.power_t, p.l2
+                ),
+                LinearAlgorithm::Adagrad => {
+                    format!("adagrad, learning rate {}, l2 {}", p.learning_rate, p.l2)
+                }
+                LinearAlgorithm::Rls => "rls".to_owned(),
+            };
+            writeln!(
+                out,
+                "    model: regression of {} on {} ({algorithm}, forgetting {}, {}, interval z {})",
+                regression.target,
+                regression.features.join(", "),
+                p.forgetting,
+                scaled(p.scale),
+                p.interval_z
+            )?;
+            write_explain(out, regression.explain)
+        }
+        ModelConfig::Classification(classification) => {
+            let p = &classification.params;
+            let algorithm = match p.algorithm {
+                LogisticAlgorithm::Ftrl => format!(
+                    "ftrl, alpha {}, beta {}, l1 {}, l2 {}",
+                    p.alpha, p.beta, p.l1, p.l2
+                ),
+                LogisticAlgorithm::Adagrad => {
+                    format!("adagrad, learning rate {}, l2 {}", p.learning_rate, p.l2)
+                }
+            };
+            writeln!(
+                out,
+                "    model: classification of {} on {} ({algorithm}, {}, threshold {})",
+                classification.target,
+                classification.features.join(", "),
+                scaled(p.scale),
+                classification.threshold
+            )?;
+            writeln!(
+                out,
+                "    labels: positive = true, {}; negative = false, {}",
+                quoted(&classification.positive),
+                quoted(&classification.negative)
+            )?;
+            write_explain(out, classification.explain)
+        }
+    }
+}
+
+fn write_explain(out: &mut String, explain: Option<usize>) -> std::fmt::Result {
+    match explain {
+        None => writeln!(out, "    explain: off"),
+        Some(k) => writeln!(out, "    explain: top {k} features"),
+    }
+}
+
+fn scaled(scale: bool) -> &'static str {
+    if scale {
+        "scaled features"
+    } else {
+        "unscaled features"
+    }
+}
+
+/// `"yes", "1"`
+fn quoted(labels: &[String]) -> String {
+    labels
+        .iter()
+        .map(|label| format!("{label:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -4,6 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::model::{
+    AnomalyParams, ForecastParams, Forecaster, LinearAlgorithm, LinearParams, LinearRegression,
+    LogisticAlgorithm, LogisticParams, LogisticRegression, SeasonSpec,
+};
 
 /// A minimal valid pipeline, appended to configs that test something else.
 const PIPELINE: &str = r#"
@@ -162,10 +166,14 @@ target = "value"
                 ],
                 model: ModelConfig::Forecast(ForecastConfig {
                     target: "humidity".into(),
-                    lags: 8,
-                    forgetting: 1.0,
-                    interval_z: 2.5,
+                    params: ForecastParams {
+                        lags: 8,
+                        forgetting: 1.0,
+                        interval_z: 2.5,
+                        ..ForecastParams::default()
+                    },
                 }),
+                anomaly: None,
                 output: "out/{pipeline}/{key}/{field}".into(),
                 output_qos: 1,
                 max_payload_bytes: 1024,
@@ -184,6 +192,7 @@ target = "value"
                     target: "value".into(),
                     ..ForecastConfig::default()
                 }),
+                anomaly: None,
                 output: DEFAULT_OUTPUT.into(),
                 output_qos: 0,
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
@@ -282,7 +291,7 @@ fn unknown_keys_are_each_reported_at_the_key() {
             format!("2:1: [mqtt]: unknown key \"hots\" (accepted keys: {accepted})"),
             format!("3:1: [mqtt]: unknown key \"prot\" (accepted keys: {accepted})"),
             "4:2: unknown key \"sotre\" (accepted keys: mqtt, store, runtime, simulate, pipelines)".into(),
-            "13:1: pipeline \"temperature\": unknown key \"model.lag\" (accepted keys: kind, target, lags, forgetting, interval_z)".into(),
+            "13:1: pipeline \"temperature\": unknown key \"model.lag\" (accepted keys: kind, target, lags, forgetting, interval_z, horizon, damping, season, season_bins)".into(),
         ]
     );
 }
@@ -326,7 +335,7 @@ fn missing_required_keys_are_reported_at_the_table() {
         errors(text),
         [
             "1:1: pipeline \"a\": missing required key \"fields\" (format = \"json\" reads each field by JSON pointer, e.g. fields = { temp = \"/value\" })",
-            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\")",
+            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\" | \"regression\" | \"classification\")",
         ]
     );
 }
@@ -536,7 +545,7 @@ fn unsupported_model_kind_lists_the_accepted_kinds() {
     let text = PIPELINE.replace("kind = \"forecast\"", "kind = \"kmeans\"\nk = 3");
     assert_eq!(
         errors(&text),
-        ["7:8: pipeline \"temperature\": model.kind \"kmeans\" is not supported (accepted: \"forecast\")"]
+        ["7:8: pipeline \"temperature\": model.kind \"kmeans\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\")"]
     );
 }
 
@@ -640,7 +649,7 @@ target = "nope"
             "6:20: [runtime]: mailbox_capacity must be at least 1 (got 0)",
             "9:11: pipeline \"a\": topics[0] \"x/#/y\" is not a valid MQTT topic filter: '#' is only allowed as the last level",
             "14:8: pipeline \"a\": model.lags must be between 1 and 32 (got 99)",
-            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, topics, format, key, time, time_unit, fields, output, output_qos, max_payload_bytes, model)",
+            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, topics, format, key, time, time_unit, fields, output, output_qos, max_payload_bytes, model, anomaly)",
             "22:10: pipeline \"b\": model.target \"nope\" is not one of the pipeline's fields (fields: t)",
         ]
     );
@@ -686,7 +695,7 @@ fn summary_mentions_every_pipeline_and_the_broker() {
     );
     assert!(summary.contains("fields: temp = \"/value\""), "{summary}");
     assert!(
-        summary.contains("model: forecast of temp (lags 4, forgetting 0.995, interval z 1.96)"),
+        summary.contains("model: forecast of temp (lags 4, forgetting 0.995, interval z 1.96, horizon 1, damping 0.98, no season)"),
         "{summary}"
     );
     assert!(
@@ -696,6 +705,546 @@ fn summary_mentions_every_pipeline_and_the_broker() {
     assert!(summary.contains("checkpoint every 1s"), "{summary}");
     let remote = valid(PIPELINE).summary();
     assert!(remote.contains("mqtt: broker 127.0.0.1:1883"), "{remote}");
+}
+
+/// A minimal valid regression pipeline; further model keys can be appended (line 10 on).
+const REGRESSION: &str = r#"
+[[pipelines]]
+name = "power"
+topics = ["site/+/power"]
+fields = { load = "/load", temp = "/temp", hour = "/hour" }
+[pipelines.model]
+kind = "regression"
+target = "load"
+features = ["temp", "hour"]
+"#;
+
+/// A minimal valid classification pipeline; further model keys can be appended (line 10 on).
+const CLASSIFICATION: &str = r#"
+[[pipelines]]
+name = "door"
+topics = ["site/+/door"]
+fields = { open = "/open", temp = "/temp", hour = "/hour" }
+[pipelines.model]
+kind = "classification"
+target = "open"
+features = ["temp", "hour"]
+"#;
+
+#[test]
+fn full_forecast_config_parses_every_parameter() {
+    let text = format!(
+        "{PIPELINE}lags = 32\nforgetting = 0.9\ninterval_z = 10\nhorizon = 64\ndamping = 1\nseason = \"1d\"\nseason_bins = 1440\n[pipelines.anomaly]\nthreshold = 3.5\nlearn_anomalies = true\nwarmup = 0\n"
+    );
+    let config = valid(&text);
+    let pipeline = &config.pipelines[0];
+    let params = ForecastParams {
+        lags: 32,
+        forgetting: 0.9,
+        interval_z: 10.0,
+        season: Some(SeasonSpec::Duration {
+            period_ms: 86_400_000,
+            bins: 1440,
+        }),
+        horizon: 64,
+        damping: 1.0,
+    };
+    assert_eq!(
+        pipeline.model,
+        ModelConfig::Forecast(ForecastConfig {
+            target: "temp".into(),
+            params,
+        })
+    );
+    assert_eq!(
+        pipeline.anomaly,
+        Some(AnomalyParams {
+            threshold: 3.5,
+            learn_anomalies: true,
+            warmup: 0,
+        })
+    );
+    // The limits the loader accepts are ones the model accepts.
+    assert!(Forecaster::new(params).is_ok());
+
+    let steps = valid(&format!("{PIPELINE}season = 10000\n"));
+    let ModelConfig::Forecast(forecast) = &steps.pipelines[0].model else {
+        panic!("not a forecast: {:?}", steps.pipelines[0].model);
+    };
+    assert_eq!(forecast.params.season, Some(SeasonSpec::Steps(10_000)));
+    let duration = valid(&format!("{PIPELINE}season = \"1h 30m\"\n"));
+    let ModelConfig::Forecast(forecast) = &duration.pipelines[0].model else {
+        panic!("not a forecast: {:?}", duration.pipelines[0].model);
+    };
+    assert_eq!(
+        forecast.params.season,
+        Some(SeasonSpec::Duration {
+            period_ms: 5_400_000,
+            bins: DEFAULT_SEASON_BINS,
+        })
+    );
+}
+
+#[test]
+fn full_regression_config_parses_every_parameter() {
+    let text = format!(
+        "{REGRESSION}algorithm = \"sgd\"\nlearning_rate = 0.5\npower_t = 1\nl2 = 0.25\nforgetting = 1.0\nscale = true\ninterval_z = 2\nexplain = 2\n[pipelines.anomaly]\nthreshold = 5\n"
+    );
+    let config = valid(&text);
+    let pipeline = &config.pipelines[0];
+    let params = LinearParams {
+        algorithm: LinearAlgorithm::Sgd,
+        learning_rate: 0.5,
+        power_t: 1.0,
+        l2: 0.25,
+        forgetting: 1.0,
+        scale: true,
+        interval_z: 2.0,
+    };
+    assert_eq!(
+        pipeline.model,
+        ModelConfig::Regression(RegressionConfig {
+            target: "load".into(),
+            features: vec!["temp".into(), "hour".into()],
+            params,
+            explain: Some(2),
+        })
+    );
+    assert_eq!(
+        pipeline.anomaly,
+        Some(AnomalyParams {
+            threshold: 5.0,
+            ..AnomalyParams::default()
+        })
+    );
+    assert!(LinearRegression::new(2, params).is_ok());
+    for (algorithm, expected) in [
+        ("adagrad", LinearAlgorithm::Adagrad),
+        ("rls", LinearAlgorithm::Rls),
+    ] {
+        let config = valid(&format!(
+            "{REGRESSION}algorithm = \"{algorithm}\"\nscale = false\nexplain = true\n"
+        ));
+        let ModelConfig::Regression(regression) = &config.pipelines[0].model else {
+            panic!("not a regression: {:?}", config.pipelines[0].model);
+        };
+        assert_eq!(regression.params.algorithm, expected);
+        assert!(!regression.params.scale);
+        assert_eq!(regression.explain, Some(DEFAULT_EXPLAIN_TOP));
+    }
+}
+
+#[test]
+fn full_classification_config_parses_every_parameter() {
+    let text = format!(
+        "{CLASSIFICATION}algorithm = \"adagrad\"\nalpha = 10\nbeta = 0\nl1 = 0.5\nl2 = 2\nlearning_rate = 0.05\nscale = false\nthreshold = 0.8\npositive = [\"Open\", \"1\"]\nnegative = [\"closed\", \"0\"]\nexplain = false\n"
+    );
+    let config = valid(&text);
+    let params = LogisticParams {
+        algorithm: LogisticAlgorithm::Adagrad,
+        alpha: 10.0,
+        beta: 0.0,
+        l1: 0.5,
+        l2: 2.0,
+        learning_rate: 0.05,
+        scale: false,
+    };
+    assert_eq!(
+        config.pipelines[0].model,
+        ModelConfig::Classification(ClassificationConfig {
+            target: "open".into(),
+            features: vec!["temp".into(), "hour".into()],
+            params,
+            threshold: 0.8,
+            positive: vec!["Open".into(), "1".into()],
+            negative: vec!["closed".into(), "0".into()],
+            explain: None,
+        })
+    );
+    assert_eq!(config.pipelines[0].anomaly, None);
+    assert!(LogisticRegression::new(2, params).is_ok());
+}
+
+#[test]
+fn omitted_model_parameters_take_the_model_defaults() {
+    let regression = valid(REGRESSION);
+    assert_eq!(
+        regression.pipelines[0].model,
+        ModelConfig::Regression(RegressionConfig {
+            target: "load".into(),
+            features: vec!["temp".into(), "hour".into()],
+            ..RegressionConfig::default()
+        })
+    );
+    let ModelConfig::Regression(config) = &regression.pipelines[0].model else {
+        panic!("not a regression");
+    };
+    assert_eq!(config.params, LinearParams::default());
+    assert_eq!(config.explain, None);
+
+    let classification = valid(CLASSIFICATION);
+    let ModelConfig::Classification(config) = &classification.pipelines[0].model else {
+        panic!("not a classification");
+    };
+    assert_eq!(config.params, LogisticParams::default());
+    assert_eq!(config.threshold, 0.5);
+    assert_eq!(config.positive, ["true", "1", "yes", "positive"]);
+    assert_eq!(config.negative, ["false", "0", "no", "negative"]);
+    assert_eq!(config.explain, None);
+
+    let forecast = valid(PIPELINE);
+    let ModelConfig::Forecast(config) = &forecast.pipelines[0].model else {
+        panic!("not a forecast");
+    };
+    assert_eq!(config.params, ForecastParams::default());
+}
+
+#[test]
+fn model_accessors_name_kind_target_and_features() {
+    let forecast = valid(PIPELINE).pipelines.remove(0).model;
+    assert_eq!(
+        (forecast.kind(), forecast.target(), forecast.features()),
+        ("forecast", "temp", &[][..])
+    );
+    let regression = valid(REGRESSION).pipelines.remove(0).model;
+    assert_eq!(
+        (
+            regression.kind(),
+            regression.target(),
+            regression.features()
+        ),
+        (
+            "regression",
+            "load",
+            &["temp".to_owned(), "hour".to_owned()][..]
+        )
+    );
+    let classification = valid(CLASSIFICATION).pipelines.remove(0).model;
+    assert_eq!(
+        (classification.kind(), classification.target()),
+        ("classification", "open")
+    );
+    assert_eq!(classification.features(), ["temp", "hour"]);
+}
+
+#[test]
+fn parameters_of_another_kind_are_named_as_such() {
+    let text = format!("{REGRESSION}lags = 4\nalpha = 0.1\nseason = 24\nlag = 1\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "10:1: pipeline \"power\": model.lags is not a parameter of kind \"regression\" (it belongs to kind \"forecast\")",
+            "11:1: pipeline \"power\": model.alpha is not a parameter of kind \"regression\" (it belongs to kind \"classification\")",
+            "12:1: pipeline \"power\": model.season is not a parameter of kind \"regression\" (it belongs to kind \"forecast\")",
+            "13:1: pipeline \"power\": unknown key \"model.lag\" (accepted keys: kind, target, features, algorithm, learning_rate, power_t, l2, forgetting, scale, interval_z, explain)",
+        ]
+    );
+    let text = format!("{PIPELINE}features = [\"temp\"]\nthreshold = 0.5\nexplain = true\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "9:1: pipeline \"temperature\": model.features is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\" and \"classification\")",
+            "10:1: pipeline \"temperature\": model.threshold is not a parameter of kind \"forecast\" (it belongs to kind \"classification\")",
+            "11:1: pipeline \"temperature\": model.explain is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\" and \"classification\")",
+        ]
+    );
+    let text = format!("{CLASSIFICATION}power_t = 0.5\ninterval_z = 2\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "10:1: pipeline \"door\": model.power_t is not a parameter of kind \"classification\" (it belongs to kind \"regression\")",
+            "11:1: pipeline \"door\": model.interval_z is not a parameter of kind \"classification\" (it belongs to kinds \"forecast\" and \"regression\")",
+        ]
+    );
+}
+
+#[test]
+fn number_payloads_only_feed_forecasts() {
+    let text = "[[pipelines]]\nname = \"p\"\ntopics = [\"p/+\"]\nformat = \"number\"\n[pipelines.model]\nkind = \"regression\"\ntarget = \"value\"\nfeatures = [\"value\"]\n";
+    assert_eq!(
+        errors(text),
+        ["6:8: pipeline \"p\": model.kind \"regression\" needs format = \"json\": a format = \"number\" payload is one bare number, so there are no features to predict it from (use kind = \"forecast\", or send JSON)"]
+    );
+    let text = text
+        .replace("\"regression\"", "\"classification\"")
+        .replace("features = [\"value\"]\n", "features = [\"other\"]\n");
+    assert_eq!(
+        errors(&text),
+        ["6:8: pipeline \"p\": model.kind \"classification\" needs format = \"json\": a format = \"number\" payload is one bare number, so there are no features to predict it from (use kind = \"forecast\", or send JSON)"]
+    );
+}
+
+#[test]
+fn features_must_be_distinct_fields_other_than_the_target() {
+    let text = REGRESSION.replace(
+        "features = [\"temp\", \"hour\"]",
+        "features = [\"temp\", \"load\", \"wind\", \"temp\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "9:21: pipeline \"power\": model.features[1] \"load\" is the model's target (a model cannot predict a field from itself)",
+            "9:29: pipeline \"power\": model.features[2] \"wind\" is not one of the pipeline's fields (fields: load, temp, hour)",
+            "9:37: pipeline \"power\": model.features[3] \"temp\" is already listed as model.features[0] (list each feature once)",
+        ]
+    );
+    let text = CLASSIFICATION.replace("features = [\"temp\", \"hour\"]", "features = []");
+    assert_eq!(
+        errors(&text),
+        ["9:12: pipeline \"door\": model.features must list at least one of the pipeline's fields to predict from, e.g. features = [\"humidity\"]"]
+    );
+    let text = CLASSIFICATION.replace("features = [\"temp\", \"hour\"]\n", "");
+    assert_eq!(
+        errors(&text),
+        ["6:1: pipeline \"door\": missing required key \"model.features\""]
+    );
+    let text = REGRESSION.replace("[\"temp\", \"hour\"]", "[\"temp\", 3]");
+    assert_eq!(
+        errors(&text),
+        ["9:21: pipeline \"power\": model.features[1] must be a string (got an integer)"]
+    );
+}
+
+#[test]
+fn more_than_64_features_are_rejected() {
+    let names: Vec<String> = (0..65).map(|i| format!("f{i}")).collect();
+    let fields = names
+        .iter()
+        .map(|name| format!("{name} = \"/{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let list = names
+        .iter()
+        .map(|name| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = REGRESSION
+        .replace(
+            "{ load = \"/load\", temp = \"/temp\", hour = \"/hour\" }",
+            &format!("{{ load = \"/load\", {fields} }}"),
+        )
+        .replace("[\"temp\", \"hour\"]", &format!("[{list}]"));
+    assert_eq!(
+        errors(&text),
+        ["9:12: pipeline \"power\": model.features must list at most 64 fields (got 65)"]
+    );
+}
+
+#[test]
+fn forecast_parameters_out_of_range_are_reported_at_each_key() {
+    let text = format!("{PIPELINE}horizon = 65\ndamping = 0\nseason = 1\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "9:11: pipeline \"temperature\": model.horizon must be between 1 and 64 (got 65)",
+            "10:11: pipeline \"temperature\": model.damping must be greater than 0 and at most 1 (got 0)",
+            "11:10: pipeline \"temperature\": model.season must be between 2 and 10000 readings, or a duration such as \"1d\" (got 1)",
+        ]
+    );
+    let text = format!("{PIPELINE}season = \"daily\"\nseason_bins = 24\n");
+    assert_eq!(
+        errors(&text),
+        ["9:10: pipeline \"temperature\": model.season must be a number of readings such as 48 or a duration such as \"1d\" (got \"daily\": expected number at 0)"]
+    );
+    let text = format!("{PIPELINE}season = 2.5\n");
+    assert_eq!(
+        errors(&text),
+        ["9:10: pipeline \"temperature\": model.season must be a number of readings such as 48 or a duration string such as \"1d\" (got a float)"]
+    );
+}
+
+#[test]
+fn season_bins_need_a_duration_season() {
+    assert_eq!(
+        errors(&format!("{PIPELINE}season = 24\nseason_bins = 12\n")),
+        ["10:15: pipeline \"temperature\": model.season_bins only applies to a duration season such as season = \"1d\" (season = 24 counts readings and has no bins)"]
+    );
+    assert_eq!(
+        errors(&format!("{PIPELINE}season_bins = 12\n")),
+        ["9:15: pipeline \"temperature\": model.season_bins is set but season is not (season_bins divides a duration season such as season = \"1d\" into phase bins)"]
+    );
+    assert_eq!(
+        errors(&format!("{PIPELINE}season = \"1d\"\nseason_bins = 1441\n")),
+        ["10:15: pipeline \"temperature\": model.season_bins must be between 2 and 1440 (got 1441)"]
+    );
+}
+
+#[test]
+fn duration_season_must_be_whole_milliseconds_within_a_year() {
+    assert_eq!(
+        errors(&format!("{PIPELINE}season = \"500us\"\n")),
+        ["9:10: pipeline \"temperature\": model.season must be at least 1ms (got 500us)"]
+    );
+    assert_eq!(
+        errors(&format!("{PIPELINE}season = \"1ms 500us\"\n")),
+        ["9:10: pipeline \"temperature\": model.season must be a whole number of milliseconds (got 1ms 500us)"]
+    );
+    assert_eq!(
+        errors(&format!("{PIPELINE}season = \"2y\"\n")),
+        ["9:10: pipeline \"temperature\": model.season must be at most a year (got 2years)"]
+    );
+}
+
+#[test]
+fn regression_parameters_out_of_range_are_reported_at_each_key() {
+    let text = format!(
+        "{REGRESSION}algorithm = \"adam\"\nlearning_rate = 0\npower_t = 2\nl2 = -1\nforgetting = 0.5\nscale = 1\ninterval_z = 11\nexplain = 0\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "10:13: pipeline \"power\": model.algorithm must be \"adagrad\", \"sgd\" or \"rls\" for kind \"regression\" (got \"adam\")",
+            "11:17: pipeline \"power\": model.learning_rate must be greater than 0 and at most 10 (got 0)",
+            "12:11: pipeline \"power\": model.power_t must be between 0 and 1 (got 2)",
+            "13:6: pipeline \"power\": model.l2 must be finite and at least 0 (got -1)",
+            "14:14: pipeline \"power\": model.forgetting must be between 0.9 and 1.0 (got 0.5)",
+            "15:9: pipeline \"power\": model.scale must be true or false (got an integer)",
+            "16:14: pipeline \"power\": model.interval_z must be greater than 0 and at most 10 (got 11)",
+            "17:11: pipeline \"power\": model.explain must be true (top 3), false (off) or a number of features between 1 and 64 (got 0)",
+        ]
+    );
+    assert_eq!(
+        errors(&format!("{REGRESSION}explain = \"all\"\n")),
+        ["10:11: pipeline \"power\": model.explain must be true, false or a number of features such as 3 (got a string)"]
+    );
+}
+
+#[test]
+fn sgd_learning_rate_must_stay_below_the_divergence_limit() {
+    assert_eq!(
+        errors(&format!(
+            "{REGRESSION}algorithm = \"sgd\"\nlearning_rate = 0.7\n"
+        )),
+        ["11:17: pipeline \"power\": model.learning_rate must be less than 2/(1 + 2 features) = 2/3 with algorithm = \"sgd\" on scaled features (got 0.7); larger steps diverge"]
+    );
+    // Unscaled features have no such limit.
+    valid(&format!(
+        "{REGRESSION}algorithm = \"sgd\"\nlearning_rate = 0.7\nscale = false\n"
+    ));
+    // With the default rate, the limit is reached at 19 features: reported at `algorithm`.
+    let names: Vec<String> = (0..19).map(|i| format!("f{i}")).collect();
+    let fields = names
+        .iter()
+        .map(|name| format!("{name} = \"/{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let list = names
+        .iter()
+        .map(|name| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = REGRESSION
+        .replace(
+            "{ load = \"/load\", temp = \"/temp\", hour = \"/hour\" }",
+            &format!("{{ load = \"/load\", {fields} }}"),
+        )
+        .replace("[\"temp\", \"hour\"]", &format!("[{list}]"));
+    assert_eq!(
+        errors(&format!("{text}algorithm = \"sgd\"\n")),
+        ["10:13: pipeline \"power\": model.algorithm \"sgd\" on scaled features needs learning_rate < 2/(1 + 19 features) = 2/20, and the default is 0.1 (set a smaller learning_rate, or use algorithm = \"adagrad\")"]
+    );
+    valid(&format!(
+        "{text}algorithm = \"sgd\"\nlearning_rate = 0.09\n"
+    ));
+}
+
+#[test]
+fn classification_parameters_out_of_range_are_reported_at_each_key() {
+    let text = format!(
+        "{CLASSIFICATION}algorithm = \"rls\"\nalpha = 0\nbeta = -1\nl1 = inf\nl2 = nan\nlearning_rate = 11\nthreshold = 1\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "10:13: pipeline \"door\": model.algorithm must be \"ftrl\" or \"adagrad\" for kind \"classification\" (got \"rls\")",
+            "11:9: pipeline \"door\": model.alpha must be greater than 0 and at most 10 (got 0)",
+            "12:8: pipeline \"door\": model.beta must be finite and at least 0 (got -1)",
+            "13:6: pipeline \"door\": model.l1 must be finite and at least 0 (got inf)",
+            "14:6: pipeline \"door\": model.l2 must be finite and at least 0 (got NaN)",
+            "15:17: pipeline \"door\": model.learning_rate must be greater than 0 and at most 10 (got 11)",
+            "16:13: pipeline \"door\": model.threshold must be greater than 0 and less than 1 (got 1)",
+        ]
+    );
+}
+
+#[test]
+fn label_lists_must_be_non_empty_and_disjoint() {
+    let text = format!("{CLASSIFICATION}positive = []\nnegative = [\"no\", \"\"]\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "10:12: pipeline \"door\": model.positive must list at least one label text, e.g. positive = [\"yes\"]",
+            "11:19: pipeline \"door\": model.negative[1] must not be empty (a missing or null label already means \"no label\")",
+        ]
+    );
+    let text =
+        format!("{CLASSIFICATION}positive = [\"open\", \"ON\"]\nnegative = [\"closed\", \"on\"]\n");
+    assert_eq!(
+        errors(&text),
+        ["11:23: pipeline \"door\": model.negative[1] \"on\" is also a positive label (model.positive[1] \"ON\"; labels are compared ignoring ASCII case)"]
+    );
+    // The defaults of one list are not checked against a list given for the other: writing
+    // `positive = ["0"]` replaces the positive list only, so "0" is then in both.
+    let text = format!("{CLASSIFICATION}positive = [\"0\"]\n");
+    valid(&text);
+}
+
+#[test]
+fn anomaly_detection_needs_a_forecast_or_a_regression() {
+    let text = format!("{CLASSIFICATION}[pipelines.anomaly]\nthreshold = 4\n");
+    assert_eq!(
+        errors(&text),
+        ["10:1: pipeline \"door\": anomaly detection is not available with model.kind \"classification\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value; remove [pipelines.anomaly])"]
+    );
+    let text = format!("{PIPELINE}[pipelines.anomaly]\n");
+    assert_eq!(
+        valid(&text).pipelines[0].anomaly,
+        Some(AnomalyParams::default())
+    );
+}
+
+#[test]
+fn anomaly_parameters_are_checked_at_each_key() {
+    let text = format!(
+        "{PIPELINE}[pipelines.anomaly]\nthreshold = 0\nlearn_anomalies = \"no\"\nwarmup = -1\nwindow = 5\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "10:13: pipeline \"temperature\": anomaly.threshold must be a finite number greater than 0 (got 0)",
+            "11:19: pipeline \"temperature\": anomaly.learn_anomalies must be true or false (got a string)",
+            "12:10: pipeline \"temperature\": anomaly.warmup must be at least 0 (got -1)",
+            "13:1: pipeline \"temperature\": unknown key \"anomaly.window\" (accepted keys: threshold, learn_anomalies, warmup)",
+        ]
+    );
+    let text = PIPELINE.replace("[[pipelines]]", "[[pipelines]]\nanomaly = 4");
+    assert_eq!(
+        errors(&text),
+        ["3:11: pipeline \"temperature\": anomaly must be a table (got an integer)"]
+    );
+}
+
+#[test]
+fn summary_describes_each_model_kind() {
+    let text = format!(
+        "{}{}explain = 4\n[pipelines.anomaly]\nthreshold = 3\n{}algorithm = \"adagrad\"\npositive = [\"open\"]\nexplain = true\n",
+        PIPELINE.replace("target = \"temp\"", "target = \"temp\"\nseason = \"1d\"\nseason_bins = 24"),
+        REGRESSION,
+        CLASSIFICATION
+    );
+    let summary = valid(&text).summary();
+    for expected in [
+        "model: forecast of temp (lags 4, forgetting 0.995, interval z 1.96, horizon 1, damping 0.98, season 1day in 24 bins)",
+        "model: regression of load on temp, hour (adagrad, learning rate 0.1, l2 0, forgetting 0.999, scaled features, interval z 1.96)",
+        "explain: top 4 features",
+        "anomaly: flag residuals over 3 robust σ after 30 readings, anomalies not learnt",
+        "model: classification of open on temp, hour (adagrad, learning rate 0.5, l2 0, scaled features, threshold 0.5)",
+        "labels: positive = true, \"open\"; negative = false, \"false\", \"0\", \"no\", \"negative\"",
+        "explain: top 3 features",
+        "anomaly: off",
+    ] {
+        assert!(summary.contains(expected), "{expected}\nnot in\n{summary}");
+    }
 }
 
 #[test]

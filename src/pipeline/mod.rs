@@ -5,15 +5,19 @@
 //! of one key is a [`KeyState`]; [`Pipeline::step`] runs test-then-train on it and renders the
 //! output message into caller-owned buffers, so the hot path allocates nothing once warm.
 
+pub mod model;
+pub(crate) mod output;
 pub mod stats;
 pub mod topic;
 
-use serde::{Deserialize, Serialize};
-
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
-use crate::config::{Config, ModelConfig, PipelineConfig};
-use crate::model::{ForecastParams, Forecaster, OnlineModel, Prediction, RegressionMetrics};
+use crate::config::{Config, PipelineConfig};
+use crate::model::{ClassificationMetrics, RegressionMetrics};
 use crate::store::{decode_state, encode_state, StoreError};
+pub use model::{KeyModel, KeyState, Scratch};
+use model::{ModelSpec, Outcome};
+pub(crate) use output::write_json_str;
+use output::{push_json_str, JsonObject};
 pub use stats::{DropCounters, LogLimiter, PipelineStats};
 use topic::{TopicFilter, TopicTemplate};
 
@@ -36,15 +40,7 @@ pub enum PipelineError {
         /// What is wrong.
         message: String,
     },
-    /// The model target is not one of the fields.
-    #[error("pipeline {pipeline:?}: model target {target:?} is not one of the fields")]
-    Target {
-        /// Pipeline name.
-        pipeline: String,
-        /// The target.
-        target: String,
-    },
-    /// Model parameters out of range.
+    /// The model's parameters or fields are not usable.
     #[error("pipeline {pipeline:?}: {message}")]
     Model {
         /// Pipeline name.
@@ -52,145 +48,6 @@ pub enum PipelineError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// The persisted state of one key: its model and its prequential metrics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeyState {
-    /// The forecaster of the key's target field.
-    pub model: Forecaster,
-    /// Prequential error of the forecasts made before each value was learned.
-    pub metrics: RegressionMetrics,
-    /// Event time of the last reading learned (ms, or line number in replay).
-    pub last_time: i64,
-}
-
-/// What one model step produced (also rendered as the output message).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepResult {
-    /// The value observed.
-    pub observed: f64,
-    /// `observed − forecast made before it was seen`, when there was one.
-    pub error: Option<f64>,
-    /// Forecast of the next value, with its interval.
-    pub forecast: Option<Prediction>,
-    /// Values learned so far by this key's model.
-    pub updates: u64,
-    /// Running prequential MAE of this key.
-    pub mae: f64,
-    /// Running prequential RMSE of this key.
-    pub rmse: f64,
-}
-
-/// The JSON output message as `serde_json` would render it. The hot path renders it by hand
-/// ([`OutputRenderer`]); this is the reference the tests compare the two against.
-#[cfg(test)]
-#[derive(Serialize)]
-struct OutputMessage<'a> {
-    pipeline: &'a str,
-    key: &'a str,
-    field: &'a str,
-    time: i64,
-    observed: f64,
-    error: Option<f64>,
-    forecast: Option<f64>,
-    lower: Option<f64>,
-    upper: Option<f64>,
-    updates: u64,
-    mae: f64,
-    rmse: f64,
-}
-
-/// Renders the output message (field names are part of the public interface: see the
-/// README), byte for byte as `serde_json::to_writer` renders the same struct, but about twice
-/// as fast: the parts that only depend on the pipeline are escaped once, here, and numbers go
-/// straight to serde_json's own formatters (`CompactFormatter`, so floats are printed by the
-/// same shortest-round-trip code serde_json uses, whichever version is linked).
-#[derive(Debug)]
-struct OutputRenderer {
-    /// `{"pipeline":<name>,"key":`
-    head: Vec<u8>,
-    /// `,"field":<target>,"time":`
-    field: Vec<u8>,
-}
-
-impl OutputRenderer {
-    fn new(pipeline: &str, field: &str) -> OutputRenderer {
-        let mut head = b"{\"pipeline\":".to_vec();
-        push_json_str(&mut head, pipeline);
-        head.extend_from_slice(b",\"key\":");
-        let mut field_part = b",\"field\":".to_vec();
-        push_json_str(&mut field_part, field);
-        field_part.extend_from_slice(b",\"time\":");
-        OutputRenderer {
-            head,
-            field: field_part,
-        }
-    }
-
-    /// Appends the message for one step of `key` to `out`.
-    fn render(&self, out: &mut Vec<u8>, key: &str, time: i64, result: &StepResult) {
-        use serde_json::ser::{CompactFormatter, Formatter as _};
-
-        out.extend_from_slice(&self.head);
-        push_json_str(out, key);
-        out.extend_from_slice(&self.field);
-        // Writing into a Vec<u8> cannot fail.
-        let _ = CompactFormatter.write_i64(out, time);
-        out.extend_from_slice(b",\"observed\":");
-        push_f64(out, Some(result.observed));
-        out.extend_from_slice(b",\"error\":");
-        push_f64(out, result.error);
-        out.extend_from_slice(b",\"forecast\":");
-        push_f64(out, result.forecast.map(|p| p.value));
-        out.extend_from_slice(b",\"lower\":");
-        push_f64(out, result.forecast.map(|p| p.lower));
-        out.extend_from_slice(b",\"upper\":");
-        push_f64(out, result.forecast.map(|p| p.upper));
-        out.extend_from_slice(b",\"updates\":");
-        let _ = CompactFormatter.write_u64(out, result.updates);
-        out.extend_from_slice(b",\"mae\":");
-        push_f64(out, Some(result.mae));
-        out.extend_from_slice(b",\"rmse\":");
-        push_f64(out, Some(result.rmse));
-        out.push(b'}');
-    }
-}
-
-/// Appends `value` as serde_json renders an `Option<f64>`: `null` for `None` and for NaN and
-/// infinities (JSON has no such numbers), otherwise serde_json's own float formatting.
-fn push_f64(out: &mut Vec<u8>, value: Option<f64>) {
-    use serde_json::ser::{CompactFormatter, Formatter as _};
-
-    match value {
-        // Writing into a Vec<u8> cannot fail.
-        Some(v) if v.is_finite() => {
-            let _ = CompactFormatter.write_f64(out, v);
-        }
-        _ => out.extend_from_slice(b"null"),
-    }
-}
-
-/// Writes `s` as a JSON string, exactly as serde_json does.
-///
-/// Keys and topics almost never need escaping, so they are checked for the bytes serde_json
-/// escapes (control characters, `"` and `\`; everything else, including non-ASCII, is written
-/// as is) and copied in one piece; the rare string that has one goes through serde_json.
-///
-/// # Errors
-/// Those of `out`.
-pub(crate) fn write_json_str(out: &mut impl std::io::Write, s: &str) -> std::io::Result<()> {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        return serde_json::to_writer(out, s).map_err(std::io::Error::from);
-    }
-    out.write_all(b"\"")?;
-    out.write_all(s.as_bytes())?;
-    out.write_all(b"\"")
-}
-
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec<u8> cannot fail.
-    let _ = write_json_str(out, s);
 }
 
 /// One pipeline, compiled from its config.
@@ -204,15 +61,16 @@ pub struct Pipeline {
     decoder: Decoder,
     template: TopicTemplate,
     target: String,
-    target_index: usize,
-    /// A fresh model, built (and its parameters checked) once; new keys start from a clone.
-    prototype: Forecaster,
+    kind: &'static str,
+    spec: ModelSpec,
     /// QoS of output messages.
     pub output_qos: u8,
     /// Counters for metrics and the stats line.
     pub stats: PipelineStats,
-    /// The output message's constant parts, escaped once.
-    output: OutputRenderer,
+    /// `{"pipeline":<name>,"key":`, escaped once.
+    head: Vec<u8>,
+    /// `,"field":<target>`, escaped once.
+    field: Vec<u8>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -243,37 +101,29 @@ impl Pipeline {
                 pipeline: cfg.name.clone(),
                 message,
             })?;
-        let ModelConfig::Forecast(model) = &cfg.model;
-        let target_index = cfg
-            .fields
-            .iter()
-            .position(|f| f.name == model.target)
-            .ok_or_else(|| PipelineError::Target {
-                pipeline: cfg.name.clone(),
-                target: model.target.clone(),
-            })?;
-        let params = ForecastParams {
-            lags: model.lags,
-            forgetting: model.forgetting,
-            interval_z: model.interval_z,
-            ..ForecastParams::default()
-        };
-        let prototype = Forecaster::new(params).map_err(|e| PipelineError::Model {
+        let spec = ModelSpec::new(cfg).map_err(|message| PipelineError::Model {
             pipeline: cfg.name.clone(),
-            message: e.to_string(),
+            message,
         })?;
+        let target = cfg.model.target().to_string();
+        let mut head = b"{\"pipeline\":".to_vec();
+        push_json_str(&mut head, &cfg.name);
+        head.extend_from_slice(b",\"key\":");
+        let mut field = b",\"field\":".to_vec();
+        push_json_str(&mut field, &target);
         Ok(Pipeline {
             name: cfg.name.clone(),
             index,
             filters,
             decoder: Decoder::new(cfg),
             template,
-            target: model.target.clone(),
-            target_index,
-            prototype,
+            target,
+            kind: cfg.model.kind(),
+            spec,
             output_qos: cfg.output_qos,
             stats: PipelineStats::default(),
-            output: OutputRenderer::new(&cfg.name, &model.target),
+            head,
+            field,
         })
     }
 
@@ -287,9 +137,14 @@ impl Pipeline {
         self.filters.iter().map(|f| f.as_str())
     }
 
-    /// The field the model forecasts.
+    /// The field the model forecasts, predicts or classifies.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// The model kind: `forecast`, `regression` or `classification`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// Decode a payload with this pipeline's decoder.
@@ -308,20 +163,22 @@ impl Pipeline {
     /// A fresh state for a key seen for the first time.
     pub fn new_state(&self) -> KeyState {
         KeyState {
-            model: self.prototype.clone(),
-            metrics: RegressionMetrics::default(),
+            model: self.spec.prototype.clone(),
             last_time: i64::MIN,
         }
     }
 
-    /// Decode a stored state. A state whose model parameters differ from the configured ones
-    /// (the config changed) is not used: `Ok(None)` tells the caller to start the key afresh.
+    /// Decode a stored state. A state made with another model kind or other parameters (the
+    /// config changed) is not used: `Ok(None)` tells the caller to start the key afresh.
     ///
     /// # Errors
     /// [`StoreError`] when the bytes are not a state of this version.
     pub fn restore_state(&self, bytes: &[u8]) -> Result<Option<KeyState>, StoreError> {
         let state: KeyState = decode_state(bytes)?;
-        Ok((state.model.params() == self.prototype.params()).then_some(state))
+        Ok(state
+            .model
+            .same_config(&self.spec.prototype)
+            .then_some(state))
     }
 
     /// Encode a key's state for the store.
@@ -332,43 +189,42 @@ impl Pipeline {
         encode_state(state, buf)
     }
 
-    /// One test-then-train step for `key` on a decoded reading: score the forecast made before
-    /// this value, learn the value, forecast the next one, then render the output message
-    /// (`topic`, `payload`: cleared and overwritten, capacity reused).
+    /// One test-then-train step for `key` on a decoded reading (see [`model`]): predict, score,
+    /// learn, then render the output message into `scratch.topic` and `scratch.payload`
+    /// (cleared and overwritten, capacity reused).
     pub fn step(
         &self,
         state: &mut KeyState,
         key: &str,
         time: i64,
         values: &[f64],
-        topic: &mut String,
-        payload: &mut Vec<u8>,
-    ) -> StepResult {
-        let observed = values.get(self.target_index).copied().unwrap_or(f64::NAN);
-        let before = state.model.predict_one(&[]);
-        let error = before.map(|p| observed - p.value);
-        if let Some(p) = before {
-            state.metrics.update(observed, p.value);
-            self.stats.record_error(observed - p.value);
-        }
-        state.model.learn_one(&[], observed);
-        state.last_time = time;
-        let forecast = state.model.predict_one(&[]);
-        let result = StepResult {
-            observed,
-            error,
-            forecast,
-            updates: state.model.updates(),
-            mae: state.metrics.mae(),
-            rmse: state.metrics.rmse(),
-        };
-        self.template.render(&self.name, key, &self.target, topic);
+        scratch: &mut Scratch,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        self.template
+            .render(&self.name, key, &self.target, &mut scratch.topic);
+        let payload = &mut scratch.payload;
         payload.clear();
-        self.output.render(payload, key, time, &result);
-        self.stats
-            .outputs
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        result
+        payload.extend_from_slice(&self.head);
+        push_json_str(payload, key);
+        let mut obj = JsonObject::resume(payload, &self.field);
+        obj.i64("time", time);
+        let outcome = self.spec.step(
+            state,
+            time,
+            values,
+            &mut scratch.contributions,
+            &mut obj,
+            &self.stats,
+        );
+        obj.end();
+        match outcome {
+            Outcome::Scored(error) => self.stats.record_error(error),
+            Outcome::Classified { correct, log_loss } => self.stats.record_label(correct, log_loss),
+            Outcome::Unscored => {}
+        }
+        self.stats.outputs.fetch_add(1, Relaxed);
     }
 }
 
@@ -480,117 +336,272 @@ impl Pipelines {
 
 /// A JSON summary of a key's persisted state (used by `edgeflow inspect`).
 pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json::Value {
-    let forecast = state.model.predict_one(&[]);
-    serde_json::json!({
+    use crate::model::OnlineModel;
+
+    let mut v = serde_json::json!({
         "pipeline": pipeline,
         "key": key,
         "updates": state.model.updates(),
         "last_time": state.last_time,
-        "scored": state.metrics.count,
-        "mae": state.metrics.mae(),
-        "rmse": state.metrics.rmse(),
-        "forecast": forecast.map(|p| p.value),
-        "lower": forecast.map(|p| p.lower),
-        "upper": forecast.map(|p| p.upper),
-    })
+    });
+    let extra = match &state.model {
+        KeyModel::Forecast {
+            model,
+            anomaly,
+            metrics,
+        } => {
+            let forecast = model.predict_one(&[]);
+            serde_json::json!({
+                "kind": "forecast",
+                "scored": metrics.count,
+                "mae": metrics.mae(),
+                "rmse": metrics.rmse(),
+                "forecast": forecast.map(|p| p.value),
+                "lower": forecast.map(|p| p.lower),
+                "upper": forecast.map(|p| p.upper),
+                "members": model.member_weights().iter().map(|(n, w)| serde_json::json!({"member": n, "weight": w})).collect::<Vec<_>>(),
+                "anomaly_scale": anomaly.as_ref().and_then(|a| a.scale()),
+            })
+        }
+        KeyModel::Regression {
+            model,
+            anomaly,
+            metrics,
+        } => serde_json::json!({
+            "kind": "regression",
+            "scored": metrics.count,
+            "mae": metrics.mae(),
+            "rmse": metrics.rmse(),
+            "weights": model.weights(),
+            "intercept": model.intercept(),
+            "anomaly_scale": anomaly.as_ref().and_then(|a| a.scale()),
+        }),
+        KeyModel::Classification { model, metrics } => serde_json::json!({
+            "kind": "classification",
+            "scored": metrics.count,
+            "accuracy": metrics.accuracy(),
+            "log_loss": metrics.log_loss(),
+            "weights": model.weights(),
+            "intercept": model.intercept(),
+        }),
+    };
+    if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+    v
+}
+
+/// Merged prequential metrics of a set of keys (for summaries), by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MergedMetrics {
+    /// Forecast and regression keys.
+    pub regression: RegressionMetrics,
+    /// Classification keys.
+    pub classification: ClassificationMetrics,
+}
+
+impl MergedMetrics {
+    /// Add one key's metrics.
+    pub fn add(&mut self, state: &KeyState) {
+        match &state.model {
+            KeyModel::Forecast { metrics, .. } | KeyModel::Regression { metrics, .. } => {
+                self.regression.merge(metrics)
+            }
+            KeyModel::Classification { metrics, .. } => self.classification.merge(metrics),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_strings_are_escaped_exactly_as_serde_json_does() {
-        let mut cases: Vec<String> = (0u8..0x80).map(|b| format!("a{}b", b as char)).collect();
-        cases.extend(
-            [
-                "",
-                "s0001",
-                "a\"b",
-                "back\\slash",
-                "uni\u{fc}",
-                "\u{2028}",
-                "😀",
-                "\u{7f}",
-            ]
-            .map(String::from),
+    fn pipeline(model: &str, extra: &str) -> Pipeline {
+        let text = format!(
+            "[[pipelines]]\nname = \"p\"\ntopics = [\"t/+\"]\nkey = \"topic[1]\"\nfields = {{ a = \"/a\", b = \"/b\", y = \"/y\" }}\n{extra}\n[pipelines.model]\n{model}\n"
         );
-        for s in cases {
-            let mut ours = Vec::new();
-            push_json_str(&mut ours, &s);
-            assert_eq!(ours, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        let config = crate::config::parse_str(std::path::Path::new("test.toml"), &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Pipeline::new(0, &config.pipelines[0]).unwrap()
+    }
+
+    fn run(p: &Pipeline, state: &mut KeyState, payloads: &[&str]) -> Vec<serde_json::Value> {
+        let mut buf = ReadingBuf::default();
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        for (i, payload) in payloads.iter().enumerate() {
+            p.decode("t/k1", payload.as_bytes(), &mut buf)
+                .unwrap_or_else(|e| panic!("{payload}: {e}"));
+            p.step(state, &buf.key, i as i64, &buf.values, &mut scratch);
+            assert_eq!(
+                scratch.topic,
+                format!("edgeflow/p/k1/{}/forecast", p.target())
+            );
+            out.push(serde_json::from_slice(&scratch.payload).expect("output is JSON"));
         }
+        out
     }
 
     #[test]
-    fn rendered_output_matches_serde_json() {
-        let floats = [
-            0.0,
-            -0.0,
-            1.0,
-            -13.698,
-            0.1 + 0.2,
-            1e-7,
-            1.5e300,
-            f64::MIN_POSITIVE,
-            5e-324,
-            f64::MAX,
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        ];
-        let renderer = OutputRenderer::new("temperature", "temp");
-        let escaped = OutputRenderer::new("p\"q", "f\\\u{1}");
-        let mut out = Vec::new();
-        for (i, &a) in floats.iter().enumerate() {
-            let b = floats[(i + 3) % floats.len()];
-            let c = floats[(i + 7) % floats.len()];
-            for forecast in [
-                None,
-                Some(Prediction {
-                    value: a,
-                    lower: b,
-                    upper: c,
-                }),
-            ] {
-                let result = StepResult {
-                    observed: a,
-                    error: (i % 2 == 0).then_some(b),
-                    forecast,
-                    updates: [0, 1, u64::MAX][i % 3],
-                    mae: b,
-                    rmse: c,
-                };
-                let time = [0, -1, i64::MIN, i64::MAX, 1_700_000_000_000][i % 5];
-                for (r, pipeline, field) in [
-                    (&renderer, "temperature", "temp"),
-                    (&escaped, "p\"q", "f\\\u{1}"),
-                ] {
-                    for key in ["s0001", "ctl\u{1}x", "a\"b", "ü😀"] {
-                        out.clear();
-                        r.render(&mut out, key, time, &result);
-                        let expected = serde_json::to_vec(&OutputMessage {
-                            pipeline,
-                            key,
-                            field,
-                            time,
-                            observed: result.observed,
-                            error: result.error,
-                            forecast: forecast.map(|p| p.value),
-                            lower: forecast.map(|p| p.lower),
-                            upper: forecast.map(|p| p.upper),
-                            updates: result.updates,
-                            mae: result.mae,
-                            rmse: result.rmse,
-                        })
-                        .unwrap();
-                        assert_eq!(
-                            String::from_utf8_lossy(&out),
-                            String::from_utf8_lossy(&expected)
-                        );
-                    }
-                }
-            }
+    fn forecast_output_has_the_documented_fields() {
+        let p = pipeline("kind = \"forecast\"\ntarget = \"y\"\nhorizon = 3", "");
+        let mut state = p.new_state();
+        let out = run(
+            &p,
+            &mut state,
+            &[
+                "{\"a\":0,\"b\":0,\"y\":1}",
+                "{\"a\":0,\"b\":0,\"y\":2}",
+                "{\"a\":0,\"b\":0,\"y\":3}",
+            ],
+        );
+        let last = &out[2];
+        for field in [
+            "pipeline", "key", "field", "time", "observed", "error", "forecast", "lower", "upper",
+            "updates", "mae", "rmse",
+        ] {
+            assert!(last.get(field).is_some(), "{field} missing in {last}");
         }
+        assert_eq!(last["updates"], 3);
+        assert_eq!(last["observed"], 3.0);
+        assert_eq!(last["horizon"].as_array().map(Vec::len), Some(3));
+        assert_eq!(
+            out[0]["error"],
+            serde_json::Value::Null,
+            "nothing to score before the first value"
+        );
+        assert!(
+            last.get("anomaly").is_none(),
+            "no anomaly fields without [pipelines.anomaly]"
+        );
+    }
+
+    #[test]
+    fn regression_predicts_before_learning_and_explains() {
+        let p = pipeline(
+            "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]\nexplain = 2",
+            "",
+        );
+        let mut state = p.new_state();
+        let payloads: Vec<String> = (0..200)
+            .map(|i| {
+                let (a, b) = ((i % 7) as f64, (i % 5) as f64 * 0.5);
+                format!("{{\"a\":{a},\"b\":{b},\"y\":{}}}", 2.0 * a - 3.0 * b + 1.0)
+            })
+            .collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let out = run(&p, &mut state, &refs);
+        assert_eq!(out[0]["prediction"], serde_json::Value::Null);
+        assert_eq!(out[0]["updates"], 1);
+        let last = &out[199];
+        let error = last["error"].as_f64().unwrap();
+        let expected = last["observed"].as_f64().unwrap() - last["prediction"].as_f64().unwrap();
+        assert!(
+            (error - expected).abs() < 1e-12,
+            "error is observed − prediction"
+        );
+        assert!(last["mae"].as_f64().unwrap() > 0.0);
+        let explain = last["explain"].as_array().unwrap();
+        assert_eq!(explain.len(), 2);
+        assert!(explain
+            .iter()
+            .all(|c| c["feature"] == "a" || c["feature"] == "b"));
+    }
+
+    #[test]
+    fn regression_reading_without_target_is_predicted_not_learned() {
+        let p = pipeline(
+            "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
+            "",
+        );
+        let mut state = p.new_state();
+        let out = run(
+            &p,
+            &mut state,
+            &["{\"a\":1,\"b\":2,\"y\":3}", "{\"a\":1,\"b\":2}"],
+        );
+        assert_eq!(out[1]["observed"], serde_json::Value::Null);
+        assert_eq!(out[1]["updates"], 1);
+        assert!(out[1]["prediction"].is_number());
+    }
+
+    #[test]
+    fn classification_learns_only_labelled_readings() {
+        let p = pipeline(
+            "kind = \"classification\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
+            "",
+        );
+        let mut state = p.new_state();
+        let out = run(
+            &p,
+            &mut state,
+            &[
+                "{\"a\":1,\"b\":0,\"y\":true}",
+                "{\"a\":-1,\"b\":0,\"y\":\"no\"}",
+                "{\"a\":1,\"b\":0}",
+            ],
+        );
+        assert_eq!(out[0]["observed"], true);
+        assert_eq!(out[1]["observed"], false);
+        assert_eq!(out[2]["observed"], serde_json::Value::Null);
+        assert_eq!(out[2]["updates"], 2);
+        for o in &out {
+            let prob = o["probability"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&prob));
+            assert_eq!(o["label"], prob >= 0.5);
+        }
+        assert!(p.stats.snapshot().labelled == 2);
+    }
+
+    #[test]
+    fn anomalies_are_flagged_and_not_learned() {
+        let p = pipeline(
+            "kind = \"forecast\"\ntarget = \"y\"",
+            "[pipelines.anomaly]\nthreshold = 4.0\nwarmup = 20",
+        );
+        let mut state = p.new_state();
+        let mut payloads: Vec<String> = (0..300)
+            .map(|i| {
+                format!(
+                    "{{\"a\":0,\"b\":0,\"y\":{}}}",
+                    10.0 + ((i * 7919) % 13) as f64 * 0.1
+                )
+            })
+            .collect();
+        payloads[250] = "{\"a\":0,\"b\":0,\"y\":1000}".into();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let out = run(&p, &mut state, &refs);
+        assert_eq!(out[250]["anomaly"], true);
+        assert!(out[250]["anomaly_score"].as_f64().unwrap() > 4.0);
+        assert_eq!(out[249]["anomaly"], false);
+        assert_eq!(
+            out[250]["updates"], out[249]["updates"],
+            "the anomaly was not learned"
+        );
+        assert!(
+            out[251]["forecast"].as_f64().unwrap() < 20.0,
+            "the spike did not move the forecast"
+        );
+        assert_eq!(
+            p.stats.anomalies.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn stored_state_of_another_configuration_is_not_restored() {
+        let a = pipeline("kind = \"forecast\"\ntarget = \"y\"\nlags = 4", "");
+        let b = pipeline("kind = \"forecast\"\ntarget = \"y\"\nlags = 5", "");
+        let c = pipeline(
+            "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\"]",
+            "",
+        );
+        let mut state = a.new_state();
+        run(&a, &mut state, &["{\"a\":0,\"b\":0,\"y\":1}"]);
+        let mut bytes = Vec::new();
+        a.encode_state(&state, &mut bytes).unwrap();
+        assert_eq!(a.restore_state(&bytes).unwrap(), Some(state));
+        assert_eq!(b.restore_state(&bytes).unwrap(), None);
+        assert_eq!(c.restore_state(&bytes).unwrap(), None);
     }
 }

@@ -121,6 +121,14 @@ pub struct PipelineStats {
     pub drops: DropCounters,
     /// Key actors of this pipeline currently resident (daemon only).
     pub resident_keys: AtomicU64,
+    /// Readings flagged as anomalies.
+    pub anomalies: AtomicU64,
+    /// Labelled readings scored (classification).
+    pub labelled: AtomicU64,
+    /// Labelled readings whose predicted label was right.
+    pub correct: AtomicU64,
+    /// Sum of the log losses of labelled readings.
+    pub log_loss_sum: AtomicF64,
 }
 
 impl PipelineStats {
@@ -129,6 +137,15 @@ impl PipelineStats {
         self.scored.fetch_add(1, Ordering::Relaxed);
         self.abs_error_sum.add(error.abs());
         self.sq_error_sum.add(error * error);
+    }
+
+    /// Record one scored label (classification).
+    pub fn record_label(&self, correct: bool, log_loss: f64) {
+        self.labelled.fetch_add(1, Ordering::Relaxed);
+        if correct {
+            self.correct.fetch_add(1, Ordering::Relaxed);
+        }
+        self.log_loss_sum.add(log_loss);
     }
 
     /// A consistent-enough copy for the stats line and metrics.
@@ -140,6 +157,9 @@ impl PipelineStats {
             abs_error_sum: self.abs_error_sum.get(),
             sq_error_sum: self.sq_error_sum.get(),
             dropped: self.drops.total(),
+            anomalies: self.anomalies.load(Ordering::Relaxed),
+            labelled: self.labelled.load(Ordering::Relaxed),
+            correct: self.correct.load(Ordering::Relaxed),
         }
     }
 }
@@ -159,6 +179,12 @@ pub struct StatsSnapshot {
     pub sq_error_sum: f64,
     /// Readings dropped.
     pub dropped: u64,
+    /// Readings flagged as anomalies.
+    pub anomalies: u64,
+    /// Labelled readings scored.
+    pub labelled: u64,
+    /// Labelled readings predicted right.
+    pub correct: u64,
 }
 
 impl StatsSnapshot {
@@ -167,6 +193,12 @@ impl StatsSnapshot {
     pub fn mae_since(&self, earlier: &StatsSnapshot) -> Option<f64> {
         let n = self.scored.saturating_sub(earlier.scored);
         (n > 0).then(|| (self.abs_error_sum - earlier.abs_error_sum) / n as f64)
+    }
+
+    /// Accuracy of the labelled readings scored between `earlier` and `self`.
+    pub fn accuracy_since(&self, earlier: &StatsSnapshot) -> Option<f64> {
+        let n = self.labelled.saturating_sub(earlier.labelled);
+        (n > 0).then(|| self.correct.saturating_sub(earlier.correct) as f64 / n as f64)
     }
 }
 

@@ -1,0 +1,389 @@
+//! The per-key model of a pipeline, whatever its kind, and one test-then-train step on it.
+//!
+//! Every kind follows the same order (prequential evaluation): predict from what was learned
+//! so far, score that prediction against the reading's target, flag it if it is anomalous,
+//! learn the reading (unless it is an anomaly that must not be learned), then render the output
+//! message. The error a key records is therefore always honest.
+
+use serde::{Deserialize, Serialize};
+
+use super::output::JsonObject;
+use super::stats::PipelineStats;
+use crate::config::{ModelConfig, PipelineConfig};
+use crate::model::{
+    AnomalyDetector, AnomalyParams, AnomalyVerdict, ClassificationMetrics, Contribution,
+    Forecaster, LinearRegression, LogisticRegression, ModelError, OnlineModel, Prediction,
+    RegressionMetrics, MAX_FEATURES, MAX_HORIZON,
+};
+
+/// The persisted state of one key: its model, its prequential metrics and the last time seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyState {
+    /// The model, by kind.
+    pub model: KeyModel,
+    /// Event time of the last reading (ms, or line number in replay).
+    pub last_time: i64,
+}
+
+/// A key's model and metrics, by model kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KeyModel {
+    /// `kind = "forecast"`.
+    Forecast {
+        /// The forecaster of the target field (boxed: it is several times larger than the
+        /// other kinds' models, and one allocation per key is nothing).
+        model: Box<Forecaster>,
+        /// Flags readings far from their forecast (when `[pipelines.anomaly]` is set).
+        anomaly: Option<AnomalyDetector>,
+        /// Prequential error of the one-step forecasts.
+        metrics: RegressionMetrics,
+    },
+    /// `kind = "regression"`.
+    Regression {
+        /// The linear model.
+        model: LinearRegression,
+        /// Flags readings far from their prediction.
+        anomaly: Option<AnomalyDetector>,
+        /// Prequential error of the predictions.
+        metrics: RegressionMetrics,
+    },
+    /// `kind = "classification"`.
+    Classification {
+        /// The logistic model.
+        model: LogisticRegression,
+        /// Prequential accuracy and log loss on labelled readings.
+        metrics: ClassificationMetrics,
+    },
+}
+
+impl KeyModel {
+    /// Readings learned so far.
+    pub fn updates(&self) -> u64 {
+        match self {
+            KeyModel::Forecast { model, .. } => model.updates(),
+            KeyModel::Regression { model, .. } => model.updates(),
+            KeyModel::Classification { model, .. } => model.updates(),
+        }
+    }
+
+    /// Whether `other` was built from the same configuration (kind and parameters): a stored
+    /// state that is not is not used.
+    pub fn same_config(&self, other: &KeyModel) -> bool {
+        let anomaly_params = |a: &Option<AnomalyDetector>| a.as_ref().map(|d| *d.params());
+        match (self, other) {
+            (
+                KeyModel::Forecast {
+                    model: a,
+                    anomaly: da,
+                    ..
+                },
+                KeyModel::Forecast {
+                    model: b,
+                    anomaly: db,
+                    ..
+                },
+            ) => a.params() == b.params() && anomaly_params(da) == anomaly_params(db),
+            (
+                KeyModel::Regression {
+                    model: a,
+                    anomaly: da,
+                    ..
+                },
+                KeyModel::Regression {
+                    model: b,
+                    anomaly: db,
+                    ..
+                },
+            ) => {
+                a.params() == b.params()
+                    && a.dim() == b.dim()
+                    && anomaly_params(da) == anomaly_params(db)
+            }
+            (
+                KeyModel::Classification { model: a, .. },
+                KeyModel::Classification { model: b, .. },
+            ) => a.params() == b.params() && a.dim() == b.dim(),
+            _ => false,
+        }
+    }
+}
+
+/// What a pipeline's model needs besides its state: built once from config.
+#[derive(Debug)]
+pub(crate) struct ModelSpec {
+    /// A fresh model; new keys start from a clone.
+    pub prototype: KeyModel,
+    /// Index of the target (or label) among the decoded fields.
+    pub target: usize,
+    /// Indices of the features among the decoded fields (empty for a forecast).
+    pub features: Vec<usize>,
+    /// Feature names, for explanations.
+    pub feature_names: Vec<String>,
+    /// Top-k contributions to report, if explanations are on.
+    pub explain: Option<usize>,
+    /// Probability from which the predicted label is positive.
+    pub threshold: f64,
+}
+
+impl ModelSpec {
+    /// Build the spec and a prototype model from a pipeline's config.
+    pub(crate) fn new(cfg: &PipelineConfig) -> Result<ModelSpec, String> {
+        let index = |name: &str| {
+            cfg.fields
+                .iter()
+                .position(|f| f.name == name)
+                .ok_or_else(|| format!("{name:?} is not one of the fields"))
+        };
+        let target = index(cfg.model.target())?;
+        let features = cfg
+            .model
+            .features()
+            .iter()
+            .map(|f| index(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        if features.len() > MAX_FEATURES {
+            return Err(format!("at most {MAX_FEATURES} features"));
+        }
+        let anomaly =
+            |params: &Option<AnomalyParams>| -> Result<Option<AnomalyDetector>, ModelError> {
+                params.map(AnomalyDetector::new).transpose()
+            };
+        let err = |e: ModelError| e.to_string();
+        let (prototype, explain, threshold) = match &cfg.model {
+            ModelConfig::Forecast(f) => (
+                KeyModel::Forecast {
+                    model: Box::new(Forecaster::new(f.params).map_err(err)?),
+                    anomaly: anomaly(&cfg.anomaly).map_err(err)?,
+                    metrics: RegressionMetrics::default(),
+                },
+                None,
+                0.5,
+            ),
+            ModelConfig::Regression(r) => (
+                KeyModel::Regression {
+                    model: LinearRegression::new(features.len(), r.params).map_err(err)?,
+                    anomaly: anomaly(&cfg.anomaly).map_err(err)?,
+                    metrics: RegressionMetrics::default(),
+                },
+                r.explain,
+                0.5,
+            ),
+            ModelConfig::Classification(c) => (
+                KeyModel::Classification {
+                    model: LogisticRegression::new(features.len(), c.params).map_err(err)?,
+                    metrics: ClassificationMetrics::default(),
+                },
+                c.explain,
+                c.threshold,
+            ),
+        };
+        Ok(ModelSpec {
+            prototype,
+            target,
+            features,
+            feature_names: cfg.model.features().to_vec(),
+            explain,
+            threshold,
+        })
+    }
+}
+
+/// Buffers a step writes into, owned by the caller (a key actor, the replayer) and reused, so a
+/// step allocates nothing once they have grown.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The output topic of the last step.
+    pub topic: String,
+    /// The output payload of the last step.
+    pub payload: Vec<u8>,
+    pub(crate) contributions: Vec<Contribution>,
+}
+
+/// What one step produced, for the pipeline's counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Outcome {
+    /// A numeric prediction was scored: the error (observed − predicted).
+    Scored(f64),
+    /// A label was scored: whether the predicted label was right, and the log loss.
+    Classified {
+        /// The predicted label was the observed one.
+        correct: bool,
+        /// −log p(observed label).
+        log_loss: f64,
+    },
+    /// Nothing to score (warming up, or no target in the reading).
+    Unscored,
+}
+
+impl ModelSpec {
+    /// One test-then-train step; the message body (every field after `time`) is appended to
+    /// `obj`. Returns what to count.
+    pub(crate) fn step(
+        &self,
+        state: &mut KeyState,
+        time: i64,
+        values: &[f64],
+        contributions: &mut Vec<Contribution>,
+        obj: &mut JsonObject<'_>,
+        stats: &PipelineStats,
+    ) -> Outcome {
+        let target = values.get(self.target).copied().unwrap_or(f64::NAN);
+        let mut x = [0.0; MAX_FEATURES];
+        for (slot, &i) in x.iter_mut().zip(&self.features) {
+            *slot = values.get(i).copied().unwrap_or(f64::NAN);
+        }
+        let x = &x[..self.features.len()];
+        state.last_time = time;
+        match &mut state.model {
+            KeyModel::Forecast {
+                model,
+                anomaly,
+                metrics,
+            } => {
+                let before = model.predict_one(&[]);
+                let error = before.map(|p| target - p.value);
+                if let Some(p) = before {
+                    metrics.update(target, p.value);
+                }
+                let verdict = score_anomaly(anomaly, error, stats);
+                if should_learn(anomaly, verdict) {
+                    model.learn_at(time, target);
+                } else {
+                    model.skip_at(time);
+                }
+                let mut horizon = [Prediction {
+                    value: 0.0,
+                    lower: 0.0,
+                    upper: 0.0,
+                }; MAX_HORIZON];
+                let n = model.forecast_into(&mut horizon[..model.params().horizon]);
+                let next = (n > 0).then_some(horizon[0]);
+                obj.f64("observed", Some(target))
+                    .f64("error", error)
+                    .f64("forecast", next.map(|p| p.value))
+                    .f64("lower", next.map(|p| p.lower))
+                    .f64("upper", next.map(|p| p.upper))
+                    .u64("updates", model.updates())
+                    .f64("mae", Some(metrics.mae()))
+                    .f64("rmse", Some(metrics.rmse()));
+                if model.params().horizon > 1 {
+                    obj.array_of_objects("horizon", n, |k, step| {
+                        let p = horizon[k];
+                        step.u64("step", k as u64 + 1)
+                            .f64("forecast", Some(p.value))
+                            .f64("lower", Some(p.lower))
+                            .f64("upper", Some(p.upper));
+                    });
+                }
+                write_anomaly(obj, anomaly.is_some(), verdict);
+                error.map_or(Outcome::Unscored, Outcome::Scored)
+            }
+            KeyModel::Regression {
+                model,
+                anomaly,
+                metrics,
+            } => {
+                let prediction = (model.updates() > 0).then(|| model.predict_one(x));
+                let observed = target.is_finite().then_some(target);
+                let error = observed.zip(prediction).map(|(y, p)| y - p.value);
+                if let (Some(y), Some(p)) = (observed, prediction) {
+                    metrics.update(y, p.value);
+                }
+                let verdict = score_anomaly(anomaly, error, stats);
+                if let Some(y) = observed {
+                    if should_learn(anomaly, verdict) {
+                        model.learn_one(x, y);
+                    }
+                }
+                obj.f64("observed", observed)
+                    .f64("prediction", prediction.map(|p| p.value))
+                    .f64("lower", prediction.map(|p| p.lower))
+                    .f64("upper", prediction.map(|p| p.upper))
+                    .f64("error", error)
+                    .u64("updates", model.updates())
+                    .f64("mae", Some(metrics.mae()))
+                    .f64("rmse", Some(metrics.rmse()));
+                write_anomaly(obj, anomaly.is_some(), verdict);
+                if let Some(k) = self.explain {
+                    model.explain(x, k, contributions);
+                    self.write_explanation(obj, contributions);
+                }
+                error.map_or(Outcome::Unscored, Outcome::Scored)
+            }
+            KeyModel::Classification { model, metrics } => {
+                let probability = model.predict_proba(x);
+                let predicted = probability >= self.threshold;
+                let label = target.is_finite().then_some(target >= 0.5);
+                let outcome = match label {
+                    Some(y) => {
+                        metrics.update(y, probability, self.threshold);
+                        let p_observed = if y { probability } else { 1.0 - probability };
+                        Outcome::Classified {
+                            correct: y == predicted,
+                            log_loss: -p_observed.clamp(1e-15, 1.0).ln(),
+                        }
+                    }
+                    None => Outcome::Unscored,
+                };
+                if let Some(y) = label {
+                    model.learn_one(x, y);
+                }
+                obj.bool("observed", label)
+                    .f64("probability", Some(probability))
+                    .bool("label", Some(predicted))
+                    .u64("updates", model.updates())
+                    .f64("accuracy", Some(metrics.accuracy()))
+                    .f64("log_loss", Some(metrics.log_loss()));
+                if let Some(k) = self.explain {
+                    model.explain(x, k, contributions);
+                    self.write_explanation(obj, contributions);
+                }
+                outcome
+            }
+        }
+    }
+
+    fn write_explanation(&self, obj: &mut JsonObject<'_>, contributions: &[Contribution]) {
+        obj.array_of_objects("explain", contributions.len(), |i, item| {
+            let c = contributions[i];
+            let name = self
+                .feature_names
+                .get(c.feature)
+                .map_or("?", String::as_str);
+            item.str("feature", name)
+                .f64("contribution", Some(c.scaled))
+                .f64("contribution_original", Some(c.original));
+        });
+    }
+}
+
+/// Score a residual with the key's anomaly detector, counting flagged readings.
+fn score_anomaly(
+    detector: &mut Option<AnomalyDetector>,
+    error: Option<f64>,
+    stats: &PipelineStats,
+) -> Option<AnomalyVerdict> {
+    let verdict = detector.as_mut().zip(error).map(|(d, e)| d.observe(e));
+    if verdict.is_some_and(|v| v.anomaly) {
+        stats
+            .anomalies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    verdict
+}
+
+/// Whether a scored reading may be learned: always, unless it was flagged and the detector's
+/// `learn_anomalies` is off.
+fn should_learn(detector: &Option<AnomalyDetector>, verdict: Option<AnomalyVerdict>) -> bool {
+    match (detector, verdict) {
+        (Some(d), Some(v)) => d.should_learn(&v),
+        _ => true,
+    }
+}
+
+fn write_anomaly(obj: &mut JsonObject<'_>, enabled: bool, verdict: Option<AnomalyVerdict>) {
+    if enabled {
+        obj.bool("anomaly", Some(verdict.is_some_and(|v| v.anomaly)))
+            .f64("anomaly_score", Some(verdict.map_or(0.0, |v| v.score)));
+    }
+}

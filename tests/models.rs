@@ -1,0 +1,216 @@
+//! Every model kind, through the example configs in configs/: replayed over seeded synthetic
+//! streams (quality checked through the summary and the output fields), and run by the daemon
+//! over MQTT with outputs identical to the replay's.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use edgeflow::config::Config;
+use edgeflow::replay::{ReplaySummary, Replayer};
+
+fn example(name: &str) -> Config {
+    load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs")
+            .join(name),
+    )
+}
+
+/// A tiny deterministic generator (SplitMix64) so the streams need no extra dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+fn replay(config: &Config, lines: &[(String, String)]) -> (ReplaySummary, Vec<serde_json::Value>) {
+    let mut replayer = Replayer::new(config).expect("replayer");
+    let mut out = Vec::new();
+    replayer
+        .run(replay_input(lines).as_bytes(), &mut out)
+        .expect("replay");
+    let outputs = String::from_utf8(out)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    (replayer.summary(), outputs)
+}
+
+fn regression_stream(n: usize, spike_at: Option<usize>) -> Vec<(String, String)> {
+    let mut rng = Rng(7);
+    (0..n)
+        .map(|i| {
+            let boiler = ["b1", "b2"][i % 2];
+            let outdoor = -5.0 + 20.0 * rng.next();
+            let modulation = 20.0 + 80.0 * rng.next();
+            let mut flow = 70.0 - 0.8 * outdoor + 0.15 * modulation + 0.3 * rng.normal();
+            if Some(i) == spike_at {
+                flow += 40.0;
+            }
+            let payload = if i % 10 == 9 {
+                // No target: predicted, not learned.
+                format!("{{\"ts\":{},\"outdoor\":{outdoor:.3},\"modulation\":{modulation:.2}}}", 1_764_000_000 + i)
+            } else {
+                format!("{{\"ts\":{},\"outdoor\":{outdoor:.3},\"modulation\":{modulation:.2},\"flow\":{flow:.3}}}", 1_764_000_000 + i)
+            };
+            (format!("site/{boiler}/telemetry"), payload)
+        })
+        .collect()
+}
+
+fn classification_stream(n: usize) -> Vec<(String, String)> {
+    let mut rng = Rng(11);
+    (0..n)
+        .map(|i| {
+            let machine = ["m1", "m2", "m3"][i % 3];
+            let (vib, temp, load) = (rng.normal(), rng.normal(), rng.normal());
+            let service = 1.5 * vib + 1.0 * temp - 0.5 * load > 0.0;
+            let label = match i % 4 {
+                0 => format!(",\"service\":{service}"),
+                1 => format!(",\"service\":\"{}\"", if service { "yes" } else { "no" }),
+                2 => format!(",\"service\":{}", u8::from(service)),
+                _ => String::new(),
+            };
+            (
+                "plant/line1/machine".to_string(),
+                format!("{{\"machine_id\":\"{machine}\",\"vib_rms\":{vib:.4},\"temp\":{temp:.4},\"load\":{load:.4}{label}}}"),
+            )
+        })
+        .collect()
+}
+
+fn energy_stream(n: usize, spikes: &[usize]) -> Vec<(String, String)> {
+    let mut rng = Rng(3);
+    (0..n)
+        .map(|i| {
+            let hour = (i % 24) as f64;
+            let mut kwh =
+                5.0 + 3.0 * (2.0 * std::f64::consts::PI * hour / 24.0).sin() + 0.2 * rng.normal();
+            if spikes.contains(&i) {
+                kwh += 6.0;
+            }
+            (
+                "meters/m1/energy".to_string(),
+                format!("{{\"ts\":{},\"kwh\":{kwh:.4}}}", 1_764_000_000 + 3600 * i),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn regression_example_learns_predicts_flags_and_explains() {
+    let config = example("regression.toml");
+    let (summary, outputs) = replay(&config, &regression_stream(4000, Some(3001)));
+    let p = &summary.pipelines[0];
+    assert_eq!(p.kind, "regression");
+    assert_eq!(p.keys, 2);
+    // Noise σ = 0.3; prequential MAE includes the warm-up, so allow a margin.
+    let mae = p.mae.expect("regression has an MAE");
+    assert!(mae < 0.6, "prequential MAE {mae} (noise MAE ≈ 0.24)");
+    assert!(p.anomalies >= 1, "the injected spike must be flagged");
+    let spike = &outputs[3001]["payload"];
+    assert_eq!(spike["anomaly"], true, "{spike}");
+    let unlabelled = &outputs[3009]["payload"];
+    assert_eq!(unlabelled["observed"], serde_json::Value::Null);
+    assert!(unlabelled["prediction"].is_number());
+    let explain = spike["explain"].as_array().expect("explain");
+    assert_eq!(explain.len(), 2);
+    assert_eq!(
+        outputs[0]["topic"],
+        "edgeflow/flow-temperature/b1/flow/prediction"
+    );
+}
+
+#[test]
+fn classification_example_reaches_high_accuracy_and_learns_only_labels() {
+    let config = example("classification.toml");
+    let (summary, outputs) = replay(&config, &classification_stream(6000));
+    let p = &summary.pipelines[0];
+    assert_eq!(p.kind, "classification");
+    assert_eq!(p.keys, 3);
+    assert_eq!(p.scored, 4500, "three readings in four carry a label");
+    let accuracy = p.accuracy.expect("accuracy");
+    assert!(accuracy > 0.9, "prequential accuracy {accuracy}");
+    assert!(p.log_loss.expect("log loss") < 0.35);
+    let unlabelled = &outputs[3]["payload"];
+    assert_eq!(unlabelled["observed"], serde_json::Value::Null);
+    assert_eq!(
+        unlabelled["updates"], outputs[0]["payload"]["updates"],
+        "m1's second reading is its first unlabelled one"
+    );
+    assert!(unlabelled["explain"]
+        .as_array()
+        .is_some_and(|e| e.len() == 3));
+}
+
+#[test]
+fn anomaly_example_flags_spikes_and_forecasts_the_horizon() {
+    let config = example("anomaly.toml");
+    let spikes = [500, 800, 1100, 1400];
+    let (summary, outputs) = replay(&config, &energy_stream(1600, &spikes));
+    let p = &summary.pipelines[0];
+    assert_eq!(p.kind, "forecast");
+    for &i in &spikes {
+        assert_eq!(outputs[i]["payload"]["anomaly"], true, "spike at {i}");
+    }
+    assert!(
+        p.anomalies <= spikes.len() as u64 + 8,
+        "{} flags for {} spikes",
+        p.anomalies,
+        spikes.len()
+    );
+    let horizon = outputs[1000]["payload"]["horizon"]
+        .as_array()
+        .expect("horizon");
+    assert_eq!(horizon.len(), 6);
+    assert!(p.mae.expect("mae") < 0.5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_runs_every_model_kind_like_replay() {
+    let port = edgeflow::mqtt::free_local_port().expect("free port");
+    let _broker = edgeflow::mqtt::start_embedded(port, 1 << 20).expect("embedded broker");
+    let mut client = TestClient::connect("127.0.0.1", port, "models-client").await;
+    client.subscribe("edgeflow/#").await;
+    for (name, stream) in [
+        ("regression.toml", regression_stream(60, Some(50))),
+        ("classification.toml", classification_stream(60)),
+        ("anomaly.toml", energy_stream(60, &[55])),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = example(name);
+        config.mqtt.host = "127.0.0.1".into();
+        config.mqtt.port = port;
+        config.mqtt.client_id = format!("edgeflow-models-{name}");
+        config.store.data_dir = dir.path().join("data");
+        let daemon = RunningDaemon::start(config.clone()).await;
+        client.publish_all(&stream).await;
+        let mut got = client.receive(stream.len()).await;
+        daemon.shutdown().await;
+        let mut expected = replay_outputs(&config, &stream);
+        if config.pipelines[0].time.is_none() {
+            // Without an event time the daemon stamps arrival time and replay the line
+            // number; everything else must be equal.
+            for messages in got.values_mut().chain(expected.values_mut()) {
+                for m in messages.iter_mut() {
+                    m.as_object_mut().map(|o| o.remove("time"));
+                }
+            }
+        }
+        assert_eq!(got, expected, "{name}: daemon and replay differ");
+    }
+}
