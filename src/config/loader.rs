@@ -18,10 +18,10 @@ use toml_span::{DeserError, Deserialize, ErrorKind, Span, Spanned};
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    ClassificationConfig, Config, FieldConfig, ForecastConfig, KeySource, ModelConfig, MqttConfig,
-    PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig,
-    TimeSource, TimeUnit, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_OUTPUT,
-    DEFAULT_SEASON_BINS,
+    default_output, ClassificationConfig, Config, FieldConfig, ForecastConfig, KeySource,
+    ModelConfig, MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig,
+    SimulateConfig, StoreConfig, TimeSource, TimeUnit, DEFAULT_EXPLAIN_TOP,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS,
 };
 use crate::model::{
     AnomalyParams, ForecastParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
@@ -903,9 +903,9 @@ fn pipeline(
         key,
         time,
         fields,
-        model,
         anomaly,
-        output: output.map_or_else(|| DEFAULT_OUTPUT.to_owned(), |v| v.value),
+        output: output.map_or_else(|| default_output(&model).to_owned(), |v| v.value),
+        model,
         output_qos,
         max_payload_bytes,
     };

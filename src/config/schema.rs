@@ -346,6 +346,19 @@ impl Default for ClassificationConfig {
 
 /// Default output topic template.
 pub const DEFAULT_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/forecast";
+/// Default output topic template of `kind = "regression"`.
+pub const DEFAULT_REGRESSION_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/prediction";
+/// Default output topic template of `kind = "classification"`.
+pub const DEFAULT_CLASSIFICATION_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/class";
+
+/// The default output topic template of a model kind: the last level names what is published.
+pub fn default_output(model: &ModelConfig) -> &'static str {
+    match model {
+        ModelConfig::Forecast(_) => DEFAULT_OUTPUT,
+        ModelConfig::Regression(_) => DEFAULT_REGRESSION_OUTPUT,
+        ModelConfig::Classification(_) => DEFAULT_CLASSIFICATION_OUTPUT,
+    }
+}
 /// Default payload size limit in bytes.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Phase bins of a duration season (`season = "1d"`) when `season_bins` is not given: half-hour
