@@ -433,9 +433,14 @@ mod tests {
             p.decode("t/k1", payload.as_bytes(), &mut buf)
                 .unwrap_or_else(|e| panic!("{payload}: {e}"));
             p.step(state, &buf.key, i as i64, &buf.values, &mut scratch);
+            let last = match p.kind() {
+                "forecast" => "forecast",
+                "regression" => "prediction",
+                _ => "class",
+            };
             assert_eq!(
                 scratch.topic,
-                format!("edgeflow/p/k1/{}/forecast", p.target())
+                format!("edgeflow/p/k1/{}/{last}", p.target())
             );
             out.push(serde_json::from_slice(&scratch.payload).expect("output is JSON"));
         }
