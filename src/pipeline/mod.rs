@@ -214,7 +214,7 @@ impl Pipeline {
             state,
             time,
             values,
-            &mut scratch.contributions,
+            &mut scratch.buffers,
             &mut obj,
             &self.stats,
         );

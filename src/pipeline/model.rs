@@ -196,7 +196,16 @@ pub struct Scratch {
     pub topic: String,
     /// The output payload of the last step.
     pub payload: Vec<u8>,
-    pub(crate) contributions: Vec<Contribution>,
+    pub(crate) buffers: StepBuffers,
+}
+
+/// Working memory of a step besides the output: grown once to the pipeline's sizes, then
+/// reused (zeroing fixed-size stack arrays of the largest size on every reading cost more).
+#[derive(Debug, Default)]
+pub(crate) struct StepBuffers {
+    contributions: Vec<Contribution>,
+    features: Vec<f64>,
+    horizon: Vec<Prediction>,
 }
 
 /// What one step produced, for the pipeline's counters.
@@ -223,16 +232,23 @@ impl ModelSpec {
         state: &mut KeyState,
         time: i64,
         values: &[f64],
-        contributions: &mut Vec<Contribution>,
+        buffers: &mut StepBuffers,
         obj: &mut JsonObject<'_>,
         stats: &PipelineStats,
     ) -> Outcome {
         let target = values.get(self.target).copied().unwrap_or(f64::NAN);
-        let mut x = [0.0; MAX_FEATURES];
-        for (slot, &i) in x.iter_mut().zip(&self.features) {
-            *slot = values.get(i).copied().unwrap_or(f64::NAN);
-        }
-        let x = &x[..self.features.len()];
+        let StepBuffers {
+            contributions,
+            features: x,
+            horizon,
+        } = buffers;
+        x.clear();
+        x.extend(
+            self.features
+                .iter()
+                .map(|&i| values.get(i).copied().unwrap_or(f64::NAN)),
+        );
+        let x = x.as_slice();
         state.last_time = time;
         match &mut state.model {
             KeyModel::Forecast {
@@ -251,12 +267,13 @@ impl ModelSpec {
                 } else {
                     model.skip_at(time);
                 }
-                let mut horizon = [Prediction {
+                let empty = Prediction {
                     value: 0.0,
                     lower: 0.0,
                     upper: 0.0,
-                }; MAX_HORIZON];
-                let n = model.forecast_into(&mut horizon[..model.params().horizon]);
+                };
+                horizon.resize(model.params().horizon.min(MAX_HORIZON), empty);
+                let n = model.forecast_into(horizon);
                 let next = (n > 0).then_some(horizon[0]);
                 obj.f64("observed", Some(target))
                     .f64("error", error)
