@@ -96,11 +96,11 @@
 //! # kind = "classification": `target` is a label (missing/null = predict only) from `features`.
 //! # features = ["x1", "x2"]   # required; as for regression
 //! # algorithm = "ftrl"        # "ftrl" | "adagrad"
-//! # alpha = 0.5               # > 0 and ≤ 10 (ftrl)
+//! # alpha = 0.2               # > 0 and ≤ 10 (ftrl)
 //! # beta = 1.0                # finite, ≥ 0 (ftrl)
 //! # l1 = 0.0                  # finite, ≥ 0 (ftrl)
 //! # l2 = 0.0                  # finite, ≥ 0
-//! # learning_rate = 0.5       # > 0 and ≤ 10 (adagrad)
+//! # learning_rate = 0.2       # > 0 and ≤ 10 (adagrad)
 //! # scale = true              # standardise the features
 //! # threshold = 0.5           # > 0 and < 1: probability from which a prediction is positive
 //! # positive = ["true", "1", "yes", "positive"]  # non-empty, entries non-empty; JSON true is

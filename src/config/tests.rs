@@ -1238,7 +1238,7 @@ fn summary_describes_each_model_kind() {
         "model: regression of load on temp, hour (adagrad, learning rate 0.1, l2 0, forgetting 0.999, scaled features, interval z 1.96)",
         "explain: top 4 features",
         "anomaly: flag residuals over 3 robust σ after 30 readings, anomalies not learnt",
-        "model: classification of open on temp, hour (adagrad, learning rate 0.5, l2 0, scaled features, threshold 0.5)",
+        "model: classification of open on temp, hour (adagrad, learning rate 0.2, l2 0, scaled features, threshold 0.5)",
         "labels: positive = true, \"open\"; negative = false, \"false\", \"0\", \"no\", \"negative\"",
         "explain: top 3 features",
         "anomaly: off",

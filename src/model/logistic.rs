@@ -44,15 +44,17 @@ pub enum LogisticAlgorithm {
 
 /// Parameters of a [`LogisticRegression`]; check them with [`validate`](Self::validate).
 ///
-/// Defaults: FTRL with α = 0.5, β = 1, no regularisation, on standardised features. α is
-/// larger than Flink ML's 0.1 because the features are standardised here (weights of order 1
-/// need a rate of that order to be reached within a few hundred readings); β = 1 is
-/// McMahan et al.'s recommendation.
+/// Defaults: FTRL with α = 0.2, β = 1, no regularisation, on standardised features α is larger than Flink ML's 0.1 because the features are standardised
+/// here; 0.2 rather than the earlier 0.5 because the larger rate kept the weights jittering on
+/// noisy labels: on River's Hyperplane, SEA and Agrawal streams (seeds 42 and 7, 20k readings)
+/// α = 0.2 matches or beats River's `StandardScaler | LogisticRegression()` on both accuracy
+/// and log loss, where 0.5 lost on accuracy on Hyperplane and SEA. β = 1 is McMahan et al.'s
+/// recommendation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LogisticParams {
     /// The learning algorithm (default [`LogisticAlgorithm::Ftrl`]).
     pub algorithm: LogisticAlgorithm,
-    /// FTRL α, the scale of the per-coordinate rate `α/(β + √nᵢ)`, in (0, 10] (default 0.5).
+    /// FTRL α, the scale of the per-coordinate rate `α/(β + √nᵢ)`, in (0, 10] (default 0.2).
     pub alpha: f64,
     /// FTRL β, which smooths the rate of the first updates, finite ≥ 0 (default 1).
     pub beta: f64,
@@ -60,7 +62,7 @@ pub struct LogisticParams {
     pub l1: f64,
     /// L2 penalty on the feature weights (FTRL and Adagrad), finite ≥ 0 (default 0).
     pub l2: f64,
-    /// Adagrad step size, in (0, 10] (default 0.5).
+    /// Adagrad step size, in (0, 10] (default 0.2: on River's Hyperplane, SEA and Agrawal streams it beats River's defaults, as FTRL with α = 0.2 does).
     pub learning_rate: f64,
     /// Standardise the features with a running [`StandardScaler`] (default true).
     pub scale: bool,
@@ -70,11 +72,11 @@ impl Default for LogisticParams {
     fn default() -> Self {
         Self {
             algorithm: LogisticAlgorithm::Ftrl,
-            alpha: 0.5,
+            alpha: 0.2,
             beta: 1.0,
             l1: 0.0,
             l2: 0.0,
-            learning_rate: 0.5,
+            learning_rate: 0.2,
             scale: true,
         }
     }
@@ -301,6 +303,8 @@ impl LogisticState {
         self.updates += 1;
     }
 
+    /// One FTRL-Proximal step on the reading `x` (standardised here) with `∂loss/∂logit =
+    /// residual`.
     fn ftrl_update(&mut self, x: &[f64], residual: f64) {
         let LogisticParams {
             alpha,
@@ -322,7 +326,8 @@ impl LogisticState {
         }
         let (mean, inv_std) = (self.scaler.mean(), self.scaler.inverse_divisors());
         let inv_alpha = 1.0 / alpha;
-        // One FTRL-Proximal coordinate; returns a sum whose finiteness says all went well.
+        // One FTRL-Proximal coordinate; returns whether its state stayed finite. A flag rather
+        // than a running sum: a floating-point sum is a serial chain the loop cannot vectorise.
         let update = |w: &mut f64, root: &mut f64, zi: &mut f64, input: f64, l1: f64, l2: f64| {
             let gradient = residual * input;
             let old_root = *root;
@@ -331,12 +336,12 @@ impl LogisticState {
             let sigma = (new_root - old_root) * inv_alpha;
             *zi += gradient - sigma * *w;
             *w = ftrl_weight(*zi, new_root, alpha, beta, l1, l2);
-            *zi + new_root
+            zi.is_finite() & new_root.is_finite()
         };
         let (feature_weights, intercept) = weights.split_at_mut(dim);
         let (feature_roots, intercept_root) = roots.split_at_mut(dim);
         let (feature_z, intercept_z) = z.split_at_mut(dim);
-        let mut check = 0.0;
+        let mut finite = true;
         for (((((w, root), zi), &xi), &m), &inv) in feature_weights
             .iter_mut()
             .zip(feature_roots.iter_mut())
@@ -345,7 +350,7 @@ impl LogisticState {
             .zip(mean)
             .zip(inv_std)
         {
-            check += update(w, root, zi, (xi - m) * inv, l1, l2);
+            finite &= update(w, root, zi, (xi - m) * inv, l1, l2);
         }
         // The intercept: input 1, not regularised.
         if let (Some(w), Some(root), Some(zi)) = (
@@ -353,13 +358,14 @@ impl LogisticState {
             intercept_root.first_mut(),
             intercept_z.first_mut(),
         ) {
-            check += update(w, root, zi, 1.0, 0.0, 0.0);
+            finite &= update(w, root, zi, 1.0, 0.0, 0.0);
         }
-        if !check.is_finite() {
+        if !finite {
             self.reset();
         }
     }
 
+    /// One Adagrad step on the reading `x` (standardised here) with `∂loss/∂logit = residual`.
     fn adagrad_update(&mut self, x: &[f64], residual: f64) {
         let LogisticParams {
             learning_rate, l2, ..
@@ -374,15 +380,16 @@ impl LogisticState {
         if weights.len() != dim + 1 || roots.len() != dim + 1 {
             return;
         }
-        let (mean, inv_std) = (self.scaler.mean(), self.scaler.inverse_divisors());
+        // Returns whether the coordinate stayed finite (a flag, not a sum: see `ftrl_update`).
         let update = |w: &mut f64, root: &mut f64, gradient: f64| {
             *root = (*root * *root + gradient * gradient).sqrt();
             *w -= learning_rate * gradient / (*root + ADAGRAD_EPSILON);
-            *w + *root
+            w.is_finite() & root.is_finite()
         };
         let (feature_weights, intercept) = weights.split_at_mut(dim);
         let (feature_roots, intercept_root) = roots.split_at_mut(dim);
-        let mut check = 0.0;
+        let mut finite = true;
+        let (mean, inv_std) = (self.scaler.mean(), self.scaler.inverse_divisors());
         for ((((w, root), &xi), &m), &inv) in feature_weights
             .iter_mut()
             .zip(feature_roots.iter_mut())
@@ -391,13 +398,13 @@ impl LogisticState {
             .zip(inv_std)
         {
             let gradient = residual * ((xi - m) * inv) + l2 * *w;
-            check += update(w, root, gradient);
+            finite &= update(w, root, gradient);
         }
         // The intercept: input 1, not regularised.
         if let (Some(w), Some(root)) = (intercept.first_mut(), intercept_root.first_mut()) {
-            check += update(w, root, residual);
+            finite &= update(w, root, residual);
         }
-        if !check.is_finite() {
+        if !finite {
             self.reset();
         }
     }
