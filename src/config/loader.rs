@@ -492,6 +492,20 @@ fn custom(span: Span, message: String) -> DeserError {
     custom_error(span, message).into()
 }
 
+/// Parse the top-level table `[name]` with `parse`, if present, reporting its leftover keys as
+/// component `[name]`.
+fn optional_table<'de, T>(
+    top: &mut Section<'de>,
+    name: &'static str,
+    problems: &mut Problems<'_>,
+    parse: impl FnOnce(&mut Section<'de>) -> T,
+) -> Option<T> {
+    let mut section = top.table(name, "")?;
+    let value = parse(&mut section);
+    section.finish(&format!("[{name}]"), problems);
+    Some(value)
+}
+
 /// The root table.
 fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> Option<Config> {
     let mut top = match Section::open(root, "") {
@@ -505,35 +519,10 @@ fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> O
             return None;
         }
     };
-    let mqtt = match top.table("mqtt", "") {
-        Some(mut section) => {
-            let mqtt = mqtt(&mut section);
-            section.finish("[mqtt]", problems);
-            mqtt
-        }
-        None => MqttConfig::default(),
-    };
-    let store = match top.table("store", "") {
-        Some(mut section) => {
-            let store = store(&mut section);
-            section.finish("[store]", problems);
-            store
-        }
-        None => StoreConfig::default(),
-    };
-    let runtime = match top.table("runtime", "") {
-        Some(mut section) => {
-            let runtime = runtime(&mut section);
-            section.finish("[runtime]", problems);
-            runtime
-        }
-        None => RuntimeConfig::default(),
-    };
-    let simulate = top.table("simulate", "").map(|mut section| {
-        let simulate = simulate(&mut section);
-        section.finish("[simulate]", problems);
-        simulate
-    });
+    let mqtt = optional_table(&mut top, "mqtt", problems, mqtt).unwrap_or_default();
+    let store = optional_table(&mut top, "store", problems, store).unwrap_or_default();
+    let runtime = optional_table(&mut top, "runtime", problems, runtime).unwrap_or_default();
+    let simulate = optional_table(&mut top, "simulate", problems, simulate);
     let pipelines = pipelines(&mut top, problems);
     top.finish("", problems);
     Some(Config {
