@@ -221,8 +221,8 @@ fn main() {
         let mut model = logistic(algorithm);
         measure(name, Some(15.0), |i| {
             let x = black_box(&inputs.features[i]);
-            black_box(model.predict_proba(x));
-            model.learn_one(x, black_box(inputs.labels[i]));
+            // The pipeline's test-then-train call: predict, then learn from that prediction.
+            black_box(model.predict_learn(x, Some(black_box(inputs.labels[i]))));
         });
         black_box(&model);
     }

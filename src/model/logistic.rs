@@ -2,11 +2,13 @@
 //! by FTRL-Proximal (the default) or Adagrad.
 //!
 //! # How the pieces fit
-//! - **Scaling** works as in [`LinearRegression`](super::LinearRegression): inside
-//!   [`learn_one`](LogisticRegression::learn_one) the [`StandardScaler`] learns the reading
-//!   first and the weights are updated on the reading standardised by the updated statistics;
-//!   [`predict_proba`](LogisticRegression::predict_proba) uses the statistics so far (the same
-//!   ones). Weights are in scaled units.
+//! - **One pass per reading.** [`predict_learn`](LogisticRegression::predict_learn) (what the
+//!   pipeline calls) standardises the reading with the [`StandardScaler`]'s statistics so far,
+//!   computes the probability it publishes, and, for a labelled reading, uses that
+//!   prediction's residual `p − y` for the update: the scaler learns the reading and the step
+//!   is taken on the reading standardised by the updated statistics (River's order for the
+//!   inputs). Test-then-train thus costs one logit and one sigmoid, not two. Weights are in
+//!   scaled units.
 //! - **FTRL-Proximal** (McMahan et al., "Ad click prediction: a view from the trenches", KDD
 //!   2013, algorithm 1; the optimiser of Flink ML's online logistic regression). Per input it
 //!   keeps `zᵢ` and `nᵢ = Σgᵢ²` (stored as `√nᵢ`) and the weight is the closed form
@@ -27,11 +29,9 @@ use ndarray::Array1;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::linear::{
-    check_dim, explain_into, original_coefficients, scaled_dot, valid_inputs, ADAGRAD_EPSILON,
+    check_dim, dot, explain_into, original_coefficients, scaled_dot, valid_inputs, ADAGRAD_EPSILON,
 };
-#[cfg(test)]
-use super::MAX_FEATURES;
-use super::{Contribution, ModelError, StandardScaler};
+use super::{Contribution, ModelError, StandardScaler, MAX_FEATURES};
 
 /// The learning algorithm of a [`LogisticRegression`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,15 +203,44 @@ impl LogisticRegression {
         scaled_dot(self.weights(), x, &self.state.scaler) + self.intercept()
     }
 
-    /// Learn that the reading with features `x` has label `y`.
+    /// Learn that the reading with features `x` has label `y`: the same update as
+    /// [`predict_learn`](Self::predict_learn) with a label, without the probability.
     ///
     /// Ignored (the model is unchanged and the call is not counted) unless `x` has exactly
     /// `dim` values, all finite with magnitude ≤ 1e100.
     pub fn learn_one(&mut self, x: &[f64], y: bool) {
-        if x.len() != self.dim() || !valid_inputs(x) {
-            return;
+        self.predict_learn(x, Some(y));
+    }
+
+    /// Test-then-train in one pass: returns the probability that `x` is positive under the
+    /// model so far (bit for bit what [`predict_proba`](Self::predict_proba) returns), then,
+    /// when the label `y` is known, learns from the error of that very prediction.
+    ///
+    /// The residual `p − y` is the published prediction's; the scaler then learns `x` and the
+    /// step is taken on `x` standardised by the updated statistics (as River's
+    /// `StandardScaler | LogisticRegression` does; standardising with the statistics after
+    /// the reading keeps the first, unscaled readings from inflating the per-coordinate
+    /// learning-rate denominators). One pass computes the logit and the sigmoid once per
+    /// reading, instead of once to predict and again to learn.
+    ///
+    /// The label is ignored (the model is unchanged and the call is not counted) unless `x`
+    /// has exactly `dim` values, all finite with magnitude ≤ 1e100; the probability is still
+    /// returned, with invalid features imputed as in `predict_proba`.
+    pub fn predict_learn(&mut self, x: &[f64], y: Option<bool>) -> f64 {
+        let dim = self.dim();
+        if x.len() != dim || !valid_inputs(x) {
+            return self.predict_proba(x);
         }
-        self.state.learn(x, y);
+        let mut buffer = [0.0; MAX_FEATURES];
+        let Some(z) = buffer.get_mut(..dim) else {
+            return self.predict_proba(x);
+        };
+        self.state.scaler.transform_into(x, z);
+        let probability = sigmoid(dot(self.weights(), z) + self.intercept());
+        if let Some(y) = y {
+            self.state.learn(x, z, probability - f64::from(u8::from(y)));
+        }
+        probability
     }
 
     /// Number of accepted [`learn_one`](Self::learn_one) calls (survives state round-trips).
@@ -284,28 +313,23 @@ impl LogisticState {
         self.scaler.dim()
     }
 
-    fn learn(&mut self, x: &[f64], y: bool) {
+    /// One update from a prediction's error `residual = p − y` (∂(log loss)/∂logit at the
+    /// published prediction): the scaler learns `x` first, then the weights take the step on
+    /// `x` standardised by the updated statistics (written into `z`).
+    fn learn(&mut self, x: &[f64], z: &mut [f64], residual: f64) {
         if self.params.scale {
             self.scaler.learn_unchecked(x);
+            self.scaler.transform_into(x, z);
         }
-        let dim = self.dim();
-        let (weights, intercept) = match self.weights.as_slice() {
-            Some(weights) if weights.len() == dim + 1 => weights.split_at(dim),
-            _ => return,
-        };
-        let logit = scaled_dot(weights, x, &self.scaler) + intercept.iter().sum::<f64>();
-        // d(log loss)/d logit = p − y.
-        let residual = sigmoid(logit) - f64::from(u8::from(y));
         match self.params.algorithm {
-            LogisticAlgorithm::Ftrl => self.ftrl_update(x, residual),
-            LogisticAlgorithm::Adagrad => self.adagrad_update(x, residual),
+            LogisticAlgorithm::Ftrl => self.ftrl_update(z, residual),
+            LogisticAlgorithm::Adagrad => self.adagrad_update(z, residual),
         }
         self.updates += 1;
     }
 
-    /// One FTRL-Proximal step on the reading `x` (standardised here) with `∂loss/∂logit =
-    /// residual`.
-    fn ftrl_update(&mut self, x: &[f64], residual: f64) {
+    /// One FTRL-Proximal step on the standardised reading `z` with `∂loss/∂logit = residual`.
+    fn ftrl_update(&mut self, z_in: &[f64], residual: f64) {
         let LogisticParams {
             alpha,
             beta,
@@ -320,11 +344,10 @@ impl LogisticState {
         ) else {
             return;
         };
-        let dim = x.len();
+        let dim = z_in.len();
         if weights.len() != dim + 1 || roots.len() != dim + 1 || z.len() != dim + 1 {
             return;
         }
-        let (mean, inv_std) = (self.scaler.mean(), self.scaler.inverse_divisors());
         let inv_alpha = 1.0 / alpha;
         // One FTRL-Proximal coordinate; returns whether its state stayed finite. A flag rather
         // than a running sum: a floating-point sum is a serial chain the loop cannot vectorise.
@@ -342,15 +365,13 @@ impl LogisticState {
         let (feature_roots, intercept_root) = roots.split_at_mut(dim);
         let (feature_z, intercept_z) = z.split_at_mut(dim);
         let mut finite = true;
-        for (((((w, root), zi), &xi), &m), &inv) in feature_weights
+        for (((w, root), zi), &input) in feature_weights
             .iter_mut()
             .zip(feature_roots.iter_mut())
             .zip(feature_z.iter_mut())
-            .zip(x)
-            .zip(mean)
-            .zip(inv_std)
+            .zip(z_in)
         {
-            finite &= update(w, root, zi, (xi - m) * inv, l1, l2);
+            finite &= update(w, root, zi, input, l1, l2);
         }
         // The intercept: input 1, not regularised.
         if let (Some(w), Some(root), Some(zi)) = (
@@ -365,8 +386,8 @@ impl LogisticState {
         }
     }
 
-    /// One Adagrad step on the reading `x` (standardised here) with `∂loss/∂logit = residual`.
-    fn adagrad_update(&mut self, x: &[f64], residual: f64) {
+    /// One Adagrad step on the standardised reading `z` with `∂loss/∂logit = residual`.
+    fn adagrad_update(&mut self, z: &[f64], residual: f64) {
         let LogisticParams {
             learning_rate, l2, ..
         } = self.params;
@@ -376,7 +397,7 @@ impl LogisticState {
         ) else {
             return;
         };
-        let dim = x.len();
+        let dim = z.len();
         if weights.len() != dim + 1 || roots.len() != dim + 1 {
             return;
         }
@@ -389,15 +410,12 @@ impl LogisticState {
         let (feature_weights, intercept) = weights.split_at_mut(dim);
         let (feature_roots, intercept_root) = roots.split_at_mut(dim);
         let mut finite = true;
-        let (mean, inv_std) = (self.scaler.mean(), self.scaler.inverse_divisors());
-        for ((((w, root), &xi), &m), &inv) in feature_weights
+        for ((w, root), &input) in feature_weights
             .iter_mut()
             .zip(feature_roots.iter_mut())
-            .zip(x)
-            .zip(mean)
-            .zip(inv_std)
+            .zip(z)
         {
-            let gradient = residual * ((xi - m) * inv) + l2 * *w;
+            let gradient = residual * input + l2 * *w;
             finite &= update(w, root, gradient);
         }
         // The intercept: input 1, not regularised.
@@ -579,6 +597,23 @@ mod tests {
                 "{algorithm:?}: {}",
                 late.accuracy()
             );
+        }
+    }
+
+    #[test]
+    fn predict_learn_returns_predict_proba_and_learns_like_learn_one() {
+        for algorithm in ALGORITHMS {
+            let (mut fused, mut separate) = (model(algorithm), model(algorithm));
+            for (x, y) in logistic_stream(2_000, 7) {
+                let expected = fused.predict_proba(&x);
+                let label = (x[0] > 0.0).then_some(y);
+                assert_eq!(fused.predict_learn(&x, label).to_bits(), expected.to_bits());
+                if let Some(y) = label {
+                    separate.learn_one(&x, y);
+                }
+            }
+            assert_eq!(fused, separate, "{algorithm:?}");
+            assert!(fused.updates() > 500 && fused.updates() < 1_500);
         }
     }
 

@@ -328,9 +328,10 @@ impl ModelSpec {
                 error.map_or(Outcome::Unscored, Outcome::Scored)
             }
             KeyModel::Classification { model, metrics } => {
-                let probability = model.predict_proba(x);
-                let predicted = probability >= self.threshold;
                 let label = target.is_finite().then_some(target >= 0.5);
+                // Predicts, then learns from that prediction when the label is known.
+                let probability = model.predict_learn(x, label);
+                let predicted = probability >= self.threshold;
                 let outcome = match label {
                     Some(y) => {
                         metrics.update(y, probability, self.threshold);
@@ -342,9 +343,6 @@ impl ModelSpec {
                     }
                     None => Outcome::Unscored,
                 };
-                if let Some(y) = label {
-                    model.learn_one(x, y);
-                }
                 obj.bool("observed", label)
                     .f64("probability", Some(probability))
                     .bool("label", Some(predicted))
