@@ -44,7 +44,7 @@ pub enum AppError {
 struct MqttSink(Publisher);
 
 impl OutputSink for MqttSink {
-    fn emit(&self, topic: &str, payload: &[u8], qos: u8) -> bool {
+    fn emit(&self, _pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
         self.0.try_publish(Outgoing {
             topic: topic.to_owned(),
             payload: payload.to_vec(),

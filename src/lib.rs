@@ -28,6 +28,7 @@ pub mod codec;
 pub mod config;
 pub mod model;
 pub mod mqtt;
+pub mod ops;
 pub mod pipeline;
 pub mod replay;
 pub mod sim;

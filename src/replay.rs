@@ -76,6 +76,88 @@ pub struct PipelineSummary {
     pub log_loss: Option<f64>,
     /// Readings flagged as anomalies.
     pub anomalies: u64,
+    /// Readings a `filter` operator stopped.
+    pub filtered: u64,
+    /// Readings a `window` operator dropped as later than its allowed lateness.
+    pub late: u64,
+    /// Readings a `dedupe` operator dropped as already seen.
+    pub duplicates: u64,
+}
+
+/// An output message a chained pipeline has still to read.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The pipeline that made it.
+    from: usize,
+    /// Time of the reading that made it (the default time of the chained reading).
+    time: i64,
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// Where the outputs of one input line go: the output writer, the count, and the queue of
+/// messages for chained pipelines.
+struct Sink<'a, W> {
+    out: &'a mut W,
+    outputs: &'a mut u64,
+    pending: &'a mut Vec<Pending>,
+    pending_len: &'a mut usize,
+    result: Result<(), ReplayError>,
+}
+
+impl<W: Write> Sink<'_, W> {
+    fn emit(&mut self, pipelines: &Pipelines, from: usize, time: i64, topic: &str, payload: &[u8]) {
+        *self.outputs += 1;
+        if self.result.is_ok() {
+            if let Err(e) = write_output(self.out, topic, payload) {
+                self.result = Err(e);
+            }
+        }
+        if pipelines.downstream(from).is_empty() {
+            return;
+        }
+        if *self.pending_len == self.pending.len() {
+            self.pending.push(Pending::default());
+        }
+        if let Some(slot) = self.pending.get_mut(*self.pending_len) {
+            slot.from = from;
+            slot.time = time;
+            topic.clone_into(&mut slot.topic);
+            slot.payload.clear();
+            slot.payload.extend_from_slice(payload);
+            *self.pending_len += 1;
+        }
+    }
+}
+
+/// Runs one decoded reading of pipeline `p` through its key's state.
+fn process<W: Write>(
+    p: &Pipeline,
+    pipelines: &Pipelines,
+    keys: &mut [HashMap<String, KeyState, ahash::RandomState>],
+    scratch: &mut Scratch,
+    r: &ReadingBuf,
+    default_time: i64,
+    sink: &mut Sink<'_, W>,
+) {
+    let Some(states) = keys.get_mut(p.index) else {
+        return;
+    };
+    let state = match states.get_mut(r.key.as_str()) {
+        Some(s) => s,
+        None => states.entry(r.key.clone()).or_insert_with(|| p.new_state()),
+    };
+    let time = r.time_ms.unwrap_or(default_time);
+    p.process(
+        state,
+        &r.key,
+        time,
+        &r.values,
+        scratch,
+        &mut |topic, payload| {
+            sink.emit(pipelines, p.index, time, topic, payload);
+        },
+    );
 }
 
 #[derive(Deserialize)]
@@ -92,6 +174,12 @@ pub struct Replayer {
     keys: Vec<HashMap<String, KeyState, ahash::RandomState>>,
     reading: ReadingBuf,
     scratch: Scratch,
+    /// Output messages waiting to be read by chained pipelines (`from`), oldest first; the
+    /// first `pending_len` entries are live, the rest keep their buffers for reuse.
+    pending: Vec<Pending>,
+    pending_len: usize,
+    /// Decode buffer of chained messages.
+    chain_reading: ReadingBuf,
     unescaped: String,
     summary_lines: u64,
     bad_lines: u64,
@@ -111,6 +199,9 @@ impl Replayer {
             keys,
             reading: ReadingBuf::default(),
             scratch: Scratch::default(),
+            pending: Vec::new(),
+            pending_len: 0,
+            chain_reading: ReadingBuf::default(),
             unescaped: String::new(),
             summary_lines: 0,
             bad_lines: 0,
@@ -169,26 +260,42 @@ impl Replayer {
             reading,
             scratch,
             outputs,
+            pending,
+            pending_len,
+            chain_reading,
             ..
         } = self;
-        let mut result = Ok(());
+        let mut sink = Sink {
+            out,
+            outputs,
+            pending,
+            pending_len,
+            result: Ok(()),
+        };
+        let default_time = line_no as i64;
         pipelines.dispatch(topic_in, payload, reading, |p, r| {
-            if result.is_err() {
-                return;
-            }
-            let states = &mut keys[p.index];
-            let state = match states.get_mut(r.key.as_str()) {
-                Some(s) => s,
-                None => states.entry(r.key.clone()).or_insert_with(|| p.new_state()),
-            };
-            let time = r.time_ms.unwrap_or(line_no as i64);
-            p.step(state, &r.key, time, &r.values, scratch);
-            *outputs += 1;
-            if let Err(e) = write_output(out, &scratch.topic, &scratch.payload) {
-                result = Err(e);
-            }
+            process(p, pipelines, keys, scratch, r, default_time, &mut sink);
         });
-        result
+        // Chained pipelines read the outputs in the order they were made (a chain's own
+        // outputs are appended and read in turn).
+        let mut next = 0;
+        while next < *sink.pending_len {
+            let Some(item) = sink.pending.get_mut(next) else {
+                break;
+            };
+            let (from, time) = (item.from, item.time);
+            let topic = std::mem::take(&mut item.topic);
+            let payload = std::mem::take(&mut item.payload);
+            pipelines.dispatch_chained(from, &topic, &payload, chain_reading, |p, r| {
+                process(p, pipelines, keys, scratch, r, time, &mut sink);
+            });
+            if let Some(item) = sink.pending.get_mut(next) {
+                (item.topic, item.payload) = (topic, payload);
+            }
+            next += 1;
+        }
+        *sink.pending_len = 0;
+        sink.result
     }
 
     /// Run over a whole input.
@@ -293,6 +400,12 @@ fn pipeline_summary(
         accuracy: classification.then(|| c.accuracy()),
         log_loss: classification.then(|| c.log_loss()),
         anomalies: p.stats.anomalies.load(std::sync::atomic::Ordering::Relaxed),
+        filtered: p.stats.filtered.load(std::sync::atomic::Ordering::Relaxed),
+        late: p.stats.late.load(std::sync::atomic::Ordering::Relaxed),
+        duplicates: p
+            .stats
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -360,6 +473,15 @@ impl std::fmt::Display for ReplaySummary {
             }
             if p.anomalies > 0 {
                 write!(f, ", {} anomalies", p.anomalies)?;
+            }
+            for (count, what) in [
+                (p.filtered, "filtered"),
+                (p.late, "late"),
+                (p.duplicates, "duplicates"),
+            ] {
+                if count > 0 {
+                    write!(f, ", {count} {what}")?;
+                }
             }
             if p.decode_errors.is_empty() {
                 writeln!(f, ", no decode errors")?;

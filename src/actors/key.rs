@@ -75,16 +75,18 @@ impl Handler<Ingest> for KeyActor {
         let Some(p) = self.pipelines.get(self.pipeline) else {
             return;
         };
-        p.step(
+        let sink = &self.sink;
+        p.process(
             &mut self.state,
             &self.key,
             msg.time,
             &msg.values,
             &mut self.scratch,
+            &mut |topic, payload| {
+                sink.emit(p.index, topic, payload, p.output_qos);
+            },
         );
         self.dirty = true;
-        self.sink
-            .emit(&self.scratch.topic, &self.scratch.payload, p.output_qos);
     }
 }
 

@@ -24,8 +24,83 @@ pub use shard::{CheckpointReport, Shard, ShardSettings};
 
 /// Where key actors send their output messages (MQTT in the daemon, a collector in tests).
 pub trait OutputSink: Send + Sync + 'static {
-    /// Hand over one message. Must not block; returns false if it had to drop it.
-    fn emit(&self, topic: &str, payload: &[u8], qos: u8) -> bool;
+    /// Hand over one output message of pipeline `pipeline`. Must not block; returns false if
+    /// it had to drop it.
+    fn emit(&self, pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool;
+}
+
+/// Hash of `(pipeline, key)` → shard; shared by the [`Router`] and the [`ChainSink`].
+#[derive(Clone)]
+struct RouteTable {
+    shards: Vec<Addr<Shard>>,
+    hasher: ahash::RandomState,
+}
+
+impl RouteTable {
+    fn shard_of(&self, pipeline: usize, key: &str) -> Option<&Addr<Shard>> {
+        let mut h = self.hasher.build_hasher();
+        pipeline.hash(&mut h);
+        key.hash(&mut h);
+        let count = self.shards.len().max(1) as u64;
+        self.shards.get((h.finish() % count) as usize)
+    }
+
+    /// Send a decoded reading to its key's shard without waiting; a full mailbox drops it
+    /// (counted as `mailbox_full`).
+    fn route(&self, pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) {
+        let Some(shard) = self.shard_of(pipeline.index, &reading.key) else {
+            return;
+        };
+        let msg = Ingest {
+            pipeline: pipeline.index,
+            key: CompactString::from(reading.key.as_str()),
+            time: reading.time_ms.unwrap_or(default_time),
+            values: SmallVec::from_slice(&reading.values),
+        };
+        if let Err(SendError::Full(_) | SendError::Closed(_)) = shard.try_send(msg) {
+            pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
+                tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a reading: the shard's mailbox is full (the actor system is overloaded)")
+            });
+        }
+    }
+}
+
+/// The sink the key actors get: hands every output to the daemon's sink and, for a pipeline
+/// other pipelines read (`from`), decodes the message for them and routes the readings to
+/// their keys' shards, in-process. Routing is `try_send` like MQTT input: a full mailbox
+/// drops (and counts) rather than blocking a key actor.
+struct ChainSink {
+    inner: Arc<dyn OutputSink>,
+    pipelines: Arc<Pipelines>,
+    /// Set once every shard has started (the shards hold this sink).
+    table: Arc<std::sync::OnceLock<RouteTable>>,
+}
+
+thread_local! {
+    /// Decode buffer of chained messages, one per shard thread (no allocation once warm).
+    static CHAIN_READING: std::cell::RefCell<ReadingBuf> = std::cell::RefCell::new(ReadingBuf::default());
+}
+
+impl OutputSink for ChainSink {
+    fn emit(&self, pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
+        let sent = self.inner.emit(pipeline, topic, payload, qos);
+        if self.pipelines.downstream(pipeline).is_empty() {
+            return sent;
+        }
+        let Some(table) = self.table.get() else {
+            return sent;
+        };
+        let arrival = crate::app::now_ms();
+        CHAIN_READING.with(|buf| {
+            if let Ok(mut buf) = buf.try_borrow_mut() {
+                self.pipelines
+                    .dispatch_chained(pipeline, topic, payload, &mut buf, |p, r| {
+                        table.route(p, r, arrival)
+                    });
+            }
+        });
+        sent
+    }
 }
 
 /// One decoded reading on its way to its key actor. Inline storage for the key and up to
@@ -62,9 +137,8 @@ pub struct EngineStats {
 
 /// Spreads keys over the shards by hash and owns the Arbiters.
 pub struct Router {
-    shards: Vec<Addr<Shard>>,
+    table: RouteTable,
     arbiters: Vec<Arbiter>,
-    hasher: ahash::RandomState,
     pipelines: Arc<Pipelines>,
     store: Store,
     /// Gauges and counters.
@@ -91,6 +165,12 @@ impl Router {
             mailbox_capacity: runtime.mailbox_capacity,
         };
         let stats = Arc::new(EngineStats::default());
+        let table = Arc::new(std::sync::OnceLock::new());
+        let sink: Arc<dyn OutputSink> = Arc::new(ChainSink {
+            inner: sink,
+            pipelines: pipelines.clone(),
+            table: table.clone(),
+        });
         let mut shards = Vec::with_capacity(n);
         let mut arbiters = Vec::with_capacity(n);
         for _ in 0..n {
@@ -107,9 +187,8 @@ impl Router {
             shards.push(addr);
             arbiters.push(arbiter);
         }
-        Router {
+        let route_table = RouteTable {
             shards,
-            arbiters,
             // Fixed seeds: a key always lands on the same shard in this process and the next.
             hasher: ahash::RandomState::with_seeds(
                 0x6564_6765,
@@ -117,6 +196,12 @@ impl Router {
                 0x6b65_7973,
                 0x7368_6172,
             ),
+        };
+        // Only this function sets it, once.
+        let _ = table.set(route_table.clone());
+        Router {
+            table: route_table,
+            arbiters,
             pipelines,
             store,
             stats,
@@ -125,33 +210,13 @@ impl Router {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
-    }
-
-    fn shard_of(&self, pipeline: usize, key: &str) -> &Addr<Shard> {
-        let mut h = self.hasher.build_hasher();
-        pipeline.hash(&mut h);
-        key.hash(&mut h);
-        // `shards` is never empty (at least one is started).
-        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+        self.table.shards.len()
     }
 
     /// Send a decoded reading to its key's shard without waiting. A full shard mailbox drops
     /// the reading (counted as `mailbox_full`).
     pub fn route(&self, pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) {
-        let msg = Ingest {
-            pipeline: pipeline.index,
-            key: CompactString::from(reading.key.as_str()),
-            time: reading.time_ms.unwrap_or(default_time),
-            values: SmallVec::from_slice(&reading.values),
-        };
-        if let Err(SendError::Full(_) | SendError::Closed(_)) =
-            self.shard_of(pipeline.index, &reading.key).try_send(msg)
-        {
-            pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
-                tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a reading: the shard's mailbox is full (the actor system is overloaded)")
-            });
-        }
+        self.table.route(pipeline, reading, default_time);
     }
 
     /// Ask every shard to write its changed key states, then flush the store. Being queued
@@ -162,9 +227,10 @@ impl Router {
     pub async fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
         let started = Instant::now();
         let mut report = CheckpointReport::default();
-        let answers =
-            futures_util::future::join_all(self.shards.iter().map(|s| s.send(shard::Checkpoint)))
-                .await;
+        let answers = futures_util::future::join_all(
+            self.table.shards.iter().map(|s| s.send(shard::Checkpoint)),
+        )
+        .await;
         for r in answers.into_iter().flatten() {
             report.written += r.written;
             report.failed += r.failed;
@@ -186,7 +252,7 @@ impl Router {
 
     /// A copy of a resident key's state (None if the key is not resident).
     pub async fn inspect(&self, pipeline: usize, key: &str) -> Option<KeyState> {
-        let shard = self.shard_of(pipeline, key);
+        let shard = self.table.shard_of(pipeline, key)?;
         shard
             .send(shard::Inspect {
                 pipeline,

@@ -30,6 +30,8 @@ fn pipeline(
             })
             .collect(),
         model: ModelConfig::Forecast(ForecastConfig::default()),
+        from: None,
+        operators: Vec::new(),
         anomaly: None,
         output: DEFAULT_OUTPUT.into(),
         output_qos: 0,

@@ -15,6 +15,8 @@ use toml_span::de_helpers::{expected, TableHelper};
 use toml_span::value::{Key, Value, ValueInner};
 use toml_span::{DeserError, Deserialize, ErrorKind, Span, Spanned};
 
+mod operators;
+
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
@@ -342,6 +344,17 @@ impl<'de> Section<'de> {
         for (span, message) in self.problems {
             problems.at(span, prefixed(component, message));
         }
+    }
+
+    /// Like [`Section::finish`] for a table nested in `parent` (an array item): hands its
+    /// problems, unknown keys included, to `parent`, which names the component.
+    fn report_into(mut self, parent: &mut Section<'_>) {
+        if let Err(error) = self.helper.finalize(None) {
+            for error in error.errors {
+                self.problems.extend(convert(error, self.path, ""));
+            }
+        }
+        parent.problems.extend(self.problems);
     }
 
     /// Like [`Section::finish`] without the unknown-key check: used when the accepted keys
@@ -753,6 +766,8 @@ fn pipelines(top: &mut Section<'_>, problems: &mut Problems<'_>) -> Option<Vec<P
     let mut pipelines = Vec::with_capacity(items.len());
     let mut complete = true;
     let mut names: HashMap<String, Span> = HashMap::new();
+    // (pipeline, its `from`), checked once every name is known.
+    let mut chains: Vec<(String, Spanned<String>)> = Vec::new();
     for (index, mut item) in items.into_iter().enumerate() {
         let section = match Section::open(&mut item, "") {
             Ok(section) => section,
@@ -765,7 +780,10 @@ fn pipelines(top: &mut Section<'_>, problems: &mut Problems<'_>) -> Option<Vec<P
                 continue;
             }
         };
-        let (pipeline, name) = pipeline(section, index, problems);
+        let (pipeline, name, from) = pipeline(section, index, problems);
+        if let (Some(name), Some(from)) = (&name, from) {
+            chains.push((name.value.clone(), from));
+        }
         if let Some(name) = name {
             if let Some(first) = names.get(&name.value) {
                 let (line, _) = problems.lines.locate(first.start);
@@ -783,7 +801,66 @@ fn pipelines(top: &mut Section<'_>, problems: &mut Problems<'_>) -> Option<Vec<P
             None => complete = false,
         }
     }
+    if !chain_problems(&chains, &names, problems) {
+        complete = false;
+    }
     complete.then_some(pipelines)
+}
+
+/// Checks every `from`: it names another pipeline, and following `from` never loops (a
+/// reading would circulate for ever). Returns whether all are valid.
+fn chain_problems(
+    chains: &[(String, Spanned<String>)],
+    names: &HashMap<String, Span>,
+    problems: &mut Problems<'_>,
+) -> bool {
+    let mut valid = true;
+    let upstream = |name: &str| {
+        chains
+            .iter()
+            .find(|(pipeline, _)| pipeline == name)
+            .map(|(_, from)| from.value.as_str())
+    };
+    for (pipeline, from) in chains {
+        let message = if !names.contains_key(&from.value) {
+            let mut known: Vec<&str> = names.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            format!(
+                "pipeline \"{pipeline}\": from = \"{}\" is not a pipeline of this file (pipelines: {})",
+                from.value,
+                known.join(", ")
+            )
+        } else if from.value == *pipeline {
+            format!("pipeline \"{pipeline}\": from names the pipeline itself")
+        } else {
+            // Walk upstream; the chain is at most as long as the number of pipelines.
+            let mut path = vec![pipeline.as_str(), from.value.as_str()];
+            let mut current = from.value.as_str();
+            let mut looped = false;
+            while let Some(next) = upstream(current) {
+                if next == pipeline {
+                    path.push(next);
+                    looped = true;
+                    break;
+                }
+                if path.contains(&next) || path.len() > chains.len() + 1 {
+                    break;
+                }
+                path.push(next);
+                current = next;
+            }
+            if !looped {
+                continue;
+            }
+            format!(
+                "pipeline \"{pipeline}\": from makes a loop ({}): a reading would circulate for ever",
+                path.join(" ← ")
+            )
+        };
+        problems.at(from.span, message);
+        valid = false;
+    }
+    valid
 }
 
 /// `"forecast" | "regression" | "classification"`, for messages.
@@ -795,12 +872,17 @@ fn accepted_kinds() -> String {
         .join(" | ")
 }
 
-/// One `[[pipelines]]` entry. Also returns its name (when valid) for the uniqueness check.
+/// One `[[pipelines]]` entry. Also returns its name (when valid) for the uniqueness check and
+/// its `from` for the chaining checks.
 fn pipeline(
     mut s: Section<'_>,
     index: usize,
     problems: &mut Problems<'_>,
-) -> (Option<PipelineConfig>, Option<Spanned<String>>) {
+) -> (
+    Option<PipelineConfig>,
+    Option<Spanned<String>>,
+    Option<Spanned<String>>,
+) {
     let name = match s.require::<String>("name") {
         Some(name) if rules::is_valid_name(&name.value) => Some(name),
         Some(name) => {
@@ -819,7 +901,20 @@ fn pipeline(
         None => format!("pipeline #{}", index + 1),
     };
 
-    let topics = topics(&mut s);
+    let from = s.string("from");
+    let topics = match &from {
+        Some(from) => {
+            if s.take("topics").is_some() {
+                let message = format!(
+                    "a pipeline reads either MQTT topics or another pipeline's output: remove topics, or from = \"{}\"",
+                    from.value
+                );
+                s.error(from.span, message);
+            }
+            Some(Vec::new())
+        }
+        None => topics(&mut s),
+    };
     let format = match s.string("format") {
         None => Some(PayloadFormat::Json),
         Some(format) => match format.value.as_str() {
@@ -832,9 +927,33 @@ fn pipeline(
             }
         },
     };
-    let key = key(&mut s, topics.as_deref().unwrap_or(&[]), format);
-    let time = time(&mut s, format);
+    // A chained pipeline reads another pipeline's output messages, whose `key` and `time`
+    // members are the natural defaults.
+    let chained = from.is_some();
+    let key = if chained && !s.helper.contains("key") {
+        Some(KeySource::Pointer("/key".into()))
+    } else {
+        key(&mut s, topics.as_deref().unwrap_or(&[]), format)
+    };
+    let time = if chained && !s.helper.contains("time") {
+        Some(Some(TimeSource {
+            pointer: "/time".into(),
+            unit: TimeUnit::Milliseconds,
+        }))
+    } else {
+        time(&mut s, format)
+    };
+    if let (Some(from), Some(format)) = (&from, format) {
+        if format != PayloadFormat::Json {
+            let message = format!(
+                "from = \"{}\" reads JSON output messages: format must be \"json\"",
+                from.value
+            );
+            s.error(from.span, message);
+        }
+    }
     let fields = fields(&mut s, format);
+    let (operators, model_fields) = operators::operators(&mut s, fields.as_deref());
     let output = s.string("output");
     if let Some(output) = &output {
         let allowed = ["pipeline", "key", "field"];
@@ -852,7 +971,13 @@ fn pipeline(
         .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
     let model_given = s.helper.contains("model");
     let (model, kind) = match s.table("model", "model.") {
-        Some(section) => model(section, fields.as_deref(), format, &component, problems),
+        Some(section) => model(
+            section,
+            model_fields.as_deref(),
+            format,
+            &component,
+            problems,
+        ),
         None => {
             // Present but not a table was already reported by `table`.
             if !model_given {
@@ -880,10 +1005,11 @@ fn pipeline(
         Some(key),
         Some(time),
         Some(fields),
+        Some(operators),
         Some(model),
-    ) = (&name, topics, format, key, time, fields, model)
+    ) = (&name, topics, format, key, time, fields, operators, model)
     else {
-        return (None, name);
+        return (None, name, from);
     };
     let pipeline = PipelineConfig {
         name: name_value.value.clone(),
@@ -892,13 +1018,15 @@ fn pipeline(
         key,
         time,
         fields,
+        from: from.as_ref().map(|from| from.value.clone()),
+        operators,
         anomaly,
         output: output.map_or_else(|| default_output(&model).to_owned(), |v| v.value),
         model,
         output_qos,
         max_payload_bytes,
     };
-    (Some(pipeline), name)
+    (Some(pipeline), name, from)
 }
 
 /// `topics`: required, non-empty, every entry a valid MQTT filter.

@@ -194,4 +194,6 @@ fn single(path: &Path, line: usize, col: usize, message: String) -> ConfigErrors
 }
 
 #[cfg(test)]
+mod operator_tests;
+#[cfg(test)]
 mod tests;

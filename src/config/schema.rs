@@ -115,6 +115,13 @@ pub struct PipelineConfig {
     pub time: Option<TimeSource>,
     /// The fields read from each payload, in this order.
     pub fields: Vec<FieldConfig>,
+    /// `from = "pipeline"`: this pipeline reads the output messages of another pipeline of
+    /// the same daemon, in-process (no broker round trip), instead of MQTT `topics` (which is
+    /// then empty).
+    pub from: Option<String>,
+    /// `[[pipelines.operators]]`, applied per key in this order between decoding and the
+    /// model.
+    pub operators: Vec<OperatorConfig>,
     /// The model each key runs.
     pub model: ModelConfig,
     /// `[pipelines.anomaly]`: flag readings whose residual is unusually large; only with a
@@ -126,6 +133,115 @@ pub struct PipelineConfig {
     pub output_qos: u8,
     /// Payloads larger than this are dropped (reason `too_large`).
     pub max_payload_bytes: usize,
+}
+
+/// One `[[pipelines.operators]]` entry, chosen by `op`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorConfig {
+    /// `op = "filter"`: keep a reading only when `expr` is true.
+    Filter {
+        /// A boolean expression over the fields, `time` and `key` (checked at load).
+        expr: String,
+    },
+    /// `op = "map"`: convert, derive, rename and drop fields.
+    Map(MapConfig),
+    /// `op = "window"`: per-key event-time windows whose aggregates become the reading.
+    Window(WindowConfig),
+    /// `op = "dedupe"`: drop a reading whose event time the key has already seen.
+    Dedupe {
+        /// How many recent event times per key are remembered.
+        capacity: usize,
+    },
+}
+
+impl OperatorConfig {
+    /// The `op` as written in the file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorConfig::Filter { .. } => "filter",
+            OperatorConfig::Map(_) => "map",
+            OperatorConfig::Window(_) => "window",
+            OperatorConfig::Dedupe { .. } => "dedupe",
+        }
+    }
+}
+
+/// `op = "map"`. Applied in this order: `convert` (in place), `derive` (every expression sees
+/// the fields after `convert`, not each other's results), `rename`, `drop`. The output fields
+/// are the input fields in their order (renamed, without the dropped ones; a derived field
+/// with an existing name replaces it in place) followed by the new derived fields in the order
+/// written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapConfig {
+    /// `convert = { field = { scale = a, offset = b } }`: `field = field·a + b`.
+    pub convert: Vec<(String, f64, f64)>,
+    /// `derive = { name = "expression" }`, in the order written.
+    pub derive: Vec<(String, String)>,
+    /// `rename = { old = "new" }`.
+    pub rename: Vec<(String, String)>,
+    /// `drop = ["field", ...]`.
+    pub drop: Vec<String>,
+}
+
+/// Where one output field of a map comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapSource {
+    /// The input field at this index (after `convert`).
+    Input(usize),
+    /// The `derive` entry at this index.
+    Derived(usize),
+}
+
+impl MapConfig {
+    /// The output fields of this map over input fields `names`, in order, each with its
+    /// source (see [`MapConfig`] for the rules). Names `convert`, `rename` or `drop` give
+    /// that are not inputs are ignored here (the loader reports them).
+    pub fn outputs(&self, names: &[String]) -> Vec<(String, MapSource)> {
+        let mut out: Vec<(String, MapSource)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), MapSource::Input(i)))
+            .collect();
+        for (k, (name, _)) in self.derive.iter().enumerate() {
+            match out.iter_mut().find(|(existing, _)| existing == name) {
+                Some(slot) => slot.1 = MapSource::Derived(k),
+                None => out.push((name.clone(), MapSource::Derived(k))),
+            }
+        }
+        // `drop` names fields before renaming.
+        out.retain(|(name, _)| !self.drop.contains(name));
+        for (name, _) in &mut out {
+            if let Some((_, new)) = self.rename.iter().find(|(old, _)| old == name) {
+                new.clone_into(name);
+            }
+        }
+        out
+    }
+}
+
+/// `op = "window"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowConfig {
+    /// Window length.
+    pub size: Duration,
+    /// Distance between window starts; equal to `size` for tumbling windows.
+    pub slide: Duration,
+    /// How far behind the newest event time a reading may be and still be counted.
+    pub lateness: Duration,
+    /// `aggregates = { out = "fn(field)" }` in the order written: the window's output fields.
+    pub aggregates: Vec<AggregateConfig>,
+}
+
+/// One output field of a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateConfig {
+    /// Output field name.
+    pub name: String,
+    /// Input field (for `count`, the field whose readings are counted).
+    pub input: String,
+    /// The aggregate function: `mean`, `min`, `max`, `sum`, `count`, `std`, `first`,
+    /// `last` or `rate`.
+    pub function: String,
 }
 
 /// `format = "json" | "number"`
@@ -359,6 +475,12 @@ pub fn default_output(model: &ModelConfig) -> &'static str {
         ModelConfig::Classification(_) => DEFAULT_CLASSIFICATION_OUTPUT,
     }
 }
+/// Event times a `dedupe` operator remembers per key by default.
+pub const DEFAULT_DEDUPE_CAPACITY: usize = 16;
+/// Most event times a `dedupe` operator may remember per key.
+pub const MAX_DEDUPE_CAPACITY: usize = 4096;
+/// Most windows one reading may fall into (`size / slide` of a sliding window).
+pub const MAX_WINDOWS_PER_READING: usize = 1000;
 /// Default payload size limit in bytes.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Phase bins of a duration season (`season = "1d"`) when `season_bins` is not given: half-hour

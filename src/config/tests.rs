@@ -173,6 +173,8 @@ target = "value"
                         ..ForecastParams::default()
                     },
                 }),
+                from: None,
+                operators: Vec::new(),
                 anomaly: None,
                 output: "out/{pipeline}/{key}/{field}".into(),
                 output_qos: 1,
@@ -192,6 +194,8 @@ target = "value"
                     target: "value".into(),
                     ..ForecastConfig::default()
                 }),
+                from: None,
+                operators: Vec::new(),
                 anomaly: None,
                 output: DEFAULT_OUTPUT.into(),
                 output_qos: 0,
@@ -649,7 +653,7 @@ target = "nope"
             "6:20: [runtime]: mailbox_capacity must be at least 1 (got 0)",
             "9:11: pipeline \"a\": topics[0] \"x/#/y\" is not a valid MQTT topic filter: '#' is only allowed as the last level",
             "14:8: pipeline \"a\": model.lags must be between 1 and 32 (got 99)",
-            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, topics, format, key, time, time_unit, fields, output, output_qos, max_payload_bytes, model, anomaly)",
+            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, from, topics, format, key, time, time_unit, fields, operators, output, output_qos, max_payload_bytes, model, anomaly)",
             "22:10: pipeline \"b\": model.target \"nope\" is not one of the pipeline's fields (fields: t)",
         ]
     );

@@ -6,6 +6,7 @@
 //! output message into caller-owned buffers, so the hot path allocates nothing once warm.
 
 pub mod model;
+pub mod operators;
 pub(crate) mod output;
 pub mod stats;
 pub mod topic;
@@ -13,9 +14,10 @@ pub mod topic;
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
 use crate::config::{Config, PipelineConfig};
 use crate::model::{ClassificationMetrics, RegressionMetrics};
-use crate::store::{decode_state, encode_state, StoreError};
+use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError};
 pub use model::{KeyModel, KeyState, Scratch};
-use model::{ModelSpec, Outcome};
+use model::{KeyStateV1, ModelSpec, Outcome};
+use operators::{apply_one, MapBuffers, Operator, Operators, Stopped};
 pub(crate) use output::write_json_str;
 use output::{push_json_str, JsonObject};
 pub use stats::{DropCounters, LogLimiter, PipelineStats};
@@ -62,6 +64,9 @@ pub struct Pipeline {
     template: TopicTemplate,
     target: String,
     kind: &'static str,
+    /// `from`: the index of the pipeline whose output this one reads.
+    pub from: Option<usize>,
+    operators: Operators,
     spec: ModelSpec,
     /// QoS of output messages.
     pub output_qos: u8,
@@ -101,9 +106,17 @@ impl Pipeline {
                 pipeline: cfg.name.clone(),
                 message,
             })?;
-        let spec = ModelSpec::new(cfg).map_err(|message| PipelineError::Model {
-            pipeline: cfg.name.clone(),
-            message,
+        let names: Vec<String> = cfg.fields.iter().map(|f| f.name.clone()).collect();
+        let operators =
+            Operators::new(&cfg.operators, &names).map_err(|message| PipelineError::Model {
+                pipeline: cfg.name.clone(),
+                message,
+            })?;
+        let spec = ModelSpec::new(cfg, &operators.output_names).map_err(|message| {
+            PipelineError::Model {
+                pipeline: cfg.name.clone(),
+                message,
+            }
         })?;
         let target = cfg.model.target().to_string();
         let mut head = b"{\"pipeline\":".to_vec();
@@ -119,6 +132,8 @@ impl Pipeline {
             template,
             target,
             kind: cfg.model.kind(),
+            from: None,
+            operators,
             spec,
             output_qos: cfg.output_qos,
             stats: PipelineStats::default(),
@@ -160,25 +175,72 @@ impl Pipeline {
         self.decoder.decode(topic, payload, out)
     }
 
+    /// Decodes a message, then calls `f` with the reading (counted in `readings`), or counts
+    /// and logs (rate-limited) why it was dropped. Returns the readings accepted.
+    fn decode_counted(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        buf: &mut ReadingBuf,
+        f: &mut impl FnMut(&Pipeline, &ReadingBuf),
+    ) -> usize {
+        match self.decode(topic, payload, buf) {
+            Ok(()) => {
+                self.stats
+                    .readings
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                f(self, buf);
+                1
+            }
+            Err(e) => {
+                self.stats.drops.record(e.reason, |suppressed| {
+                    tracing::warn!(
+                        pipeline = %self.name,
+                        reason = e.reason.as_str(),
+                        suppressed,
+                        "dropped a reading on {topic}: {e}"
+                    )
+                });
+                0
+            }
+        }
+    }
+
     /// A fresh state for a key seen for the first time.
     pub fn new_state(&self) -> KeyState {
         KeyState {
             model: self.spec.prototype.clone(),
             last_time: i64::MIN,
+            operators: self.operators.new_states(),
+            operators_fingerprint: self.operators.fingerprint,
         }
     }
 
     /// Decode a stored state. A state made with another model kind or other parameters (the
-    /// config changed) is not used: `Ok(None)` tells the caller to start the key afresh.
+    /// config changed) is not used: `Ok(None)` tells the caller to start the key afresh. A
+    /// state whose operators were configured differently keeps its model and starts its
+    /// operators afresh. States of version 1 (before operators) are read too.
     ///
     /// # Errors
-    /// [`StoreError`] when the bytes are not a state of this version.
+    /// [`StoreError`] when the bytes are not a state of this or an older readable version.
     pub fn restore_state(&self, bytes: &[u8]) -> Result<Option<KeyState>, StoreError> {
-        let state: KeyState = decode_state(bytes)?;
-        Ok(state
-            .model
-            .same_config(&self.spec.prototype)
-            .then_some(state))
+        let mut state: KeyState = match decode_legacy_state::<KeyStateV1>(bytes, 1)? {
+            Some(old) => KeyState {
+                model: old.model,
+                last_time: old.last_time,
+                operators: Vec::new(),
+                operators_fingerprint: !self.operators.fingerprint,
+            },
+            None => decode_state(bytes)?,
+        };
+        if !state.model.same_config(&self.spec.prototype) {
+            return Ok(None);
+        }
+        if state.operators_fingerprint != self.operators.fingerprint {
+            state.operators = self.operators.new_states();
+            state.operators_fingerprint = self.operators.fingerprint;
+        }
+        Ok(Some(state))
     }
 
     /// Encode a key's state for the store.
@@ -189,9 +251,102 @@ impl Pipeline {
         encode_state(state, buf)
     }
 
-    /// One test-then-train step for `key` on a decoded reading (see [`model`]): predict, score,
-    /// learn, then render the output message into `scratch.topic` and `scratch.payload`
-    /// (cleared and overwritten, capacity reused).
+    /// Processes one decoded reading of `key`: runs it through the operators, then each
+    /// reading that comes out of them through the model ([`step`](Self::step)), calling
+    /// `emit(topic, payload)` with every output message (rendered in `scratch`, whose
+    /// buffers are reused: nothing is allocated once they have grown).
+    ///
+    /// Without operators this is exactly one step and one output. A filter, a dedupe or a
+    /// window can swallow the reading (counted in [`PipelineStats`]); a window emits one
+    /// reading of aggregates, at the window's end time, for each window the reading closes.
+    pub fn process(
+        &self,
+        state: &mut KeyState,
+        key: &str,
+        time: i64,
+        values: &[f64],
+        scratch: &mut Scratch,
+        emit: &mut dyn FnMut(&str, &[u8]),
+    ) {
+        if self.operators.list.is_empty() {
+            self.step(state, key, time, values, scratch);
+            emit(&scratch.topic, &scratch.payload);
+            return;
+        }
+        if scratch.maps.len() < self.operators.maps {
+            scratch
+                .maps
+                .resize_with(self.operators.maps, MapBuffers::default);
+        }
+        // Taken out for the walk (moving a Vec does not allocate) so that the operator
+        // states, the map buffers and the rest of the key state can be borrowed separately.
+        let mut states = std::mem::take(&mut state.operators);
+        let mut maps = std::mem::take(&mut scratch.maps);
+        self.flow(
+            0,
+            &mut states,
+            &mut maps,
+            state,
+            key,
+            time,
+            values,
+            scratch,
+            emit,
+        );
+        state.operators = states;
+        scratch.maps = maps;
+    }
+
+    /// Operator `index` onwards (past the last: the model step and the output).
+    #[allow(clippy::too_many_arguments)]
+    fn flow(
+        &self,
+        index: usize,
+        states: &mut [operators::OperatorState],
+        maps: &mut [MapBuffers],
+        state: &mut KeyState,
+        key: &str,
+        time: i64,
+        values: &[f64],
+        scratch: &mut Scratch,
+        emit: &mut dyn FnMut(&str, &[u8]),
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        let Some(op) = self.operators.list.get(index) else {
+            self.step(state, key, time, values, scratch);
+            emit(&scratch.topic, &scratch.payload);
+            return;
+        };
+        let (op_state, states) = match op {
+            Operator::Window(_) | Operator::Dedupe(_) => match states.split_first_mut() {
+                Some((first, rest)) => (Some(first), rest),
+                None => (None, states),
+            },
+            Operator::Filter(_) | Operator::Map(_) => (None, states),
+        };
+        let (map_buffers, maps) = match op {
+            Operator::Map(_) => match maps.split_first_mut() {
+                Some((first, rest)) => (Some(first), rest),
+                None => (None, maps),
+            },
+            _ => (None, maps),
+        };
+        let stopped = apply_one(op, op_state, map_buffers, key, time, values, |t, v| {
+            self.flow(index + 1, states, maps, state, key, t, v, scratch, emit);
+        });
+        let counter = match stopped {
+            None => return,
+            Some(Stopped::Filtered) => &self.stats.filtered,
+            Some(Stopped::Late) => &self.stats.late,
+            Some(Stopped::Duplicate) => &self.stats.duplicates,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// One test-then-train step for `key` on a reading as the model sees it (after the
+    /// operators; see [`model`]): predict, score, learn, then render the output message into
+    /// `scratch.topic` and `scratch.payload` (cleared and overwritten, capacity reused).
     pub fn step(
         &self,
         state: &mut KeyState,
@@ -232,6 +387,8 @@ impl Pipeline {
 #[derive(Debug)]
 pub struct Pipelines {
     list: Vec<Pipeline>,
+    /// Per pipeline, the pipelines whose `from` names it.
+    downstream: Vec<Vec<usize>>,
     /// Drops that belong to no pipeline (unknown topic, full ingest queue).
     pub unrouted: DropCounters,
 }
@@ -242,16 +399,60 @@ impl Pipelines {
     /// # Errors
     /// The first [`PipelineError`] (config validation normally catches them all first).
     pub fn new(config: &Config) -> Result<Pipelines, PipelineError> {
-        let list = config
+        let mut list = config
             .pipelines
             .iter()
             .enumerate()
             .map(|(i, p)| Pipeline::new(i, p))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut downstream = vec![Vec::new(); list.len()];
+        for (index, cfg) in config.pipelines.iter().enumerate() {
+            let Some(from) = &cfg.from else { continue };
+            let upstream = config
+                .pipelines
+                .iter()
+                .position(|p| p.name == *from)
+                .ok_or_else(|| PipelineError::Model {
+                    pipeline: cfg.name.clone(),
+                    message: format!("from = {from:?} is not a pipeline"),
+                })?;
+            downstream[upstream].push(index);
+            if let Some(p) = list.get_mut(index) {
+                p.from = Some(upstream);
+            }
+        }
         Ok(Pipelines {
             list,
+            downstream,
             unrouted: DropCounters::default(),
         })
+    }
+
+    /// The pipelines that read the output of pipeline `index` (`from`), in config order.
+    pub fn downstream(&self, index: usize) -> &[usize] {
+        self.downstream.get(index).map_or(&[], Vec::as_slice)
+    }
+
+    /// Decode an output message of pipeline `from` for every pipeline chained to it, calling
+    /// `f` with each decoded reading; bad messages are counted like MQTT input. Returns the
+    /// readings accepted.
+    pub fn dispatch_chained(
+        &self,
+        from: usize,
+        topic: &str,
+        payload: &[u8],
+        buf: &mut ReadingBuf,
+        mut f: impl FnMut(&Pipeline, &ReadingBuf),
+    ) -> usize {
+        let mut accepted = 0;
+        for p in self
+            .downstream(from)
+            .iter()
+            .filter_map(|&d| self.list.get(d))
+        {
+            accepted += p.decode_counted(topic, payload, buf, &mut f);
+        }
+        accepted
     }
 
     /// The pipelines, in config order.
@@ -302,23 +503,7 @@ impl Pipelines {
                 continue;
             }
             matched = true;
-            match p.decode(topic, payload, buf) {
-                Ok(()) => {
-                    p.stats
-                        .readings
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    accepted += 1;
-                    f(p, buf);
-                }
-                Err(e) => p.stats.drops.record(e.reason, |suppressed| {
-                    tracing::warn!(
-                        pipeline = %p.name,
-                        reason = e.reason.as_str(),
-                        suppressed,
-                        "dropped a reading on {topic}: {e}"
-                    )
-                }),
-            }
+            accepted += p.decode_counted(topic, payload, buf, &mut f);
         }
         if !matched {
             self.unrouted

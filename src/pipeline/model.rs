@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::operators::OperatorState;
 use super::output::JsonObject;
 use super::stats::PipelineStats;
 use crate::config::{ModelConfig, PipelineConfig};
@@ -16,13 +17,29 @@ use crate::model::{
     RegressionMetrics, MAX_FEATURES, MAX_HORIZON,
 };
 
-/// The persisted state of one key: its model, its prequential metrics and the last time seen.
+/// The persisted state of one key: its model, its prequential metrics, the last time seen and
+/// the state of its operators (open windows, recent event times).
+///
+/// Field order is the postcard format (state version 2); version 1 had only `model` and
+/// `last_time` and is read by [`KeyStateV1`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyState {
     /// The model, by kind.
     pub model: KeyModel,
-    /// Event time of the last reading (ms, or line number in replay).
+    /// Event time of the last reading the model saw (ms, or line number in replay).
     pub last_time: i64,
+    /// One entry per stateful operator (window, dedupe), in config order.
+    pub operators: Vec<OperatorState>,
+    /// The operator configuration `operators` belongs to (a changed configuration starts
+    /// the operators afresh and keeps the model).
+    pub operators_fingerprint: u64,
+}
+
+/// A key's state as stored by state version 1 (before operators existed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct KeyStateV1 {
+    pub(crate) model: KeyModel,
+    pub(crate) last_time: i64,
 }
 
 /// A key's model and metrics, by model kind.
@@ -127,11 +144,12 @@ pub(crate) struct ModelSpec {
 
 impl ModelSpec {
     /// Build the spec and a prototype model from a pipeline's config.
-    pub(crate) fn new(cfg: &PipelineConfig) -> Result<ModelSpec, String> {
+    /// `fields` are the names of the fields the model sees (after the operators).
+    pub(crate) fn new(cfg: &PipelineConfig, fields: &[String]) -> Result<ModelSpec, String> {
         let index = |name: &str| {
-            cfg.fields
+            fields
                 .iter()
-                .position(|f| f.name == name)
+                .position(|f| f == name)
                 .ok_or_else(|| format!("{name:?} is not one of the fields"))
         };
         let target = index(cfg.model.target())?;
@@ -197,6 +215,8 @@ pub struct Scratch {
     /// The output payload of the last step.
     pub payload: Vec<u8>,
     pub(crate) buffers: StepBuffers,
+    /// One per map operator of the pipeline.
+    pub(crate) maps: Vec<super::operators::MapBuffers>,
 }
 
 /// Working memory of a step besides the output: grown once to the pipeline's sizes, then

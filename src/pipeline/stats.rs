@@ -129,6 +129,12 @@ pub struct PipelineStats {
     pub correct: AtomicU64,
     /// Sum of the log losses of labelled readings.
     pub log_loss_sum: AtomicF64,
+    /// Readings a `filter` operator stopped.
+    pub filtered: AtomicU64,
+    /// Readings a `window` operator dropped: later than the allowed lateness.
+    pub late: AtomicU64,
+    /// Readings a `dedupe` operator dropped: their event time was seen before.
+    pub duplicates: AtomicU64,
 }
 
 impl PipelineStats {

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 /// Version of the state encoding written by this build. Bump it when a persisted type changes
 /// shape, and teach [`decode_state`] to read the old one.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,23 @@ pub fn decode_state<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> 
         });
     }
     postcard::from_bytes(body).map_err(StoreError::Decode)
+}
+
+/// Decode a value written by an older version `version` of the state format, if `bytes`
+/// carry that version's tag; `Ok(None)` when they carry another tag (or none).
+///
+/// # Errors
+/// [`StoreError::Decode`] when the tag matches but the body does not decode.
+pub fn decode_legacy_state<T: DeserializeOwned>(
+    bytes: &[u8],
+    version: u8,
+) -> Result<Option<T>, StoreError> {
+    match bytes.split_first() {
+        Some((&tag, body)) if tag == version => postcard::from_bytes(body)
+            .map(Some)
+            .map_err(StoreError::Decode),
+        _ => Ok(None),
+    }
 }
 
 /// The state store: one sled tree per pipeline, one entry per key. Cheap to clone (shared handle).
