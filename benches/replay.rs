@@ -152,11 +152,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "  keys {}  filtered {}  late {}  window outputs {}  scored {}",
-        p.keys,
-        p.filtered,
-        p.late,
-        summary.outputs,
-        p.scored
+        p.keys, p.filtered, p.late, summary.outputs, p.scored
     );
     assert_eq!(p.readings as usize, READINGS);
     Ok(())

@@ -610,6 +610,67 @@ mod tests {
         Pipeline::new(0, &config.pipelines[0]).unwrap()
     }
 
+    #[test]
+    fn version_1_states_are_upgraded_with_fresh_operators() {
+        let window = "[[pipelines.operators]]\nop = \"window\"\nsize = \"1m\"\naggregates = { y = \"mean\" }\n";
+        let p = pipeline("kind = \"forecast\"\ntarget = \"y\"", window);
+        let mut state = p.new_state();
+        run_process(&p, &mut state, 200);
+        // What a build before operators wrote: version 1, model and last time only.
+        let old = model::KeyStateV1 {
+            model: state.model.clone(),
+            last_time: state.last_time,
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_stdvec(&old).expect("encodes"));
+        let restored = p
+            .restore_state(&bytes)
+            .expect("reads v1")
+            .expect("same model");
+        assert_eq!(restored.model, state.model);
+        assert_eq!(restored.last_time, state.last_time);
+        assert_eq!(restored.operators, p.new_state().operators);
+        assert_eq!(restored.operators_fingerprint, state.operators_fingerprint);
+    }
+
+    #[test]
+    fn changed_operators_keep_the_model_and_reset_the_operator_state() {
+        let one = "[[pipelines.operators]]\nop = \"window\"\nsize = \"1m\"\naggregates = { y = \"mean\" }\n";
+        let other = one.replace("1m", "2m");
+        let (a, b) = (
+            pipeline("kind = \"forecast\"\ntarget = \"y\"", one),
+            pipeline("kind = \"forecast\"\ntarget = \"y\"", &other),
+        );
+        let mut state = a.new_state();
+        run_process(&a, &mut state, 200);
+        assert_ne!(state.operators, a.new_state().operators, "a window is open");
+        let mut bytes = Vec::new();
+        a.encode_state(&state, &mut bytes).expect("encodes");
+        let restored = b
+            .restore_state(&bytes)
+            .expect("decodes")
+            .expect("same model");
+        assert_eq!(restored.model, state.model);
+        assert_eq!(restored.operators, b.new_state().operators);
+        assert_ne!(a.operators.fingerprint, b.operators.fingerprint);
+    }
+
+    /// `n` readings one second apart through `process`.
+    fn run_process(p: &Pipeline, state: &mut KeyState, n: i64) {
+        let mut scratch = Scratch::default();
+        for t in 0..n {
+            let y = (t as f64 / 10.0).sin();
+            p.process(
+                state,
+                "k1",
+                t * 1000,
+                &[0.0, 0.0, y],
+                &mut scratch,
+                &mut |_, _| {},
+            );
+        }
+    }
+
     fn run(p: &Pipeline, state: &mut KeyState, payloads: &[&str]) -> Vec<serde_json::Value> {
         let mut buf = ReadingBuf::default();
         let mut scratch = Scratch::default();
