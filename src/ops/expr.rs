@@ -45,7 +45,8 @@
 
 use std::fmt;
 
-/// How deeply an expression may nest (parentheses, operands of operators, function arguments).
+/// How deeply an expression may nest: each operator, parenthesis and function call adds a level
+/// (so a chain `a + b + …` may have up to 64 operands).
 pub const MAX_DEPTH: usize = 64;
 
 /// The functions the language knows, as listed in error messages.
@@ -882,7 +883,10 @@ impl Parser<'_, '_> {
         ExprError::new(
             start,
             end - start,
-            format!("expression nests deeper than {MAX_DEPTH} levels"),
+            format!(
+                "expression nests deeper than {MAX_DEPTH} levels (each operator, parenthesis \
+                 and function call adds one); split it into derived fields"
+            ),
         )
     }
 

@@ -578,7 +578,8 @@ fn layout_fingerprint(size_ms: i64, slide_ms: i64, aggs: &[AggSpec]) -> u64 {
 }
 
 /// The partial aggregate of one function over the readings of one pane, or of several merged.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Equality is bitwise (see the `PartialEq` impl), since NaN marks "no value yet".
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 enum Acc {
     Mean {
         count: u64,
@@ -639,7 +640,46 @@ fn keep_last(held_time: &mut i64, held_value: &mut f64, time_ms: i64, value: f64
     }
 }
 
+impl PartialEq for Acc {
+    /// Bitwise, so that a state equals its own copy even while it holds NaN ("no value yet").
+    fn eq(&self, other: &Acc) -> bool {
+        self.bits() == other.bits()
+    }
+}
+
 impl Acc {
+    /// The variant and its fields as raw bits, for [`PartialEq`].
+    fn bits(&self) -> (u8, [u64; 4]) {
+        match *self {
+            Acc::Mean {
+                count,
+                sum,
+                compensation,
+            } => (0, [count, sum.to_bits(), compensation.to_bits(), 0]),
+            Acc::Min(value) => (1, [value.to_bits(), 0, 0, 0]),
+            Acc::Max(value) => (2, [value.to_bits(), 0, 0, 0]),
+            Acc::Sum { sum, compensation } => (3, [sum.to_bits(), compensation.to_bits(), 0, 0]),
+            Acc::Count(count) => (4, [count, 0, 0, 0]),
+            Acc::Std { count, mean, m2 } => (5, [count, mean.to_bits(), m2.to_bits(), 0]),
+            Acc::First { time_ms, value } => (6, [time_ms as u64, value.to_bits(), 0, 0]),
+            Acc::Last { time_ms, value } => (7, [time_ms as u64, value.to_bits(), 0, 0]),
+            Acc::Rate {
+                first_time_ms,
+                first_value,
+                last_time_ms,
+                last_value,
+            } => (
+                8,
+                [
+                    first_time_ms as u64,
+                    first_value.to_bits(),
+                    last_time_ms as u64,
+                    last_value.to_bits(),
+                ],
+            ),
+        }
+    }
+
     /// The empty partial aggregate (min/max/first/last hold NaN until a value arrives).
     fn new(func: AggFn) -> Acc {
         match func {
@@ -687,15 +727,15 @@ impl Acc {
                 sum,
                 compensation,
             } => {
-                *count += 1;
+                *count = count.saturating_add(1);
                 add_compensated(sum, compensation, x);
             }
             Acc::Min(min) => *min = min.min(x),
             Acc::Max(max) => *max = max.max(x),
             Acc::Sum { sum, compensation } => add_compensated(sum, compensation, x),
-            Acc::Count(count) => *count += 1,
+            Acc::Count(count) => *count = count.saturating_add(1),
             Acc::Std { count, mean, m2 } => {
-                *count += 1;
+                *count = count.saturating_add(1);
                 let delta = x - *mean;
                 *mean += delta / *count as f64;
                 *m2 += delta * (x - *mean);
@@ -730,7 +770,7 @@ impl Acc {
                     compensation: other_compensation,
                 },
             ) => {
-                *count += other_count;
+                *count = count.saturating_add(*other_count);
                 add_compensated(sum, compensation, *other_sum);
                 *compensation += other_compensation;
             }
@@ -746,7 +786,7 @@ impl Acc {
                 add_compensated(sum, compensation, *other_sum);
                 *compensation += other_compensation;
             }
-            (Acc::Count(count), Acc::Count(other)) => *count += other,
+            (Acc::Count(count), Acc::Count(other)) => *count = count.saturating_add(*other),
             (
                 Acc::Std { count, mean, m2 },
                 Acc::Std {
@@ -768,7 +808,7 @@ impl Acc {
                 let delta = other_mean - *mean;
                 *mean += delta * nb / total;
                 *m2 += other_m2 + delta * delta * na * nb / total;
-                *count += other_count;
+                *count = count.saturating_add(*other_count);
             }
             (
                 Acc::First { time_ms, value },
