@@ -478,9 +478,9 @@ pub fn default_output(model: &ModelConfig) -> &'static str {
 /// Event times a `dedupe` operator remembers per key by default.
 pub const DEFAULT_DEDUPE_CAPACITY: usize = 16;
 /// Most event times a `dedupe` operator may remember per key.
-pub const MAX_DEDUPE_CAPACITY: usize = 4096;
+pub const MAX_DEDUPE_CAPACITY: usize = crate::ops::dedupe::MAX_CAPACITY;
 /// Most windows one reading may fall into (`size / slide` of a sliding window).
-pub const MAX_WINDOWS_PER_READING: usize = 1000;
+pub const MAX_WINDOWS_PER_READING: usize = crate::ops::window::MAX_WINDOWS_PER_READING as usize;
 /// Default payload size limit in bytes.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Phase bins of a duration season (`season = "1d"`) when `season_bins` is not given: half-hour
