@@ -303,7 +303,7 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, pipelines: Arc<Pipelines>, rou
     let mut buf = ReadingBuf::default();
     while let Some(msg) = rx.recv().await {
         let arrival = now_ms();
-        pipelines.dispatch(&msg.topic, &msg.payload, &mut buf, |p, r| {
+        pipelines.dispatch(&msg.topic, &msg.payload, arrival, &mut buf, |p, r| {
             router.route(p, r, arrival)
         });
     }

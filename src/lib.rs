@@ -10,8 +10,9 @@
 //! - [`config`] — the TOML schema and its validation (every error, with `file:line:col`).
 //! - [`mqtt`] — the broker connection: one task owns the rumqttc event loop, reconnects with
 //!   back-off, resubscribes; the bounded publisher queue; the embedded rumqttd broker.
-//! - [`codec`] — payload decoding (JSON pointers, bare numbers) into a reusable reading buffer,
-//!   and the reasons a reading is dropped.
+//! - [`codec`] — payload decoding (JSON by pointer and JSON batches, bare numbers, CSV lines,
+//!   SenML packs) into a reusable reading buffer, one callback per reading, and the reasons a
+//!   reading is dropped.
 //! - [`pipeline`] — a pipeline compiled from config: topic matching, decoding, the per-key
 //!   test-then-train step and the output message; shared by every driver.
 //! - [`actors`] — the router, one shard per Arbiter, one `KeyActor` per key (activated from

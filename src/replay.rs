@@ -1,8 +1,9 @@
 //! `edgeflow replay`: run the pipelines over recorded messages, with no network and no wall
 //! clock. Input is JSON lines `{"topic": "...", "payload": <JSON value or string>}`; every
 //! output message is written as a JSON line `{"topic": ..., "payload": {...}}`. Readings
-//! without an event time get the line number as their time, so the same input always gives the
-//! same output, byte for byte.
+//! without an event time get the line number as their time, and the line number is also the
+//! "now" that relative SenML times count from (so `{"n":"x","v":1,"t":-5}` on line 7 is at
+//! 7 − 5000 ms): the same input always gives the same output, byte for byte.
 //!
 //! Keys are processed in one thread, in input order, through the same [`Pipeline::step`] the
 //! key actors use: replay is the reference the daemon is tested against.
@@ -272,9 +273,11 @@ impl Replayer {
             pending_len,
             result: Ok(()),
         };
-        let default_time = line_no as i64;
-        pipelines.dispatch(topic_in, payload, reading, |p, r| {
-            process(p, pipelines, keys, scratch, r, default_time, &mut sink);
+        // The clock of replay is the line number: for readings without an event time, and as
+        // the "now" of relative SenML times.
+        let now = line_no as i64;
+        pipelines.dispatch(topic_in, payload, now, reading, |p, r| {
+            process(p, pipelines, keys, scratch, r, now, &mut sink);
         });
         // Chained pipelines read the outputs in the order they were made (a chain's own
         // outputs are appended and read in turn).
@@ -286,7 +289,7 @@ impl Replayer {
             let (from, time) = (item.from, item.time);
             let topic = std::mem::take(&mut item.topic);
             let payload = std::mem::take(&mut item.payload);
-            pipelines.dispatch_chained(from, &topic, &payload, chain_reading, |p, r| {
+            pipelines.dispatch_chained(from, &topic, &payload, time, chain_reading, |p, r| {
                 process(p, pipelines, keys, scratch, r, time, &mut sink);
             });
             if let Some(item) = sink.pending.get_mut(next) {

@@ -118,3 +118,202 @@ fn bad_input_is_counted_per_reason_and_never_learned() {
     assert_eq!(summary["bad_lines"], 1);
     assert!(stderr.contains("pipeline temperature"), "{stderr}");
 }
+
+/// Runs `edgeflow replay` on `input` with a config of `pipelines`; returns the output lines as
+/// JSON and the summary.
+fn replay_formats(pipelines: &str, input: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[store]\ndata_dir = \"{}\"\n{pipelines}",
+            dir.path().join("data").display()
+        ),
+    );
+    let summary_path = dir.path().join("summary.json");
+    let (out, _) = replay(&config, input, Some(&summary_path));
+    let lines = out
+        .split(|&c| c == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("output line is JSON"))
+        .collect();
+    let summary = serde_json::from_slice(&std::fs::read(&summary_path).expect("summary file"))
+        .expect("summary json");
+    (lines, summary)
+}
+
+#[test]
+fn replay_reads_each_element_of_a_json_batch() {
+    let pipelines = r#"
+[[pipelines]]
+name = "batch"
+topics = ["gw/+/batch"]
+key = "/id"
+time = "/ts"
+time_unit = "s"
+fields = { temp = "/temp" }
+[pipelines.model]
+kind = "forecast"
+target = "temp"
+"#;
+    let input = concat!(
+        r#"{"topic":"gw/g1/batch","payload":[{"id":"a","ts":1,"temp":20},{"id":"b","ts":1,"temp":30}]}"#,
+        "\n",
+        r#"{"topic":"gw/g1/batch","payload":[{"id":"a","ts":2,"temp":21},{"id":"b","ts":2,"temp":"x"},{"ts":2,"temp":1}]}"#,
+        "\n",
+        r#"{"topic":"gw/g1/batch","payload":"[{\"id\":\"a\",\"ts\":3,\"temp\":22}"}"#,
+        "\n",
+    );
+    let (outputs, summary) = replay_formats(pipelines, input);
+    let seen: Vec<(String, i64, f64)> = outputs
+        .iter()
+        .map(|o| {
+            let p = &o["payload"];
+            (
+                p["key"].as_str().expect("key").to_owned(),
+                p["time"].as_i64().expect("time"),
+                p["observed"].as_f64().expect("observed"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a".into(), 1000, 20.0),
+            ("b".into(), 1000, 30.0),
+            ("a".into(), 2000, 21.0)
+        ]
+    );
+    let p = &summary["pipelines"][0];
+    assert_eq!(p["readings"], 3);
+    assert_eq!(p["keys"], 2);
+    // One bad element each; the truncated batch once, as a whole.
+    assert_eq!(p["decode_errors"]["not_a_number"], 1);
+    assert_eq!(p["decode_errors"]["missing_key"], 1);
+    assert_eq!(p["decode_errors"]["malformed_json"], 1);
+}
+
+#[test]
+fn replay_reads_each_line_of_a_csv_payload() {
+    let pipelines = r#"
+[[pipelines]]
+name = "env"
+topics = ["env/+/csv"]
+format = "csv"
+columns = ["ts", "sensor", "temp", "hum"]
+header = true
+key = "/sensor"
+time = "/ts"
+time_unit = "ms"
+fields = { temp = "/temp", hum = "/hum" }
+[pipelines.model]
+kind = "regression"
+target = "temp"
+features = ["hum"]
+"#;
+    // String payloads are the message's bytes.
+    let input = concat!(
+        r#"{"topic":"env/g1/csv","payload":"ts,sensor,temp,hum\n1000,s1,20.5,40\r\n1000,\"s,2\",21,41\n"}"#,
+        "\n",
+        r#"{"topic":"env/g1/csv","payload":"2000,s1,,42\n2000,s1,22\n\n2000,\"s,2\",22.5,43"}"#,
+        "\n",
+    );
+    let (outputs, summary) = replay_formats(pipelines, input);
+    let seen: Vec<(String, i64, Option<f64>)> = outputs
+        .iter()
+        .map(|o| {
+            let p = &o["payload"];
+            (
+                p["key"].as_str().expect("key").to_owned(),
+                p["time"].as_i64().expect("time"),
+                p["observed"].as_f64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("s1".into(), 1000, Some(20.5)),
+            ("s,2".into(), 1000, Some(21.0)),
+            // An empty target cell: predicted, not learned.
+            ("s1".into(), 2000, None),
+            ("s,2".into(), 2000, Some(22.5)),
+        ]
+    );
+    assert_eq!(outputs[1]["topic"], "edgeflow/env/s,2/temp/prediction");
+    let p = &summary["pipelines"][0];
+    assert_eq!(p["readings"], 4);
+    assert_eq!(p["decode_errors"]["bad_csv"], 1);
+}
+
+#[test]
+fn replay_reads_senml_packs_by_record_and_by_base_name() {
+    let pipelines = r#"
+[[pipelines]]
+name = "quantity"
+topics = ["meters/+/senml"]
+format = "senml"
+output = "edgeflow/{pipeline}/{key}/forecast"
+[pipelines.model]
+kind = "forecast"
+target = "value"
+
+[[pipelines]]
+name = "meter"
+topics = ["meters/+/senml"]
+format = "senml"
+key = "basename"
+fields = { voltage = "/voltage", current = "/current" }
+[pipelines.model]
+kind = "regression"
+target = "current"
+features = ["voltage"]
+"#;
+    let input = concat!(
+        // RFC 8428 §5.1.2 (its second example), on line 1.
+        r#"{"topic":"meters/m1/senml","payload":[{"bn":"urn:dev:ow:10e2073a0108006:","bt":1.276020076001e+09,"bu":"A","bver":5,"n":"voltage","u":"V","v":120.1},{"n":"current","t":-5,"v":1.2},{"n":"current","v":1.7}]}"#,
+        "\n",
+        // Relative times on line 2: "now" is the line number (2 ms), so t = -1 s is -998 ms.
+        r#"{"topic":"meters/m2/senml","payload":[{"bn":"m2:","n":"voltage","v":230,"t":-1},{"n":"current","v":2,"t":-1}]}"#,
+        "\n",
+        r#"{"topic":"meters/m2/senml","payload":{"n":"voltage","v":230}}"#,
+        "\n",
+    );
+    let (outputs, summary) = replay_formats(pipelines, input);
+    let seen: Vec<(String, i64)> = outputs
+        .iter()
+        .map(|o| {
+            (
+                o["topic"].as_str().expect("topic").to_owned(),
+                o["payload"]["time"].as_i64().expect("time"),
+            )
+        })
+        .collect();
+    let bt = 1_276_020_076_001;
+    let name = "urn:dev:ow:10e2073a0108006:";
+    assert_eq!(
+        seen,
+        [
+            (format!("edgeflow/quantity/{name}voltage/forecast"), bt),
+            (
+                format!("edgeflow/quantity/{name}current/forecast"),
+                bt - 5000
+            ),
+            (format!("edgeflow/quantity/{name}current/forecast"), bt),
+            (format!("edgeflow/meter/{name}/current/prediction"), bt),
+            ("edgeflow/quantity/m2:voltage/forecast".into(), -998),
+            ("edgeflow/quantity/m2:current/forecast".into(), -998),
+            ("edgeflow/meter/m2:/current/prediction".into(), -998),
+        ]
+    );
+    assert_eq!(outputs[3]["payload"]["observed"], 1.7);
+    let (quantity, meter) = (&summary["pipelines"][0], &summary["pipelines"][1]);
+    assert_eq!(quantity["readings"], 5);
+    assert_eq!(quantity["keys"], 4);
+    assert_eq!(meter["readings"], 2);
+    // The reading at bt − 5 s has a current but no voltage.
+    assert_eq!(meter["decode_errors"]["missing_field"], 1);
+    // The object payload is not a pack: dropped once per pipeline.
+    assert_eq!(quantity["decode_errors"]["bad_senml"], 1);
+    assert_eq!(meter["decode_errors"]["bad_senml"], 1);
+}

@@ -93,10 +93,14 @@ impl OutputSink for ChainSink {
         let arrival = crate::app::now_ms();
         CHAIN_READING.with(|buf| {
             if let Ok(mut buf) = buf.try_borrow_mut() {
-                self.pipelines
-                    .dispatch_chained(pipeline, topic, payload, &mut buf, |p, r| {
-                        table.route(p, r, arrival)
-                    });
+                self.pipelines.dispatch_chained(
+                    pipeline,
+                    topic,
+                    payload,
+                    arrival,
+                    &mut buf,
+                    |p, r| table.route(p, r, arrival),
+                );
             }
         });
         sent

@@ -7,7 +7,8 @@ use super::label::{LabelSet, NumberText};
 
 /// Why a reading was dropped; each has a stable snake_case name used in logs and metrics.
 ///
-/// The codec produces the reasons from `TooLarge` to `BadTime` and `BadLabel`; `UnknownTopic`,
+/// The codec produces the reasons from `TooLarge` to `BadTime`, `BadLabel`, `BadCsv` and
+/// `BadSenml`; `UnknownTopic`,
 /// `QueueFull` and `MailboxFull` are produced by the runtime and live here so every drop is
 /// counted in one place. New reasons are appended, so an existing reason keeps its `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,11 +39,18 @@ pub enum DropReason {
     /// A classification label is neither `true`/`false` nor a listed positive or negative
     /// text (a missing or `null` label is not a drop: the reading is predicted only).
     BadLabel,
+    /// A CSV line is not well formed (a wrong number of cells, a quote not closed, text after
+    /// a closing quote); only that line is dropped.
+    BadCsv,
+    /// A SenML pack or record breaks RFC 8428 (not an array of objects, a field of the wrong
+    /// type, several values in one record, an unsupported version or must-understand field):
+    /// the whole pack is dropped.
+    BadSenml,
 }
 
 impl DropReason {
     /// Every reason, in `index` order (for metric arrays and exposition).
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::UnknownTopic,
         DropReason::TooLarge,
         DropReason::NotUtf8,
@@ -55,6 +63,8 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::MailboxFull,
         DropReason::BadLabel,
+        DropReason::BadCsv,
+        DropReason::BadSenml,
     ];
 
     /// The stable snake_case name (a metric label value; never change one).
@@ -72,6 +82,8 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::MailboxFull => "mailbox_full",
             DropReason::BadLabel => "bad_label",
+            DropReason::BadCsv => "bad_csv",
+            DropReason::BadSenml => "bad_senml",
         }
     }
 
@@ -87,16 +99,19 @@ impl fmt::Display for DropReason {
     }
 }
 
-/// A decode failure: the reason plus enough detail for one log line (which field or pointer,
-/// what was found), e.g. `field "temp" (/value): expected a number, found a string`.
+/// A decode failure: the reason plus enough detail for one log line (which reading of the
+/// payload, which field or pointer, what was found), e.g.
+/// `field "temp" (/value): expected a number, found a string` or
+/// `line 3: expected 4 columns, found 5`.
 ///
 /// Building one does not allocate (names are shared `Arc<str>`s from the decoder), except for
 /// `malformed_json`, which carries serde_json's error.
 #[derive(thiserror::Error, Debug)]
-#[error("{location}: {problem}")]
+#[error("{}", Shown(self))]
 pub struct DecodeError {
     /// Why the reading is dropped (the metric label).
     pub reason: DropReason,
+    element: Option<Element>,
     location: Location,
     problem: Problem,
 }
@@ -105,8 +120,80 @@ impl DecodeError {
     pub(crate) fn new(reason: DropReason, location: Location, problem: Problem) -> Self {
         Self {
             reason,
+            element: None,
             location,
             problem,
+        }
+    }
+
+    /// The same error, about one reading of a payload that holds several.
+    pub(crate) fn at(mut self, element: Element) -> Self {
+        self.element = Some(element);
+        self
+    }
+}
+
+/// `[element: ]location: problem`, where a problem of a whole element leaves out the location.
+struct Shown<'a>(&'a DecodeError);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        match (&e.element, &e.location) {
+            (Some(element), Location::Payload) => write!(f, "{element}: {}", e.problem),
+            (Some(element), location) => write!(f, "{element}: {location}: {}", e.problem),
+            (None, location) => write!(f, "{location}: {}", e.problem),
+        }
+    }
+}
+
+/// Which reading of a payload holding several an error is about.
+///
+/// Positions are `u32` (saturating) to keep [`DecodeError`] small: it is returned by value on
+/// the hot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Element {
+    /// Element `i` of a top-level JSON array, 0-based as in a JSON pointer.
+    Batch(u32),
+    /// Line `n` of a CSV payload, 1-based as editors count.
+    Line(u32),
+    /// Record `n` of a SenML pack, 1-based as RFC 8428 numbers records (`#rec=n`).
+    Record(u32),
+    /// The reading formed by the SenML records with the base name and time of record `n`.
+    Group(u32),
+}
+
+impl Element {
+    pub(crate) fn batch(index: usize) -> Self {
+        Element::Batch(saturate(index))
+    }
+
+    pub(crate) fn line(number: usize) -> Self {
+        Element::Line(saturate(number))
+    }
+
+    pub(crate) fn record(number: usize) -> Self {
+        Element::Record(saturate(number))
+    }
+
+    pub(crate) fn group(first_record: usize) -> Self {
+        Element::Group(saturate(first_record))
+    }
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl fmt::Display for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Element::Batch(index) => write!(f, "element [{index}]"),
+            Element::Line(line) => write!(f, "line {line}"),
+            Element::Record(record) => write!(f, "record {record}"),
+            Element::Group(record) => {
+                write!(f, "records with the base name and time of record {record}")
+            }
         }
     }
 }
@@ -114,7 +201,7 @@ impl DecodeError {
 /// Where in the message the problem is.
 #[derive(Debug, Clone)]
 pub(crate) enum Location {
-    /// The payload as a whole.
+    /// The payload as a whole (or, with an [`Element`], that element as a whole).
     Payload,
     /// The key taken from the topic (`None`: the whole topic; `Some(n)`: level n).
     TopicKey(Option<usize>),
@@ -122,8 +209,14 @@ pub(crate) enum Location {
     Field { name: Arc<str>, pointer: Arc<str> },
     /// The key taken from the payload.
     PayloadKey { pointer: Arc<str> },
+    /// The key taken from a SenML record's resolved name (`key = "name"`).
+    RecordName,
+    /// The key taken from a SenML record's resolved base name (`key = "basename"`).
+    BaseName,
     /// The event time.
     Time { pointer: Arc<str> },
+    /// The resolved time of a SenML record.
+    RecordTime,
 }
 
 /// A JSON pointer for display: `""` reads as "the whole payload".
@@ -149,7 +242,10 @@ impl fmt::Display for Location {
                 write!(f, "field {name:?} ({})", PointerDisplay(pointer))
             }
             Location::PayloadKey { pointer } => write!(f, "key ({})", PointerDisplay(pointer)),
+            Location::RecordName => f.write_str("key (the record name)"),
+            Location::BaseName => f.write_str("key (the base name)"),
             Location::Time { pointer } => write!(f, "time ({})", PointerDisplay(pointer)),
+            Location::RecordTime => f.write_str("time (bt + t)"),
         }
     }
 }
@@ -257,8 +353,18 @@ pub(crate) enum Problem {
     EmptyPayload,
     TimeOutOfRange,
     NotRfc3339(time::error::Parse),
-    /// A pointer is configured for a `number` payload, which has no members.
-    PointerNeedsJson,
+    /// A pointer is configured for a payload of a format without members (`number`, `senml`).
+    PointerNeedsJson {
+        format: &'static str,
+    },
+    /// `key = "name"` or `"basename"` for a payload that is not SenML.
+    KeyNeedsSenml {
+        format: &'static str,
+    },
+    /// A `key = "name"` SenML field pointer that is none of `v`, `vb`, `s`, `vs`.
+    NotSenmlValue,
+    /// `key = "name"` where records are grouped (not a combination the config allows).
+    NotGrouped,
     /// The configured pointer is not a valid JSON pointer (config validation should reject it).
     InvalidPointer,
     /// A label string or number in neither label list.
@@ -266,6 +372,59 @@ pub(crate) enum Problem {
         text: LabelText,
         labels: Arc<LabelSet>,
     },
+    /// A text (a CSV cell) that is not the time expected.
+    TimeText {
+        expected: &'static str,
+        found: Snippet,
+    },
+    /// A CSV line with another number of cells than there are columns.
+    ColumnCount {
+        expected: usize,
+        found: usize,
+    },
+    /// A quoted CSV cell without its closing quote.
+    UnterminatedQuote,
+    /// Text after the closing quote of a CSV cell (column `n`, 1-based).
+    TextAfterQuote {
+        column: usize,
+    },
+    /// The configured pointer names no CSV column (config validation should reject it).
+    NoColumn,
+    /// The configured pointer is not one SenML record name (config validation should reject
+    /// it).
+    NotRecordName,
+    /// The payload is not a JSON array (of SenML records).
+    SenmlNotPack(Found),
+    /// A SenML record is not a JSON object.
+    SenmlNotRecord(Found),
+    /// A SenML field of the wrong JSON type.
+    SenmlFieldType {
+        label: &'static str,
+        expected: &'static str,
+        found: Found,
+    },
+    /// `bver` is zero or negative.
+    SenmlVersionNotPositive,
+    /// `bver` is newer than the version understood.
+    SenmlVersion(u64),
+    /// A label ending in `_` (must be understood) that is not supported.
+    SenmlMustUnderstand(Snippet),
+    /// A record with more than one of `v`, `vs`, `vb`, `vd`.
+    SenmlSeveralValues,
+    /// A record without the value a `key = "name"` field reads (`found`: the value it has).
+    SenmlNoValue {
+        wanted: &'static str,
+        found: Option<&'static str>,
+    },
+    /// A record whose value is of another kind than the field needs.
+    SenmlWrongValue {
+        expected: &'static str,
+        label: &'static str,
+    },
+    /// A resolved SenML name (the key) outside RFC 8428's character set.
+    InvalidSenmlName(Snippet),
+    /// A resolved SenML time beyond the range of milliseconds kept.
+    SenmlTimeOutOfRange,
 }
 
 /// The text of a label that matched no list, as found in the payload.
@@ -304,8 +463,19 @@ impl fmt::Display for Problem {
             Problem::EmptyPayload => f.write_str("expected a number, found an empty payload"),
             Problem::TimeOutOfRange => f.write_str("time out of range"),
             Problem::NotRfc3339(e) => write!(f, "not an RFC 3339 time: {e}"),
-            Problem::PointerNeedsJson => {
-                f.write_str("a JSON pointer needs format = \"json\" (this payload is a number)")
+            Problem::PointerNeedsJson { format } => write!(
+                f,
+                "a JSON pointer needs format = \"json\" or \"csv\" (this pipeline reads format = \"{format}\")"
+            ),
+            Problem::KeyNeedsSenml { format } => write!(
+                f,
+                "key = \"name\" and \"basename\" need format = \"senml\" (this pipeline reads format = \"{format}\")"
+            ),
+            Problem::NotSenmlValue => f.write_str(
+                "the configured value is none of \"v\", \"vb\", \"s\" and \"vs\"",
+            ),
+            Problem::NotGrouped => {
+                f.write_str("key = \"name\" makes one reading per record, not per group")
             }
             Problem::InvalidPointer => f.write_str(
                 "the configured pointer is not a valid JSON pointer (\"\" or starting with '/')",
@@ -317,6 +487,61 @@ impl fmt::Display for Problem {
                 }
                 write!(f, " is not a label ({labels}; ASCII case is ignored)")
             }
+            Problem::TimeText { expected, found } => write!(f, "expected {expected}, found {found}"),
+            Problem::ColumnCount { expected, found } => {
+                write!(f, "expected {expected} cells (the columns), found {found}")
+            }
+            Problem::UnterminatedQuote => f.write_str(
+                "a quoted cell has no closing quote (RFC 4180: a quote inside a quoted cell is written \"\")",
+            ),
+            Problem::TextAfterQuote { column } => write!(
+                f,
+                "cell {column} has text after its closing quote (RFC 4180: a quoted cell ends at its closing quote)"
+            ),
+            Problem::NoColumn => f.write_str(
+                "the configured pointer names no CSV column (\"/column\", one of columns)",
+            ),
+            Problem::NotRecordName => f.write_str(
+                "the configured pointer is not one SenML record name (\"/name\")",
+            ),
+            Problem::SenmlNotPack(found) => {
+                write!(f, "a SenML pack is a JSON array of records, found {found}")
+            }
+            Problem::SenmlNotRecord(found) => {
+                write!(f, "a SenML record is a JSON object, found {found}")
+            }
+            Problem::SenmlFieldType {
+                label,
+                expected,
+                found,
+            } => write!(f, "\"{label}\" must be {expected}, found {found}"),
+            Problem::SenmlVersionNotPositive => f.write_str("\"bver\" must be a positive integer"),
+            Problem::SenmlVersion(version) => write!(
+                f,
+                "bver {version} is newer than SenML version {SENML_VERSION}, the version understood (RFC 8428: such a pack must not be used)"
+            ),
+            Problem::SenmlMustUnderstand(label) => write!(
+                f,
+                "the label {label} ends in '_', so it must be understood (RFC 8428), and it is not supported"
+            ),
+            Problem::SenmlSeveralValues => f.write_str(
+                "a record has more than one of \"v\", \"vs\", \"vb\" and \"vd\" (RFC 8428 allows exactly one value)",
+            ),
+            Problem::SenmlNoValue { wanted, found } => {
+                write!(f, "the record has no \"{wanted}\"")?;
+                if let Some(found) = found {
+                    write!(f, " (it has \"{found}\")")?;
+                }
+                Ok(())
+            }
+            Problem::SenmlWrongValue { expected, label } => {
+                write!(f, "expected {expected}, found a \"{label}\" value")
+            }
+            Problem::InvalidSenmlName(name) => write!(
+                f,
+                "{name} is not a valid SenML name (RFC 8428: letters, digits, '-', ':', '.', '/' and '_', starting with a letter or a digit)"
+            ),
+            Problem::SenmlTimeOutOfRange => f.write_str("the resolved time is out of range"),
         }
     }
 }
@@ -326,5 +551,7 @@ pub(crate) const EXPECTED_NUMBER: &str = "a number";
 /// What a classification label must be.
 pub(crate) const EXPECTED_LABEL: &str =
     "a label (true, false, or a string or number listed in positive or negative)";
+/// The SenML version understood (RFC 8428's): a pack with a larger `bver` is not used.
+pub(crate) const SENML_VERSION: u64 = 10;
 /// What a key taken from the payload must be.
 pub(crate) const EXPECTED_KEY: &str = "a string or an integer";

@@ -9,6 +9,9 @@
 //! The visitors never fail: what they find at each target is recorded in `Walk`, and the
 //! decoder turns it into an error afterwards, so every error from serde_json is a syntax error.
 //!
+//! A top-level array is a batch: [`BatchSeed`] walks each element from the root of the tree,
+//! as if it were a document of its own, and hands each element's [`Outcome`] to the decoder.
+//!
 //! This relies on serde_json's default number handling: its `arbitrary_precision` feature (not
 //! enabled anywhere in our dependency graph) would hand numbers over as maps, and the tests
 //! would fail with `not_a_number`.
@@ -21,7 +24,8 @@ use time::OffsetDateTime;
 
 use super::error::{Found, LabelText, Snippet};
 use super::label::{LabelNumber, LabelSet};
-use super::pointer::{PathTree, Segment, Target};
+use super::pointer::{PathTree, Segment, Target, ROOT};
+use super::ReadingBuf;
 use crate::config::TimeUnit;
 
 /// What was found at the key pointer.
@@ -35,7 +39,7 @@ pub(crate) enum KeySlot {
 }
 
 /// What was found at the time pointer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum TimeSlot {
     Missing,
     Millis(i64),
@@ -43,6 +47,8 @@ pub(crate) enum TimeSlot {
     NonFinite,
     OutOfRange,
     NotRfc3339(time::error::Parse),
+    /// A text (a CSV cell) that is not a number, where a number was needed.
+    Text(Snippet),
 }
 
 /// A problem with one field; the decoder reports the one with the lowest index.
@@ -51,6 +57,10 @@ pub(crate) enum FieldProblem {
     Wrong(Found),
     NonFinite,
     BadLabel(LabelProblem),
+    /// A text (a CSV cell) that is not a number.
+    NotANumberText(Snippet),
+    /// A text (a CSV cell) that is `nan`, `inf` or beyond the f64 range.
+    NonFiniteText(Snippet),
 }
 
 /// Why a label field's value is not a label.
@@ -60,6 +70,24 @@ pub(crate) enum LabelProblem {
     Unknown(LabelText),
     /// An object or an array.
     Wrong(Found),
+    /// A SenML record whose value cannot be a label (`vd`).
+    SenmlValue(&'static str),
+}
+
+/// What one walk found, for the decoder to turn into a reading or an error.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub key_slot: KeySlot,
+    pub time_slot: TimeSlot,
+    pub field_problem: Option<(usize, FieldProblem)>,
+}
+
+/// What every walk of one decoder shares.
+#[derive(Clone, Copy)]
+pub(crate) struct WalkConfig<'a> {
+    pub tree: &'a PathTree,
+    pub time_unit: TimeUnit,
+    pub target: Option<(usize, TargetRole<'a>)>,
 }
 
 /// How the model's target field differs from a plain (required) number.
@@ -89,14 +117,14 @@ pub(crate) struct Walk<'a> {
 
 /// A JSON number as serde_json hands it over.
 #[derive(Clone, Copy)]
-enum Number {
+pub(crate) enum Number {
     Unsigned(u64),
     Signed(i64),
     Float(f64),
 }
 
 impl Number {
-    fn as_f64(self) -> f64 {
+    pub(crate) fn as_f64(self) -> f64 {
         match self {
             Number::Unsigned(v) => v as f64,
             Number::Signed(v) => v as f64,
@@ -104,7 +132,7 @@ impl Number {
         }
     }
 
-    fn as_label(self) -> LabelNumber {
+    pub(crate) fn as_label(self) -> LabelNumber {
         match self {
             Number::Unsigned(v) => LabelNumber::Unsigned(v),
             Number::Signed(v) => LabelNumber::Signed(v),
@@ -120,6 +148,29 @@ const MAX_FLOAT_MILLIS: f64 = 9.0e18;
 const AUTO_MILLIS_THRESHOLD: f64 = 1e11;
 
 impl<'a> Walk<'a> {
+    /// A walk writing into `values` (one per field, all `NaN`) and `key`.
+    pub fn new(config: WalkConfig<'a>, values: &'a mut [f64], key: &'a mut String) -> Self {
+        Walk {
+            tree: config.tree,
+            time_unit: config.time_unit,
+            values,
+            target: config.target,
+            field_problem: None,
+            key,
+            key_slot: KeySlot::Missing,
+            time_slot: TimeSlot::Missing,
+        }
+    }
+
+    /// What the walk found.
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            key_slot: self.key_slot,
+            time_slot: self.time_slot,
+            field_problem: self.field_problem,
+        }
+    }
+
     fn field_problem(&mut self, index: usize, problem: FieldProblem) {
         match self.field_problem {
             Some((first, _)) if first <= index => {}
@@ -267,7 +318,8 @@ impl<'a> Walk<'a> {
     }
 }
 
-fn time_from_number(unit: TimeUnit, number: Number) -> TimeSlot {
+/// The time a number gives under `unit`.
+pub(crate) fn time_from_number(unit: TimeUnit, number: Number) -> TimeSlot {
     let millis_per_unit: i64 = match unit {
         TimeUnit::Rfc3339 => return TimeSlot::Wrong(Found::Number),
         TimeUnit::Milliseconds => 1,
@@ -297,7 +349,8 @@ fn time_from_number(unit: TimeUnit, number: Number) -> TimeSlot {
     }
 }
 
-fn time_from_rfc3339(s: &str) -> TimeSlot {
+/// The time of an RFC 3339 string.
+pub(crate) fn time_from_rfc3339(s: &str) -> TimeSlot {
     match OffsetDateTime::parse(s, &Rfc3339) {
         Ok(t) => {
             let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
@@ -433,6 +486,50 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
         }
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(())
+    }
+}
+
+/// Walks a top-level array: each element from the root of the tree, into `out`, calling
+/// `each(index, out, outcome)` after each element (`out.values` holds its fields; `out.key` its
+/// key when the key is read from the payload).
+pub(crate) struct BatchSeed<'a, F> {
+    pub config: WalkConfig<'a>,
+    pub out: &'a mut ReadingBuf,
+    pub each: F,
+}
+
+impl<'de, F: FnMut(usize, &mut ReadingBuf, Outcome)> DeserializeSeed<'de> for BatchSeed<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(usize, &mut ReadingBuf, Outcome)> Visitor<'de> for BatchSeed<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            // NaN marks "not found yet", as for a single document.
+            self.out.values.fill(f64::NAN);
+            let mut walk = Walk::new(self.config, &mut self.out.values, &mut self.out.key);
+            let element = seq.next_element_seed(NodeSeed {
+                walk: &mut walk,
+                node: ROOT,
+            })?;
+            if element.is_none() {
+                return Ok(());
+            }
+            let outcome = walk.outcome();
+            (self.each)(index, self.out, outcome);
+            index += 1;
+        }
     }
 }
 

@@ -1,9 +1,13 @@
-//! Payload decoding: MQTT topic + payload bytes → a reading (key, event time, field values).
+//! Payload decoding: MQTT topic + payload bytes → readings (key, event time, field values).
 //!
 //! A [`Decoder`] is compiled once per pipeline from its validated config and then decodes every
-//! message of that pipeline into a caller-owned [`ReadingBuf`]. A payload that cannot be decoded
-//! yields a [`DecodeError`] whose [`DropReason`] is the metric label under which the drop is
-//! counted.
+//! message of that pipeline into a caller-owned [`ReadingBuf`]. One payload gives zero, one or
+//! many readings ([`Decoder::decode_each`] calls back once per reading): a JSON batch, the lines
+//! of a CSV payload, the records of a SenML pack. What cannot be decoded yields a
+//! [`DecodeError`] whose [`DropReason`] is the metric label under which the drop is counted. A
+//! problem with one reading drops that reading only; a problem with the payload as a whole
+//! (size, UTF-8, JSON syntax, a pack that breaks RFC 8428) drops it once, before any reading is
+//! made from it.
 //!
 //! # Rules
 //!
@@ -14,10 +18,39 @@
 //!   f64 range (`1e400`) are `non_finite`. A key must be a non-empty string or an integer.
 //!   Duplicate member names: each occurrence is read, a later valid one overwrites an earlier
 //!   value, and any bad occurrence fails the reading.
+//!
+//!   A payload whose top level is an array is a **batch**: each element is decoded as one
+//!   reading with the same pointers, as if it were a payload of its own (so a pointer cannot
+//!   address into the top-level array itself: `/0/value` of `[{"value":1}]` is looked for in
+//!   the element, `{"value":1}`). The whole array is parsed before any element becomes a
+//!   reading, so malformed JSON, or a number beyond the f64 range on a configured path, drops
+//!   the batch once; any other problem drops its element only (errors name it: `element [2]`,
+//!   0-based as in a pointer). An empty array gives no reading.
 //! * `format = "number"`: the payload, trimmed of ASCII whitespace, is one number parsed as f64
 //!   (Rust's float syntax, so `+1`, `.5` and `1e3` are accepted); `nan`/`inf`/`infinity` in any
 //!   case and overflowing numbers are `non_finite`. Every configured field gets that value
 //!   (validation allows exactly one field).
+//! * `format = "csv"` (RFC 4180; see `csv.rs` for the syntax): one reading per line (LF or CRLF;
+//!   blank lines skipped; with `header = true` a first line equal to the column names is
+//!   skipped). A line is an object whose members are the columns: `"/temp"` is column `temp`.
+//!   Cells are text: a field is a number in f64 syntax, blanks around it ignored (`nan`/`inf` are
+//!   `non_finite`, anything else `not_a_number` quoting the text); an empty cell is a missing
+//!   field; a key is the cell's text (quoted cells unescaped), non-empty; a time is a number or
+//!   an RFC 3339 text, as `time_unit` says. A line with another number of cells than columns, a
+//!   quote not closed, or text after a closing quote is `bad_csv`. Errors name the line
+//!   (`line 3`, 1-based).
+//! * `format = "senml"` (RFC 8428 JSON; see `senml.rs`): records are resolved (§4.6) with the
+//!   caller's "now" for relative times (below 2^28 s), seconds → ms. Then
+//!   - `key = "name"`: each record with a value or sum is a reading keyed by its resolved name
+//!     (which must be a valid SenML name, else `missing_key`); its one field reads `v`, `vb`
+//!     (1/0), `s` or `vs` (a label); a record without that value is `missing_field`.
+//!   - `key = "basename"` or a topic key: records with the same resolved base name and time form
+//!     one reading (in the order of their first record), keyed by the base name (a valid SenML
+//!     name) or the topic; field `"/voltage"` is the record named `voltage` relative to the
+//!     base name (the last one, if several), its `v`, `vb` (1/0), `vs` (a label only), or, for a
+//!     record with only a sum, `s`. Records no field names are ignored.
+//!
+//!   Errors name the record (`record 3`, 1-based as RFC 8428 numbers them) or the group.
 //! * Event time ([`TimeUnit`]): `s` (fractions allowed, rounded to ms), `ms`, `rfc3339`, or `auto`
 //!   (numbers with |v| ≥ 1e11 are ms, smaller ones s; strings are RFC 3339).
 //! * The model's target field (`model.target`) follows the model kind:
@@ -31,16 +64,17 @@
 //!     JSON `1.0` matches `"1"`). Missing or `null` gives `NaN` (predict only). Anything else
 //!     (an unlisted text, an object, an array) is `bad_label`. With `format = "number"`
 //!     (which config validation allows for forecasts only) the bare number is matched the
-//!     same way.
+//!     same way. A CSV cell is matched as a string, then as a number, then as `true`/`false`;
+//!     a SenML `vb` is a boolean, `vs` a string, `v` a number.
 //!
 //!   Features stay required numbers. `NaN` in `values` therefore only ever means "absent
 //!   optional target": input never produces it (JSON has no NaN literal, `NaN`/`Infinity` are
-//!   `malformed_json`, numbers beyond the f64 range are `non_finite`, and a number payload of
-//!   `nan` is `non_finite`).
+//!   `malformed_json`, numbers beyond the f64 range are `non_finite`, and a number payload or
+//!   CSV cell of `nan` is `non_finite`).
 //!
 //! When several things are wrong, the error reported is, in this order: size, UTF-8, topic key,
-//! JSON syntax, key, time, then the first field in config order (a bad label counts as a
-//! problem of its field).
+//! JSON syntax (SenML structure), then per reading: CSV syntax, key, time, then the first field
+//! in config order (a bad label counts as a problem of its field).
 //!
 //! # Allocation
 //!
@@ -54,13 +88,22 @@
 //! member name with escapes, and for containers nested two or more deep inside a skipped
 //! member; a `malformed_json` error also allocates. Labels are matched against lists
 //! lowercased once at construction, a number label formatted into a stack buffer (only a
-//! number whose text exceeds 40 bytes is formatted on the heap). The test
-//! `warm_decode_does_not_allocate` checks the common cases.
+//! number whose text exceeds 40 bytes is formatted on the heap).
+//!
+//! A JSON batch is parsed twice (once to check the whole array, once to make the readings),
+//! with the same allocation profile as a single document. CSV lines are read straight from
+//! the payload (only a label cell with `""` escapes is copied). A SenML pack is resolved into
+//! a list kept on the stack up to 16 records (strings borrowed from the payload unless they
+//! have escapes); a larger pack allocates that list, and grouped packs a list of indices. The
+//! tests `warm_decode_does_not_allocate`, `warm_batch_and_csv_decode_does_not_allocate` and
+//! `senml_allocations_are_bounded` check these.
 
+mod csv;
 mod error;
 mod json;
 mod label;
 pub mod pointer;
+mod senml;
 
 #[cfg(test)]
 mod tests;
@@ -68,13 +111,21 @@ mod tests;
 use std::sync::Arc;
 
 use serde::de::DeserializeSeed;
+use smallvec::SmallVec;
 
 use crate::config::{KeySource, ModelConfig, PayloadFormat, PipelineConfig, TimeUnit};
+use csv::{CsvPlan, LineProblem, Lines};
 pub use error::{DecodeError, DropReason};
-use error::{LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL, EXPECTED_NUMBER};
-use json::{FieldProblem, KeySlot, LabelProblem, NodeSeed, TargetRole, TimeSlot, Walk};
+use error::{
+    Element, LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL, EXPECTED_NUMBER,
+};
+use json::{
+    BatchSeed, FieldProblem, KeySlot, LabelProblem, NodeSeed, Outcome, TargetRole, TimeSlot, Walk,
+    WalkConfig,
+};
 use label::{LabelNumber, LabelSet};
-use pointer::{PathTree, Target, ROOT};
+use pointer::{parse_pointer, PathTree, Target, ROOT};
+use senml::{Pack, Record, RecordValue, SenmlValue};
 
 /// Reusable output buffer: the decoder overwrites it, so the hot path allocates nothing once warm.
 ///
@@ -108,6 +159,8 @@ enum KeyPlan {
     Topic,
     TopicLevel(usize),
     Pointer { pointer: Arc<str>, valid: bool },
+    RecordName,
+    BaseName,
 }
 
 /// How the model's target field is read, when it is not a plain required number.
@@ -127,19 +180,51 @@ struct TimePlan {
     unit: TimeUnit,
 }
 
+/// The payload format, compiled.
+#[derive(Debug)]
+enum Format {
+    Json,
+    Number,
+    Csv(CsvPlan),
+    Senml(SenmlPlan),
+}
+
+/// How SenML records become readings.
+#[derive(Debug)]
+enum SenmlPlan {
+    /// `key = "name"`: one reading per record; per field, the value it reads (`None`: the
+    /// pointer is none of `v`, `vb`, `s`, `vs`).
+    PerRecord(Box<[Option<SenmlValue>]>),
+    /// Records grouped by base name and time; per field, the record name it reads (`None`: the
+    /// pointer is not one record name).
+    Grouped(Box<[Option<Box<str>>]>),
+}
+
+/// A value found for a field in a SenML record.
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    Number(f64),
+    Bool(bool),
+    Text(&'a str),
+    /// A value that is never a reading's (`vd`).
+    Data,
+}
+
 /// A payload decoder compiled once from a validated [`PipelineConfig`].
 ///
 /// (`Debug` is implemented next to `pipeline::Pipeline`, which prints it as `Decoder`.)
 pub struct Decoder {
-    format: PayloadFormat,
+    format: Format,
     max_payload_bytes: usize,
     fields: Vec<FieldPlan>,
     key: KeyPlan,
+    /// Not used for `format = "senml"` (records carry their time).
     time: Option<TimePlan>,
     /// The target field's index and plan, unless it is a plain required number (forecast).
     target: Option<(usize, TargetPlan)>,
     /// The label lists of a classification pipeline (empty otherwise); shared with errors.
     labels: Arc<LabelSet>,
+    /// The JSON pointers (`format = "json"`).
     tree: PathTree,
 }
 
@@ -147,11 +232,26 @@ impl Decoder {
     /// Compiles the decoder of pipeline `p`; `p.model` decides how its target field is read
     /// (see the module documentation).
     ///
-    /// The config is expected to be validated; nothing here fails. A pointer that is not valid
-    /// RFC 6901 anyway makes every payload fail with the reason of what it points to
-    /// (`missing_field`, `missing_key` or `bad_time`) and a message naming the pointer.
+    /// The config is expected to be validated; nothing here fails. A pointer the format cannot
+    /// resolve anyway (not valid RFC 6901, no such CSV column, not a SenML value) makes every
+    /// reading fail with the reason of what it points to (`missing_field`, `missing_key` or
+    /// `bad_time`) and a message naming the pointer.
     pub fn new(p: &PipelineConfig) -> Decoder {
         let mut tree = PathTree::new();
+        let mut csv = match &p.format {
+            PayloadFormat::Csv(config) => Some(CsvPlan::new(config)),
+            _ => None,
+        };
+        let senml = matches!(p.format, PayloadFormat::Senml);
+        let per_record = senml && p.key == KeySource::RecordName;
+        // Pointers are resolved where the format reads them: CSV columns, SenML record names
+        // or values (kept in the plan below), or the JSON tree.
+        let mut insert = |pointer: &str, target: Target| match &mut csv {
+            Some(plan) => plan.insert(pointer, target),
+            None if per_record => SenmlValue::parse(pointer).is_some(),
+            None if senml => record_name(pointer).is_some(),
+            None => tree.insert(pointer, target),
+        };
         let fields = p
             .fields
             .iter()
@@ -159,7 +259,7 @@ impl Decoder {
             .map(|(i, f)| FieldPlan {
                 name: Arc::from(f.name.as_str()),
                 pointer: Arc::from(f.pointer.as_str()),
-                pointer_valid: tree.insert(&f.pointer, Target::Field(i)),
+                pointer_valid: insert(&f.pointer, Target::Field(i)),
             })
             .collect();
         let key = match &p.key {
@@ -167,14 +267,30 @@ impl Decoder {
             KeySource::TopicLevel(n) => KeyPlan::TopicLevel(*n),
             KeySource::Pointer(pointer) => KeyPlan::Pointer {
                 pointer: Arc::from(pointer.as_str()),
-                valid: tree.insert(pointer, Target::Key),
+                valid: !senml && insert(pointer, Target::Key),
             },
+            KeySource::RecordName => KeyPlan::RecordName,
+            KeySource::BaseName => KeyPlan::BaseName,
         };
         let time = p.time.as_ref().map(|t| TimePlan {
             pointer: Arc::from(t.pointer.as_str()),
-            valid: tree.insert(&t.pointer, Target::Time),
+            valid: !senml && insert(&t.pointer, Target::Time),
             unit: t.unit,
         });
+        let format = match &p.format {
+            PayloadFormat::Json => Format::Json,
+            PayloadFormat::Number => Format::Number,
+            PayloadFormat::Csv(config) => Format::Csv(csv.unwrap_or_else(|| CsvPlan::new(config))),
+            PayloadFormat::Senml if per_record => Format::Senml(SenmlPlan::PerRecord(
+                p.fields
+                    .iter()
+                    .map(|f| SenmlValue::parse(&f.pointer))
+                    .collect(),
+            )),
+            PayloadFormat::Senml => Format::Senml(SenmlPlan::Grouped(
+                p.fields.iter().map(|f| record_name(&f.pointer)).collect(),
+            )),
+        };
         let (plan, labels) = match &p.model {
             ModelConfig::Forecast(_) => (None, LabelSet::new(&[], &[])),
             ModelConfig::Regression(_) => (Some(TargetPlan::Optional), LabelSet::new(&[], &[])),
@@ -191,7 +307,7 @@ impl Decoder {
                 .map(|index| (index, plan))
         });
         Decoder {
-            format: p.format,
+            format,
             max_payload_bytes: p.max_payload_bytes,
             fields,
             key,
@@ -202,7 +318,7 @@ impl Decoder {
         }
     }
 
-    /// The role of the target field in the JSON walk.
+    /// The role of the target field in a walk.
     fn target_role(&self) -> Option<(usize, TargetRole<'_>)> {
         self.target.map(|(index, plan)| {
             let role = match plan {
@@ -213,26 +329,109 @@ impl Decoder {
         })
     }
 
+    /// The role of field `i`, when it is the target with a special role.
+    fn role(&self, i: usize) -> Option<TargetRole<'_>> {
+        self.target_role()
+            .and_then(|(index, role)| (index == i).then_some(role))
+    }
+
+    fn walk_config(&self) -> WalkConfig<'_> {
+        WalkConfig {
+            tree: &self.tree,
+            time_unit: self.time_unit(),
+            target: self.target_role(),
+        }
+    }
+
+    fn time_unit(&self) -> TimeUnit {
+        self.time.as_ref().map_or(TimeUnit::Auto, |t| t.unit)
+    }
+
     /// The configured field names, in the order of [`ReadingBuf::values`].
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|f| &*f.name)
     }
 
-    /// Decodes one payload arriving on `topic`. On `Ok`, `out` holds key, time and values.
+    /// Decodes one payload arriving on `topic`, calling `on_reading` with `out` once per
+    /// reading it holds (key, time and values set) and `on_error` once per reading dropped,
+    /// or once for a payload dropped as a whole. `now_ms` is the time relative SenML times
+    /// count from (Unix ms; the arrival time in `run`).
+    ///
+    /// See the module documentation for the rules and the order in which problems are
+    /// reported.
+    pub fn decode_each(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: i64,
+        out: &mut ReadingBuf,
+        mut on_reading: impl FnMut(&ReadingBuf),
+        mut on_error: impl FnMut(DecodeError),
+    ) {
+        out.key.clear();
+        out.time_ms = None;
+        out.values.clear();
+        let text = match self.payload_text(topic, payload, &mut out.key) {
+            Ok(text) => text,
+            Err(e) => return on_error(e),
+        };
+        match &self.format {
+            Format::Json if is_json_array(text) => {
+                self.decode_json_batch(text, out, &mut on_reading, &mut on_error)
+            }
+            Format::Json => match self.decode_json(text, out) {
+                Ok(()) => on_reading(out),
+                Err(e) => on_error(e),
+            },
+            Format::Number => match self.decode_number(text, out) {
+                Ok(()) => on_reading(out),
+                Err(e) => on_error(e),
+            },
+            Format::Csv(plan) => self.decode_csv(plan, text, out, &mut on_reading, &mut on_error),
+            Format::Senml(plan) => {
+                self.decode_senml(plan, text, now_ms, out, &mut on_reading, &mut on_error)
+            }
+        }
+    }
+
+    /// Decodes one payload that is expected to hold one reading (for tests and tools; relative
+    /// SenML times count from 0). `Ok(n)`: `n` readings, the last one in `out`.
     ///
     /// # Errors
-    ///
-    /// A [`DecodeError`] whose `reason` says why the reading is dropped; see the module
-    /// documentation for the rules and the order in which problems are reported.
+    /// The first [`DecodeError`] of the payload, whose `reason` says why the reading (or the
+    /// payload) is dropped.
     pub fn decode(
         &self,
         topic: &str,
         payload: &[u8],
         out: &mut ReadingBuf,
-    ) -> Result<(), DecodeError> {
-        out.key.clear();
-        out.time_ms = None;
-        out.values.clear();
+    ) -> Result<usize, DecodeError> {
+        let mut readings = 0;
+        let mut first_error = None;
+        self.decode_each(
+            topic,
+            payload,
+            0,
+            out,
+            |_| readings += 1,
+            |e| {
+                first_error.get_or_insert(e);
+            },
+        );
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(readings),
+        }
+    }
+
+    /// The checks before any format: size, UTF-8 and a key taken from the topic (written into
+    /// `key`).
+    fn payload_text<'p>(
+        &self,
+        topic: &str,
+        payload: &'p [u8],
+        key: &mut String,
+    ) -> Result<&'p str, DecodeError> {
         if payload.len() > self.max_payload_bytes {
             return Err(DecodeError::new(
                 DropReason::TooLarge,
@@ -252,11 +451,8 @@ impl Decoder {
                 },
             )
         })?;
-        self.key_from_topic(topic, &mut out.key)?;
-        match self.format {
-            PayloadFormat::Json => self.decode_json(text, out),
-            PayloadFormat::Number => self.decode_number(text, out),
-        }
+        self.key_from_topic(topic, key)?;
+        Ok(text)
     }
 
     /// Writes a topic-derived key into `key`; does nothing for a payload key.
@@ -282,19 +478,25 @@ impl Decoder {
                     Problem::NoTopicLevel,
                 )),
             },
-            KeyPlan::Pointer { .. } => Ok(()),
+            KeyPlan::Pointer { .. } | KeyPlan::RecordName | KeyPlan::BaseName => Ok(()),
         }
     }
 
     fn decode_number(&self, text: &str, out: &mut ReadingBuf) -> Result<(), DecodeError> {
-        if let KeyPlan::Pointer { pointer, .. } = &self.key {
-            return Err(DecodeError::new(
-                DropReason::MissingKey,
-                Location::PayloadKey {
-                    pointer: pointer.clone(),
-                },
-                Problem::PointerNeedsJson,
-            ));
+        match &self.key {
+            KeyPlan::Pointer { pointer, .. } => {
+                return Err(DecodeError::new(
+                    DropReason::MissingKey,
+                    Location::PayloadKey {
+                        pointer: pointer.clone(),
+                    },
+                    Problem::PointerNeedsJson { format: "number" },
+                ))
+            }
+            KeyPlan::RecordName | KeyPlan::BaseName => {
+                return Err(self.key_needs_senml("number"));
+            }
+            KeyPlan::Topic | KeyPlan::TopicLevel(_) => {}
         }
         if let Some(time) = &self.time {
             return Err(DecodeError::new(
@@ -302,7 +504,7 @@ impl Decoder {
                 Location::Time {
                     pointer: time.pointer.clone(),
                 },
-                Problem::PointerNeedsJson,
+                Problem::PointerNeedsJson { format: "number" },
             ));
         }
         let trimmed = text.trim_ascii();
@@ -343,16 +545,7 @@ impl Decoder {
     fn decode_json(&self, text: &str, out: &mut ReadingBuf) -> Result<(), DecodeError> {
         // NaN marks "not found yet": a JSON number never decodes to NaN.
         out.values.resize(self.fields.len(), f64::NAN);
-        let mut walk = Walk {
-            tree: &self.tree,
-            time_unit: self.time.as_ref().map_or(TimeUnit::Auto, |t| t.unit),
-            values: &mut out.values,
-            target: self.target_role(),
-            field_problem: None,
-            key: &mut out.key,
-            key_slot: KeySlot::Missing,
-            time_slot: TimeSlot::Missing,
-        };
+        let mut walk = Walk::new(self.walk_config(), &mut out.values, &mut out.key);
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let parsed = NodeSeed {
             walk: &mut walk,
@@ -363,20 +556,394 @@ impl Decoder {
         if let Err(e) = parsed {
             return Err(json_syntax_error(e));
         }
-        let (key_slot, time_slot, field_problem) =
-            (walk.key_slot, walk.time_slot, walk.field_problem);
-        self.check_key(key_slot)?;
-        out.time_ms = self.check_time(time_slot)?;
-        self.check_fields(&out.values, field_problem)
+        let outcome = walk.outcome();
+        self.finish(outcome, out)
+    }
+
+    /// A top-level JSON array: each element one reading.
+    fn decode_json_batch(
+        &self,
+        text: &str,
+        out: &mut ReadingBuf,
+        on_reading: &mut impl FnMut(&ReadingBuf),
+        on_error: &mut impl FnMut(DecodeError),
+    ) {
+        out.values.resize(self.fields.len(), f64::NAN);
+        // The whole array must parse before any element becomes a reading: serde_json stops at
+        // the first error, and readings made before it could not be taken back.
+        if let Err(e) = self.walk_batch(text, out, |_, _, _| {}) {
+            return on_error(json_syntax_error(e));
+        }
+        let result = self.walk_batch(text, out, |index, out, outcome| {
+            match self.finish(outcome, out) {
+                Ok(()) => on_reading(out),
+                Err(e) => on_error(e.at(Element::batch(index))),
+            }
+        });
+        // The same text walked the same way: it cannot fail now, but a drop is never silent.
+        if let Err(e) = result {
+            on_error(json_syntax_error(e));
+        }
+    }
+
+    fn walk_batch(
+        &self,
+        text: &str,
+        out: &mut ReadingBuf,
+        each: impl FnMut(usize, &mut ReadingBuf, Outcome),
+    ) -> Result<(), serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        BatchSeed {
+            config: self.walk_config(),
+            out,
+            each,
+        }
+        .deserialize(&mut deserializer)?;
+        deserializer.end()
+    }
+
+    /// Every line of a CSV payload.
+    fn decode_csv(
+        &self,
+        plan: &CsvPlan,
+        text: &str,
+        out: &mut ReadingBuf,
+        on_reading: &mut impl FnMut(&ReadingBuf),
+        on_error: &mut impl FnMut(DecodeError),
+    ) {
+        out.values.resize(self.fields.len(), f64::NAN);
+        let mut lines = Lines::new(plan, text);
+        while let Some(line) =
+            lines.next_line(&mut out.key, &mut out.values, self.time_unit(), |i| {
+                self.role(i)
+            })
+        {
+            let result = match line.outcome {
+                Ok(outcome) => self.finish(outcome, out),
+                Err(problem) => Err(csv_error(problem)),
+            };
+            match result {
+                Ok(()) => on_reading(out),
+                Err(e) => on_error(e.at(Element::line(line.number))),
+            }
+        }
+    }
+
+    /// A SenML pack: resolved first, then turned into readings as the plan says.
+    fn decode_senml(
+        &self,
+        plan: &SenmlPlan,
+        text: &str,
+        now_ms: i64,
+        out: &mut ReadingBuf,
+        on_reading: &mut impl FnMut(&ReadingBuf),
+        on_error: &mut impl FnMut(DecodeError),
+    ) {
+        let pack = match senml::read_pack(text, now_ms) {
+            Ok(Ok(pack)) => pack,
+            Ok(Err((record, problem))) => {
+                let e = DecodeError::new(DropReason::BadSenml, Location::Payload, problem);
+                return on_error(match record {
+                    Some(number) => e.at(Element::record(number)),
+                    None => e,
+                });
+            }
+            Err(e) => return on_error(json_syntax_error(e)),
+        };
+        out.values.resize(self.fields.len(), f64::NAN);
+        match plan {
+            SenmlPlan::PerRecord(values) => {
+                for record in &pack.records {
+                    match self.senml_record(&pack, record, values, out) {
+                        Ok(()) => on_reading(out),
+                        Err(e) => on_error(e.at(Element::record(record.number))),
+                    }
+                }
+            }
+            SenmlPlan::Grouped(names) => self.senml_groups(&pack, names, out, on_reading, on_error),
+        }
+    }
+
+    /// One record as one reading (`key = "name"`).
+    fn senml_record(
+        &self,
+        pack: &Pack<'_>,
+        record: &Record<'_>,
+        values: &[Option<SenmlValue>],
+        out: &mut ReadingBuf,
+    ) -> Result<(), DecodeError> {
+        match &self.key {
+            KeyPlan::RecordName => {
+                out.key.clear();
+                out.key.push_str(pack.base_name(record));
+                out.key.push_str(&record.name);
+                if !senml::is_valid_name(&out.key) {
+                    return Err(DecodeError::new(
+                        DropReason::MissingKey,
+                        Location::RecordName,
+                        Problem::InvalidSenmlName(Snippet::new(&out.key)),
+                    ));
+                }
+            }
+            _ => self.senml_other_key()?,
+        }
+        out.time_ms = Some(record.time_ms.ok_or_else(senml_time_error)?);
+        for (i, value) in values.iter().enumerate() {
+            let Some(value) = *value else {
+                return Err(self.field_error(i, DropReason::MissingField, Problem::NotSenmlValue));
+            };
+            let found = match (value, &record.value, record.sum) {
+                (SenmlValue::V, RecordValue::Number(x), _) => Some(Seen::Number(*x)),
+                (SenmlValue::Vb, RecordValue::Bool(b), _) => Some(Seen::Bool(*b)),
+                (SenmlValue::Vs, RecordValue::String(s), _) => Some(Seen::Text(s)),
+                (SenmlValue::S, _, Some(sum)) => Some(Seen::Number(sum)),
+                _ => None,
+            };
+            out.values[i] = match found {
+                Some(found) => self.senml_value(i, found)?,
+                None if self.is_optional(i) => f64::NAN,
+                None => {
+                    let problem = Problem::SenmlNoValue {
+                        wanted: value.label(),
+                        found: record.value.label(),
+                    };
+                    return Err(self.field_error(i, DropReason::MissingField, problem));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// The records some field names, grouped by base name and time, each group one reading.
+    fn senml_groups(
+        &self,
+        pack: &Pack<'_>,
+        names: &[Option<Box<str>>],
+        out: &mut ReadingBuf,
+        on_reading: &mut impl FnMut(&ReadingBuf),
+        on_error: &mut impl FnMut(DecodeError),
+    ) {
+        let named = |record: &Record<'_>| names.iter().flatten().any(|n| **n == *record.name);
+        // The records read, in pack order; one whose time is out of range cannot be grouped.
+        let mut members: SmallVec<[usize; 16]> = SmallVec::with_capacity(pack.records.len());
+        for (index, record) in pack.records.iter().enumerate() {
+            if !named(record) {
+                continue;
+            }
+            if record.time_ms.is_none() {
+                on_error(senml_time_error().at(Element::record(record.number)));
+                continue;
+            }
+            members.push(index);
+        }
+        let same_group = |a: &Record<'_>, b: &Record<'_>| {
+            pack.base_name(a)
+                .cmp(pack.base_name(b))
+                .then(a.time_ms.cmp(&b.time_ms))
+        };
+        // A stable sort keeps pack order inside each group, so a group's first member is its
+        // first record.
+        members.sort_by(|&a, &b| same_group(&pack.records[a], &pack.records[b]));
+        let mut groups: SmallVec<[(usize, usize); 16]> = SmallVec::with_capacity(members.len());
+        let mut start = 0;
+        while let Some(&first) = members.get(start) {
+            let end = members[start..]
+                .iter()
+                .position(|&m| same_group(&pack.records[first], &pack.records[m]).is_ne())
+                .map_or(members.len(), |offset| start + offset);
+            groups.push((start, end));
+            start = end;
+        }
+        groups.sort_by_key(|&(start, _)| members[start]);
+        for (start, end) in groups {
+            let group = &members[start..end];
+            let first = &pack.records[group[0]];
+            match self.senml_group(pack, names, group, out) {
+                Ok(()) => on_reading(out),
+                Err(e) => on_error(e.at(Element::group(first.number))),
+            }
+        }
+    }
+
+    /// One group of records as one reading.
+    fn senml_group(
+        &self,
+        pack: &Pack<'_>,
+        names: &[Option<Box<str>>],
+        group: &[usize],
+        out: &mut ReadingBuf,
+    ) -> Result<(), DecodeError> {
+        let first = &pack.records[group[0]];
+        match &self.key {
+            KeyPlan::BaseName => {
+                let base = pack.base_name(first);
+                out.key.clear();
+                out.key.push_str(base);
+                if !senml::is_valid_name(base) {
+                    return Err(DecodeError::new(
+                        DropReason::MissingKey,
+                        Location::BaseName,
+                        Problem::InvalidSenmlName(Snippet::new(base)),
+                    ));
+                }
+            }
+            _ => self.senml_other_key()?,
+        }
+        out.time_ms = first.time_ms;
+        for (i, name) in names.iter().enumerate() {
+            let Some(name) = name else {
+                return Err(self.field_error(i, DropReason::MissingField, Problem::NotRecordName));
+            };
+            // The last record of that name counts.
+            let record = group
+                .iter()
+                .rev()
+                .map(|&r| &pack.records[r])
+                .find(|r| *r.name == **name);
+            let found = record.map(|record| match (&record.value, record.sum) {
+                (RecordValue::Number(x), _) => Seen::Number(*x),
+                (RecordValue::Bool(b), _) => Seen::Bool(*b),
+                (RecordValue::String(s), _) => Seen::Text(s),
+                (RecordValue::Data, _) => Seen::Data,
+                (RecordValue::None, sum) => Seen::Number(sum.unwrap_or(f64::NAN)),
+            });
+            out.values[i] = match found {
+                Some(found) => self.senml_value(i, found)?,
+                None if self.is_optional(i) => f64::NAN,
+                None => {
+                    return Err(self.field_error(i, DropReason::MissingField, Problem::Missing))
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// A key that is neither the record name nor the base name: only a topic key works (it is
+    /// already in `out.key`).
+    fn senml_other_key(&self) -> Result<(), DecodeError> {
+        match &self.key {
+            KeyPlan::Pointer { pointer, .. } => Err(DecodeError::new(
+                DropReason::MissingKey,
+                Location::PayloadKey {
+                    pointer: pointer.clone(),
+                },
+                Problem::PointerNeedsJson { format: "senml" },
+            )),
+            KeyPlan::RecordName => Err(DecodeError::new(
+                DropReason::MissingKey,
+                Location::RecordName,
+                Problem::NotGrouped,
+            )),
+            KeyPlan::Topic | KeyPlan::TopicLevel(_) | KeyPlan::BaseName => Ok(()),
+        }
+    }
+
+    /// The value of field `i` from a SenML record, by the field's role.
+    fn senml_value(&self, i: usize, found: Seen<'_>) -> Result<f64, DecodeError> {
+        let one_or_zero = |b: bool| f64::from(u8::from(b));
+        match (self.role(i), found) {
+            (_, Seen::Number(x)) if !x.is_finite() => {
+                Err(self.field_error(i, DropReason::NonFinite, Problem::NonFinite))
+            }
+            (_, Seen::Bool(b)) => Ok(one_or_zero(b)),
+            (Some(TargetRole::Label(labels)), Seen::Number(x)) => {
+                match labels.classify_number(LabelNumber::Float(x)) {
+                    Ok(positive) => Ok(one_or_zero(positive)),
+                    Err(text) => {
+                        Err(self.bad_label(i, LabelProblem::Unknown(LabelText::Number(text))))
+                    }
+                }
+            }
+            (Some(TargetRole::Label(labels)), Seen::Text(s)) => {
+                match labels.classify(s) {
+                    Some(positive) => Ok(one_or_zero(positive)),
+                    None => Err(self
+                        .bad_label(i, LabelProblem::Unknown(LabelText::String(Snippet::new(s))))),
+                }
+            }
+            (Some(TargetRole::Label(_)), Seen::Data) => {
+                Err(self.bad_label(i, LabelProblem::SenmlValue("vd")))
+            }
+            (_, Seen::Number(x)) => Ok(x),
+            (_, Seen::Text(_)) => Err(self.field_error(
+                i,
+                DropReason::NotANumber,
+                Problem::SenmlWrongValue {
+                    expected: EXPECTED_NUMBER,
+                    label: "vs",
+                },
+            )),
+            (_, Seen::Data) => Err(self.field_error(
+                i,
+                DropReason::NotANumber,
+                Problem::SenmlWrongValue {
+                    expected: EXPECTED_NUMBER,
+                    label: "vd",
+                },
+            )),
+        }
+    }
+
+    /// Whether field `i` may be absent (the regression target or a label).
+    fn is_optional(&self, i: usize) -> bool {
+        self.target.is_some_and(|(target, _)| target == i)
+    }
+
+    fn field_error(&self, i: usize, reason: DropReason, problem: Problem) -> DecodeError {
+        let field = &self.fields[i];
+        DecodeError::new(
+            reason,
+            Location::Field {
+                name: field.name.clone(),
+                pointer: field.pointer.clone(),
+            },
+            problem,
+        )
+    }
+
+    fn key_needs_senml(&self, format: &'static str) -> DecodeError {
+        let location = match self.key {
+            KeyPlan::BaseName => Location::BaseName,
+            _ => Location::RecordName,
+        };
+        DecodeError::new(
+            DropReason::MissingKey,
+            location,
+            Problem::KeyNeedsSenml { format },
+        )
+    }
+
+    /// Key, time and fields of one reading, as a walk (or a CSV line) found them; sets
+    /// `out.time_ms`.
+    fn finish(&self, outcome: Outcome, out: &mut ReadingBuf) -> Result<(), DecodeError> {
+        self.check_key(outcome.key_slot)?;
+        out.time_ms = self.check_time(outcome.time_slot)?;
+        self.check_fields(&out.values, outcome.field_problem)
+    }
+
+    /// The problem of a pointer the format does not resolve.
+    fn unresolved_pointer(&self) -> Problem {
+        match self.format {
+            Format::Csv(_) => Problem::NoColumn,
+            Format::Json | Format::Number | Format::Senml(_) => Problem::InvalidPointer,
+        }
     }
 
     fn check_key(&self, slot: KeySlot) -> Result<(), DecodeError> {
-        let KeyPlan::Pointer { pointer, valid } = &self.key else {
-            return Ok(());
+        let (pointer, valid) = match &self.key {
+            KeyPlan::Pointer { pointer, valid } => (pointer, *valid),
+            KeyPlan::RecordName | KeyPlan::BaseName => {
+                let format = match self.format {
+                    Format::Csv(_) => "csv",
+                    _ => "json",
+                };
+                return Err(self.key_needs_senml(format));
+            }
+            KeyPlan::Topic | KeyPlan::TopicLevel(_) => return Ok(()),
         };
         let problem = match slot {
             KeySlot::Found => return Ok(()),
-            KeySlot::Missing if !valid => Problem::InvalidPointer,
+            KeySlot::Missing if !valid => self.unresolved_pointer(),
             KeySlot::Missing => Problem::Missing,
             KeySlot::Empty => Problem::EmptyKey,
             KeySlot::Wrong(found) => Problem::WrongType {
@@ -399,7 +966,7 @@ impl Decoder {
         };
         let problem = match slot {
             TimeSlot::Millis(ms) => return Ok(Some(ms)),
-            TimeSlot::Missing if !time.valid => Problem::InvalidPointer,
+            TimeSlot::Missing if !time.valid => self.unresolved_pointer(),
             TimeSlot::Missing => Problem::Missing,
             TimeSlot::Wrong(found) => Problem::WrongType {
                 expected: expected_time(time.unit),
@@ -408,6 +975,10 @@ impl Decoder {
             TimeSlot::NonFinite => Problem::NonFinite,
             TimeSlot::OutOfRange => Problem::TimeOutOfRange,
             TimeSlot::NotRfc3339(e) => Problem::NotRfc3339(e),
+            TimeSlot::Text(found) => Problem::TimeText {
+                expected: expected_time(time.unit),
+                found,
+            },
         };
         Err(DecodeError::new(
             DropReason::BadTime,
@@ -425,37 +996,32 @@ impl Decoder {
     ) -> Result<(), DecodeError> {
         for (i, (field, value)) in self.fields.iter().zip(values).enumerate() {
             let (reason, problem) = match problem {
-                Some((index, FieldProblem::Wrong(found))) if index == i => (
-                    DropReason::NotANumber,
-                    Problem::WrongType {
-                        expected: EXPECTED_NUMBER,
-                        found,
-                    },
-                ),
-                Some((index, FieldProblem::NonFinite)) if index == i => {
-                    (DropReason::NonFinite, Problem::NonFinite)
-                }
-                Some((index, FieldProblem::BadLabel(problem))) if index == i => {
-                    return Err(self.bad_label(i, problem));
-                }
+                Some((index, problem)) if index == i => match problem {
+                    FieldProblem::Wrong(found) => (
+                        DropReason::NotANumber,
+                        Problem::WrongType {
+                            expected: EXPECTED_NUMBER,
+                            found,
+                        },
+                    ),
+                    FieldProblem::NonFinite => (DropReason::NonFinite, Problem::NonFinite),
+                    FieldProblem::BadLabel(problem) => return Err(self.bad_label(i, problem)),
+                    FieldProblem::NotANumberText(text) => {
+                        (DropReason::NotANumber, Problem::NotANumberText(text))
+                    }
+                    FieldProblem::NonFiniteText(text) => {
+                        (DropReason::NonFinite, Problem::NonFiniteText(text))
+                    }
+                },
                 _ if value.is_nan() && !field.pointer_valid => {
-                    (DropReason::MissingField, Problem::InvalidPointer)
+                    (DropReason::MissingField, self.unresolved_pointer())
                 }
                 // The optional target and a label may be absent (predict only).
-                _ if value.is_nan() && self.target.is_some_and(|(target, _)| target == i) => {
-                    continue
-                }
+                _ if value.is_nan() && self.is_optional(i) => continue,
                 _ if value.is_nan() => (DropReason::MissingField, Problem::Missing),
                 _ => continue,
             };
-            return Err(DecodeError::new(
-                reason,
-                Location::Field {
-                    name: field.name.clone(),
-                    pointer: field.pointer.clone(),
-                },
-                problem,
-            ));
+            return Err(self.field_error(i, reason, problem));
         }
         Ok(())
     }
@@ -471,17 +1037,48 @@ impl Decoder {
                 text,
                 labels: self.labels.clone(),
             },
-        };
-        let field = &self.fields[index];
-        DecodeError::new(
-            DropReason::BadLabel,
-            Location::Field {
-                name: field.name.clone(),
-                pointer: field.pointer.clone(),
+            LabelProblem::SenmlValue(label) => Problem::SenmlWrongValue {
+                expected: EXPECTED_LABEL,
+                label,
             },
-            problem,
-        )
+        };
+        self.field_error(index, DropReason::BadLabel, problem)
     }
+}
+
+/// Whether a JSON text is an array (a batch): its first non-whitespace byte is `[`.
+fn is_json_array(text: &str) -> bool {
+    text.bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| b == b'[')
+}
+
+/// The record name a SenML field pointer names (`"/voltage"` → `voltage`): one RFC 6901 token.
+fn record_name(pointer: &str) -> Option<Box<str>> {
+    let tokens = parse_pointer(pointer)?;
+    match <[String; 1]>::try_from(tokens) {
+        Ok([token]) => Some(token.into_boxed_str()),
+        Err(_) => None,
+    }
+}
+
+/// The `bad_csv` error of a line's syntax.
+fn csv_error(problem: LineProblem) -> DecodeError {
+    let problem = match problem {
+        LineProblem::UnterminatedQuote => Problem::UnterminatedQuote,
+        LineProblem::TextAfterQuote(column) => Problem::TextAfterQuote { column },
+        LineProblem::ColumnCount { expected, found } => Problem::ColumnCount { expected, found },
+    };
+    DecodeError::new(DropReason::BadCsv, Location::Payload, problem)
+}
+
+/// The `bad_time` error of a SenML record whose resolved time is out of range.
+fn senml_time_error() -> DecodeError {
+    DecodeError::new(
+        DropReason::BadTime,
+        Location::RecordTime,
+        Problem::SenmlTimeOutOfRange,
+    )
 }
 
 /// Level `n` (0-based) of `topic`, as `topic.split('/').nth(n)` but without a `str` searcher

@@ -124,7 +124,7 @@ fn err(decoder: &Decoder, payload: &str) -> DecodeError {
 fn err_on(decoder: &Decoder, topic: &str, payload: &[u8]) -> DecodeError {
     let mut out = ReadingBuf::default();
     match decoder.decode(topic, payload, &mut out) {
-        Ok(()) => panic!(
+        Ok(_) => panic!(
             "{:.200?} should fail, decoded {out:?}",
             String::from_utf8_lossy(payload)
         ),
@@ -151,7 +151,9 @@ fn drop_reason_names_are_stable_and_indexed() {
             "bad_time",
             "queue_full",
             "mailbox_full",
-            "bad_label"
+            "bad_label",
+            "bad_csv",
+            "bad_senml"
         ]
     );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
@@ -1154,3 +1156,5 @@ fn warm_decode_does_not_allocate() {
     let grow = allocations::during(|| drop(std::hint::black_box(String::with_capacity(8))));
     assert_eq!(grow, 1);
 }
+
+mod formats;

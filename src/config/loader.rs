@@ -20,10 +20,11 @@ mod operators;
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    default_output, ClassificationConfig, Config, FieldConfig, ForecastConfig, KeySource,
-    ModelConfig, MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig,
-    SimulateConfig, StoreConfig, TimeSource, TimeUnit, DEFAULT_EXPLAIN_TOP,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS,
+    default_output, ClassificationConfig, Config, CsvConfig, FieldConfig, ForecastConfig,
+    KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig,
+    RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit, DEFAULT_CSV_DELIMITER,
+    DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE,
+    SENML_VALUES,
 };
 use crate::model::{
     AnomalyParams, ForecastParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
@@ -915,25 +916,14 @@ fn pipeline(
         }
         None => topics(&mut s),
     };
-    let format = match s.string("format") {
-        None => Some(PayloadFormat::Json),
-        Some(format) => match format.value.as_str() {
-            "json" => Some(PayloadFormat::Json),
-            "number" => Some(PayloadFormat::Number),
-            other => {
-                let message = format!("format must be \"json\" or \"number\" (got \"{other}\")");
-                s.error(format.span, message);
-                None
-            }
-        },
-    };
+    let format = format(&mut s);
     // A chained pipeline reads another pipeline's output messages, whose `key` and `time`
     // members are the natural defaults.
     let chained = from.is_some();
     let key = if chained && !s.helper.contains("key") {
         Some(KeySource::Pointer("/key".into()))
     } else {
-        key(&mut s, topics.as_deref().unwrap_or(&[]), format)
+        key(&mut s, topics.as_deref().unwrap_or(&[]), format.as_ref())
     };
     let time = if chained && !s.helper.contains("time") {
         Some(Some(TimeSource {
@@ -941,10 +931,10 @@ fn pipeline(
             unit: TimeUnit::Milliseconds,
         }))
     } else {
-        time(&mut s, format)
+        time(&mut s, format.as_ref())
     };
-    if let (Some(from), Some(format)) = (&from, format) {
-        if format != PayloadFormat::Json {
+    if let (Some(from), Some(format)) = (&from, &format) {
+        if *format != PayloadFormat::Json {
             let message = format!(
                 "from = \"{}\" reads JSON output messages: format must be \"json\"",
                 from.value
@@ -952,7 +942,12 @@ fn pipeline(
             s.error(from.span, message);
         }
     }
-    let fields = fields(&mut s, format);
+    let one_value = match (&format, &key) {
+        (Some(PayloadFormat::Number), _) => Some(OneValue::Number),
+        (Some(PayloadFormat::Senml), Some(KeySource::RecordName)) => Some(OneValue::SenmlRecord),
+        _ => None,
+    };
+    let (fields, string_fields) = fields(&mut s, format.as_ref(), key.as_ref());
     let (operators, model_fields) = operators::operators(&mut s, fields.as_deref());
     let output = s.string("output");
     if let Some(output) = &output {
@@ -974,7 +969,7 @@ fn pipeline(
         Some(section) => model(
             section,
             model_fields.as_deref(),
-            format,
+            one_value,
             &component,
             problems,
         ),
@@ -996,6 +991,20 @@ fn pipeline(
         section.finish(&component, problems);
         params
     });
+    // A SenML string value (`vs`) can only be a classification label.
+    let label = match &model {
+        Some(ModelConfig::Classification(c)) => Some(c.target.as_str()),
+        _ => None,
+    };
+    for field in string_fields {
+        if label != Some(field.value.as_str()) {
+            let message = format!(
+                "fields.{} = \"vs\" reads a SenML string value, which only the target of kind = \"classification\" (a label) can use (use \"v\", \"vb\" or \"s\")",
+                field.value
+            );
+            s.error(field.span, message);
+        }
+    }
     s.finish(&component, problems);
 
     let (
@@ -1053,14 +1062,131 @@ fn topics(s: &mut Section<'_>) -> Option<Vec<Spanned<String>>> {
     valid.then_some(topics)
 }
 
-/// `key`: where the per-key actor's key comes from; `topic[N]` must exist in every topic.
+/// `format`, and `columns`, `delimiter` and `header` for `format = "csv"` (reported for any
+/// other format). `None` when something is wrong.
+fn format(s: &mut Section<'_>) -> Option<PayloadFormat> {
+    let given = s.helper.contains("format");
+    let columns_given = s.helper.contains("columns");
+    let format = s.string("format");
+    let columns = s.get::<StringList>("columns");
+    let delimiter = s.string("delimiter");
+    let header = s.get::<bool>("header");
+    let name = match &format {
+        Some(format) => format.value.as_str(),
+        // A mistyped `format` was reported; the CSV keys cannot be judged.
+        None if given => return None,
+        None => "json",
+    };
+    let simple = match name {
+        "json" => PayloadFormat::Json,
+        "number" => PayloadFormat::Number,
+        "senml" => PayloadFormat::Senml,
+        "csv" => return csv_format(s, columns, columns_given, delimiter, header),
+        other => {
+            let message = format!(
+                "format must be \"json\", \"number\", \"csv\" or \"senml\" (got \"{other}\")"
+            );
+            if let Some(format) = &format {
+                s.error(format.span, message);
+            }
+            return None;
+        }
+    };
+    let spans = [
+        ("columns", columns.map(|v| v.span)),
+        ("delimiter", delimiter.map(|v| v.span)),
+        ("header", header.map(|v| v.span)),
+    ];
+    let mut valid = true;
+    for (key, span) in spans {
+        if let Some(span) = span {
+            let message = format!(
+                "{key} only applies to format = \"csv\" (this pipeline has format = \"{name}\")"
+            );
+            s.error(span, message);
+            valid = false;
+        }
+    }
+    valid.then_some(simple)
+}
+
+/// `format = "csv"`: `columns` required, non-empty, distinct; `delimiter` one ASCII character.
+fn csv_format(
+    s: &mut Section<'_>,
+    columns: Option<Spanned<StringList>>,
+    columns_given: bool,
+    delimiter: Option<Spanned<String>>,
+    header: Option<Spanned<bool>>,
+) -> Option<PayloadFormat> {
+    let mut valid = true;
+    let delimiter = match delimiter {
+        None => DEFAULT_CSV_DELIMITER,
+        Some(text) => match text.value.as_bytes() {
+            [byte] if byte.is_ascii() && !matches!(byte, b'"' | b'\r' | b'\n') => *byte,
+            _ => {
+                let message = format!(
+                    "delimiter must be one ASCII character other than '\"' and line breaks, e.g. \";\" or \"\\t\" (got {:?})",
+                    text.value
+                );
+                s.error(text.span, message);
+                valid = false;
+                DEFAULT_CSV_DELIMITER
+            }
+        },
+    };
+    let Some(list) = columns else {
+        // A mistyped `columns` was reported by `get`.
+        if !columns_given {
+            let span = s.span;
+            let message = "missing required key \"columns\" (format = \"csv\" names the cells of a line, e.g. columns = [\"ts\", \"sensor\", \"temp\"])";
+            s.error(span, message.into());
+        }
+        return None;
+    };
+    let entries = list.value.0;
+    if entries.is_empty() {
+        let message =
+            "columns must name at least one column, e.g. columns = [\"ts\", \"sensor\", \"temp\"]";
+        s.error(list.span, message.into());
+        return None;
+    }
+    for (index, column) in entries.iter().enumerate() {
+        if column.value.is_empty() {
+            s.error(column.span, format!("columns[{index}] must not be empty"));
+            valid = false;
+        } else if let Some(first) = entries[..index]
+            .iter()
+            .position(|other| other.value == column.value)
+        {
+            let message = format!(
+                "columns[{index}] \"{}\" is already columns[{first}] (column names must be distinct)",
+                column.value
+            );
+            s.error(column.span, message);
+            valid = false;
+        }
+    }
+    valid.then(|| {
+        PayloadFormat::Csv(CsvConfig {
+            columns: entries.into_iter().map(|column| column.value).collect(),
+            delimiter,
+            header: header.is_some_and(|h| h.value),
+        })
+    })
+}
+
+/// `key`: where the per-key actor's key comes from; `topic[N]` must exist in every topic, a
+/// pointer must fit the format, `name` and `basename` are SenML's. SenML's default is `name`.
 fn key(
     s: &mut Section<'_>,
     topics: &[Spanned<String>],
-    format: Option<PayloadFormat>,
+    format: Option<&PayloadFormat>,
 ) -> Option<KeySource> {
     let Some(text) = s.string("key") else {
-        return Some(KeySource::Topic);
+        return Some(match format {
+            Some(PayloadFormat::Senml) => KeySource::RecordName,
+            _ => KeySource::Topic,
+        });
     };
     let source = match rules::parse_key_source(&text.value) {
         Ok(source) => source,
@@ -1071,8 +1197,12 @@ fn key(
         }
     };
     let mut valid = true;
-    match &source {
-        KeySource::TopicLevel(level) => {
+    let mut error = |s: &mut Section<'_>, message: String| {
+        s.error(text.span, message);
+        valid = false;
+    };
+    match (&source, format) {
+        (KeySource::TopicLevel(level), _) => {
             for topic in topics {
                 if !rules::filter_has_level(&topic.value, *level) {
                     let count = rules::filter_level_count(&topic.value);
@@ -1080,26 +1210,46 @@ fn key(
                         "key \"{}\" reads topic level {level} (0-based), but topic filter \"{}\" only matches topics with {count} level(s)",
                         text.value, topic.value
                     );
-                    s.error(text.span, message);
-                    valid = false;
+                    error(s, message);
                 }
             }
         }
-        KeySource::Pointer(_) if format == Some(PayloadFormat::Number) => {
+        (KeySource::Pointer(_), Some(PayloadFormat::Number)) => {
             let message = format!(
                 "key \"{}\" is a JSON pointer, but format = \"number\" payloads are bare numbers (use \"topic\" or \"topic[N]\")",
                 text.value
             );
-            s.error(text.span, message);
-            valid = false;
+            error(s, message);
         }
-        KeySource::Topic | KeySource::Pointer(_) => {}
+        (KeySource::Pointer(_), Some(PayloadFormat::Senml)) => {
+            let message = format!(
+                "key \"{}\" is a JSON pointer, but a SenML pack is read record by record (use \"name\", \"basename\", \"topic\" or \"topic[N]\")",
+                text.value
+            );
+            error(s, message);
+        }
+        (KeySource::Pointer(pointer), Some(PayloadFormat::Csv(csv))) => {
+            if let Some(reason) = rules::csv_column_problem(pointer, &csv.columns) {
+                error(s, format!("key \"{pointer}\" {reason}"));
+            }
+        }
+        (KeySource::RecordName | KeySource::BaseName, Some(other))
+            if *other != PayloadFormat::Senml =>
+        {
+            let message = format!(
+                "key \"{}\" names a SenML record, so it needs format = \"senml\" (this pipeline has format = \"{}\")",
+                text.value,
+                other.name()
+            );
+            error(s, message);
+        }
+        _ => {}
     }
     valid.then_some(source)
 }
 
 /// `time` and `time_unit`. `Some(None)` means "no event time": use arrival time.
-fn time(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Option<TimeSource>> {
+fn time(s: &mut Section<'_>, format: Option<&PayloadFormat>) -> Option<Option<TimeSource>> {
     // Whether `time` was written at all, even with a wrong type: a mistyped `time` must
     // not also cause "time_unit without time".
     let time_given = s.helper.contains("time");
@@ -1111,9 +1261,14 @@ fn time(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Option<Tim
             let message = format!("time \"{}\" is not a JSON pointer: {reason}", pointer.value);
             s.error(pointer.span, message);
             valid = false;
-        } else if format == Some(PayloadFormat::Number) {
-            let message = "time cannot be read when format = \"number\": the payload is a bare number (remove time to use the arrival time)";
-            s.error(pointer.span, message.into());
+        } else if let Some(message) = match format {
+            Some(PayloadFormat::Number) => Some("time cannot be read when format = \"number\": the payload is a bare number (remove time to use the arrival time)".to_owned()),
+            Some(PayloadFormat::Senml) => Some("time cannot be set when format = \"senml\": each SenML record carries its own time (bt + t, RFC 8428; remove time)".to_owned()),
+            Some(PayloadFormat::Csv(csv)) => rules::csv_column_problem(&pointer.value, &csv.columns)
+                .map(|reason| format!("time \"{}\" {reason}", pointer.value)),
+            _ => None,
+        } {
+            s.error(pointer.span, message);
             valid = false;
         }
     }
@@ -1135,7 +1290,11 @@ fn time(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Option<Tim
         },
     };
     if let (Some(unit), false) = (&unit, time_given) {
-        let message = "time_unit is set but time is not (set time to the JSON pointer of the event time, e.g. time = \"/ts\")";
+        let message = if format == Some(&PayloadFormat::Senml) {
+            "time_unit does not apply to format = \"senml\" (SenML times are seconds, RFC 8428)"
+        } else {
+            "time_unit is set but time is not (set time to the JSON pointer of the event time, e.g. time = \"/ts\")"
+        };
         s.error(unit.span, message.into());
         valid = false;
     }
@@ -1146,23 +1305,65 @@ fn time(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Option<Tim
     valid.then_some(source)
 }
 
-/// `fields = { name = "/pointer" }`, in file order.
-fn fields(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Vec<FieldConfig>> {
+/// How a format reads field pointers, for [`fields`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldSyntax<'a> {
+    /// JSON pointers.
+    Json,
+    /// One field with pointer `""`.
+    Number,
+    /// `"/column"`.
+    Csv(&'a [String]),
+    /// `key = "name"`: one field, the value each record gives (`"v"`, `"vb"`, `"s"`, `"vs"`).
+    SenmlValue,
+    /// Grouped records: `"/name"`, one record name relative to the base name.
+    SenmlRecord,
+    /// Unknown (the format or the SenML key is wrong): only JSON pointer syntax is checked.
+    Unknown,
+}
+
+/// `fields = { name = "/pointer" }`, in file order, checked as the format reads them. Also
+/// returns the fields that read a SenML string value (`"vs"`), with the pointer's span, to be
+/// checked against the model.
+fn fields(
+    s: &mut Section<'_>,
+    format: Option<&PayloadFormat>,
+    key: Option<&KeySource>,
+) -> (Option<Vec<FieldConfig>>, Vec<Spanned<String>>) {
+    let syntax = match (format, key) {
+        (Some(PayloadFormat::Json), _) => FieldSyntax::Json,
+        (Some(PayloadFormat::Number), _) => FieldSyntax::Number,
+        (Some(PayloadFormat::Csv(csv)), _) => FieldSyntax::Csv(&csv.columns),
+        (Some(PayloadFormat::Senml), Some(KeySource::RecordName)) => FieldSyntax::SenmlValue,
+        (Some(PayloadFormat::Senml), Some(_)) => FieldSyntax::SenmlRecord,
+        (Some(PayloadFormat::Senml), None) | (None, _) => FieldSyntax::Unknown,
+    };
+    let mut string_fields = Vec::new();
     let Some((_, value)) = s.take("fields") else {
-        return match format {
+        let example = match syntax {
             // A bare number is one field; `value` is its conventional name.
-            Some(PayloadFormat::Number) => Some(vec![FieldConfig {
-                name: "value".into(),
-                pointer: String::new(),
-            }]),
-            Some(PayloadFormat::Json) => {
-                let span = s.span;
-                let message = "missing required key \"fields\" (format = \"json\" reads each field by JSON pointer, e.g. fields = { temp = \"/value\" })";
-                s.error(span, message.into());
-                None
+            FieldSyntax::Number => {
+                let field = FieldConfig {
+                    name: "value".into(),
+                    pointer: String::new(),
+                };
+                return (Some(vec![field]), string_fields);
             }
-            None => None,
+            FieldSyntax::SenmlValue => {
+                let field = FieldConfig {
+                    name: "value".into(),
+                    pointer: DEFAULT_SENML_VALUE.into(),
+                };
+                return (Some(vec![field]), string_fields);
+            }
+            FieldSyntax::Unknown => return (None, string_fields),
+            FieldSyntax::Json => "format = \"json\" reads each field by JSON pointer, e.g. fields = { temp = \"/value\" }",
+            FieldSyntax::Csv(_) => "format = \"csv\" reads each field from a column, e.g. fields = { temp = \"/temp\" }",
+            FieldSyntax::SenmlRecord => "with key = \"basename\" or a topic key, each field names a SenML record relative to the base name, e.g. fields = { voltage = \"/voltage\" }",
         };
+        let span = s.span;
+        s.error(span, format!("missing required key \"fields\" ({example})"));
+        return (None, string_fields);
     };
     let Some(table) = value.as_table() else {
         let message = format!(
@@ -1170,7 +1371,7 @@ fn fields(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Vec<Fiel
             a(value.as_ref().type_str())
         );
         s.error(value.span, message);
-        return None;
+        return (None, string_fields);
     };
     // toml-span tables are sorted by name; the key spans give back the order as written,
     // which is the order models and outputs see the fields in.
@@ -1179,7 +1380,7 @@ fn fields(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Vec<Fiel
     if entries.is_empty() {
         let message = "fields must have at least one entry, e.g. fields = { temp = \"/value\" }";
         s.error(value.span, message.into());
-        return None;
+        return (None, string_fields);
     }
     let mut valid = true;
     let mut fields = Vec::with_capacity(entries.len());
@@ -1192,35 +1393,68 @@ fn fields(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Vec<Fiel
             s.error(key.span, message);
             valid = false;
         }
-        match pointer.as_str() {
-            None => {
-                let message = format!(
-                    "fields.{} must be a JSON pointer string such as \"/value\" (got {})",
-                    key.name,
-                    a(pointer.as_ref().type_str())
-                );
+        let Some(text) = pointer.as_str() else {
+            let message = format!(
+                "fields.{} must be a JSON pointer string such as \"/value\" (got {})",
+                key.name,
+                a(pointer.as_ref().type_str())
+            );
+            s.error(pointer.span, message);
+            valid = false;
+            continue;
+        };
+        let problem = match syntax {
+            FieldSyntax::SenmlValue if !SENML_VALUES.contains(&text) => Some(format!(
+                "fields.{} \"{text}\" must be \"v\", \"vb\", \"s\" or \"vs\": with key = \"name\" each SenML record is a reading and its field reads one of these values (to read records by name, \"/voltage\", use key = \"basename\" or a topic key)",
+                key.name
+            )),
+            FieldSyntax::SenmlValue => {
+                if text == "vs" {
+                    string_fields.push(Spanned::with_span(key.name.to_string(), pointer.span));
+                }
+                None
+            }
+            FieldSyntax::SenmlRecord if SENML_VALUES.contains(&text) => Some(format!(
+                "fields.{} \"{text}\" selects a record's value, which only key = \"name\" does; with key = \"basename\" or a topic key each field names a SenML record relative to the base name, e.g. \"/temperature\"",
+                key.name
+            )),
+            _ => match rules::pointer_problem(text) {
+                Some(reason) => Some(format!(
+                    "fields.{} \"{text}\" is not a JSON pointer: {reason}",
+                    key.name
+                )),
+                None => match syntax {
+                    FieldSyntax::Csv(columns) => rules::csv_column_problem(text, columns)
+                        .map(|reason| format!("fields.{} \"{text}\" {reason}", key.name)),
+                    FieldSyntax::SenmlRecord => rules::senml_record_problem(text)
+                        .map(|reason| format!("fields.{} \"{text}\" {reason}", key.name)),
+                    _ => None,
+                },
+            },
+        };
+        match problem {
+            Some(message) => {
                 s.error(pointer.span, message);
                 valid = false;
             }
-            Some(text) => match rules::pointer_problem(text) {
-                Some(reason) => {
-                    let message = format!(
-                        "fields.{} \"{text}\" is not a JSON pointer: {reason}",
-                        key.name
-                    );
-                    s.error(pointer.span, message);
-                    valid = false;
-                }
-                None => fields.push(FieldConfig {
-                    name: key.name.to_string(),
-                    pointer: text.to_owned(),
-                }),
-            },
+            None => fields.push(FieldConfig {
+                name: key.name.to_string(),
+                pointer: text.to_owned(),
+            }),
         }
     }
-    if format == Some(PayloadFormat::Number) {
+    let single = match syntax {
+        FieldSyntax::Number => Some("with pointer \"\" when format = \"number\""),
+        FieldSyntax::SenmlValue => Some(
+            "when format = \"senml\" and key = \"name\" (each record is a reading with one value)",
+        ),
+        _ => None,
+    };
+    if let Some(rule) = single {
         if let [(key, pointer)] = entries.as_slice() {
-            if pointer.as_str().is_some_and(|text| !text.is_empty()) {
+            if syntax == FieldSyntax::Number
+                && pointer.as_str().is_some_and(|text| !text.is_empty())
+            {
                 let message = format!(
                     "fields.{} must be \"\" when format = \"number\" (the payload is one bare number)",
                     key.name
@@ -1230,14 +1464,23 @@ fn fields(s: &mut Section<'_>, format: Option<PayloadFormat>) -> Option<Vec<Fiel
             }
         } else {
             let message = format!(
-                "fields must have exactly one entry with pointer \"\" when format = \"number\" (got {} entries)",
+                "fields must have exactly one entry {rule} (got {} entries)",
                 entries.len()
             );
             s.error(value.span, message);
             valid = false;
         }
     }
-    valid.then_some(fields)
+    (valid.then_some(fields), string_fields)
+}
+
+/// A payload format whose readings have exactly one value, so only forecasts fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OneValue {
+    /// `format = "number"`.
+    Number,
+    /// `format = "senml"` with `key = "name"`.
+    SenmlRecord,
 }
 
 /// The model kinds `[pipelines.model] kind` accepts.
@@ -1307,7 +1550,7 @@ impl Kind {
 fn model(
     mut m: Section<'_>,
     fields: Option<&[FieldConfig]>,
-    format: Option<PayloadFormat>,
+    one_value: Option<OneValue>,
     component: &str,
     problems: &mut Problems<'_>,
 ) -> (Option<ModelConfig>, Option<Kind>) {
@@ -1328,15 +1571,21 @@ fn model(
         m.abandon(component, problems);
         return (None, None);
     };
-    // A bare number is one field, the target: a regression or classification would have no
-    // features. Reported once, at `kind`; the feature checks that would only repeat it in
-    // other words are skipped.
-    let number_payload = format == Some(PayloadFormat::Number);
-    if number_payload && kind != Kind::Forecast {
-        let message = format!(
-            "model.kind \"{}\" needs format = \"json\": a format = \"number\" payload is one bare number, so there are no features to predict it from (use kind = \"forecast\", or send JSON)",
-            kind.name()
-        );
+    // A bare number (or a SenML record read by name) is one field, the target: a regression or
+    // classification would have no features. Reported once, at `kind`; the feature checks that
+    // would only repeat it in other words are skipped.
+    let number_payload = one_value.is_some();
+    if let (Some(one_value), true) = (one_value, kind != Kind::Forecast) {
+        let message = match one_value {
+            OneValue::Number => format!(
+                "model.kind \"{}\" needs format = \"json\": a format = \"number\" payload is one bare number, so there are no features to predict it from (use kind = \"forecast\", or send JSON)",
+                kind.name()
+            ),
+            OneValue::SenmlRecord => format!(
+                "model.kind \"{}\" needs several fields: with format = \"senml\" and key = \"name\" each record is a reading with one value, so there are no features to predict it from (use key = \"basename\" to make one reading of the records of one base name and time, or kind = \"forecast\")",
+                kind.name()
+            ),
+        };
         m.error(kind_text.span, message);
     }
     let feature_fields = if number_payload { None } else { fields };

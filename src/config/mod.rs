@@ -56,12 +56,20 @@
 //! [[pipelines]]               # at least one
 //! name = "temperature"        # required, unique, [A-Za-z0-9_-]+
 //! topics = ["sensors/+/temperature"]  # required, non-empty MQTT filters ($share/g/… allowed)
-//! format = "json"             # "json" | "number"
-//! key = "topic"               # "topic" | "topic[N]" (0-based level) | "/json/pointer" (json only)
-//! # time = "/ts"              # optional JSON pointer of the event time (json only)
+//! format = "json"             # "json" | "number" | "csv" | "senml"
+//! # columns = ["ts", "id", "t"] # csv only, required: non-empty, distinct column names
+//! # delimiter = ","           # csv only: one ASCII character, not '"' or a line break
+//! # header = false            # csv only: skip a first line equal to the column names
+//! key = "topic"               # "topic" | "topic[N]" (0-based level) | "/json/pointer" (json;
+//!                             # csv: "/column") | "name" | "basename" (senml; default "name")
+//! # time = "/ts"              # optional JSON pointer of the event time (json; csv: "/column";
+//!                             # not senml, whose records carry their time)
 //! # time_unit = "auto"        # "auto" | "s" | "ms" | "rfc3339"; only with time
-//! fields = { temp = "/value" } # json: required, ≥ 1 entry, kept in file order;
-//!                             # number: optional, default { value = "" }, one entry with ""
+//! fields = { temp = "/value" } # json: required, ≥ 1 entry, kept in file order; csv: "/column";
+//!                             # number: optional, default { value = "" }, one entry with "";
+//!                             # senml, key = "name": optional, default { value = "v" }, one
+//!                             # entry "v" | "vb" | "s" | "vs" (vs: a classification label);
+//!                             # senml, other keys: required, "/record" relative to the base name
 //! output = "edgeflow/{pipeline}/{key}/{field}/forecast"  # placeholders {pipeline} {key} {field}
 //! output_qos = 0              # 0 or 1
 //! max_payload_bytes = 65536   # ≥ 1; larger payloads are dropped
@@ -70,7 +78,8 @@
 //! kind = "forecast"           # required: "forecast" | "regression" | "classification"
 //! target = "temp"             # required; one of the pipeline's fields
 //! # Keys of another kind are errors ("model.lags is not a parameter of kind \"regression\"").
-//! # format = "number" payloads allow kind = "forecast" only (a bare number has one field).
+//! # format = "number" payloads allow kind = "forecast" only (a bare number has one field), and
+//! # so does format = "senml" with key = "name" (each record is a reading with one value).
 //!
 //! # kind = "forecast": forecasts of `target` from its own past (1..=horizon steps ahead).
 //! lags = 4                    # 1..=32

@@ -1,10 +1,11 @@
-//! Pure checks of string-valued settings: MQTT topic filters, JSON pointers, key sources,
-//! topic templates and names.
+//! Pure checks of string-valued settings: MQTT topic filters, JSON pointers (and the CSV
+//! columns and SenML records they name), key sources, topic templates and names.
 //!
 //! Each check returns the *reason* something is wrong; the loader adds the component, the
 //! key and the location. Keeping them free of TOML lets them be tested on their own.
 
 use super::schema::KeySource;
+use crate::codec::pointer::parse_pointer;
 
 /// Prefix of an MQTT 5 shared subscription (`$share/{group}/{filter}`). Several daemons can
 /// split one fleet this way (see DESIGN.md, "Scaling past one gateway").
@@ -98,12 +99,44 @@ pub(crate) fn pointer_problem(pointer: &str) -> Option<&'static str> {
     None
 }
 
-/// Parses `key = "topic" | "topic[N]" | "/json/pointer"`.
+/// Why `pointer` (a valid JSON pointer) names none of `columns`, worded to follow the pointer:
+/// a CSV line is an object of its columns, so the pointer must be `"/column"`.
+pub(crate) fn csv_column_problem(pointer: &str, columns: &[String]) -> Option<String> {
+    let tokens = parse_pointer(pointer)?;
+    match tokens.as_slice() {
+        [column] if columns.contains(column) => None,
+        [_] => Some(format!(
+            "names no column (columns: {})",
+            columns.join(", ")
+        )),
+        _ => Some(
+            "must name one column, \"/column\" (a CSV line has no nesting; a '/' in a column name is written \"~1\")"
+                .into(),
+        ),
+    }
+}
+
+/// Why `pointer` (a valid JSON pointer) is not one SenML record name, `"/name"`, worded to
+/// follow the pointer.
+pub(crate) fn senml_record_problem(pointer: &str) -> Option<String> {
+    match parse_pointer(pointer)?.len() {
+        1 => None,
+        _ => Some(
+            "must name one SenML record, \"/name\" (relative to the base name; a '/' in a record name is written \"~1\")"
+                .into(),
+        ),
+    }
+}
+
+/// Parses `key = "topic" | "topic[N]" | "/json/pointer" | "name" | "basename"`.
 pub(crate) fn parse_key_source(text: &str) -> Result<KeySource, String> {
     const ACCEPTED: &str =
-        "\"topic\", \"topic[N]\" (N = 0-based topic level) or a JSON pointer starting with \"/\"";
-    if text == "topic" {
-        return Ok(KeySource::Topic);
+        "\"topic\", \"topic[N]\" (N = 0-based topic level), a JSON pointer starting with \"/\", or for SenML \"name\" or \"basename\"";
+    match text {
+        "topic" => return Ok(KeySource::Topic),
+        "name" => return Ok(KeySource::RecordName),
+        "basename" => return Ok(KeySource::BaseName),
+        _ => {}
     }
     if let Some(index) = text
         .strip_prefix("topic[")
@@ -263,6 +296,8 @@ mod tests {
             parse_key_source("/id"),
             Ok(KeySource::Pointer("/id".into()))
         );
+        assert_eq!(parse_key_source("name"), Ok(KeySource::RecordName));
+        assert_eq!(parse_key_source("basename"), Ok(KeySource::BaseName));
         for bad in [
             "",
             "topics",
@@ -275,6 +310,32 @@ mod tests {
         ] {
             assert!(parse_key_source(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn csv_pointers_name_one_column() {
+        let columns = ["ts".to_owned(), "a/b".to_owned(), "temp".to_owned()];
+        assert_eq!(csv_column_problem("/temp", &columns), None);
+        assert_eq!(csv_column_problem("/a~1b", &columns), None);
+        assert_eq!(
+            csv_column_problem("/tmp", &columns).as_deref(),
+            Some("names no column (columns: ts, a/b, temp)")
+        );
+        for nested in ["", "/a/b", "/temp/0"] {
+            assert!(
+                csv_column_problem(nested, &columns).is_some_and(|p| p.contains("one column")),
+                "{nested:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn senml_pointers_name_one_record() {
+        assert_eq!(senml_record_problem("/voltage"), None);
+        assert_eq!(senml_record_problem("/"), None);
+        assert_eq!(senml_record_problem("/a~1b"), None);
+        assert!(senml_record_problem("").is_some());
+        assert!(senml_record_problem("/a/b").is_some());
     }
 
     #[test]

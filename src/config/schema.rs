@@ -112,6 +112,7 @@ pub struct PipelineConfig {
     /// Where the key (sensor id) comes from.
     pub key: KeySource,
     /// Where the event time comes from; `None`: arrival time (run) or line number (replay).
+    /// Always `None` for `format = "senml"`, whose records carry their own time.
     pub time: Option<TimeSource>,
     /// The fields read from each payload, in this order.
     pub fields: Vec<FieldConfig>,
@@ -244,30 +245,69 @@ pub struct AggregateConfig {
     pub function: String,
 }
 
-/// `format = "json" | "number"`
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `format = "json" | "number" | "csv" | "senml"`
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayloadFormat {
-    /// A JSON document; fields are read by JSON pointer (RFC 6901).
+    /// A JSON document; fields are read by JSON pointer (RFC 6901). A top-level array is a
+    /// batch: each element is one reading, read with the same pointers.
     Json,
     /// The payload is a bare number such as `21.5` (one field, pointer `""`).
     Number,
+    /// CSV text (RFC 4180): one reading per line; pointers name columns (`"/temp"`).
+    Csv(CsvConfig),
+    /// A SenML pack in JSON (RFC 8428); how records become readings depends on the
+    /// [`KeySource`] (see [`KeySource::RecordName`] and [`KeySource::BaseName`]).
+    Senml,
 }
 
-/// `key = "topic" | "topic[N]" | "/json/pointer"`
+impl PayloadFormat {
+    /// The name as written in the file: `"json"`, `"number"`, `"csv"` or `"senml"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PayloadFormat::Json => "json",
+            PayloadFormat::Number => "number",
+            PayloadFormat::Csv(_) => "csv",
+            PayloadFormat::Senml => "senml",
+        }
+    }
+}
+
+/// `columns`, `delimiter` and `header` of `format = "csv"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvConfig {
+    /// The column names, in line order (non-empty, distinct). A line is read as an object
+    /// whose members are these columns, so `"/temp"` is the cell of column `temp`.
+    pub columns: Vec<String>,
+    /// The cell separator: one ASCII character other than `"`, CR and LF.
+    pub delimiter: u8,
+    /// Whether a first line equal to the column names is skipped (a header line).
+    pub header: bool,
+}
+
+/// `key = "topic" | "topic[N]" | "/json/pointer" | "name" | "basename"`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// The whole topic.
     Topic,
     /// Topic level N (0-based): `topic[1]` of `sensors/s1/temp` is `s1`.
     TopicLevel(usize),
-    /// A JSON pointer into the payload; a string or an integer.
+    /// A JSON pointer into the payload (a string or an integer); with `format = "csv"`, a
+    /// column (`"/sensor"`).
     Pointer(String),
+    /// `key = "name"` (`format = "senml"` only, its default): every SenML record is one
+    /// reading keyed by its resolved name (base name + name), with one field whose pointer
+    /// selects the value: `"v"`, `"vb"`, `"s"` or `"vs"`.
+    RecordName,
+    /// `key = "basename"` (`format = "senml"` only): the records with the same resolved base
+    /// name and time form one reading keyed by the base name; fields name records relative to
+    /// it (`"/voltage"`). A topic key (`topic`, `topic[N]`) groups records the same way.
+    BaseName,
 }
 
 /// `time = "/pointer"` and `time_unit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeSource {
-    /// JSON pointer of the event time.
+    /// JSON pointer of the event time (with `format = "csv"`, a column such as `"/ts"`).
     pub pointer: String,
     /// How the value is read.
     pub unit: TimeUnit,
@@ -291,7 +331,9 @@ pub enum TimeUnit {
 pub struct FieldConfig {
     /// Field name (used by models and in output topics).
     pub name: String,
-    /// JSON pointer to the field's value (`""` for the whole payload).
+    /// Where the value is: a JSON pointer (`""` for the whole payload); with `format = "csv"`
+    /// a column (`"/temp"`); with `format = "senml"`, a record name relative to the base name
+    /// (`"/voltage"`), or under `key = "name"` the value to read (`"v"`, `"vb"`, `"s"`, `"vs"`).
     pub pointer: String,
 }
 
@@ -481,6 +523,14 @@ pub const DEFAULT_DEDUPE_CAPACITY: usize = 16;
 pub const MAX_DEDUPE_CAPACITY: usize = crate::ops::dedupe::MAX_CAPACITY;
 /// Most windows one reading may fall into (`size / slide` of a sliding window).
 pub const MAX_WINDOWS_PER_READING: usize = crate::ops::window::MAX_WINDOWS_PER_READING as usize;
+/// Default CSV cell separator (`delimiter`).
+pub const DEFAULT_CSV_DELIMITER: u8 = b',';
+/// The values a field of a `format = "senml"`, `key = "name"` pipeline can read from each
+/// record: the number `v`, the boolean `vb` (1 or 0), the sum `s`, or the string `vs` (only
+/// as a classification label).
+pub const SENML_VALUES: [&str; 4] = ["v", "vb", "s", "vs"];
+/// Default value a `format = "senml"`, `key = "name"` pipeline reads: `fields = { value = "v" }`.
+pub const DEFAULT_SENML_VALUE: &str = "v";
 /// Default payload size limit in bytes.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Phase bins of a duration season (`season = "1d"`) when `season_bins` is not given: half-hour

@@ -73,9 +73,18 @@ impl Config {
         for pipeline in &self.pipelines {
             writeln!(out, "  pipeline \"{}\"", pipeline.name)?;
             writeln!(out, "    topics: {}", pipeline.topics.join(", "))?;
-            let format = match pipeline.format {
-                PayloadFormat::Json => "json",
-                PayloadFormat::Number => "number",
+            let format = match &pipeline.format {
+                PayloadFormat::Csv(csv) => format!(
+                    "csv, columns {}, delimiter {:?}{}",
+                    csv.columns.join(", "),
+                    char::from(csv.delimiter),
+                    if csv.header {
+                        ", header line skipped"
+                    } else {
+                        ""
+                    }
+                ),
+                other => other.name().to_owned(),
             };
             writeln!(
                 out,
@@ -86,9 +95,16 @@ impl Config {
                 KeySource::Topic => "the whole topic".to_owned(),
                 KeySource::TopicLevel(level) => format!("topic level {level}"),
                 KeySource::Pointer(pointer) => format!("payload {pointer}"),
+                KeySource::RecordName => "each SenML record's name (one reading per record)".into(),
+                KeySource::BaseName => {
+                    "the SenML base name (records of one base name and time form a reading)".into()
+                }
             };
             writeln!(out, "    key: {key}")?;
             match &pipeline.time {
+                None if pipeline.format == PayloadFormat::Senml => {
+                    writeln!(out, "    time: each SenML record's (bt + t)")?
+                }
                 None => writeln!(out, "    time: arrival time")?,
                 Some(time) => {
                     let unit = match time.unit {

@@ -427,7 +427,7 @@ fn bad_key_source_is_reported() {
     let text = PIPELINE.replace("fields =", "key = \"sensor\"\nfields =");
     assert_eq!(
         errors(&text),
-        ["5:7: pipeline \"temperature\": key \"sensor\" is not a valid key source: accepted: \"topic\", \"topic[N]\" (N = 0-based topic level) or a JSON pointer starting with \"/\""]
+        ["5:7: pipeline \"temperature\": key \"sensor\" is not a valid key source: accepted: \"topic\", \"topic[N]\" (N = 0-based topic level), a JSON pointer starting with \"/\", or for SenML \"name\" or \"basename\""]
     );
 }
 
@@ -653,7 +653,7 @@ target = "nope"
             "6:20: [runtime]: mailbox_capacity must be at least 1 (got 0)",
             "9:11: pipeline \"a\": topics[0] \"x/#/y\" is not a valid MQTT topic filter: '#' is only allowed as the last level",
             "14:8: pipeline \"a\": model.lags must be between 1 and 32 (got 99)",
-            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, from, topics, format, key, time, time_unit, fields, operators, output, output_qos, max_payload_bytes, model, anomaly)",
+            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, from, topics, format, columns, delimiter, header, key, time, time_unit, fields, operators, output, output_qos, max_payload_bytes, model, anomaly)",
             "22:10: pipeline \"b\": model.target \"nope\" is not one of the pipeline's fields (fields: t)",
         ]
     );
@@ -1330,5 +1330,261 @@ fn mutated_configs_never_panic() {
                 }
             }
         }
+    }
+}
+
+// ---- payload formats ----------------------------------------------------------------------
+
+/// A CSV pipeline; `{extra}` lines go after `format` (line 5 on).
+fn csv_pipeline(extra: &str) -> String {
+    format!(
+        "[[pipelines]]\nname = \"env\"\ntopics = [\"env/+\"]\nformat = \"csv\"\n{extra}\n[pipelines.model]\nkind = \"forecast\"\ntarget = \"temp\"\n"
+    )
+}
+
+/// A SenML pipeline; `{extra}` lines go after `format` (line 5 on).
+fn senml_pipeline(extra: &str, model: &str) -> String {
+    format!(
+        "[[pipelines]]\nname = \"meter\"\ntopics = [\"meters/+\"]\nformat = \"senml\"\n{extra}\n[pipelines.model]\n{model}\n"
+    )
+}
+
+#[test]
+fn csv_format_reads_columns_delimiter_and_header() {
+    let config = valid(&csv_pipeline(
+        "columns = [\"ts\", \"sensor\", \"temp\", \"hum\"]\ndelimiter = \";\"\nheader = true\nkey = \"/sensor\"\ntime = \"/ts\"\ntime_unit = \"s\"\nfields = { temp = \"/temp\", hum = \"/hum\" }",
+    ));
+    let pipeline = &config.pipelines[0];
+    assert_eq!(
+        pipeline.format,
+        PayloadFormat::Csv(CsvConfig {
+            columns: vec!["ts".into(), "sensor".into(), "temp".into(), "hum".into()],
+            delimiter: b';',
+            header: true,
+        })
+    );
+    assert_eq!(pipeline.key, KeySource::Pointer("/sensor".into()));
+    assert_eq!(
+        pipeline.time,
+        Some(TimeSource {
+            pointer: "/ts".into(),
+            unit: TimeUnit::Seconds
+        })
+    );
+    assert_eq!(pipeline.fields[1].pointer, "/hum");
+    // Defaults: a comma, no header line.
+    let config = valid(&csv_pipeline(
+        "columns = [\"temp\"]\nfields = { temp = \"/temp\" }",
+    ));
+    assert_eq!(
+        config.pipelines[0].format,
+        PayloadFormat::Csv(CsvConfig {
+            columns: vec!["temp".into()],
+            delimiter: DEFAULT_CSV_DELIMITER,
+            header: false,
+        })
+    );
+    let tab = valid(&csv_pipeline(
+        "columns = [\"temp\"]\ndelimiter = \"\\t\"\nfields = { temp = \"/temp\" }",
+    ));
+    assert!(matches!(&tab.pipelines[0].format, PayloadFormat::Csv(c) if c.delimiter == b'\t'));
+}
+
+#[test]
+fn csv_format_needs_distinct_non_empty_columns() {
+    assert_eq!(
+        errors(&csv_pipeline("fields = { temp = \"/temp\" }")),
+        ["1:1: pipeline \"env\": missing required key \"columns\" (format = \"csv\" names the cells of a line, e.g. columns = [\"ts\", \"sensor\", \"temp\"])"]
+    );
+    assert_eq!(
+        errors(&csv_pipeline(
+            "columns = \"ts\"\nfields = { temp = \"/temp\" }"
+        )),
+        ["5:11: pipeline \"env\": columns must be an array of strings (got a string)"]
+    );
+    assert_eq!(
+        errors(&csv_pipeline("columns = []\nfields = { temp = \"/temp\" }")),
+        ["5:11: pipeline \"env\": columns must name at least one column, e.g. columns = [\"ts\", \"sensor\", \"temp\"]"]
+    );
+    assert_eq!(
+        errors(&csv_pipeline(
+            "columns = [\"temp\", \"\", \"temp\"]\ndelimiter = \"ab\"\nfields = { temp = \"/temp\" }"
+        )),
+        [
+            "5:20: pipeline \"env\": columns[1] must not be empty",
+            "5:24: pipeline \"env\": columns[2] \"temp\" is already columns[0] (column names must be distinct)",
+            "6:13: pipeline \"env\": delimiter must be one ASCII character other than '\"' and line breaks, e.g. \";\" or \"\\t\" (got \"ab\")",
+        ]
+    );
+    for bad in ["\\\"", "\\n", "é", ""] {
+        let text = csv_pipeline(&format!(
+            "columns = [\"temp\"]\ndelimiter = \"{bad}\"\nfields = {{ temp = \"/temp\" }}"
+        ));
+        let found = errors(&text);
+        assert!(
+            found.len() == 1 && found[0].starts_with("6:13: pipeline \"env\": delimiter must be"),
+            "{bad}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn csv_pointers_must_name_a_column() {
+    let text = csv_pipeline(
+        "columns = [\"ts\", \"sensor\", \"temp\"]\nkey = \"/id\"\ntime = \"/time\"\nfields = { temp = \"/temp/c\", hum = \"/hum\" }",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "6:7: pipeline \"env\": key \"/id\" names no column (columns: ts, sensor, temp)",
+            "7:8: pipeline \"env\": time \"/time\" names no column (columns: ts, sensor, temp)",
+            "8:19: pipeline \"env\": fields.temp \"/temp/c\" must name one column, \"/column\" (a CSV line has no nesting; a '/' in a column name is written \"~1\")",
+            "8:36: pipeline \"env\": fields.hum \"/hum\" names no column (columns: ts, sensor, temp)",
+        ]
+    );
+    assert_eq!(
+        errors(&csv_pipeline("columns = [\"temp\"]")),
+        ["1:1: pipeline \"env\": missing required key \"fields\" (format = \"csv\" reads each field from a column, e.g. fields = { temp = \"/temp\" })"]
+    );
+}
+
+#[test]
+fn csv_settings_are_rejected_for_other_formats() {
+    let text = PIPELINE.replace(
+        "fields =",
+        "columns = [\"a\"]\ndelimiter = \";\"\nheader = true\nfields =",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "5:11: pipeline \"temperature\": columns only applies to format = \"csv\" (this pipeline has format = \"json\")",
+            "6:13: pipeline \"temperature\": delimiter only applies to format = \"csv\" (this pipeline has format = \"json\")",
+            "7:10: pipeline \"temperature\": header only applies to format = \"csv\" (this pipeline has format = \"json\")",
+        ]
+    );
+}
+
+#[test]
+fn unknown_format_lists_the_accepted_formats() {
+    let text = PIPELINE.replace("fields =", "format = \"xml\"\nfields =");
+    assert_eq!(
+        errors(&text),
+        ["5:10: pipeline \"temperature\": format must be \"json\", \"number\", \"csv\" or \"senml\" (got \"xml\")"]
+    );
+}
+
+#[test]
+fn senml_defaults_to_one_reading_per_record_of_its_value() {
+    let config = valid(&senml_pipeline(
+        "",
+        "kind = \"forecast\"\ntarget = \"value\"",
+    ));
+    let pipeline = &config.pipelines[0];
+    assert_eq!(pipeline.format, PayloadFormat::Senml);
+    assert_eq!(pipeline.key, KeySource::RecordName);
+    assert_eq!(pipeline.time, None);
+    assert_eq!(
+        pipeline.fields,
+        [FieldConfig {
+            name: "value".into(),
+            pointer: DEFAULT_SENML_VALUE.into()
+        }]
+    );
+    for value in ["v", "vb", "s"] {
+        let config = valid(&senml_pipeline(
+            &format!("key = \"name\"\nfields = {{ x = \"{value}\" }}"),
+            "kind = \"forecast\"\ntarget = \"x\"",
+        ));
+        assert_eq!(config.pipelines[0].fields[0].pointer, value);
+    }
+}
+
+#[test]
+fn senml_record_fields_read_one_value() {
+    let forecast = "kind = \"forecast\"\ntarget = \"x\"";
+    assert_eq!(
+        errors(&senml_pipeline("fields = { x = \"/x\" }", forecast)),
+        ["5:16: pipeline \"meter\": fields.x \"/x\" must be \"v\", \"vb\", \"s\" or \"vs\": with key = \"name\" each SenML record is a reading and its field reads one of these values (to read records by name, \"/voltage\", use key = \"basename\" or a topic key)"]
+    );
+    assert_eq!(
+        errors(&senml_pipeline("fields = { x = \"v\", y = \"vb\" }", forecast)),
+        ["5:10: pipeline \"meter\": fields must have exactly one entry when format = \"senml\" and key = \"name\" (each record is a reading with one value) (got 2 entries)"]
+    );
+    // A string value is a label: a forecast target cannot read it.
+    assert_eq!(
+        errors(&senml_pipeline("fields = { x = \"vs\" }", forecast)),
+        ["5:16: pipeline \"meter\": fields.x = \"vs\" reads a SenML string value, which only the target of kind = \"classification\" (a label) can use (use \"v\", \"vb\" or \"s\")"]
+    );
+}
+
+#[test]
+fn senml_record_readings_only_feed_forecasts() {
+    let text = senml_pipeline(
+        "",
+        "kind = \"regression\"\ntarget = \"value\"\nfeatures = [\"value\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        ["7:8: pipeline \"meter\": model.kind \"regression\" needs several fields: with format = \"senml\" and key = \"name\" each record is a reading with one value, so there are no features to predict it from (use key = \"basename\" to make one reading of the records of one base name and time, or kind = \"forecast\")"]
+    );
+}
+
+#[test]
+fn senml_grouped_fields_name_records_relative_to_the_base_name() {
+    let model = "kind = \"regression\"\ntarget = \"power\"\nfeatures = [\"voltage\", \"current\"]";
+    let config = valid(&senml_pipeline(
+        "key = \"basename\"\nfields = { power = \"/power\", voltage = \"/voltage\", current = \"/a~1b\" }",
+        model,
+    ));
+    assert_eq!(config.pipelines[0].key, KeySource::BaseName);
+    assert_eq!(config.pipelines[0].fields[2].pointer, "/a~1b");
+    let topic = valid(&senml_pipeline(
+        "key = \"topic[1]\"\nfields = { power = \"/power\", voltage = \"/voltage\", current = \"/current\" }",
+        model,
+    ));
+    assert_eq!(topic.pipelines[0].key, KeySource::TopicLevel(1));
+    assert_eq!(
+        errors(&senml_pipeline(
+            "key = \"basename\"\nfields = { power = \"v\", voltage = \"/a/b\", current = \"current\" }",
+            model
+        )),
+        [
+            "6:20: pipeline \"meter\": fields.power \"v\" selects a record's value, which only key = \"name\" does; with key = \"basename\" or a topic key each field names a SenML record relative to the base name, e.g. \"/temperature\"",
+            "6:35: pipeline \"meter\": fields.voltage \"/a/b\" must name one SenML record, \"/name\" (relative to the base name; a '/' in a record name is written \"~1\")",
+            "6:53: pipeline \"meter\": fields.current \"current\" is not a JSON pointer: a JSON pointer is \"\" (the whole payload) or starts with \"/\"",
+        ]
+    );
+    assert_eq!(
+        errors(&senml_pipeline("key = \"basename\"", "kind = \"forecast\"\ntarget = \"x\"")),
+        ["1:1: pipeline \"meter\": missing required key \"fields\" (with key = \"basename\" or a topic key, each field names a SenML record relative to the base name, e.g. fields = { voltage = \"/voltage\" })"]
+    );
+}
+
+#[test]
+fn senml_time_comes_from_the_records() {
+    let forecast = "kind = \"forecast\"\ntarget = \"value\"";
+    assert_eq!(
+        errors(&senml_pipeline("time = \"/t\"\ntime_unit = \"s\"", forecast)),
+        ["5:8: pipeline \"meter\": time cannot be set when format = \"senml\": each SenML record carries its own time (bt + t, RFC 8428; remove time)"]
+    );
+    assert_eq!(
+        errors(&senml_pipeline("time_unit = \"s\"", forecast)),
+        ["5:13: pipeline \"meter\": time_unit does not apply to format = \"senml\" (SenML times are seconds, RFC 8428)"]
+    );
+}
+
+#[test]
+fn senml_keys_and_formats_must_match() {
+    let forecast = "kind = \"forecast\"\ntarget = \"value\"";
+    assert_eq!(
+        errors(&senml_pipeline("key = \"/device\"", forecast)),
+        ["5:7: pipeline \"meter\": key \"/device\" is a JSON pointer, but a SenML pack is read record by record (use \"name\", \"basename\", \"topic\" or \"topic[N]\")"]
+    );
+    for key in ["name", "basename"] {
+        let text = PIPELINE.replace("fields =", &format!("key = \"{key}\"\nfields ="));
+        assert_eq!(
+            errors(&text),
+            [format!("5:7: pipeline \"temperature\": key \"{key}\" names a SenML record, so it needs format = \"senml\" (this pipeline has format = \"json\")")]
+        );
     }
 }

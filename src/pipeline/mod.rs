@@ -162,37 +162,45 @@ impl Pipeline {
         self.kind
     }
 
-    /// Decode a payload with this pipeline's decoder.
+    /// Decode a payload expected to hold one reading with this pipeline's decoder (relative
+    /// SenML times count from 0); `Ok(n)`: `n` readings, the last one in `out`.
     ///
     /// # Errors
-    /// The [`DecodeError`] saying why the reading is dropped.
+    /// The first [`DecodeError`], saying why a reading (or the payload) is dropped.
     pub fn decode(
         &self,
         topic: &str,
         payload: &[u8],
         out: &mut ReadingBuf,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<usize, DecodeError> {
         self.decoder.decode(topic, payload, out)
     }
 
-    /// Decodes a message, then calls `f` with the reading (counted in `readings`), or counts
-    /// and logs (rate-limited) why it was dropped. Returns the readings accepted.
+    /// Decodes every reading of a message, calling `f` with each (counted in `readings`);
+    /// each reading or payload dropped is counted by reason and logged (rate-limited).
+    /// Returns the readings accepted.
     fn decode_counted(
         &self,
         topic: &str,
         payload: &[u8],
+        now_ms: i64,
         buf: &mut ReadingBuf,
         f: &mut impl FnMut(&Pipeline, &ReadingBuf),
     ) -> usize {
-        match self.decode(topic, payload, buf) {
-            Ok(()) => {
-                self.stats
-                    .readings
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                f(self, buf);
-                1
-            }
-            Err(e) => {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        let mut accepted = 0;
+        self.decode_each(
+            topic,
+            payload,
+            now_ms,
+            buf,
+            |reading| {
+                self.stats.readings.fetch_add(1, Relaxed);
+                accepted += 1;
+                f(self, reading);
+            },
+            |e| {
                 self.stats.drops.record(e.reason, |suppressed| {
                     tracing::warn!(
                         pipeline = %self.name,
@@ -200,10 +208,26 @@ impl Pipeline {
                         suppressed,
                         "dropped a reading on {topic}: {e}"
                     )
-                });
-                0
-            }
-        }
+                })
+            },
+        );
+        accepted
+    }
+
+    /// Decode every reading of a payload with this pipeline's decoder: `on_reading` is called
+    /// once per reading, `on_error` once per reading (or payload) dropped. See
+    /// [`Decoder::decode_each`].
+    pub fn decode_each(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: i64,
+        out: &mut ReadingBuf,
+        on_reading: impl FnMut(&ReadingBuf),
+        on_error: impl FnMut(DecodeError),
+    ) {
+        self.decoder
+            .decode_each(topic, payload, now_ms, out, on_reading, on_error)
     }
 
     /// A fresh state for a key seen for the first time.
@@ -441,6 +465,7 @@ impl Pipelines {
         from: usize,
         topic: &str,
         payload: &[u8],
+        now_ms: i64,
         buf: &mut ReadingBuf,
         mut f: impl FnMut(&Pipeline, &ReadingBuf),
     ) -> usize {
@@ -450,7 +475,7 @@ impl Pipelines {
             .iter()
             .filter_map(|&d| self.list.get(d))
         {
-            accepted += p.decode_counted(topic, payload, buf, &mut f);
+            accepted += p.decode_counted(topic, payload, now_ms, buf, &mut f);
         }
         accepted
     }
@@ -486,13 +511,17 @@ impl Pipelines {
         out
     }
 
-    /// Decode one message for every pipeline whose filters match `topic`, calling `f` with each
-    /// decoded reading. Bad input is counted per pipeline and reason and logged (rate-limited);
-    /// a topic no pipeline takes is counted as `unknown_topic`. Returns the readings accepted.
+    /// Decode one message for every pipeline whose filters match `topic`, calling `f` once per
+    /// decoded reading (a payload may hold several: a JSON batch, CSV lines, a SenML pack).
+    /// `now_ms` is the time relative SenML times count from (the arrival time in `run`). Bad
+    /// input is counted per pipeline and reason, once per reading dropped (or once for a
+    /// payload dropped as a whole), and logged (rate-limited); a topic no pipeline takes is
+    /// counted as `unknown_topic`. Returns the readings accepted.
     pub fn dispatch(
         &self,
         topic: &str,
         payload: &[u8],
+        now_ms: i64,
         buf: &mut ReadingBuf,
         mut f: impl FnMut(&Pipeline, &ReadingBuf),
     ) -> usize {
@@ -503,7 +532,7 @@ impl Pipelines {
                 continue;
             }
             matched = true;
-            accepted += p.decode_counted(topic, payload, buf, &mut f);
+            accepted += p.decode_counted(topic, payload, now_ms, buf, &mut f);
         }
         if !matched {
             self.unrouted
