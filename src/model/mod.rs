@@ -20,12 +20,14 @@
 //!   one by default.
 //! - [`metrics`]: [`RegressionMetrics`] and [`ClassificationMetrics`], prequential aggregates
 //!   (MAE, RMSE; accuracy, log loss) that merge.
+//! - [`rng`]: [`SplitMix64`], the platform-independent, serialisable random generator.
 
 pub mod anomaly;
 pub mod forecast;
 pub mod linear;
 pub mod logistic;
 pub mod metrics;
+pub mod rng;
 pub mod scaler;
 
 pub use anomaly::{AnomalyDetector, AnomalyParams, AnomalyVerdict};
@@ -36,6 +38,7 @@ pub use forecast::{
 pub use linear::{Contribution, LinearAlgorithm, LinearParams, LinearRegression, MAX_FEATURES};
 pub use logistic::{LogisticAlgorithm, LogisticParams, LogisticRegression};
 pub use metrics::{ClassificationMetrics, RegressionMetrics};
+pub use rng::SplitMix64;
 pub use scaler::StandardScaler;
 
 /// A point prediction with an interval.
