@@ -3,14 +3,18 @@
 //!
 //! Start-up order: embedded broker (if configured) → store (fails fast if locked or
 //! unwritable) → pipelines → shards → MQTT (event-loop task, publisher task, ingest task) →
-//! checkpointer and stats tasks → simulator (if configured).
+//! HTTP listener (fails fast if its port is taken) → checkpointer, stats and watchdog tasks →
+//! simulator (if configured). [`run`] tells systemd `READY=1` once the subscriptions are
+//! acknowledged.
 //!
-//! Shutdown order (SIGTERM/SIGINT or [`Daemon::shutdown`]): stop the simulator and the MQTT
-//! event loop (no new input) → let the ingest task route what is already queued → final
-//! checkpoint, which is queued behind every routed reading and so also drains the mailboxes →
-//! flush the store → let the publisher send what is queued → disconnect → stop the Arbiters.
-//! Everything after "stop input" runs under `runtime.shutdown_deadline`.
+//! Shutdown order (SIGTERM/SIGINT or [`Daemon::shutdown`]): `STOPPING=1` → stop the simulator
+//! and the MQTT event loop (no new input) → let the ingest task route what is already queued →
+//! stop the HTTP listener → final checkpoint, which is queued behind every routed reading and
+//! so also drains the mailboxes → flush the store → let the publisher send what is queued →
+//! disconnect → stop the Arbiters. Everything after "stop input" runs under
+//! `runtime.shutdown_deadline`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::{CheckpointReport, OutputSink, Router};
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
+use crate::http::{DaemonCollector, HttpError, HttpServer, HttpState};
 use crate::mqtt::{self, EmbeddedBroker, Incoming, MqttStatus, Outgoing, Publisher};
 use crate::pipeline::stats::StatsSnapshot;
 use crate::pipeline::{PipelineError, Pipelines};
@@ -38,6 +43,9 @@ pub enum AppError {
     /// The embedded broker could not start.
     #[error("embedded broker: {0}")]
     Broker(#[from] mqtt::MqttError),
+    /// The HTTP listener could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Sends key actors' outputs to the MQTT publisher queue.
@@ -72,6 +80,8 @@ pub struct DaemonHandle {
     pub engine: Arc<crate::actors::EngineStats>,
     /// The broker address the daemon connects to.
     pub broker: String,
+    /// The address the HTTP listener is bound to (None when `[http] enabled = false`).
+    pub http: Option<SocketAddr>,
 }
 
 /// A running daemon. Must live inside an actix `System`.
@@ -87,6 +97,7 @@ pub struct Daemon {
     publisher_task: JoinHandle<()>,
     ingest_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    http: Option<HttpServer>,
     _broker: Option<EmbeddedBroker>,
 }
 
@@ -136,6 +147,32 @@ impl Daemon {
             "actor system started"
         );
 
+        let http = if config.http.enabled {
+            let state = HttpState {
+                collector: DaemonCollector {
+                    pipelines: pipelines.clone(),
+                    engine: router.stats.clone(),
+                    mqtt: status.clone(),
+                    publisher: publisher.clone(),
+                },
+                router: Arc::downgrade(&router),
+                store: store.clone(),
+            };
+            match HttpServer::start(config.http.listen, state).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    // Nothing has been read yet: take the actor system down before failing.
+                    connection_stop.cancel();
+                    if let Ok(router) = Arc::try_unwrap(router) {
+                        let _ = router.stop(config.runtime.shutdown_deadline).await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
+
         let event_loop = actix_rt::spawn(event_loop);
         let publisher_task = actix_rt::spawn(publisher_body);
         let ingest_task = actix_rt::spawn(ingest(ingest_rx, pipelines.clone(), router.clone()));
@@ -153,6 +190,13 @@ impl Daemon {
                 background_stop.clone(),
             )),
         ];
+        if let Some(every) = crate::systemd::watchdog_interval() {
+            background.push(actix_rt::spawn(watchdog(
+                router.clone(),
+                every,
+                background_stop.clone(),
+            )));
+        }
         if let Some(sim) = config.simulate.clone() {
             let (m, stop) = (mqtt_cfg.clone(), input_stop.clone());
             background.push(actix_rt::spawn(async move {
@@ -180,6 +224,7 @@ impl Daemon {
             pipelines,
             engine: router.stats.clone(),
             broker: format!("{}:{}", mqtt_cfg.host, mqtt_cfg.port),
+            http: http.as_ref().map(HttpServer::local_addr),
         };
         Ok(Daemon {
             config,
@@ -193,6 +238,7 @@ impl Daemon {
             publisher_task,
             ingest_task,
             background,
+            http,
             _broker: broker,
         })
     }
@@ -243,6 +289,9 @@ impl Daemon {
         for t in self.background {
             let _ = t.await;
         }
+        if let Some(http) = self.http {
+            http.stop().await;
+        }
         let report = match Arc::try_unwrap(self.router) {
             Ok(router) => router.stop(deadline).await?,
             // Unreachable after the joins above; checkpoint through the shared handle anyway.
@@ -291,10 +340,39 @@ fn effective_mqtt(config: &Config) -> crate::config::MqttConfig {
 /// See [`Daemon::start`] and [`Daemon::shutdown`].
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
     let daemon = Daemon::start(config).await?;
-    shutdown.cancelled().await;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = daemon.subscribed() => {
+            let status = format!("subscribed on {}", daemon.handle.broker);
+            tracing::info!("ready: {status}");
+            crate::systemd::ready(&status);
+            shutdown.cancelled().await;
+        }
+    }
+    crate::systemd::stopping();
     daemon.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pings systemd's watchdog every half interval, but only while every shard answers: a stuck
+/// or dead actor system stops the pings and systemd restarts the service.
+async fn watchdog(router: Arc<Router>, every: Duration, stop: CancellationToken) {
+    let period = (every / 2).max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!("systemd watchdog every {period:?}");
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if router.alive(period).await {
+            crate::systemd::watchdog();
+        } else {
+            tracing::warn!("actor system did not answer within {period:?}: not pinging the watchdog");
+        }
+    }
 }
 
 /// The ingest task: decode each received message for every pipeline whose filters match and

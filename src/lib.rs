@@ -13,13 +13,17 @@
 //! - [`codec`] — payload decoding (JSON by pointer and JSON batches, bare numbers, CSV lines,
 //!   SenML packs) into a reusable reading buffer, one callback per reading, and the reasons a
 //!   reading is dropped.
+//! - [`ops`] — the per-key operators between decoding and the model: filter and map
+//!   expressions, event-time windows, dedupe.
 //! - [`pipeline`] — a pipeline compiled from config: topic matching, decoding, the per-key
 //!   test-then-train step and the output message; shared by every driver.
 //! - [`actors`] — the router, one shard per Arbiter, one `KeyActor` per key (activated from
 //!   the store, passivated when idle or over budget), checkpoints.
 //! - [`model`] — online models (pure: no I/O, no actors).
 //! - [`store`] — sled behind a narrow interface; state encoding with a version tag.
-//! - [`app`] — the daemon (`edgeflow run`): start-up and graceful shutdown.
+//! - [`http`] — `/metrics` (Prometheus), `/health`, `/keys/{pipeline}/{key}`.
+//! - [`systemd`] — readiness, reload, stop and watchdog notifications (`sd-notify`).
+//! - [`app`] — the daemon (`edgeflow run`): start-up, reload and graceful shutdown.
 //! - [`replay`] — the deterministic file driver (`edgeflow replay`), also used by benchmarks.
 //! - [`sim`] — the synthetic sensor fleet (`edgeflow simulate`, the demo).
 
@@ -27,6 +31,7 @@ pub mod actors;
 pub mod app;
 pub mod codec;
 pub mod config;
+pub mod http;
 pub mod model;
 pub mod mqtt;
 pub mod ops;
@@ -34,3 +39,4 @@ pub mod pipeline;
 pub mod replay;
 pub mod sim;
 pub mod store;
+pub mod systemd;

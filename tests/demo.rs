@@ -18,7 +18,8 @@ async fn demo_config_shows_forecasts_flowing() {
             "data_dir = \"data/demo\"",
             &format!("data_dir = \"{}\"", dir.path().join("data").display()),
         )
-        .replace("stats_interval = \"5s\"", "stats_interval = \"500ms\"");
+        .replace("stats_interval = \"5s\"", "stats_interval = \"500ms\"")
+        .replace("listen = \"127.0.0.1:9883\"", "listen = \"127.0.0.1:0\"");
     assert_ne!(patched, demo);
     assert!(
         patched.contains(&format!("port = {port}")),

@@ -197,6 +197,7 @@ async fn daemon_runs_every_model_kind_like_replay() {
         config.mqtt.port = port;
         config.mqtt.client_id = format!("edgeflow-models-{name}");
         config.store.data_dir = dir.path().join("data");
+        config.http.listen = "127.0.0.1:0".parse().expect("address");
         let daemon = RunningDaemon::start(config.clone()).await;
         client.publish_all(&stream).await;
         let mut got = client.receive(stream.len()).await;

@@ -30,6 +30,9 @@ checkpoint_interval = "100ms"
 [runtime]
 shards = 2
 shutdown_deadline = "2s"
+
+[http]
+listen = "127.0.0.1:0"
 {pipelines}
 "#,
         data = dir.join("data").display()

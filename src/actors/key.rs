@@ -24,6 +24,9 @@ pub struct KeyActor {
     // Reused buffers: the step renders into them, so a reading allocates nothing here.
     scratch: Scratch,
     encoded: Vec<u8>,
+    /// The last output message, for `/keys/{pipeline}/{key}` (kept while resident, not
+    /// persisted; its buffer is reused, so keeping it costs a copy, not an allocation).
+    last_output: Vec<u8>,
 }
 
 impl KeyActor {
@@ -46,6 +49,7 @@ impl KeyActor {
             sink,
             scratch: Scratch::default(),
             encoded: Vec::new(),
+            last_output: Vec::new(),
         }
     }
 
@@ -75,7 +79,7 @@ impl Handler<Ingest> for KeyActor {
         let Some(p) = self.pipelines.get(self.pipeline) else {
             return;
         };
-        let sink = &self.sink;
+        let (sink, last_output) = (&self.sink, &mut self.last_output);
         p.process(
             &mut self.state,
             &self.key,
@@ -83,6 +87,8 @@ impl Handler<Ingest> for KeyActor {
             &msg.values,
             &mut self.scratch,
             &mut |topic, payload| {
+                last_output.clear();
+                last_output.extend_from_slice(payload);
                 sink.emit(p.index, topic, payload, p.output_qos);
             },
         );
@@ -118,15 +124,27 @@ impl Handler<Passivate> for KeyActor {
     }
 }
 
-/// Inspection: a copy of the key's state.
+/// Inspection: a copy of the key's state and its last output message.
 #[derive(Message)]
-#[rtype(result = "KeyState")]
+#[rtype(result = "KeyView")]
 pub struct GetState;
+
+/// What inspection sees of a resident key.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    /// A copy of the key's state.
+    pub state: KeyState,
+    /// The last output message's payload (empty before the first output).
+    pub last_output: Vec<u8>,
+}
 
 impl Handler<GetState> for KeyActor {
     type Result = MessageResult<GetState>;
 
     fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.state.clone())
+        MessageResult(KeyView {
+            state: self.state.clone(),
+            last_output: self.last_output.clone(),
+        })
     }
 }

@@ -18,8 +18,9 @@ use smallvec::SmallVec;
 
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::RuntimeConfig;
-use crate::pipeline::{KeyState, Pipeline, Pipelines};
+use crate::pipeline::{Pipeline, Pipelines};
 use crate::store::{Store, StoreError};
+pub use key::KeyView;
 pub use shard::{CheckpointReport, Shard, ShardSettings};
 
 /// Where key actors send their output messages (MQTT in the daemon, a collector in tests).
@@ -137,6 +138,47 @@ pub struct EngineStats {
     pub checkpoints: AtomicU64,
     /// States written by checkpoints.
     pub states_written: AtomicU64,
+    /// How long checkpoints took (write + flush).
+    pub checkpoint_seconds: DurationHistogram,
+}
+
+/// Upper bounds (seconds) of the checkpoint-duration histogram buckets: an SD card flush
+/// takes from a few ms to about a second.
+pub const CHECKPOINT_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+/// A lock-free histogram of durations with the [`CHECKPOINT_BUCKETS`] bounds (Prometheus
+/// semantics: bucket `i` counts observations ≤ its bound; `+Inf` is `count`).
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    buckets: [AtomicU64; CHECKPOINT_BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in nanoseconds (u64 overflows after 584 years of checkpoints).
+    sum_nanos: AtomicU64,
+}
+
+impl DurationHistogram {
+    /// Record one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, bucket) in CHECKPOINT_BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    /// `(sum in seconds, count, cumulative bucket counts)`.
+    pub fn snapshot(&self) -> (f64, u64, [u64; CHECKPOINT_BUCKETS.len()]) {
+        let buckets = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        (
+            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            self.count.load(Ordering::Relaxed),
+            buckets,
+        )
+    }
 }
 
 /// Spreads keys over the shards by hash and owns the Arbiters.
@@ -241,6 +283,7 @@ impl Router {
         }
         let bytes = self.store.flush().await?;
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.stats.checkpoint_seconds.observe(started.elapsed());
         self.stats
             .states_written
             .fetch_add(report.written, Ordering::Relaxed);
@@ -254,8 +297,21 @@ impl Router {
         Ok(report)
     }
 
-    /// A copy of a resident key's state (None if the key is not resident).
-    pub async fn inspect(&self, pipeline: usize, key: &str) -> Option<KeyState> {
+    /// Whether every shard answers a [`Ping`](shard::Ping) within `timeout`: the actor
+    /// system is alive and not stuck (health endpoint, systemd watchdog).
+    pub async fn alive(&self, timeout: Duration) -> bool {
+        let pings = futures_util::future::join_all(
+            self.table.shards.iter().map(|s| s.send(shard::Ping)),
+        );
+        match tokio::time::timeout(timeout, pings).await {
+            Ok(answers) => answers.iter().all(Result::is_ok),
+            Err(_) => false,
+        }
+    }
+
+    /// A copy of a resident key's state and its last output (None if the key is not
+    /// resident).
+    pub async fn inspect(&self, pipeline: usize, key: &str) -> Option<KeyView> {
         let shard = self.table.shard_of(pipeline, key)?;
         shard
             .send(shard::Inspect {

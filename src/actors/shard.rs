@@ -16,7 +16,7 @@ use compact_str::CompactString;
 use futures_util::future::join_all;
 use lru::LruCache;
 
-use super::key::{GetState, KeyActor, Passivate, Snapshot};
+use super::key::{GetState, KeyActor, KeyView, Passivate, Snapshot};
 use super::{EngineStats, Ingest, OutputSink};
 use crate::codec::DropReason;
 use crate::pipeline::{KeyState, Pipelines};
@@ -296,9 +296,10 @@ impl Handler<Checkpoint> for Shard {
     }
 }
 
-/// Inspection: the state of one resident key (None if it is not resident on this shard).
+/// Inspection: the state and last output of one resident key (None if it is not resident on
+/// this shard).
 #[derive(Message)]
-#[rtype(result = "Option<KeyState>")]
+#[rtype(result = "Option<KeyView>")]
 pub struct Inspect {
     /// Pipeline index.
     pub pipeline: usize,
@@ -307,7 +308,7 @@ pub struct Inspect {
 }
 
 impl Handler<Inspect> for Shard {
-    type Result = ResponseFuture<Option<KeyState>>;
+    type Result = ResponseFuture<Option<KeyView>>;
 
     fn handle(&mut self, msg: Inspect, _ctx: &mut Self::Context) -> Self::Result {
         let addr = self
@@ -321,4 +322,16 @@ impl Handler<Inspect> for Shard {
             }
         })
     }
+}
+
+/// Liveness probe (health endpoint, systemd watchdog): answered from the shard's mailbox, so
+/// an answer means the Arbiter thread is alive and not stuck.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
 }

@@ -20,7 +20,7 @@ mod operators;
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    default_output, ClassificationConfig, Config, CsvConfig, FieldConfig, ForecastConfig,
+    default_output, ClassificationConfig, Config, CsvConfig, FieldConfig, ForecastConfig, HttpConfig,
     KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig,
     RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit, DEFAULT_CSV_DELIMITER,
     DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE,
@@ -536,6 +536,7 @@ fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> O
     let mqtt = optional_table(&mut top, "mqtt", problems, mqtt).unwrap_or_default();
     let store = optional_table(&mut top, "store", problems, store).unwrap_or_default();
     let runtime = optional_table(&mut top, "runtime", problems, runtime).unwrap_or_default();
+    let http = optional_table(&mut top, "http", problems, http).unwrap_or_default();
     let simulate = optional_table(&mut top, "simulate", problems, simulate);
     let pipelines = pipelines(&mut top, problems);
     top.finish("", problems);
@@ -544,6 +545,7 @@ fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> O
         mqtt,
         store,
         runtime,
+        http,
         simulate,
         pipelines: pipelines?,
     })
@@ -680,6 +682,31 @@ fn runtime(s: &mut Section<'_>) -> RuntimeConfig {
         shutdown_deadline: s
             .duration("shutdown_deadline", POSITIVE)
             .map_or(d.shutdown_deadline, |v| v.value),
+    }
+}
+
+/// `[http]`
+fn http(s: &mut Section<'_>) -> HttpConfig {
+    let d = HttpConfig::default();
+    let enabled = s.bool("enabled").unwrap_or(d.enabled);
+    let listen = s.string("listen").and_then(|listen| {
+        match listen.value.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                s.error(
+                    listen.span,
+                    format!(
+                        "listen must be an IP address and port such as \"127.0.0.1:9883\" or \"[::1]:9883\" (got \"{}\")",
+                        listen.value
+                    ),
+                );
+                None
+            }
+        }
+    });
+    HttpConfig {
+        enabled,
+        listen: listen.unwrap_or(d.listen),
     }
 }
 

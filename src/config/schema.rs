@@ -3,6 +3,7 @@
 //! Defaults live in one place: the `Default` impls (and `default_*` functions) in this file.
 //! The TOML reference in the README mirrors these types field by field.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[runtime]`: actor system sizing and the periodic stats line.
     pub runtime: RuntimeConfig,
+    /// `[http]`: the metrics, health and key-inspection listener.
+    pub http: HttpConfig,
     /// `[simulate]`: an optional built-in synthetic sensor fleet (demo and load generator).
     pub simulate: Option<SimulateConfig>,
     /// `[[pipelines]]`: at least one.
@@ -83,6 +86,16 @@ pub struct RuntimeConfig {
     pub stats_interval: Duration,
     /// Graceful shutdown gives up waiting after this long, checkpoints and exits anyway.
     pub shutdown_deadline: Duration,
+}
+
+/// `[http]`: `/metrics` (Prometheus text format), `/health` and `/keys/{pipeline}/{key}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Serve the endpoints at all.
+    pub enabled: bool,
+    /// Address to listen on; loopback by default, since the endpoints have no authentication
+    /// (port 0 picks a free port, which the daemon logs).
+    pub listen: SocketAddr,
 }
 
 /// `[simulate]`: a synthetic fleet published to the broker the daemon uses.
@@ -466,6 +479,19 @@ impl Default for RuntimeConfig {
             mailbox_capacity: 1024,
             stats_interval: Duration::from_secs(10),
             shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Default address of the HTTP listener.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9883);
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_HTTP_LISTEN,
         }
     }
 }

@@ -62,6 +62,15 @@ impl Config {
             runtime.max_resident_keys,
             format_duration(runtime.idle_timeout)
         )?;
+        if self.http.enabled {
+            writeln!(
+                out,
+                "http: /metrics, /health, /keys on {}",
+                self.http.listen
+            )?;
+        } else {
+            writeln!(out, "http: off")?;
+        }
         if let Some(simulate) = &self.simulate {
             writeln!(
                 out,

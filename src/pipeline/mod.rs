@@ -490,6 +490,11 @@ impl Pipelines {
         self.list.get(index)
     }
 
+    /// The pipeline called `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Pipeline> {
+        self.list.iter().find(|p| p.name == name)
+    }
+
     /// Number of pipelines.
     pub fn len(&self) -> usize {
         self.list.len()

@@ -40,6 +40,9 @@ shards = 2
 stats_interval = "1s"
 shutdown_deadline = "2s"
 
+[http]
+listen = "127.0.0.1:0"
+
 [[pipelines]]
 name = "temperature"
 topics = ["sensors/+/temperature"]
@@ -326,4 +329,32 @@ impl BinaryDaemon {
     pub fn remaining_lines(self) -> Vec<String> {
         self.lines.iter().collect()
     }
+}
+
+/// `GET path` over plain HTTP/1.0 (the tests need no HTTP client crate): `(status, body)`.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(EVENT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect to the http listener");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let response = String::from_utf8(response).expect("utf-8 response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
 }

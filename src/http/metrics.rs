@@ -1,0 +1,361 @@
+//! `/metrics`: the daemon's counters in the Prometheus text format (version 0.0.4).
+//!
+//! Nothing is counted twice: the counters already live in atomics next to the code that
+//! counts (pipeline stats, engine stats, MQTT status), and [`DaemonCollector`] reads them at
+//! scrape time through `prometheus-client`'s [`Collector`] interface, which also does the
+//! exposition (names, `_total` suffixes, escaping, histogram buckets).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::actors::{EngineStats, CHECKPOINT_BUCKETS};
+use crate::codec::DropReason;
+use crate::mqtt::{MqttStatus, Publisher};
+use crate::pipeline::Pipelines;
+
+/// Reads every counter of a running daemon at scrape time.
+#[derive(Clone)]
+pub struct DaemonCollector {
+    /// Pipelines and their counters.
+    pub pipelines: Arc<Pipelines>,
+    /// Engine gauges and counters.
+    pub engine: Arc<EngineStats>,
+    /// MQTT connection state.
+    pub mqtt: Arc<MqttStatus>,
+    /// The outgoing queue (its depth).
+    pub publisher: Publisher,
+}
+
+impl std::fmt::Debug for DaemonCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DaemonCollector")
+    }
+}
+
+/// Whether a drop reason is a decoding problem (`edgeflow_decode_errors_total`) rather than
+/// an overload or routing drop (`edgeflow_dropped_total`).
+fn is_decode_error(reason: DropReason) -> bool {
+    !matches!(
+        reason,
+        DropReason::UnknownTopic | DropReason::QueueFull | DropReason::MailboxFull
+    )
+}
+
+type Labels<'a> = [(&'static str, &'a str)];
+
+/// One metric family: a descriptor and one sample per label set.
+fn family<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Vec<(&'static str, &'a str)>, M)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        let labels: &Labels<'a> = &labels;
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A family without labels.
+fn single<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    value: M,
+) -> std::fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, None, kind)?;
+    value.encode(metric)
+}
+
+impl Collector for DaemonCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let pipelines: Vec<_> = self.pipelines.iter().collect();
+        let per_pipeline_counter = |get: &dyn Fn(&crate::pipeline::Pipeline) -> u64| {
+            pipelines
+                .iter()
+                .map(|p| (vec![("pipeline", p.name.as_str())], ConstCounter::new(get(p))))
+                .collect::<Vec<_>>()
+        };
+        family(
+            &mut e,
+            "edgeflow_readings",
+            "Readings decoded and accepted, by pipeline",
+            MetricType::Counter,
+            per_pipeline_counter(&|p| p.stats.readings.load(Relaxed)),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_outputs",
+            "Output messages produced, by pipeline",
+            MetricType::Counter,
+            per_pipeline_counter(&|p| p.stats.outputs.load(Relaxed)),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_anomalies",
+            "Readings flagged as anomalies, by pipeline",
+            MetricType::Counter,
+            per_pipeline_counter(&|p| p.stats.anomalies.load(Relaxed)),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_scored",
+            "Readings whose prediction was scored against their target (prequential), by pipeline",
+            MetricType::Counter,
+            per_pipeline_counter(&|p| {
+                if p.kind() == "classification" {
+                    p.stats.labelled.load(Relaxed)
+                } else {
+                    p.stats.scored.load(Relaxed)
+                }
+            }),
+        )?;
+
+        let mut decode = Vec::new();
+        let mut dropped = Vec::new();
+        for p in &pipelines {
+            for reason in DropReason::ALL {
+                let n = p.stats.drops.get(reason);
+                let labels = vec![("pipeline", p.name.as_str()), ("reason", reason.as_str())];
+                if is_decode_error(reason) {
+                    decode.push((labels, ConstCounter::new(n)));
+                } else if reason == DropReason::MailboxFull {
+                    dropped.push((labels, ConstCounter::new(n)));
+                }
+            }
+            let operator_drops = [
+                ("filtered", p.stats.filtered.load(Relaxed)),
+                ("late", p.stats.late.load(Relaxed)),
+                ("duplicate", p.stats.duplicates.load(Relaxed)),
+            ];
+            for (reason, n) in operator_drops {
+                dropped.push((
+                    vec![("pipeline", p.name.as_str()), ("reason", reason)],
+                    ConstCounter::new(n),
+                ));
+            }
+        }
+        family(
+            &mut e,
+            "edgeflow_decode_errors",
+            "Readings (or whole payloads) dropped because they could not be decoded, by pipeline and reason",
+            MetricType::Counter,
+            decode,
+        )?;
+        family(
+            &mut e,
+            "edgeflow_dropped",
+            "Decoded readings dropped, by pipeline and reason: mailbox_full (overload), filtered, late, duplicate (operators)",
+            MetricType::Counter,
+            dropped,
+        )?;
+        single(
+            &mut e,
+            "edgeflow_unknown_topic_messages",
+            "Messages on topics no pipeline reads",
+            MetricType::Counter,
+            ConstCounter::new(self.pipelines.unrouted.get(DropReason::UnknownTopic)),
+        )?;
+
+        let mut mae = Vec::new();
+        let mut rmse = Vec::new();
+        let mut accuracy = Vec::new();
+        let mut log_loss = Vec::new();
+        for p in &pipelines {
+            let s = p.stats.snapshot();
+            let labels = vec![("pipeline", p.name.as_str())];
+            if p.kind() == "classification" {
+                if s.labelled > 0 {
+                    let n = s.labelled as f64;
+                    accuracy.push((labels.clone(), ConstGauge::new(s.correct as f64 / n)));
+                    log_loss.push((
+                        labels,
+                        ConstGauge::new(p.stats.log_loss_sum.get() / n),
+                    ));
+                }
+            } else if s.scored > 0 {
+                let n = s.scored as f64;
+                mae.push((labels.clone(), ConstGauge::new(s.abs_error_sum / n)));
+                rmse.push((labels, ConstGauge::new((s.sq_error_sum / n).sqrt())));
+            }
+        }
+        family(
+            &mut e,
+            "edgeflow_prequential_mae",
+            "Mean absolute error of every prediction scored since start (test-then-train), by pipeline",
+            MetricType::Gauge,
+            mae,
+        )?;
+        family(
+            &mut e,
+            "edgeflow_prequential_rmse",
+            "Root mean square error of every prediction scored since start, by pipeline",
+            MetricType::Gauge,
+            rmse,
+        )?;
+        family(
+            &mut e,
+            "edgeflow_prequential_accuracy",
+            "Accuracy of every labelled reading scored since start (classification), by pipeline",
+            MetricType::Gauge,
+            accuracy,
+        )?;
+        family(
+            &mut e,
+            "edgeflow_prequential_log_loss",
+            "Mean log loss of every labelled reading scored since start (classification), by pipeline",
+            MetricType::Gauge,
+            log_loss,
+        )?;
+
+        family(
+            &mut e,
+            "edgeflow_keys_active",
+            "Key actors resident in memory, by pipeline",
+            MetricType::Gauge,
+            pipelines.iter().map(|p| {
+                (
+                    vec![("pipeline", p.name.as_str())],
+                    ConstGauge::new(p.stats.resident_keys.load(Relaxed) as i64),
+                )
+            }),
+        )?;
+        let engine = &self.engine;
+        single(
+            &mut e,
+            "edgeflow_keys_activated",
+            "Key actors activated (on a reading for a key not in memory)",
+            MetricType::Counter,
+            ConstCounter::new(engine.activated.load(Relaxed)),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_keys_restored",
+            "Activations that found the key's state in the store",
+            MetricType::Counter,
+            ConstCounter::new(engine.restored.load(Relaxed)),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_keys_passivated",
+            "Key actors passivated (idle or over the resident budget): state written back, actor stopped",
+            MetricType::Counter,
+            ConstCounter::new(engine.passivated.load(Relaxed)),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_checkpoints",
+            "Checkpoints completed (changed states written, store flushed)",
+            MetricType::Counter,
+            ConstCounter::new(engine.checkpoints.load(Relaxed)),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_checkpoint_states_written",
+            "Key states written by checkpoints",
+            MetricType::Counter,
+            ConstCounter::new(engine.states_written.load(Relaxed)),
+        )?;
+        {
+            let (sum, count, cumulative) = engine.checkpoint_seconds.snapshot();
+            let buckets: Vec<(f64, u64)> = CHECKPOINT_BUCKETS
+                .iter()
+                .copied()
+                .zip(cumulative)
+                .chain(std::iter::once((f64::INFINITY, count)))
+                .collect();
+            let mut metric = e.encode_descriptor(
+                "edgeflow_checkpoint_duration_seconds",
+                "Time a checkpoint took: writing changed states and flushing the store",
+                None,
+                MetricType::Histogram,
+            )?;
+            metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+
+        let mqtt = self.mqtt.snapshot();
+        single(
+            &mut e,
+            "edgeflow_mqtt_connected",
+            "1 while a session with the broker is established",
+            MetricType::Gauge,
+            ConstGauge::new(i64::from(mqtt.connected)),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_mqtt_reconnects",
+            "Connection errors, each followed by a back-off and a reconnect attempt",
+            MetricType::Counter,
+            ConstCounter::new(mqtt.reconnects),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_mqtt_received",
+            "Messages received from the broker",
+            MetricType::Counter,
+            ConstCounter::new(mqtt.received),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_mqtt_ingest_dropped",
+            "Received messages dropped because the ingest queue was full",
+            MetricType::Counter,
+            ConstCounter::new(mqtt.dropped_queue_full),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_mqtt_published",
+            "Messages handed to the MQTT client for sending",
+            MetricType::Counter,
+            ConstCounter::new(mqtt.published),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_mqtt_publish_dropped",
+            "Output messages not published: queue full, rejected, or connection closed",
+            MetricType::Counter,
+            ConstCounter::new(mqtt.publish_dropped),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_mqtt_publish_queue_depth",
+            "Output messages waiting in the bounded publish queue",
+            MetricType::Gauge,
+            ConstGauge::new(self.publisher.queue_depth() as i64),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_build_info",
+            "Always 1; the version label says which edgeflow is running",
+            MetricType::Gauge,
+            [(
+                vec![("version", env!("CARGO_PKG_VERSION"))],
+                ConstGauge::new(1i64),
+            )],
+        )?;
+        Ok(())
+    }
+}
+
+/// The whole exposition as text.
+///
+/// # Errors
+/// Only if formatting into a `String` fails, which it does not.
+pub fn render(collector: &DaemonCollector) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector.clone()));
+    let mut out = String::with_capacity(8 * 1024);
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
