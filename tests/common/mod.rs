@@ -267,9 +267,15 @@ pub struct BinaryDaemon {
 impl BinaryDaemon {
     /// Start `edgeflow run --config <config>` with debug logs for edgeflow.
     pub fn spawn(config: &std::path::Path) -> BinaryDaemon {
+        Self::spawn_with_env(config, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment variables.
+    pub fn spawn_with_env(config: &std::path::Path, env: &[(&str, &str)]) -> BinaryDaemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "edgeflow=debug,info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
