@@ -74,8 +74,8 @@ pub fn now_ms() -> i64 {
 pub struct DaemonHandle {
     /// The MQTT connection state.
     pub mqtt: Arc<MqttStatus>,
-    /// The pipelines and their counters.
-    pub pipelines: Arc<Pipelines>,
+    /// The pipelines and their counters (the current ones: a reload swaps them).
+    pub pipelines: Arc<arc_swap::ArcSwap<Pipelines>>,
     /// Engine gauges and counters.
     pub engine: Arc<crate::actors::EngineStats>,
     /// The broker address the daemon connects to.
@@ -150,7 +150,7 @@ impl Daemon {
         let http = if config.http.enabled {
             let state = HttpState {
                 collector: DaemonCollector {
-                    pipelines: pipelines.clone(),
+                    pipelines: router.shared_pipelines(),
                     engine: router.stats.clone(),
                     mqtt: status.clone(),
                     publisher: publisher.clone(),
@@ -175,7 +175,7 @@ impl Daemon {
 
         let event_loop = actix_rt::spawn(event_loop);
         let publisher_task = actix_rt::spawn(publisher_body);
-        let ingest_task = actix_rt::spawn(ingest(ingest_rx, pipelines.clone(), router.clone()));
+        let ingest_task = actix_rt::spawn(ingest(ingest_rx, router.clone()));
 
         let background_stop = CancellationToken::new();
         let mut background = vec![
@@ -185,7 +185,7 @@ impl Daemon {
                 background_stop.clone(),
             )),
             actix_rt::spawn(stats_line(
-                pipelines.clone(),
+                router.shared_pipelines(),
                 config.runtime.stats_interval,
                 background_stop.clone(),
             )),
@@ -221,7 +221,7 @@ impl Daemon {
         }
         let handle = DaemonHandle {
             mqtt: status,
-            pipelines,
+            pipelines: router.shared_pipelines(),
             engine: router.stats.clone(),
             broker: format!("{}:{}", mqtt_cfg.host, mqtt_cfg.port),
             http: http.as_ref().map(HttpServer::local_addr),
@@ -268,6 +268,47 @@ impl Daemon {
         self.router.checkpoint().await
     }
 
+    /// Apply a new configuration (SIGHUP): unchanged pipelines keep their actors and state,
+    /// changed ones are rebuilt (their keys write their state and are reactivated from the
+    /// store under the new config: a model whose parameters changed starts afresh, one whose
+    /// operators changed keeps its model), removed ones are checkpointed and stopped; the MQTT
+    /// subscriptions follow. Sections other than `[[pipelines]]` are read at start only:
+    /// changes to them are reported in [`ReloadReport::needs_restart`] and not applied.
+    ///
+    /// # Errors
+    /// [`AppError::Pipeline`] if a pipeline cannot be built (the old ones keep running) or
+    /// [`AppError::Store`] if the checkpoint after the switch fails.
+    pub async fn reload(&mut self, next: Config) -> Result<ReloadReport, AppError> {
+        let current = self.router.pipelines();
+        let (pipelines, plan) = current.reload(&self.config.pipelines, &next.pipelines)?;
+        let c = &self.config;
+        let needs_restart: Vec<&'static str> = [
+            ("[mqtt]", c.mqtt != next.mqtt),
+            ("[store]", c.store != next.store),
+            ("[runtime]", c.runtime != next.runtime),
+            ("[http]", c.http != next.http),
+            ("[simulate]", c.simulate != next.simulate),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect();
+        let pipelines = Arc::new(pipelines);
+        // No await between building and publishing them (see `Router::reconfigure`).
+        let keys_stopped = self.router.reconfigure(pipelines.clone()).await;
+        let (subscribed, unsubscribed) = self
+            .publisher
+            .set_subscriptions(pipelines.subscriptions(self.config.mqtt.subscribe_qos));
+        self.router.checkpoint().await?;
+        self.config.pipelines = next.pipelines;
+        Ok(ReloadReport {
+            plan,
+            keys_stopped,
+            subscribed,
+            unsubscribed,
+            needs_restart,
+        })
+    }
+
     /// Graceful shutdown (see the module doc for the order).
     ///
     /// # Errors
@@ -311,6 +352,31 @@ impl Daemon {
     }
 }
 
+/// What [`Daemon::reload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Pipelines kept, rebuilt, added and removed.
+    pub plan: crate::pipeline::ReloadPlan,
+    /// Resident keys of rebuilt and removed pipelines that wrote their state and stopped.
+    pub keys_stopped: usize,
+    /// Topic filters subscribed to and unsubscribed from.
+    pub subscribed: usize,
+    /// See `subscribed`.
+    pub unsubscribed: usize,
+    /// Sections that changed but are read at start only (not applied until a restart).
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; {} keys checkpointed and stopped; {} topic filters subscribed, {} unsubscribed",
+            self.plan, self.keys_stopped, self.subscribed, self.unsubscribed
+        )
+    }
+}
+
 /// A topic filter covering every topic an output template can produce: its literal leading
 /// levels, then `#` (a key may itself contain `/`).
 fn output_filter(template: &str) -> String {
@@ -338,21 +404,63 @@ fn effective_mqtt(config: &Config) -> crate::config::MqttConfig {
 ///
 /// # Errors
 /// See [`Daemon::start`] and [`Daemon::shutdown`].
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
-    let daemon = Daemon::start(config).await?;
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<(), AppError> {
+    let mut daemon = Daemon::start(config).await?;
+    let ready = format!("subscribed on {}", daemon.handle.broker);
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = daemon.subscribed() => {
-            let status = format!("subscribed on {}", daemon.handle.broker);
-            tracing::info!("ready: {status}");
-            crate::systemd::ready(&status);
-            shutdown.cancelled().await;
+            tracing::info!("ready: {ready}");
+            crate::systemd::ready(&ready);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some(()) = reloads.recv() => reload_from_file(&mut daemon, &ready).await,
+                }
+            }
         }
     }
     crate::systemd::stopping();
     daemon.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: re-read the config file the daemon was started with and apply it. A file that does
+/// not load is rejected with every error logged; the running configuration stays.
+async fn reload_from_file(daemon: &mut Daemon, ready: &str) {
+    let path = daemon.config.source.clone();
+    crate::systemd::reloading();
+    tracing::info!("reloading {}", path.display());
+    match crate::config::load(&path) {
+        Err(errors) => {
+            for line in errors.to_string().lines() {
+                tracing::error!("{line}");
+            }
+            tracing::error!(
+                "reload rejected: {} has {} error(s); the running configuration stays",
+                path.display(),
+                errors.errors.len()
+            );
+        }
+        Ok(next) => match daemon.reload(next).await {
+            Ok(report) => {
+                tracing::info!("reloaded: {report}");
+                if !report.needs_restart.is_empty() {
+                    tracing::warn!(
+                        "changes to {} take effect after a restart (only [[pipelines]] reload)",
+                        report.needs_restart.join(", ")
+                    );
+                }
+            }
+            Err(e) => tracing::error!("reload failed: {e}; the running configuration stays"),
+        },
+    }
+    crate::systemd::ready(ready);
 }
 
 /// Pings systemd's watchdog every half interval, but only while every shard answers: a stuck
@@ -370,17 +478,20 @@ async fn watchdog(router: Arc<Router>, every: Duration, stop: CancellationToken)
         if router.alive(period).await {
             crate::systemd::watchdog();
         } else {
-            tracing::warn!("actor system did not answer within {period:?}: not pinging the watchdog");
+            tracing::warn!(
+                "actor system did not answer within {period:?}: not pinging the watchdog"
+            );
         }
     }
 }
 
 /// The ingest task: decode each received message for every pipeline whose filters match and
 /// route the readings to their shards. Ends when the event loop drops the sender.
-async fn ingest(mut rx: mpsc::Receiver<Incoming>, pipelines: Arc<Pipelines>, router: Arc<Router>) {
+async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
     let mut buf = ReadingBuf::default();
     while let Some(msg) = rx.recv().await {
         let arrival = now_ms();
+        let pipelines = router.current_pipelines();
         pipelines.dispatch(&msg.topic, &msg.payload, arrival, &mut buf, |p, r| {
             router.route(p, r, arrival)
         });
@@ -404,11 +515,19 @@ async fn checkpointer(router: Arc<Router>, every: Duration, stop: CancellationTo
 }
 
 /// The periodic stats line: per pipeline, resident keys, readings/s and the MAE of the
-/// forecasts scored during the interval.
-async fn stats_line(pipelines: Arc<Pipelines>, every: Duration, stop: CancellationToken) {
+/// forecasts scored during the interval (pipelines added by a reload start from their first
+/// interval).
+async fn stats_line(
+    pipelines: Arc<arc_swap::ArcSwap<Pipelines>>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
-    let mut last: Vec<StatsSnapshot> = pipelines.iter().map(|p| p.stats.snapshot()).collect();
+    let snapshot_all = |p: &Pipelines| -> Vec<(usize, StatsSnapshot)> {
+        p.iter().map(|p| (p.index, p.stats.snapshot())).collect()
+    };
+    let mut last = snapshot_all(&pipelines.load());
     let mut last_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -417,15 +536,20 @@ async fn stats_line(pipelines: Arc<Pipelines>, every: Duration, stop: Cancellati
         }
         let secs = last_at.elapsed().as_secs_f64().max(1e-9);
         last_at = tokio::time::Instant::now();
-        for (p, prev) in pipelines.iter().zip(last.iter_mut()) {
+        let current = pipelines.load_full();
+        for p in current.iter() {
             let now = p.stats.snapshot();
+            let prev = last
+                .iter()
+                .find(|(index, _)| *index == p.index)
+                .map_or_else(StatsSnapshot::default, |(_, s)| *s);
             let rate = (now.readings - prev.readings) as f64 / secs;
             // The error measure of the model kind, over the readings scored in this interval.
             let quality = if p.kind() == "classification" {
-                now.accuracy_since(prev)
+                now.accuracy_since(&prev)
                     .map_or_else(|| "accuracy=-".to_string(), |a| format!("accuracy={a:.4}"))
             } else {
-                now.mae_since(prev)
+                now.mae_since(&prev)
                     .map_or_else(|| "mae=-".to_string(), |m| format!("mae={m:.4}"))
             };
             tracing::info!(
@@ -440,9 +564,9 @@ async fn stats_line(pipelines: Arc<Pipelines>, every: Duration, stop: Cancellati
                 now.dropped,
                 now.anomalies,
             );
-            *prev = now;
         }
-        let unrouted = pipelines.unrouted.get(DropReason::UnknownTopic);
+        last = snapshot_all(&current);
+        let unrouted = current.unrouted.get(DropReason::UnknownTopic);
         if unrouted > 0 {
             tracing::debug!(
                 unknown_topic = unrouted,

@@ -183,20 +183,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Cancel `token` on SIGTERM or SIGINT.
-fn cancel_on_signals(token: CancellationToken) {
+/// Cancel `token` on SIGTERM or SIGINT; ask for a reload on SIGHUP (several SIGHUPs during
+/// one reload make one more reload, not a queue of them).
+fn handle_signals(token: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed before the daemon starts, so an early SIGHUP cannot kill the process.
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return;
+    };
     actix_rt::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    let _ = reload.try_send(());
+                }
+            }
         }
         token.cancel();
     });
@@ -207,8 +216,9 @@ fn run(config: Config) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let token = CancellationToken::new();
-        cancel_on_signals(token.clone());
-        edgeflow::app::run(config, token)
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        handle_signals(token.clone(), reload_tx);
+        edgeflow::app::run(config, token, reload_rx)
             .await
             .with_context(|| format!("running {}", source.display()))
     })

@@ -112,7 +112,10 @@ async fn metrics_health_and_keys_describe_the_running_daemon() {
     let readings = readings(SENSORS, 0, STEPS);
     // One bad payload, counted as a decode error. Published first on the same connection, so
     // the one ingest task has decoded it before any of the outputs awaited below exists.
-    let mut published = vec![("sensors/s00/temperature".to_string(), "{not json".to_string())];
+    let mut published = vec![(
+        "sensors/s00/temperature".to_string(),
+        "{not json".to_string(),
+    )];
     published.extend(readings.iter().cloned());
     client.publish_all(&published).await;
     let outputs = client.receive(readings.len()).await;
@@ -123,14 +126,21 @@ async fn metrics_health_and_keys_describe_the_running_daemon() {
     promtool_check(&metrics);
     let n = readings.len() as f64;
     assert_eq!(
-        sample(&metrics, r#"edgeflow_readings_total{pipeline="temperature"}"#),
+        sample(
+            &metrics,
+            r#"edgeflow_readings_total{pipeline="temperature"}"#
+        ),
         n
     );
     assert_eq!(
-        sample(&metrics, r#"edgeflow_outputs_total{pipeline="temperature"}"#),
+        sample(
+            &metrics,
+            r#"edgeflow_outputs_total{pipeline="temperature"}"#
+        ),
         n
     );
-    let malformed = r#"edgeflow_decode_errors_total{pipeline="temperature",reason="malformed_json"}"#;
+    let malformed =
+        r#"edgeflow_decode_errors_total{pipeline="temperature",reason="malformed_json"}"#;
     assert_eq!(sample(&metrics, malformed), 1.0);
     assert_eq!(
         sample(&metrics, r#"edgeflow_keys_active{pipeline="temperature"}"#),
@@ -142,7 +152,10 @@ async fn metrics_health_and_keys_describe_the_running_daemon() {
         (SENSORS * (STEPS - 1)) as f64,
         "every reading after a key's first is scored"
     );
-    let mae = sample(&metrics, r#"edgeflow_prequential_mae{pipeline="temperature"}"#);
+    let mae = sample(
+        &metrics,
+        r#"edgeflow_prequential_mae{pipeline="temperature"}"#,
+    );
     assert!(mae.is_finite() && mae > 0.0, "mae {mae}");
     assert!(metrics.contains("edgeflow_checkpoint_duration_seconds_bucket{le=\"+Inf\"}"));
 
@@ -190,7 +203,12 @@ fn health_is_503_while_the_broker_is_unreachable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = load(&write_config(
         dir.path(),
-        &config_text("127.0.0.1", port, &dir.path().join("data"), "edgeflow-http-down"),
+        &config_text(
+            "127.0.0.1",
+            port,
+            &dir.path().join("data"),
+            "edgeflow-http-down",
+        ),
     ));
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -214,11 +232,16 @@ fn a_taken_http_port_stops_the_daemon_at_start() {
     let taken_addr = taken.local_addr().expect("addr");
     let port = edgeflow::mqtt::free_local_port().expect("free port");
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = config_text("127.0.0.1", port, &dir.path().join("data"), "edgeflow-http-taken")
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"{taken_addr}\""),
-        );
+    let text = config_text(
+        "127.0.0.1",
+        port,
+        &dir.path().join("data"),
+        "edgeflow-http-taken",
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{taken_addr}\""),
+    );
     let config = load(&write_config(dir.path(), &text));
     let system = actix_rt::System::new();
     let error = system

@@ -83,10 +83,13 @@ async fn idle_keys_are_passivated() {
     client.publish_all(&input).await;
     client.receive(input.len()).await;
 
-    // The idle sweep runs on its own timer; wait (bounded) for it to empty the shard.
+    // The idle sweep runs on its own timer; wait (bounded) for it to empty the shard. The
+    // resident gauge drops when a passivation starts, the counter moves when it has written.
     let engine = daemon.handle.engine.clone();
     tokio::time::timeout(EVENT_TIMEOUT, async {
-        while engine.resident.load(Ordering::Relaxed) > 0 {
+        while engine.resident.load(Ordering::Relaxed) > 0
+            || engine.passivated.load(Ordering::Relaxed) < 3
+        {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })

@@ -41,7 +41,10 @@ fn unit_file_passes_systemd_analyze_verify() {
         .output()
         .is_err()
     {
-        assert!(!in_ci, "systemd-analyze is missing in CI (.ci/run installs systemd)");
+        assert!(
+            !in_ci,
+            "systemd-analyze is missing in CI (.ci/run installs systemd)"
+        );
         eprintln!("SKIP: systemd-analyze is not installed (Debian package systemd)");
         return;
     }
@@ -177,7 +180,7 @@ target = "temp"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_notifies_ready_watchdog_and_stopping() {
+async fn binary_notifies_ready_watchdog_reloading_and_stopping() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = embedded_config(dir.path());
     let notify = NotifySocket::bind(dir.path());
@@ -198,6 +201,24 @@ async fn binary_notifies_ready_watchdog_and_stopping() {
     for _ in 0..3 {
         notify.wait_for("WATCHDOG=1");
     }
+    // A reload is bracketed by RELOADING=1 (with MONOTONIC_USEC) and READY=1.
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(hup.success());
+    let reloading = loop {
+        let lines = notify.next();
+        if lines.iter().any(|l| l == "RELOADING=1") {
+            break lines;
+        }
+    };
+    assert!(
+        reloading.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    notify.wait_for("READY=1");
+    daemon.wait_for("reloaded:").await;
     let status = daemon.sigterm();
     assert!(status.success(), "{status:?}");
     notify.wait_for("STOPPING=1");

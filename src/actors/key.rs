@@ -8,13 +8,14 @@ use actix::prelude::*;
 use compact_str::CompactString;
 
 use super::{Ingest, OutputSink};
-use crate::pipeline::{KeyState, Pipelines, Scratch};
+use crate::pipeline::{KeyState, Pipeline, Scratch};
 use crate::store::{Store, StoreError};
 
 /// The actor of one key of one pipeline.
 pub struct KeyActor {
-    pipelines: Arc<Pipelines>,
-    pipeline: usize,
+    /// Its pipeline: held directly, so a reload that keeps the pipeline does not disturb the
+    /// actor, and one that rebuilds it passivates the actor before the old one is dropped.
+    pipeline: Arc<Pipeline>,
     key: CompactString,
     state: KeyState,
     /// Changed since it was last written to the store.
@@ -32,15 +33,13 @@ pub struct KeyActor {
 impl KeyActor {
     /// A key actor starting from `state` (loaded from the store, or fresh).
     pub fn new(
-        pipelines: Arc<Pipelines>,
-        pipeline: usize,
+        pipeline: Arc<Pipeline>,
         key: CompactString,
         state: KeyState,
         store: Store,
         sink: Arc<dyn OutputSink>,
     ) -> KeyActor {
         KeyActor {
-            pipelines,
             pipeline,
             key,
             state,
@@ -58,9 +57,7 @@ impl KeyActor {
         if !self.dirty {
             return Ok(false);
         }
-        let Some(p) = self.pipelines.get(self.pipeline) else {
-            return Ok(false);
-        };
+        let p = &self.pipeline;
         p.encode_state(&self.state, &mut self.encoded)?;
         self.store.put(&p.name, &self.key, &self.encoded)?;
         self.dirty = false;
@@ -76,9 +73,7 @@ impl Handler<Ingest> for KeyActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ingest, _ctx: &mut Self::Context) {
-        let Some(p) = self.pipelines.get(self.pipeline) else {
-            return;
-        };
+        let p = &self.pipeline;
         let (sink, last_output) = (&self.sink, &mut self.last_output);
         p.process(
             &mut self.state,

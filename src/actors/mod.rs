@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::dev::SendError;
 use actix::prelude::*;
+use arc_swap::ArcSwap;
 use compact_str::CompactString;
 use smallvec::SmallVec;
 
@@ -72,7 +73,8 @@ impl RouteTable {
 /// drops (and counts) rather than blocking a key actor.
 struct ChainSink {
     inner: Arc<dyn OutputSink>,
-    pipelines: Arc<Pipelines>,
+    /// The current pipelines (swapped by a reload).
+    pipelines: Arc<ArcSwap<Pipelines>>,
     /// Set once every shard has started (the shards hold this sink).
     table: Arc<std::sync::OnceLock<RouteTable>>,
 }
@@ -85,7 +87,8 @@ thread_local! {
 impl OutputSink for ChainSink {
     fn emit(&self, pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
         let sent = self.inner.emit(pipeline, topic, payload, qos);
-        if self.pipelines.downstream(pipeline).is_empty() {
+        let pipelines = self.pipelines.load();
+        if pipelines.downstream(pipeline).is_empty() {
             return sent;
         }
         let Some(table) = self.table.get() else {
@@ -94,14 +97,9 @@ impl OutputSink for ChainSink {
         let arrival = crate::app::now_ms();
         CHAIN_READING.with(|buf| {
             if let Ok(mut buf) = buf.try_borrow_mut() {
-                self.pipelines.dispatch_chained(
-                    pipeline,
-                    topic,
-                    payload,
-                    arrival,
-                    &mut buf,
-                    |p, r| table.route(p, r, arrival),
-                );
+                pipelines.dispatch_chained(pipeline, topic, payload, arrival, &mut buf, |p, r| {
+                    table.route(p, r, arrival)
+                });
             }
         });
         sent
@@ -166,8 +164,10 @@ impl DurationHistogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            d.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// `(sum in seconds, count, cumulative bucket counts)`.
@@ -185,7 +185,8 @@ impl DurationHistogram {
 pub struct Router {
     table: RouteTable,
     arbiters: Vec<Arbiter>,
-    pipelines: Arc<Pipelines>,
+    /// The current pipelines; a reload swaps them (readers take a snapshot per message).
+    pipelines: Arc<ArcSwap<Pipelines>>,
     store: Store,
     /// Gauges and counters.
     pub stats: Arc<EngineStats>,
@@ -212,9 +213,10 @@ impl Router {
         };
         let stats = Arc::new(EngineStats::default());
         let table = Arc::new(std::sync::OnceLock::new());
+        let current = Arc::new(ArcSwap::new(pipelines.clone()));
         let sink: Arc<dyn OutputSink> = Arc::new(ChainSink {
             inner: sink,
-            pipelines: pipelines.clone(),
+            pipelines: current.clone(),
             table: table.clone(),
         });
         let mut shards = Vec::with_capacity(n);
@@ -248,7 +250,7 @@ impl Router {
         Router {
             table: route_table,
             arbiters,
-            pipelines,
+            pipelines: current,
             store,
             stats,
         }
@@ -300,9 +302,8 @@ impl Router {
     /// Whether every shard answers a [`Ping`](shard::Ping) within `timeout`: the actor
     /// system is alive and not stuck (health endpoint, systemd watchdog).
     pub async fn alive(&self, timeout: Duration) -> bool {
-        let pings = futures_util::future::join_all(
-            self.table.shards.iter().map(|s| s.send(shard::Ping)),
-        );
+        let pings =
+            futures_util::future::join_all(self.table.shards.iter().map(|s| s.send(shard::Ping)));
         match tokio::time::timeout(timeout, pings).await {
             Ok(answers) => answers.iter().all(Result::is_ok),
             Err(_) => false,
@@ -353,8 +354,44 @@ impl Router {
         report
     }
 
-    /// The pipelines this router serves.
-    pub fn pipelines(&self) -> &Arc<Pipelines> {
-        &self.pipelines
+    /// The pipelines this router serves now.
+    pub fn pipelines(&self) -> Arc<Pipelines> {
+        self.pipelines.load_full()
+    }
+
+    /// The pipelines this router serves now, without touching a reference count (for the
+    /// per-message path).
+    pub fn current_pipelines(&self) -> arc_swap::Guard<Arc<Pipelines>> {
+        self.pipelines.load()
+    }
+
+    /// The swappable handle itself, for readers that outlive a reload (metrics, stats line).
+    pub fn shared_pipelines(&self) -> Arc<ArcSwap<Pipelines>> {
+        Arc::clone(&self.pipelines)
+    }
+
+    /// Serve `next` from now on (a reload): readings routed after this call use it; every
+    /// shard switches to it behind the readings already in its mailbox, and stops (after
+    /// writing their state) the keys of pipelines `next` no longer has. Returns once they
+    /// have all written their state, with the number of keys stopped.
+    ///
+    /// Call it from the task that routes MQTT input (the daemon's main task), with no await
+    /// between building `next` and this call, so no reading is routed with indices of `next`
+    /// before the shards have been told.
+    pub async fn reconfigure(&self, next: Arc<Pipelines>) -> usize {
+        self.pipelines.store(next.clone());
+        // Control messages bypass the mailbox bound (`do_send` semantics) on purpose: a full
+        // mailbox must not lose a reconfiguration. Queued synchronously, before any await.
+        let answers: Vec<_> = self
+            .table
+            .shards
+            .iter()
+            .map(|s| s.send(shard::Reconfigure(next.clone())))
+            .collect();
+        futures_util::future::join_all(answers)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or(0))
+            .sum()
     }
 }

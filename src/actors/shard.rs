@@ -106,16 +106,13 @@ impl Shard {
     }
 
     fn activate(&mut self, id: &KeyId, ctx: &mut Context<Self>) -> Option<Addr<KeyActor>> {
+        let pipeline = self.pipelines.get_shared(id.0)?;
         let state = self.load_state(id.0, &id.1)?;
-        let (pipelines, store, sink) = (
-            self.pipelines.clone(),
-            self.store.clone(),
-            self.sink.clone(),
-        );
-        let (pipeline, key, cap) = (id.0, id.1.clone(), self.settings.mailbox_capacity);
+        let (store, sink) = (self.store.clone(), self.sink.clone());
+        let (key, cap) = (id.1.clone(), self.settings.mailbox_capacity);
         let addr = KeyActor::create(move |kctx| {
             kctx.set_mailbox_capacity(cap);
-            KeyActor::new(pipelines, pipeline, key, state, store, sink)
+            KeyActor::new(pipeline, key, state, store, sink)
         });
         self.stats.activated.fetch_add(1, Ordering::Relaxed);
         self.gauge(id.0, 1);
@@ -334,4 +331,57 @@ impl Handler<Ping> for Shard {
     type Result = ();
 
     fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
+}
+
+/// Reload → shard: serve `pipelines` from now on. Resident keys of pipelines that are no
+/// longer in it (removed, or rebuilt under a new index) write their state back and stop; the
+/// answer, the number of keys stopped, comes once every one of them has written its state.
+///
+/// The shard handles nothing else meanwhile (an atomic response): a reading for a rebuilt
+/// pipeline queued behind this message must not activate its key from the store before the
+/// old actor of that key has written its last state there.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Reconfigure(pub Arc<Pipelines>);
+
+impl Handler<Reconfigure> for Shard {
+    type Result = AtomicResponse<Self, usize>;
+
+    fn handle(&mut self, msg: Reconfigure, _ctx: &mut Self::Context) -> Self::Result {
+        let old = std::mem::replace(&mut self.pipelines, msg.0);
+        let gone: Vec<KeyId> = self
+            .resident
+            .iter()
+            .filter(|(id, _)| self.pipelines.get(id.0).is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut passivations = Vec::with_capacity(gone.len());
+        for id in gone {
+            if let Some(r) = self.resident.pop(&id) {
+                if let Some(p) = old.get(id.0) {
+                    p.stats.resident_keys.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.stats.resident.fetch_sub(1, Ordering::Relaxed);
+                self.stats.passivated.fetch_add(1, Ordering::Relaxed);
+                passivations.push(r.addr.send(Passivate));
+            }
+        }
+        // Readings of those pipelines waiting for a retiring key have nowhere to go.
+        let current = &self.pipelines;
+        for r in self.retiring.values_mut() {
+            r.waiting.retain(|m| current.get(m.pipeline).is_some());
+        }
+        let written = async move {
+            let stopped = passivations.len();
+            for result in join_all(passivations).await {
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!("reload: a key could not write its state: {e}"),
+                    Err(e) => tracing::error!("reload: a key did not answer: {e}"),
+                }
+            }
+            stopped
+        };
+        AtomicResponse::new(Box::pin(written.into_actor(self)))
+    }
 }

@@ -20,11 +20,11 @@ mod operators;
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    default_output, ClassificationConfig, Config, CsvConfig, FieldConfig, ForecastConfig, HttpConfig,
-    KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig,
-    RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit, DEFAULT_CSV_DELIMITER,
-    DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE,
-    SENML_VALUES,
+    default_output, ClassificationConfig, Config, CsvConfig, FieldConfig, ForecastConfig,
+    HttpConfig, KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig,
+    RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit,
+    DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS,
+    DEFAULT_SENML_VALUE, SENML_VALUES,
 };
 use crate::model::{
     AnomalyParams, ForecastParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,

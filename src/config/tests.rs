@@ -74,6 +74,10 @@ mailbox_capacity = 64
 stats_interval = "30s"
 shutdown_deadline = "3s"
 
+[http]
+enabled = false
+listen = "[::1]:9100"
+
 [simulate]
 sensors = 10
 rate = 5
@@ -136,6 +140,10 @@ target = "value"
             mailbox_capacity: 64,
             stats_interval: Duration::from_secs(30),
             shutdown_deadline: Duration::from_secs(3),
+        },
+        http: HttpConfig {
+            enabled: false,
+            listen: "[::1]:9100".parse().unwrap(),
         },
         simulate: Some(SimulateConfig {
             sensors: 10,
@@ -294,7 +302,7 @@ fn unknown_keys_are_each_reported_at_the_key() {
         [
             format!("2:1: [mqtt]: unknown key \"hots\" (accepted keys: {accepted})"),
             format!("3:1: [mqtt]: unknown key \"prot\" (accepted keys: {accepted})"),
-            "4:2: unknown key \"sotre\" (accepted keys: mqtt, store, runtime, simulate, pipelines)".into(),
+            "4:2: unknown key \"sotre\" (accepted keys: mqtt, store, runtime, http, simulate, pipelines)".into(),
             "13:1: pipeline \"temperature\": unknown key \"model.lag\" (accepted keys: kind, target, lags, forgetting, interval_z, horizon, damping, season, season_bins)".into(),
         ]
     );
@@ -1587,4 +1595,20 @@ fn senml_keys_and_formats_must_match() {
             [format!("5:7: pipeline \"temperature\": key \"{key}\" names a SenML record, so it needs format = \"senml\" (this pipeline has format = \"json\")")]
         );
     }
+}
+
+#[test]
+fn http_defaults_to_loopback_and_rejects_a_bad_address() {
+    let config = valid(PIPELINE);
+    assert!(config.http.enabled);
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:9883");
+    assert_eq!(
+        errors(&format!(
+            "[http]\nlisten = \"localhost\"\nport = 1\n{PIPELINE}"
+        )),
+        [
+            "2:10: [http]: listen must be an IP address and port such as \"127.0.0.1:9883\" or \"[::1]:9883\" (got \"localhost\")",
+            "3:1: [http]: unknown key \"port\" (accepted keys: enabled, listen)",
+        ]
+    );
 }

@@ -23,8 +23,8 @@ use crate::pipeline::Pipelines;
 /// Reads every counter of a running daemon at scrape time.
 #[derive(Clone)]
 pub struct DaemonCollector {
-    /// Pipelines and their counters.
-    pub pipelines: Arc<Pipelines>,
+    /// Pipelines and their counters (the current ones: a reload swaps them).
+    pub pipelines: Arc<arc_swap::ArcSwap<Pipelines>>,
     /// Engine gauges and counters.
     pub engine: Arc<EngineStats>,
     /// MQTT connection state.
@@ -80,11 +80,17 @@ fn single<M: EncodeMetric>(
 
 impl Collector for DaemonCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let pipelines: Vec<_> = self.pipelines.iter().collect();
+        let current = self.pipelines.load_full();
+        let pipelines: Vec<_> = current.iter().collect();
         let per_pipeline_counter = |get: &dyn Fn(&crate::pipeline::Pipeline) -> u64| {
             pipelines
                 .iter()
-                .map(|p| (vec![("pipeline", p.name.as_str())], ConstCounter::new(get(p))))
+                .map(|p| {
+                    (
+                        vec![("pipeline", p.name.as_str())],
+                        ConstCounter::new(get(p)),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         family(
@@ -165,7 +171,7 @@ impl Collector for DaemonCollector {
             "edgeflow_unknown_topic_messages",
             "Messages on topics no pipeline reads",
             MetricType::Counter,
-            ConstCounter::new(self.pipelines.unrouted.get(DropReason::UnknownTopic)),
+            ConstCounter::new(current.unrouted.get(DropReason::UnknownTopic)),
         )?;
 
         let mut mae = Vec::new();
@@ -179,10 +185,7 @@ impl Collector for DaemonCollector {
                 if s.labelled > 0 {
                     let n = s.labelled as f64;
                     accuracy.push((labels.clone(), ConstGauge::new(s.correct as f64 / n)));
-                    log_loss.push((
-                        labels,
-                        ConstGauge::new(p.stats.log_loss_sum.get() / n),
-                    ));
+                    log_loss.push((labels, ConstGauge::new(p.stats.log_loss_sum.get() / n)));
                 }
             } else if s.scored > 0 {
                 let n = s.scored as f64;

@@ -87,7 +87,9 @@ impl HttpServer {
                 tracing::error!("http listener stopped: {e}");
             }
         });
-        tracing::info!("http listener on http://{local_addr} (/metrics, /health, /keys/{{pipeline}}/{{key}})");
+        tracing::info!(
+            "http listener on http://{local_addr} (/metrics, /health, /keys/{{pipeline}}/{{key}})"
+        );
         Ok(HttpServer {
             local_addr,
             stop,

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, SubscribeFilter};
@@ -76,12 +76,11 @@ pub(crate) fn connect_with_options(
     // Cancelled by `Publisher::stop_input`.
     let input_stop = CancellationToken::new();
 
-    let filters = subscription_filters(subscriptions);
-    let filter_paths: Vec<String> = filters.iter().map(|f| f.path.clone()).collect();
+    let filters: SharedFilters = Arc::new(Mutex::new(subscription_filters(subscriptions)));
     let event_loop = EventLoopTask {
         eventloop,
         client: client.clone(),
-        filters,
+        filters: Arc::clone(&filters),
         ingest: Some(ingest),
         input_stop: input_stop.clone(),
         status: Arc::clone(&status),
@@ -95,7 +94,7 @@ pub(crate) fn connect_with_options(
 
     let (publisher, publisher_task) = publisher::start(
         client,
-        filter_paths,
+        filters,
         input_stop,
         cfg.publish_queue,
         cfg.max_packet_bytes,
@@ -107,7 +106,17 @@ pub(crate) fn connect_with_options(
     (publisher, event_loop, publisher_task)
 }
 
-fn subscription_filters(subscriptions: Vec<(String, u8)>) -> Vec<SubscribeFilter> {
+/// The subscriptions of the connection: read by the event loop after every ConnAck, changed by
+/// [`Publisher::set_subscriptions`](super::Publisher::set_subscriptions) on a reload. A plain
+/// mutex: it is held only to copy or swap a short list, never across an await.
+pub(crate) type SharedFilters = Arc<Mutex<Vec<SubscribeFilter>>>;
+
+/// Lock the shared filters (a panic elsewhere cannot make the list unusable).
+pub(crate) fn lock_filters(filters: &SharedFilters) -> MutexGuard<'_, Vec<SubscribeFilter>> {
+    filters.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn subscription_filters(subscriptions: Vec<(String, u8)>) -> Vec<SubscribeFilter> {
     let mut filters: Vec<SubscribeFilter> = Vec::with_capacity(subscriptions.len());
     for (filter, qos) in subscriptions {
         if let Err(e) = validate_filter(&filter) {
@@ -169,7 +178,7 @@ struct EventLoopTask {
     /// Used only with `try_*` calls: awaiting the bounded request channel from the task that
     /// drains it would deadlock.
     client: AsyncClient,
-    filters: Vec<SubscribeFilter>,
+    filters: SharedFilters,
     /// `None` once input has stopped (receiver dropped or `stop_input`): dropping the sender
     /// is what tells the ingest side that no more messages will come.
     ingest: Option<mpsc::Sender<Incoming>>,
@@ -221,13 +230,12 @@ impl EventLoopTask {
                         info!("connected to MQTT broker {}", self.broker);
                     }
                     ever_connected = true;
+                    let none = lock_filters(&self.filters).is_empty();
                     subscription = SubscriptionState {
-                        request_pending: !self.filters.is_empty() && self.ingest.is_some(),
+                        request_pending: !none && self.ingest.is_some(),
                         awaiting_acks: 0,
                     };
-                    self.status
-                        .subscribed
-                        .store(self.filters.is_empty(), Ordering::Relaxed);
+                    self.status.subscribed.store(none, Ordering::Relaxed);
                     // Subscribe before announcing the connection: once the publisher task
                     // sees `connected` it may fill the request channel.
                     if subscription.request_pending {
@@ -330,7 +338,8 @@ impl EventLoopTask {
 
     /// Queue one SUBSCRIBE with every filter, without waiting.
     fn try_subscribe(&self, subscription: &mut SubscriptionState) {
-        match self.client.try_subscribe_many(self.filters.iter().cloned()) {
+        let filters = lock_filters(&self.filters).clone();
+        match self.client.try_subscribe_many(filters) {
             Ok(()) => {
                 subscription.request_pending = false;
                 subscription.awaiting_acks += 1;
@@ -349,7 +358,8 @@ impl EventLoopTask {
     }
 
     fn on_suback(&self, ack: &rumqttc::SubAck, subscription: &mut SubscriptionState) {
-        for (filter, code) in self.filters.iter().zip(&ack.return_codes) {
+        let filters = lock_filters(&self.filters);
+        for (filter, code) in filters.iter().zip(&ack.return_codes) {
             if matches!(code, SubscribeReasonCode::Failure) {
                 error!(
                     "MQTT broker {} refused the subscription to {:?}: check the broker's ACL for \
@@ -363,7 +373,7 @@ impl EventLoopTask {
             self.status.subscribed.store(true, Ordering::Relaxed);
             debug!(
                 "subscribed to {} topic filters on {}",
-                self.filters.len(),
+                filters.len(),
                 self.broker
             );
         }

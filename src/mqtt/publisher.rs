@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::AsyncClient;
+use rumqttc::{AsyncClient, SubscribeFilter};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::connection::{lock_filters, subscription_filters, SharedFilters};
 use super::{
     publish_packet_size, qos_from_u8, validate_topic, MqttError, MqttStatus, Outgoing,
     RateLimitedCount,
@@ -36,7 +37,8 @@ struct Shared {
     status: Arc<MqttStatus>,
     /// For UNSUBSCRIBE on `stop_input` (only `try_*` calls: never blocks the caller).
     client: AsyncClient,
-    filters: Vec<String>,
+    /// The subscriptions, shared with the event loop.
+    filters: SharedFilters,
     input_stop: CancellationToken,
     max_packet_bytes: usize,
     /// Cancelled when the event-loop task has returned.
@@ -58,7 +60,7 @@ impl std::fmt::Debug for Publisher {
 #[allow(clippy::too_many_arguments)] // internal wiring, called from `connect` only
 pub(crate) fn start(
     client: AsyncClient,
-    filters: Vec<String>,
+    filters: SharedFilters,
     input_stop: CancellationToken,
     capacity: usize,
     max_packet_bytes: usize,
@@ -156,11 +158,52 @@ impl Publisher {
         self.shared.input_stop.cancel();
         // Also wakes a connected, idle event loop: the UNSUBSCRIBE it writes is an event. If
         // the request channel is full, events are flowing anyway.
-        for filter in &self.shared.filters {
+        let paths: Vec<String> = lock_filters(&self.shared.filters)
+            .iter()
+            .map(|f| f.path.clone())
+            .collect();
+        for filter in paths {
             if let Err(e) = self.shared.client.try_unsubscribe(filter.clone()) {
                 debug!("cannot unsubscribe from {filter:?} while stopping input: {e}");
             }
         }
+    }
+
+    /// Replace the subscriptions (a reload): UNSUBSCRIBE from the filters no longer wanted
+    /// and SUBSCRIBE to the new ones now, if connected, and use the new list after every later
+    /// ConnAck. Does not wait for the broker's answers. Returns `(added, removed)`.
+    pub fn set_subscriptions(&self, subscriptions: Vec<(String, u8)>) -> (usize, usize) {
+        let next = subscription_filters(subscriptions);
+        let (added, removed): (Vec<SubscribeFilter>, Vec<String>) = {
+            let mut current = lock_filters(&self.shared.filters);
+            let added = next
+                .iter()
+                .filter(|f| !current.iter().any(|c| c.path == f.path && c.qos == f.qos))
+                .cloned()
+                .collect();
+            let removed = current
+                .iter()
+                .filter(|c| !next.iter().any(|f| f.path == c.path))
+                .map(|c| c.path.clone())
+                .collect();
+            *current = next;
+            (added, removed)
+        };
+        let live = self.shared.status.connected.load(Ordering::Relaxed)
+            && !self.shared.input_stop.is_cancelled();
+        if live {
+            for filter in &removed {
+                if let Err(e) = self.shared.client.try_unsubscribe(filter.clone()) {
+                    warn!("cannot unsubscribe from {filter:?} now ({e}); it is dropped at the next reconnect");
+                }
+            }
+            if !added.is_empty() {
+                if let Err(e) = self.shared.client.try_subscribe_many(added.iter().cloned()) {
+                    warn!("cannot subscribe to the new topic filters now ({e}); they are subscribed at the next reconnect");
+                }
+            }
+        }
+        (added.len(), removed.len())
     }
 
     /// Messages waiting in the queue.

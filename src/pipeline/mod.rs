@@ -11,6 +11,8 @@ pub(crate) mod output;
 pub mod stats;
 pub mod topic;
 
+use std::sync::Arc;
+
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
 use crate::config::{Config, PipelineConfig};
 use crate::model::{ClassificationMetrics, RegressionMetrics};
@@ -408,13 +410,60 @@ impl Pipeline {
 }
 
 /// All pipelines of a config, plus the counters of readings no pipeline took.
+///
+/// Pipelines live in numbered slots; a pipeline's index is its slot and never changes while
+/// the process runs. A reload ([`Pipelines::reload`]) keeps the slot (and the very same
+/// [`Pipeline`], with its counters) of every unchanged pipeline, empties the slots of removed
+/// and changed ones, and gives changed and new pipelines fresh slots at the end. Slots are
+/// never reused, so a reading routed before a reload can never reach another pipeline.
 #[derive(Debug)]
 pub struct Pipelines {
-    list: Vec<Pipeline>,
-    /// Per pipeline, the pipelines whose `from` names it.
+    slots: Vec<Option<Arc<Pipeline>>>,
+    /// Per slot, the pipelines whose `from` names it, in config order.
     downstream: Vec<Vec<usize>>,
-    /// Drops that belong to no pipeline (unknown topic, full ingest queue).
-    pub unrouted: DropCounters,
+    /// Drops that belong to no pipeline (unknown topic); shared across reloads.
+    pub unrouted: Arc<DropCounters>,
+}
+
+/// What a reload did to each pipeline, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Unchanged: same slot, same actors and state, counters continue.
+    pub kept: Vec<String>,
+    /// Changed (their config, or a pipeline they read `from`, changed): rebuilt in a new
+    /// slot; their keys are checkpointed and reactivated from the store under the new config.
+    pub rebuilt: Vec<String>,
+    /// New in the config.
+    pub added: Vec<String>,
+    /// Gone from the config: checkpointed and stopped.
+    pub removed: Vec<String>,
+}
+
+impl ReloadPlan {
+    /// Whether the reload changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.rebuilt.is_empty() && self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl std::fmt::Display for ReloadPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| {
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        write!(
+            f,
+            "kept: {}; rebuilt: {}; added: {}; removed: {}",
+            list(&self.kept),
+            list(&self.rebuilt),
+            list(&self.added),
+            list(&self.removed)
+        )
+    }
 }
 
 impl Pipelines {
@@ -423,33 +472,106 @@ impl Pipelines {
     /// # Errors
     /// The first [`PipelineError`] (config validation normally catches them all first).
     pub fn new(config: &Config) -> Result<Pipelines, PipelineError> {
-        let mut list = config
-            .pipelines
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Pipeline::new(i, p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut downstream = vec![Vec::new(); list.len()];
-        for (index, cfg) in config.pipelines.iter().enumerate() {
-            let Some(from) = &cfg.from else { continue };
-            let upstream = config
-                .pipelines
-                .iter()
-                .position(|p| p.name == *from)
-                .ok_or_else(|| PipelineError::Model {
-                    pipeline: cfg.name.clone(),
-                    message: format!("from = {from:?} is not a pipeline"),
-                })?;
-            downstream[upstream].push(index);
-            if let Some(p) = list.get_mut(index) {
-                p.from = Some(upstream);
+        let empty = Pipelines {
+            slots: Vec::new(),
+            downstream: Vec::new(),
+            unrouted: Arc::default(),
+        };
+        Ok(empty.reload(&[], &config.pipelines)?.0)
+    }
+
+    /// The pipelines of `next`, reusing those of `self` (built from `current`) that did not
+    /// change: a pipeline is kept when its config is equal and, if it reads `from` another,
+    /// that one is kept too. See [`Pipelines`] for what happens to the slots.
+    ///
+    /// # Errors
+    /// The first [`PipelineError`]; `self` is untouched, so the caller can keep running it.
+    pub fn reload(
+        &self,
+        current: &[PipelineConfig],
+        next: &[PipelineConfig],
+    ) -> Result<(Pipelines, ReloadPlan), PipelineError> {
+        // Which pipelines are kept (their config is equal and so is their upstream's).
+        fn kept(
+            name: &str,
+            current: &[PipelineConfig],
+            next: &[PipelineConfig],
+            depth: usize,
+        ) -> bool {
+            let (Some(old), Some(new)) = (
+                current.iter().find(|p| p.name == name),
+                next.iter().find(|p| p.name == name),
+            ) else {
+                return false;
+            };
+            // Loops are rejected at load; the depth bound only keeps a bad config finite.
+            old == new
+                && depth <= next.len()
+                && new
+                    .from
+                    .as_deref()
+                    .is_none_or(|up| kept(up, current, next, depth + 1))
+        }
+        let mut plan = ReloadPlan::default();
+        let mut slots: Vec<Option<Arc<Pipeline>>> = vec![None; self.slots.len()];
+        // First the slot of every pipeline of `next`: kept ones stay, the others get new ones.
+        let mut index_of: Vec<usize> = Vec::with_capacity(next.len());
+        for cfg in next {
+            let old = self.iter().find(|p| p.name == cfg.name);
+            match old {
+                Some(p) if kept(&cfg.name, current, next, 0) => {
+                    index_of.push(p.index);
+                    plan.kept.push(cfg.name.clone());
+                }
+                _ => {
+                    index_of.push(slots.len());
+                    slots.push(None);
+                    if old.is_some() {
+                        plan.rebuilt.push(cfg.name.clone());
+                    } else {
+                        plan.added.push(cfg.name.clone());
+                    }
+                }
             }
         }
-        Ok(Pipelines {
-            list,
-            downstream,
-            unrouted: DropCounters::default(),
-        })
+        plan.removed = self
+            .iter()
+            .filter(|p| !next.iter().any(|c| c.name == p.name))
+            .map(|p| p.name.clone())
+            .collect();
+        let mut downstream = vec![Vec::new(); slots.len()];
+        for (cfg, &index) in next.iter().zip(&index_of) {
+            let from = match &cfg.from {
+                Some(up) => {
+                    let position = next.iter().position(|p| p.name == *up).ok_or_else(|| {
+                        PipelineError::Model {
+                            pipeline: cfg.name.clone(),
+                            message: format!("from = {up:?} is not a pipeline"),
+                        }
+                    })?;
+                    let upstream = index_of[position];
+                    downstream[upstream].push(index);
+                    Some(upstream)
+                }
+                None => None,
+            };
+            slots[index] = Some(match self.slots.get(index).and_then(Option::as_ref) {
+                Some(same) if plan.kept.contains(&cfg.name) => Arc::clone(same),
+                _ => {
+                    let mut p = Pipeline::new(index, cfg)?;
+                    p.from = from;
+                    Arc::new(p)
+                }
+            });
+        }
+        Ok((
+            Pipelines {
+                slots,
+                downstream,
+                unrouted: Arc::clone(&self.unrouted),
+            },
+            plan,
+        ))
     }
 
     /// The pipelines that read the output of pipeline `index` (`from`), in config order.
@@ -470,45 +592,46 @@ impl Pipelines {
         mut f: impl FnMut(&Pipeline, &ReadingBuf),
     ) -> usize {
         let mut accepted = 0;
-        for p in self
-            .downstream(from)
-            .iter()
-            .filter_map(|&d| self.list.get(d))
-        {
+        for p in self.downstream(from).iter().filter_map(|&d| self.get(d)) {
             accepted += p.decode_counted(topic, payload, now_ms, buf, &mut f);
         }
         accepted
     }
 
-    /// The pipelines, in config order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Pipeline> {
-        self.list.iter()
+    /// The pipelines, in slot order (config order until a reload adds or rebuilds one).
+    pub fn iter(&self) -> impl Iterator<Item = &Pipeline> + '_ {
+        self.slots.iter().flatten().map(|p| &**p)
     }
 
-    /// The pipeline at `index`.
+    /// The pipeline in slot `index` (None if there is none, or it was removed by a reload).
     pub fn get(&self, index: usize) -> Option<&Pipeline> {
-        self.list.get(index)
+        self.slots.get(index)?.as_deref()
+    }
+
+    /// A shared handle to the pipeline in slot `index` (what a key actor keeps).
+    pub fn get_shared(&self, index: usize) -> Option<Arc<Pipeline>> {
+        self.slots.get(index)?.clone()
     }
 
     /// The pipeline called `name`.
     pub fn by_name(&self, name: &str) -> Option<&Pipeline> {
-        self.list.iter().find(|p| p.name == name)
+        self.iter().find(|p| p.name == name)
     }
 
     /// Number of pipelines.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.iter().count()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
     }
 
     /// Every `(filter, qos)` to subscribe to, without duplicates.
     pub fn subscriptions(&self, qos: u8) -> Vec<(String, u8)> {
         let mut out: Vec<(String, u8)> = Vec::new();
-        for f in self.list.iter().flat_map(|p| p.filters()) {
+        for f in self.iter().flat_map(|p| p.filters()) {
             if !out.iter().any(|(g, _)| g == f) {
                 out.push((f.to_string(), qos));
             }
@@ -532,7 +655,7 @@ impl Pipelines {
     ) -> usize {
         let mut matched = false;
         let mut accepted = 0;
-        for p in &self.list {
+        for p in self.iter() {
             if !p.matches(topic) {
                 continue;
             }

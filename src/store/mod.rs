@@ -16,6 +16,9 @@ use serde::Serialize;
 /// shape, and teach [`decode_state`] to read the old one.
 pub const STATE_VERSION: u8 = 2;
 
+/// How long [`Store::open`] waits for a locked data directory to be released.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,7 +127,8 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::DataDir`] when the directory cannot be created or written,
-    /// [`StoreError::Locked`] when another process holds it, [`StoreError::Sled`] otherwise.
+    /// [`StoreError::Locked`] when another process still holds it after [`LOCK_WAIT`] (the
+    /// calling thread sleeps meanwhile: call it at start-up), [`StoreError::Sled`] otherwise.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let path = dir.to_path_buf();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
@@ -139,24 +143,31 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::LowSpace)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| match source {
-                sled::Error::Io(ref e) if e.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked {
-                        path: path.clone(),
-                        detail: e.to_string(),
+        // A daemon that is still exiting (a restart), or sled's own threads of a store just
+        // dropped in this process, release the lock within moments: wait a little before
+        // calling the directory locked.
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::LowSpace)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= give_up {
+                        return Err(StoreError::Locked {
+                            path,
+                            detail: e.to_string(),
+                        });
                     }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                source => StoreError::Sled {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
+                Err(source) => return Err(StoreError::Sled { path, source }),
+            }
+        };
         Ok(Store { db, path })
     }
 
