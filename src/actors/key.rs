@@ -22,9 +22,6 @@ pub struct KeyActor {
     dirty: bool,
     store: Store,
     sink: Arc<dyn OutputSink>,
-    // Reused buffers: the step renders into them, so a reading allocates nothing here.
-    scratch: Scratch,
-    encoded: Vec<u8>,
     /// The last output message, for `/keys/{pipeline}/{key}` (kept while resident, not
     /// persisted; its buffer is reused, so keeping it costs a copy, not an allocation).
     last_output: Vec<u8>,
@@ -46,8 +43,6 @@ impl KeyActor {
             dirty: false,
             store,
             sink,
-            scratch: Scratch::default(),
-            encoded: Vec::new(),
             last_output: Vec::new(),
         }
     }
@@ -58,11 +53,36 @@ impl KeyActor {
             return Ok(false);
         }
         let p = &self.pipeline;
-        p.encode_state(&self.state, &mut self.encoded)?;
-        self.store.put(&p.name, &self.key, &self.encoded)?;
+        with_buffers(|buffers| {
+            p.encode_state(&self.state, &mut buffers.encoded)?;
+            self.store.put(&p.name, &self.key, &buffers.encoded)
+        })?;
         self.dirty = false;
         Ok(true)
     }
+}
+
+/// Working memory of the key actors of one thread: the step's output and scratch buffers and
+/// the encoding buffer of a state. Every key actor of a shard runs on the shard's thread, one
+/// handler at a time, so one set per thread serves them all; per actor it would cost a few KB
+/// per resident key (the encoded state alone is as large as the state).
+#[derive(Default)]
+struct ThreadBuffers {
+    scratch: Scratch,
+    encoded: Vec<u8>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<ThreadBuffers> = std::cell::RefCell::new(ThreadBuffers::default());
+}
+
+/// Run `f` with this thread's buffers (fresh ones in the impossible case that they are
+/// already borrowed: handlers do not nest).
+fn with_buffers<R>(f: impl FnOnce(&mut ThreadBuffers) -> R) -> R {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => f(&mut buffers),
+        Err(_) => f(&mut ThreadBuffers::default()),
+    })
 }
 
 impl Actor for KeyActor {
@@ -75,18 +95,20 @@ impl Handler<Ingest> for KeyActor {
     fn handle(&mut self, msg: Ingest, _ctx: &mut Self::Context) {
         let p = &self.pipeline;
         let (sink, last_output) = (&self.sink, &mut self.last_output);
-        p.process(
-            &mut self.state,
-            &self.key,
-            msg.time,
-            &msg.values,
-            &mut self.scratch,
-            &mut |topic, payload| {
-                last_output.clear();
-                last_output.extend_from_slice(payload);
-                sink.emit(p.index, topic, payload, p.output_qos);
-            },
-        );
+        with_buffers(|buffers| {
+            p.process(
+                &mut self.state,
+                &self.key,
+                msg.time,
+                &msg.values,
+                &mut buffers.scratch,
+                &mut |topic, payload| {
+                    last_output.clear();
+                    last_output.extend_from_slice(payload);
+                    sink.emit(p.index, topic, payload, p.output_qos);
+                },
+            );
+        });
         self.dirty = true;
     }
 }
