@@ -118,6 +118,8 @@ impl StreamingKMeans {
         }
         rows.clear();
         x.clear();
+        rows.reserve(points.nrows());
+        x.reserve(points.nrows() * dim);
         for (i, row) in points.outer_iter().enumerate() {
             let start = x.len();
             match row.as_slice() {
