@@ -981,7 +981,8 @@ impl Workspace {
         if dying_fraction > 0.0 {
             let threshold = dying_fraction * clusters.max_weight();
             for slot in 0..clusters.active {
-                if self.fresh[slot] || clusters.weights[slot] >= threshold {
+                let fresh = self.fresh.get(slot).copied().unwrap_or(false);
+                if fresh || clusters.weights[slot] >= threshold {
                     continue;
                 }
                 let Some(p) = self.farthest(n) else {
