@@ -16,6 +16,9 @@
 //!   per-feature explanations ([`Contribution`]).
 //! - [`logistic`]: [`LogisticRegression`], online binary logistic regression (FTRL-Proximal or
 //!   Adagrad).
+//! - [`kmeans`]: [`StreamingKMeans`] (mini-batches: device classes from key profiles) and
+//!   [`OnlineKMeans`] (one reading at a time) with decay, running standardisation and stable
+//!   cluster ids; [`adjusted_rand_index`] scores a clustering against known labels.
 //! - [`scaler`]: [`StandardScaler`], running per-feature standardisation; both regressions use
 //!   one by default.
 //! - [`metrics`]: [`RegressionMetrics`] and [`ClassificationMetrics`], prequential aggregates
@@ -24,6 +27,7 @@
 
 pub mod anomaly;
 pub mod forecast;
+pub mod kmeans;
 pub mod linear;
 pub mod logistic;
 pub mod metrics;
@@ -34,6 +38,9 @@ pub use anomaly::{AnomalyDetector, AnomalyParams, AnomalyVerdict};
 pub use forecast::{
     ForecastParams, Forecaster, SeasonSpec, MAX_HORIZON, MAX_LAGS, MAX_SEASON_BINS,
     MAX_SEASON_STEPS, MEMBER_NAMES,
+};
+pub use kmeans::{
+    adjusted_rand_index, Assignment, KMeansParams, OnlineKMeans, StreamingKMeans, MAX_CLUSTERS,
 };
 pub use linear::{Contribution, LinearAlgorithm, LinearParams, LinearRegression, MAX_FEATURES};
 pub use logistic::{LogisticAlgorithm, LogisticParams, LogisticRegression};
@@ -55,8 +62,9 @@ pub struct Prediction {
 }
 
 /// The small trait every online regression model implements ([`Forecaster`],
-/// [`LinearRegression`]; a later issue adds k-means…). [`LogisticRegression`] has a label, not a
-/// real target, and its own `predict_proba`/`learn_one`.
+/// [`LinearRegression`]). [`LogisticRegression`] has a label, not a real target, and its own
+/// `predict_proba`/`learn_one`; the k-means models have no target and their own
+/// `update`/`predict_learn`.
 pub trait OnlineModel {
     /// Predict the target of the next reading from its inputs `x` (before its target is seen).
     ///
