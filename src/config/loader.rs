@@ -15,6 +15,7 @@ use toml_span::de_helpers::{expected, TableHelper};
 use toml_span::value::{Key, Value, ValueInner};
 use toml_span::{DeserError, Deserialize, ErrorKind, Span, Spanned};
 
+mod classifiers;
 mod operators;
 
 use super::error::LineIndex;
@@ -539,6 +540,7 @@ fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> O
     let http = optional_table(&mut top, "http", problems, http).unwrap_or_default();
     let simulate = optional_table(&mut top, "simulate", problems, simulate);
     let pipelines = pipelines(&mut top, problems);
+    let classifiers = classifiers::classifiers(&mut top, pipelines.as_deref(), problems);
     top.finish("", problems);
     Some(Config {
         source: source.to_path_buf(),
@@ -548,6 +550,7 @@ fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> O
         http,
         simulate,
         pipelines: pipelines?,
+        classifiers: classifiers?,
     })
 }
 

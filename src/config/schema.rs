@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::{AnomalyParams, ForecastParams, LinearParams, LogisticParams};
+use crate::model::{AnomalyParams, ForecastParams, KMeansParams, LinearParams, LogisticParams};
 
 /// A whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,8 @@ pub struct Config {
     pub simulate: Option<SimulateConfig>,
     /// `[[pipelines]]`: at least one.
     pub pipelines: Vec<PipelineConfig>,
+    /// `[[classifiers]]`: device classification over key profiles (none by default).
+    pub classifiers: Vec<ClassifierConfig>,
 }
 
 /// `[mqtt]`
@@ -112,6 +114,125 @@ pub struct SimulateConfig {
     /// Probability that a reading is a spike.
     pub spike_probability: f64,
 }
+
+/// One `[[classifiers]]` entry: every `interval`, a profile vector of each key of the
+/// `source` pipeline that had readings, standardised and clustered by streaming k-means; a
+/// key's class is published (retained) when it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifierConfig {
+    /// Unique among classifiers (`[A-Za-z0-9_-]+`); used in topics and state keys.
+    pub name: String,
+    /// The pipeline whose keys are classified.
+    pub source: String,
+    /// How often profiles are gathered and the model updated (one mini-batch).
+    pub interval: Duration,
+    /// The profile: one number per feature, in this order.
+    pub features: Vec<ProfileFeature>,
+    /// k-means parameters (`k`, `half_life` in intervals, `seed`), checked by the loader.
+    pub params: KMeansParams,
+    /// Readings a key needs within an interval to be profiled in it.
+    pub min_readings: u64,
+    /// Keys whose class is remembered (least recently profiled are forgotten first; a
+    /// forgotten key's class is published again when it is next classified).
+    pub max_keys: usize,
+    /// Topic template of the class messages: `{classifier}`, `{key}`.
+    pub output: String,
+    /// Topic of the centres message published after every update: `{classifier}`.
+    pub centres_output: String,
+    /// QoS of the class and centres messages (they are retained).
+    pub output_qos: u8,
+}
+
+/// One number of a key's profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileFeature {
+    /// A statistic of a decoded field of the source pipeline over the interval.
+    Field {
+        /// Which statistic.
+        stat: FieldStat,
+        /// The field (one of the source pipeline's `fields`).
+        field: String,
+    },
+    /// Readings in the interval.
+    Count,
+    /// The key's prequential mean absolute error since it started (forecast, regression).
+    Mae,
+    /// The key's prequential root mean square error (forecast, regression).
+    Rmse,
+    /// The key's prequential accuracy (classification).
+    Accuracy,
+    /// The key's prequential mean log loss (classification).
+    LogLoss,
+    /// The key's current one-step forecast (forecast).
+    Forecast,
+    /// A coefficient of the key's linear model, in the feature's original units (regression,
+    /// classification).
+    Weight(String),
+    /// The intercept of the key's linear model (regression, classification).
+    Intercept,
+}
+
+/// A statistic of a field over a classifier's interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldStat {
+    /// Arithmetic mean.
+    Mean,
+    /// Population standard deviation.
+    Std,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Least-squares slope against event time, per second.
+    Slope,
+    /// The last value (by arrival).
+    Last,
+}
+
+impl FieldStat {
+    /// Every statistic, as written in config.
+    pub const ALL: [(FieldStat, &'static str); 6] = [
+        (FieldStat::Mean, "mean"),
+        (FieldStat::Std, "std"),
+        (FieldStat::Min, "min"),
+        (FieldStat::Max, "max"),
+        (FieldStat::Slope, "slope"),
+        (FieldStat::Last, "last"),
+    ];
+
+    /// The name as written in config.
+    pub fn name(self) -> &'static str {
+        FieldStat::ALL
+            .iter()
+            .find(|(stat, _)| *stat == self)
+            .map_or("?", |(_, name)| name)
+    }
+}
+
+impl std::fmt::Display for ProfileFeature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProfileFeature::Field { stat, field } => write!(f, "{}({field})", stat.name()),
+            ProfileFeature::Count => f.write_str("count"),
+            ProfileFeature::Mae => f.write_str("mae"),
+            ProfileFeature::Rmse => f.write_str("rmse"),
+            ProfileFeature::Accuracy => f.write_str("accuracy"),
+            ProfileFeature::LogLoss => f.write_str("log_loss"),
+            ProfileFeature::Forecast => f.write_str("forecast"),
+            ProfileFeature::Weight(feature) => write!(f, "weight({feature})"),
+            ProfileFeature::Intercept => f.write_str("intercept"),
+        }
+    }
+}
+
+/// Default topic template of class messages.
+pub const DEFAULT_CLASSIFIER_OUTPUT: &str = "edgeflow/classes/{classifier}/{key}";
+/// Default topic of a classifier's centres message.
+pub const DEFAULT_CLASSIFIER_CENTRES_OUTPUT: &str = "edgeflow/classes/{classifier}";
+/// Default k-means half-life of a classifier, in intervals.
+pub const DEFAULT_CLASSIFIER_HALF_LIFE: f64 = 10.0;
+/// Default number of keys whose class a classifier remembers.
+pub const DEFAULT_CLASSIFIER_MAX_KEYS: usize = 100_000;
 
 /// One `[[pipelines]]` entry.
 #[derive(Debug, Clone, PartialEq)]

@@ -210,6 +210,7 @@ target = "value"
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             },
         ],
+        classifiers: Vec::new(),
     };
     assert_eq!(valid(text), expected);
 }
@@ -302,7 +303,7 @@ fn unknown_keys_are_each_reported_at_the_key() {
         [
             format!("2:1: [mqtt]: unknown key \"hots\" (accepted keys: {accepted})"),
             format!("3:1: [mqtt]: unknown key \"prot\" (accepted keys: {accepted})"),
-            "4:2: unknown key \"sotre\" (accepted keys: mqtt, store, runtime, http, simulate, pipelines)".into(),
+            "4:2: unknown key \"sotre\" (accepted keys: mqtt, store, runtime, http, simulate, pipelines, classifiers)".into(),
             "13:1: pipeline \"temperature\": unknown key \"model.lag\" (accepted keys: kind, target, lags, forgetting, interval_z, horizon, damping, season, season_bins)".into(),
         ]
     );

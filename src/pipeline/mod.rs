@@ -5,9 +5,11 @@
 //! of one key is a [`KeyState`]; [`Pipeline::step`] runs test-then-train on it and renders the
 //! output message into caller-owned buffers, so the hot path allocates nothing once warm.
 
+pub mod classifier;
 pub mod model;
 pub mod operators;
 pub(crate) mod output;
+pub mod profile;
 pub mod stats;
 pub mod topic;
 

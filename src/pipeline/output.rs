@@ -129,7 +129,7 @@ impl<'a> JsonObject<'a> {
 }
 
 /// Appends `value` as serde_json renders an `Option<f64>`.
-fn push_f64(out: &mut Vec<u8>, value: Option<f64>) {
+pub(crate) fn push_f64(out: &mut Vec<u8>, value: Option<f64>) {
     match value {
         // Writing into a Vec<u8> cannot fail.
         Some(v) if v.is_finite() => {

@@ -1,0 +1,317 @@
+//! A device classifier (`[[classifiers]]`): streaming k-means over the profiles of the keys of
+//! a source pipeline, one mini-batch per interval, and the class messages that follow.
+//!
+//! Pure: the daemon's `ClassifierSupervisor` actor and `replay` both drive a [`Classifier`]
+//! with the profiles they gathered, and publish what it emits. A key's class is published
+//! (retained) only when it changes; the centres are published (retained) after every update.
+
+use std::num::NonZeroUsize;
+
+use compact_str::CompactString;
+use lru::LruCache;
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use super::output::{push_f64, push_json_str, JsonObject};
+use super::profile::ProfileSpec;
+use super::topic::TopicTemplate;
+use super::PipelineError;
+use crate::config::{ClassifierConfig, PipelineConfig};
+use crate::model::{KMeansParams, StreamingKMeans};
+use crate::store::{decode_state, encode_state, StoreError};
+
+/// A key's current class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KeyClass {
+    /// The cluster id (stable across updates and restarts).
+    pub class: u32,
+    /// Distance to the class centre when it was assigned (standardised units).
+    pub distance: f64,
+}
+
+/// What one update did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassifierUpdate {
+    /// Keys in the batch.
+    pub profiled: usize,
+    /// Keys whose class changed (or that were classified for the first time), with their new
+    /// class: what a store must persist.
+    pub changed: Vec<(CompactString, KeyClass)>,
+    /// Live classes after the update.
+    pub classes: usize,
+}
+
+/// A classifier: its model, the classes of the keys it has seen, and its output topics.
+#[derive(Debug)]
+pub struct Classifier {
+    /// `name` from config.
+    pub name: String,
+    /// The pipeline whose keys it classifies.
+    pub source: String,
+    /// The profile definition.
+    pub spec: ProfileSpec,
+    model: StreamingKMeans,
+    classes: LruCache<CompactString, KeyClass, ahash::RandomState>,
+    class_topic: TopicTemplate,
+    centres_topic: String,
+    qos: u8,
+    /// The feature names as JSON strings, escaped once.
+    names: Vec<Vec<u8>>,
+    rows: Vec<f64>,
+    topic: String,
+    payload: Vec<u8>,
+}
+
+impl Classifier {
+    /// Build a classifier from its config and its source pipeline's config.
+    ///
+    /// # Errors
+    /// [`PipelineError::Model`] when the config does not fit (validation catches that first).
+    pub fn new(cfg: &ClassifierConfig, source: &PipelineConfig) -> Result<Self, PipelineError> {
+        let error = |message: String| PipelineError::Model {
+            pipeline: format!("classifier {}", cfg.name),
+            message,
+        };
+        let spec = ProfileSpec::new(cfg, source).map_err(error)?;
+        let model =
+            StreamingKMeans::new(cfg.params, spec.dim()).map_err(|e| error(e.to_string()))?;
+        // The templates name the classifier where pipeline outputs name the pipeline.
+        let class_topic = TopicTemplate::parse(&cfg.output.replace("{classifier}", "{pipeline}"))
+            .map_err(error)?;
+        let mut centres_topic = String::new();
+        TopicTemplate::parse(&cfg.centres_output.replace("{classifier}", "{pipeline}"))
+            .map_err(error)?
+            .render(&cfg.name, "", "", &mut centres_topic);
+        let capacity = NonZeroUsize::new(cfg.max_keys).unwrap_or(NonZeroUsize::MIN);
+        Ok(Classifier {
+            name: cfg.name.clone(),
+            source: cfg.source.clone(),
+            spec,
+            model,
+            classes: LruCache::with_hasher(capacity, ahash::RandomState::new()),
+            class_topic,
+            centres_topic,
+            qos: cfg.output_qos,
+            names: cfg
+                .features
+                .iter()
+                .map(|f| {
+                    let mut name = Vec::new();
+                    push_json_str(&mut name, &f.to_string());
+                    name
+                })
+                .collect(),
+            rows: Vec::new(),
+            topic: String::new(),
+            payload: Vec::new(),
+        })
+    }
+
+    /// The k-means model.
+    pub fn model(&self) -> &StreamingKMeans {
+        &self.model
+    }
+
+    /// The k-means parameters.
+    pub fn params(&self) -> &KMeansParams {
+        self.model.params()
+    }
+
+    /// The class last published for `key`.
+    pub fn class_of(&self, key: &str) -> Option<KeyClass> {
+        self.classes.peek(key).copied()
+    }
+
+    /// Keys whose class is remembered.
+    pub fn keys(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// One mini-batch: `profiles` (key, profile) of the keys profiled in an interval (sorted
+    /// here by key, so the result does not depend on the order they were gathered in),
+    /// `time_ms` the interval's end. Calls `emit(topic, payload, qos, retain)` for each key
+    /// whose class changed and once for the centres.
+    pub fn update(
+        &mut self,
+        profiles: &mut Vec<(CompactString, Vec<f64>)>,
+        time_ms: i64,
+        emit: &mut dyn FnMut(&str, &[u8], u8, bool),
+    ) -> ClassifierUpdate {
+        let dim = self.spec.dim();
+        // A profile of another length would be a bug elsewhere: it must not poison the batch.
+        profiles.retain(|(_, row)| row.len() == dim);
+        profiles.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut report = ClassifierUpdate {
+            profiled: profiles.len(),
+            ..ClassifierUpdate::default()
+        };
+        if profiles.is_empty() {
+            return report;
+        }
+        self.rows.clear();
+        for (_, row) in profiles.iter() {
+            self.rows.extend_from_slice(row);
+        }
+        let Ok(view) = ArrayView2::from_shape((profiles.len(), dim), &self.rows) else {
+            return report;
+        };
+        let assignments = self.model.update(view).to_vec();
+        for ((key, row), assignment) in profiles.iter().zip(assignments) {
+            let Some(assignment) = assignment else {
+                continue;
+            };
+            let class = KeyClass {
+                class: assignment.id,
+                distance: assignment.distance,
+            };
+            let previous = self.classes.put(key.clone(), class);
+            if previous.map(|p| p.class) == Some(class.class) {
+                continue;
+            }
+            self.render_class(key, class, previous, row, time_ms);
+            emit(&self.topic, &self.payload, self.qos, true);
+            report.changed.push((key.clone(), class));
+        }
+        report.classes = self.model.ids().len();
+        self.render_centres(time_ms, report.profiled);
+        emit(&self.centres_topic, &self.payload, self.qos, true);
+        report
+    }
+
+    fn render_class(
+        &mut self,
+        key: &str,
+        class: KeyClass,
+        previous: Option<KeyClass>,
+        profile: &[f64],
+        time_ms: i64,
+    ) {
+        self.class_topic
+            .render(&self.name, key, "", &mut self.topic);
+        self.payload.clear();
+        let mut obj = JsonObject::start(&mut self.payload);
+        obj.str("classifier", &self.name)
+            .str("key", key)
+            .i64("time", time_ms)
+            .u64("class", u64::from(class.class));
+        match previous {
+            Some(p) => obj.u64("previous", u64::from(p.class)),
+            None => obj.f64("previous", None),
+        };
+        obj.f64("distance", Some(class.distance));
+        obj.end();
+        // `profile`: {"mean(temp)": 61.2, …} appended by hand (names are not 'static).
+        self.payload.pop();
+        self.payload.extend_from_slice(b",\"profile\":");
+        push_named_numbers(&mut self.payload, &self.names, profile.iter().copied());
+        self.payload.push(b'}');
+    }
+
+    fn render_centres(&mut self, time_ms: i64, profiled: usize) {
+        self.payload.clear();
+        let mut obj = JsonObject::start(&mut self.payload);
+        obj.str("classifier", &self.name)
+            .i64("time", time_ms)
+            .u64("profiled", profiled as u64)
+            .u64("keys", self.classes.len() as u64);
+        obj.end();
+        self.payload.pop();
+        self.payload.extend_from_slice(b",\"classes\":[");
+        let centres = self.model.centres();
+        for (i, (id, weight)) in self
+            .model
+            .ids()
+            .iter()
+            .zip(self.model.weights())
+            .enumerate()
+        {
+            if i > 0 {
+                self.payload.push(b',');
+            }
+            let mut class = JsonObject::start(&mut self.payload);
+            class
+                .u64("class", u64::from(*id))
+                .f64("weight", Some(*weight));
+            class.end();
+            self.payload.pop();
+            self.payload.extend_from_slice(b",\"centre\":");
+            push_named_numbers(
+                &mut self.payload,
+                &self.names,
+                centres.row(i).iter().copied(),
+            );
+            self.payload.push(b'}');
+        }
+        self.payload.extend_from_slice(b"]}");
+    }
+
+    /// Encode the model for the store.
+    ///
+    /// # Errors
+    /// [`StoreError::Encode`].
+    pub fn encode_model(&self, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        encode_state(&self.model, buf)
+    }
+
+    /// Encode one key's class for the store.
+    ///
+    /// # Errors
+    /// [`StoreError::Encode`].
+    pub fn encode_class(class: &KeyClass, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        encode_state(class, buf)
+    }
+
+    /// Continue from a stored model and stored classes. A model made with other parameters
+    /// or another profile length is not used (the classifier starts afresh, and the stored
+    /// classes with it); unreadable entries are skipped. Returns whether the model was used.
+    ///
+    /// # Errors
+    /// Never for bad data (it is skipped and logged); the signature leaves room for a store
+    /// that fails.
+    pub fn restore<'a>(
+        &mut self,
+        model: Option<&[u8]>,
+        classes: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> bool {
+        let Some(bytes) = model else {
+            return false;
+        };
+        let stored: StreamingKMeans = match decode_state(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(classifier = %self.name, "stored k-means model is unreadable ({e}); starting afresh");
+                return false;
+            }
+        };
+        if stored.params() != self.model.params() || stored.dim() != self.model.dim() {
+            tracing::info!(classifier = %self.name, "stored k-means model was made with other parameters or features; starting afresh");
+            return false;
+        }
+        self.model = stored;
+        for (key, bytes) in classes {
+            match decode_state::<KeyClass>(bytes) {
+                Ok(class) => {
+                    self.classes.put(CompactString::from(key), class);
+                }
+                Err(e) => {
+                    tracing::warn!(classifier = %self.name, key, "stored class unreadable ({e}); skipped")
+                }
+            }
+        }
+        true
+    }
+}
+
+/// `{"name": value, …}` with the profile's feature names (already JSON strings).
+fn push_named_numbers(out: &mut Vec<u8>, names: &[Vec<u8>], values: impl Iterator<Item = f64>) {
+    out.push(b'{');
+    for (i, (name, value)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(name);
+        out.push(b':');
+        push_f64(out, Some(value));
+    }
+    out.push(b'}');
+}
