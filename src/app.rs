@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::actors::classifier::{ClassifierStats, ClassifierSupervisor, StopSupervisor};
 use crate::actors::{CheckpointReport, OutputSink, Router};
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
@@ -53,11 +54,15 @@ struct MqttSink(Publisher);
 
 impl OutputSink for MqttSink {
     fn emit(&self, _pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
+        self.publish(topic, payload, qos, false)
+    }
+
+    fn publish(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> bool {
         self.0.try_publish(Outgoing {
             topic: topic.to_owned(),
             payload: payload.to_vec(),
             qos,
-            retain: false,
+            retain,
         })
     }
 }
@@ -82,6 +87,8 @@ pub struct DaemonHandle {
     pub broker: String,
     /// The address the HTTP listener is bound to (None when `[http] enabled = false`).
     pub http: Option<SocketAddr>,
+    /// The classifiers' supervising actors, in config order.
+    pub classifiers: Vec<actix::Addr<ClassifierSupervisor>>,
 }
 
 /// A running daemon. Must live inside an actix `System`.
@@ -138,9 +145,10 @@ impl Daemon {
         let router = Arc::new(Router::start(
             pipelines.clone(),
             store.clone(),
-            sink,
+            sink.clone(),
             &config.runtime,
         ));
+        let (classifiers, classifier_stats) = start_classifiers(&config, &router, &store, &sink)?;
         tracing::info!(
             shards = router.shard_count(),
             pipelines = pipelines.len(),
@@ -154,6 +162,7 @@ impl Daemon {
                     engine: router.stats.clone(),
                     mqtt: status.clone(),
                     publisher: publisher.clone(),
+                    classifiers: classifier_stats,
                 },
                 router: Arc::downgrade(&router),
                 store: store.clone(),
@@ -225,6 +234,7 @@ impl Daemon {
             engine: router.stats.clone(),
             broker: format!("{}:{}", mqtt_cfg.host, mqtt_cfg.port),
             http: http.as_ref().map(HttpServer::local_addr),
+            classifiers,
         };
         Ok(Daemon {
             config,
@@ -272,7 +282,8 @@ impl Daemon {
     /// changed ones are rebuilt (their keys write their state and are reactivated from the
     /// store under the new config: a model whose parameters changed starts afresh, one whose
     /// operators changed keeps its model), removed ones are checkpointed and stopped; the MQTT
-    /// subscriptions follow. Sections other than `[[pipelines]]` are read at start only:
+    /// subscriptions follow. Sections other than `[[pipelines]]` (classifiers included) are
+    /// read at start only:
     /// changes to them are reported in [`ReloadReport::needs_restart`] and not applied.
     ///
     /// # Errors
@@ -280,7 +291,11 @@ impl Daemon {
     /// [`AppError::Store`] if the checkpoint after the switch fails.
     pub async fn reload(&mut self, next: Config) -> Result<ReloadReport, AppError> {
         let current = self.router.pipelines();
-        let (pipelines, plan) = current.reload(&self.config.pipelines, &next.pipelines)?;
+        let (pipelines, plan) = current.reload(
+            &self.config.pipelines,
+            &next.pipelines,
+            &self.config.classifiers,
+        )?;
         let c = &self.config;
         let needs_restart: Vec<&'static str> = [
             ("[mqtt]", c.mqtt != next.mqtt),
@@ -288,6 +303,7 @@ impl Daemon {
             ("[runtime]", c.runtime != next.runtime),
             ("[http]", c.http != next.http),
             ("[simulate]", c.simulate != next.simulate),
+            ("[[classifiers]]", c.classifiers != next.classifiers),
         ]
         .into_iter()
         .filter_map(|(section, changed)| changed.then_some(section))
@@ -333,6 +349,9 @@ impl Daemon {
         if let Some(http) = self.http {
             http.stop().await;
         }
+        for classifier in &self.handle.classifiers {
+            let _ = classifier.send(StopSupervisor).await;
+        }
         let report = match Arc::try_unwrap(self.router) {
             Ok(router) => router.stop(deadline).await?,
             // Unreachable after the joins above; checkpoint through the shared handle anyway.
@@ -375,6 +394,56 @@ impl std::fmt::Display for ReloadReport {
             self.plan, self.keys_stopped, self.subscribed, self.unsubscribed
         )
     }
+}
+
+/// One supervising actor per `[[classifiers]]` section, on the daemon's own thread (a k-means
+/// update of 10,000 profiles takes about a millisecond).
+fn start_classifiers(
+    config: &Config,
+    router: &Router,
+    store: &Store,
+    sink: &Arc<dyn OutputSink>,
+) -> Result<
+    (
+        Vec<actix::Addr<ClassifierSupervisor>>,
+        Vec<Arc<ClassifierStats>>,
+    ),
+    AppError,
+> {
+    use actix::Actor as _;
+    let mut addrs = Vec::new();
+    let mut stats = Vec::new();
+    for (index, cfg) in config.classifiers.iter().enumerate() {
+        let Some(source) = config.pipelines.iter().find(|p| p.name == cfg.source) else {
+            return Err(AppError::Pipeline(crate::pipeline::PipelineError::Model {
+                pipeline: format!("classifier {}", cfg.name),
+                message: format!("source {:?} is not a pipeline", cfg.source),
+            }));
+        };
+        // Its slot among the classifiers of the same source, as `Pipelines` numbers them.
+        let slot = config.classifiers[..index]
+            .iter()
+            .filter(|c| c.source == cfg.source)
+            .count();
+        let classifier = crate::pipeline::classifier::Classifier::new(cfg, source)?;
+        let supervisor = ClassifierSupervisor::new(
+            classifier,
+            slot,
+            cfg.interval,
+            router.profile_collector(),
+            store.clone(),
+            Arc::clone(sink),
+        );
+        stats.push(supervisor.stats());
+        addrs.push(supervisor.start());
+        tracing::info!(
+            classifier = %cfg.name,
+            source = %cfg.source,
+            "classifier started: every {}",
+            humantime::format_duration(cfg.interval)
+        );
+    }
+    Ok((addrs, stats))
 }
 
 /// A topic filter covering every topic an output template can produce: its literal leading

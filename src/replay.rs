@@ -15,8 +15,12 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use compact_str::CompactString;
+
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
+use crate::pipeline::classifier::Classifier;
+use crate::pipeline::profile::ProfileAccumulator;
 use crate::pipeline::{
     write_json_str, KeyState, MergedMetrics, Pipeline, PipelineError, Pipelines, Scratch,
 };
@@ -45,6 +49,112 @@ pub struct ReplaySummary {
     pub outputs: u64,
     /// Per pipeline, in config order.
     pub pipelines: Vec<PipelineSummary>,
+    /// Per classifier, in config order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classifiers: Vec<ClassifierSummary>,
+}
+
+/// One classifier's part of the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassifierSummary {
+    /// Classifier name.
+    pub name: String,
+    /// k-means updates (event-time intervals with at least one key profiled).
+    pub updates: u64,
+    /// Keys with a class.
+    pub keys: u64,
+    /// Class messages (first classifications and changes).
+    pub changes: u64,
+    /// Live classes at the end, with the number of keys in each: `(class, keys)`.
+    pub classes: Vec<(u32, u64)>,
+}
+
+/// A classifier in replay: the keys' profiles are gathered at the event-time boundaries of
+/// its interval (multiples of the interval since the epoch), when the first reading of the
+/// source pipeline at or after a boundary arrives, and once more at the end of the input.
+struct ReplayClassifier {
+    classifier: Classifier,
+    source: usize,
+    interval_ms: i64,
+    /// The boundary that ends the current interval.
+    next_due: Option<i64>,
+    accumulators: HashMap<String, ProfileAccumulator, ahash::RandomState>,
+    batch: Vec<(CompactString, Vec<f64>)>,
+    updates: u64,
+    changes: u64,
+}
+
+impl ReplayClassifier {
+    /// Before a reading of the source pipeline at `time`: close the interval if it ended.
+    fn before<W: Write>(
+        &mut self,
+        time: i64,
+        states: &HashMap<String, KeyState, ahash::RandomState>,
+        sink: &mut Sink<'_, W>,
+    ) {
+        let interval = self.interval_ms;
+        let boundary = |t: i64| {
+            t.div_euclid(interval)
+                .saturating_add(1)
+                .saturating_mul(interval)
+        };
+        let due = *self.next_due.get_or_insert_with(|| boundary(time));
+        if time >= due {
+            self.collect(due, states, sink);
+            self.next_due = Some(boundary(time));
+        }
+    }
+
+    /// Profile every key with readings in the interval ending at `at`, and update.
+    fn collect<W: Write>(
+        &mut self,
+        at: i64,
+        states: &HashMap<String, KeyState, ahash::RandomState>,
+        sink: &mut Sink<'_, W>,
+    ) {
+        self.batch.clear();
+        let spec = &self.classifier.spec;
+        for (key, accumulator) in &mut self.accumulators {
+            let Some(state) = states.get(key) else {
+                continue;
+            };
+            let mut row = Vec::with_capacity(spec.dim());
+            if accumulator.take(spec, &state.model, &mut row) {
+                self.batch.push((CompactString::from(key.as_str()), row));
+            }
+        }
+        let report = self
+            .classifier
+            .update(&mut self.batch, at, &mut |topic, payload, _, _| {
+                sink.emit_plain(topic, payload)
+            });
+        if report.profiled > 0 {
+            self.updates += 1;
+        }
+        self.changes += report.changed.len() as u64;
+    }
+
+    fn summary(&self) -> ClassifierSummary {
+        let mut classes: BTreeMap<u32, u64> = self
+            .classifier
+            .model()
+            .ids()
+            .iter()
+            .map(|&id| (id, 0))
+            .collect();
+        for key in self.accumulators.keys() {
+            if let Some(class) = self.classifier.class_of(key) {
+                *classes.entry(class.class).or_default() += 1;
+            }
+        }
+        ClassifierSummary {
+            name: self.classifier.name.clone(),
+            updates: self.updates,
+            keys: self.classifier.keys() as u64,
+            changes: self.changes,
+            classes: classes.into_iter().collect(),
+        }
+    }
 }
 
 /// One pipeline's part of the summary.
@@ -107,6 +217,16 @@ struct Sink<'a, W> {
 }
 
 impl<W: Write> Sink<'_, W> {
+    /// An output no pipeline reads (a classifier's message).
+    fn emit_plain(&mut self, topic: &str, payload: &[u8]) {
+        *self.outputs += 1;
+        if self.result.is_ok() {
+            if let Err(e) = write_output(self.out, topic, payload) {
+                self.result = Err(e);
+            }
+        }
+    }
+
     fn emit(&mut self, pipelines: &Pipelines, from: usize, time: i64, topic: &str, payload: &[u8]) {
         *self.outputs += 1;
         if self.result.is_ok() {
@@ -131,11 +251,14 @@ impl<W: Write> Sink<'_, W> {
     }
 }
 
-/// Runs one decoded reading of pipeline `p` through its key's state.
+/// Runs one decoded reading of pipeline `p` through its key's state (and the profiles of
+/// the classifiers that read `p`).
+#[allow(clippy::too_many_arguments)] // the parts of the replayer one reading touches
 fn process<W: Write>(
     p: &Pipeline,
     pipelines: &Pipelines,
     keys: &mut [HashMap<String, KeyState, ahash::RandomState>],
+    classifiers: &mut [ReplayClassifier],
     scratch: &mut Scratch,
     r: &ReadingBuf,
     default_time: i64,
@@ -144,11 +267,23 @@ fn process<W: Write>(
     let Some(states) = keys.get_mut(p.index) else {
         return;
     };
+    let time = r.time_ms.unwrap_or(default_time);
+    for c in classifiers.iter_mut().filter(|c| c.source == p.index) {
+        c.before(time, states, sink);
+        let spec = &c.classifier.spec;
+        match c.accumulators.get_mut(r.key.as_str()) {
+            Some(a) => a.record(spec, time, &r.values),
+            None => c
+                .accumulators
+                .entry(r.key.clone())
+                .or_default()
+                .record(spec, time, &r.values),
+        }
+    }
     let state = match states.get_mut(r.key.as_str()) {
         Some(s) => s,
         None => states.entry(r.key.clone()).or_insert_with(|| p.new_state()),
     };
-    let time = r.time_ms.unwrap_or(default_time);
     p.process(
         state,
         &r.key,
@@ -173,6 +308,7 @@ struct Line<'a> {
 pub struct Replayer {
     pipelines: Pipelines,
     keys: Vec<HashMap<String, KeyState, ahash::RandomState>>,
+    classifiers: Vec<ReplayClassifier>,
     reading: ReadingBuf,
     scratch: Scratch,
     /// Output messages waiting to be read by chained pipelines (`from`), oldest first; the
@@ -195,9 +331,35 @@ impl Replayer {
     pub fn new(config: &Config) -> Result<Replayer, ReplayError> {
         let pipelines = Pipelines::new(config)?;
         let keys = pipelines.iter().map(|_| HashMap::default()).collect();
+        let mut classifiers = Vec::with_capacity(config.classifiers.len());
+        for cfg in &config.classifiers {
+            let (Some(source), Some(source_cfg)) = (
+                pipelines.by_name(&cfg.source),
+                config.pipelines.iter().find(|p| p.name == cfg.source),
+            ) else {
+                return Err(PipelineError::Model {
+                    pipeline: format!("classifier {}", cfg.name),
+                    message: format!("source {:?} is not a pipeline", cfg.source),
+                }
+                .into());
+            };
+            classifiers.push(ReplayClassifier {
+                classifier: Classifier::new(cfg, source_cfg)?,
+                source: source.index,
+                interval_ms: i64::try_from(cfg.interval.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1),
+                next_due: None,
+                accumulators: HashMap::default(),
+                batch: Vec::new(),
+                updates: 0,
+                changes: 0,
+            });
+        }
         Ok(Replayer {
             pipelines,
             keys,
+            classifiers,
             reading: ReadingBuf::default(),
             scratch: Scratch::default(),
             pending: Vec::new(),
@@ -258,6 +420,7 @@ impl Replayer {
         let Replayer {
             pipelines,
             keys,
+            classifiers,
             reading,
             scratch,
             outputs,
@@ -277,7 +440,7 @@ impl Replayer {
         // the "now" of relative SenML times.
         let now = line_no as i64;
         pipelines.dispatch(topic_in, payload, now, reading, |p, r| {
-            process(p, pipelines, keys, scratch, r, now, &mut sink);
+            process(p, pipelines, keys, classifiers, scratch, r, now, &mut sink);
         });
         // Chained pipelines read the outputs in the order they were made (a chain's own
         // outputs are appended and read in turn).
@@ -290,7 +453,7 @@ impl Replayer {
             let topic = std::mem::take(&mut item.topic);
             let payload = std::mem::take(&mut item.payload);
             pipelines.dispatch_chained(from, &topic, &payload, time, chain_reading, |p, r| {
-                process(p, pipelines, keys, scratch, r, time, &mut sink);
+                process(p, pipelines, keys, classifiers, scratch, r, time, &mut sink);
             });
             if let Some(item) = sink.pending.get_mut(next) {
                 (item.topic, item.payload) = (topic, payload);
@@ -343,8 +506,42 @@ impl Replayer {
             line_no += 1;
             self.line(line_no, trim_line_end(&partial), out)?;
         }
+        self.finish(out)?;
         out.flush()?;
         Ok(())
+    }
+
+    /// End of input: every classifier classifies the interval in progress (so a short input
+    /// still ends with classes). [`run`](Self::run) calls it; call it yourself after feeding
+    /// lines one by one with [`line`](Self::line).
+    ///
+    /// # Errors
+    /// [`ReplayError::Io`] if writing an output fails.
+    pub fn finish(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
+        let Replayer {
+            keys,
+            classifiers,
+            outputs,
+            pending,
+            pending_len,
+            ..
+        } = self;
+        let mut sink = Sink {
+            out,
+            outputs,
+            pending,
+            pending_len,
+            result: Ok(()),
+        };
+        for c in classifiers.iter_mut() {
+            let (Some(due), Some(states)) = (c.next_due, keys.get(c.source)) else {
+                continue;
+            };
+            if c.accumulators.values().any(|a| a.count() > 0) {
+                c.collect(due, states, &mut sink);
+            }
+        }
+        sink.result
     }
 
     /// The key states of a pipeline (for tests and tools).
@@ -369,6 +566,11 @@ impl Replayer {
             unknown_topic: self.pipelines.unrouted.get(DropReason::UnknownTopic),
             outputs: self.outputs,
             pipelines,
+            classifiers: self
+                .classifiers
+                .iter()
+                .map(ReplayClassifier::summary)
+                .collect(),
         }
     }
 }
@@ -496,6 +698,22 @@ impl std::fmt::Display for ReplaySummary {
                     .collect();
                 writeln!(f, ", decode errors: {}", errs.join(" "))?;
             }
+        }
+        for c in &self.classifiers {
+            let classes: Vec<String> = c
+                .classes
+                .iter()
+                .map(|(class, keys)| format!("{class}:{keys}"))
+                .collect();
+            writeln!(
+                f,
+                "classifier {}: {} updates, {} keys classified, {} class messages, classes (class:keys) {}",
+                c.name,
+                c.updates,
+                c.keys,
+                c.changes,
+                classes.join(" ")
+            )?;
         }
         Ok(())
     }

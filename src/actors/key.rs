@@ -7,7 +7,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use compact_str::CompactString;
 
+use smallvec::SmallVec;
+
 use super::{Ingest, OutputSink};
+use crate::pipeline::profile::ProfileAccumulator;
 use crate::pipeline::{KeyState, Pipeline, Scratch};
 use crate::store::{Store, StoreError};
 
@@ -25,6 +28,9 @@ pub struct KeyActor {
     /// The last output message, for `/keys/{pipeline}/{key}` (kept while resident, not
     /// persisted; its buffer is reused, so keeping it costs a copy, not an allocation).
     last_output: Vec<u8>,
+    /// One per classifier of the pipeline: what the key did in the current interval (not
+    /// persisted: a key passivated mid-interval starts its next profile afresh).
+    profiles: SmallVec<[ProfileAccumulator; 1]>,
 }
 
 impl KeyActor {
@@ -37,11 +43,14 @@ impl KeyActor {
         sink: Arc<dyn OutputSink>,
     ) -> KeyActor {
         KeyActor {
-            pipeline,
             key,
             state,
             dirty: false,
             store,
+            profiles: (0..pipeline.profiles.len())
+                .map(|_| ProfileAccumulator::default())
+                .collect(),
+            pipeline,
             sink,
             last_output: Vec::new(),
         }
@@ -94,6 +103,9 @@ impl Handler<Ingest> for KeyActor {
 
     fn handle(&mut self, msg: Ingest, _ctx: &mut Self::Context) {
         let p = &self.pipeline;
+        for (accumulator, spec) in self.profiles.iter_mut().zip(&p.profiles) {
+            accumulator.record(spec, msg.time, &msg.values);
+        }
         let (sink, last_output) = (&self.sink, &mut self.last_output);
         with_buffers(|buffers| {
             p.process(
@@ -163,5 +175,28 @@ impl Handler<GetState> for KeyActor {
             state: self.state.clone(),
             last_output: self.last_output.clone(),
         })
+    }
+}
+
+/// Classifier → key (through its shard): the profile of the interval that ends now, for the
+/// classifier in slot `slot` of the key's pipeline (`None` if the key has none: too few
+/// readings, or a feature without a value yet). Starts the next interval.
+#[derive(Message)]
+#[rtype(result = "Option<Vec<f64>>")]
+pub struct TakeProfile {
+    /// Index into the pipeline's `profiles`.
+    pub slot: usize,
+}
+
+impl Handler<TakeProfile> for KeyActor {
+    type Result = Option<Vec<f64>>;
+
+    fn handle(&mut self, msg: TakeProfile, _ctx: &mut Self::Context) -> Self::Result {
+        let spec = self.pipeline.profiles.get(msg.slot)?;
+        let accumulator = self.profiles.get_mut(msg.slot)?;
+        let mut out = Vec::with_capacity(spec.dim());
+        accumulator
+            .take(spec, &self.state.model, &mut out)
+            .then_some(out)
     }
 }

@@ -3,6 +3,7 @@
 //! per key. Actors know nothing of wire formats: readings arrive decoded, outputs leave as
 //! bytes through an [`OutputSink`].
 
+pub mod classifier;
 pub mod key;
 pub mod shard;
 
@@ -29,6 +30,11 @@ pub trait OutputSink: Send + Sync + 'static {
     /// Hand over one output message of pipeline `pipeline`. Must not block; returns false if
     /// it had to drop it.
     fn emit(&self, pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool;
+
+    /// Hand over a message that is not a pipeline output (a classifier's classes, a
+    /// recommender's lists), with MQTT's retain flag. Must not block; returns false if it had
+    /// to drop it.
+    fn publish(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> bool;
 }
 
 /// Hash of `(pipeline, key)` → shard; shared by the [`Router`] and the [`ChainSink`].
@@ -85,6 +91,10 @@ thread_local! {
 }
 
 impl OutputSink for ChainSink {
+    fn publish(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> bool {
+        self.inner.publish(topic, payload, qos, retain)
+    }
+
     fn emit(&self, pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
         let sent = self.inner.emit(pipeline, topic, payload, qos);
         let pipelines = self.pipelines.load();
@@ -119,6 +129,30 @@ pub struct Ingest {
     pub time: i64,
     /// Field values in the pipeline's field order.
     pub values: SmallVec<[f64; 8]>,
+}
+
+/// Gathers the profiles of one interval from every shard (see [`Router::profile_collector`]).
+#[derive(Clone)]
+pub struct ProfileCollector {
+    shards: Vec<Addr<Shard>>,
+    pipelines: Arc<ArcSwap<Pipelines>>,
+}
+
+impl ProfileCollector {
+    /// The profiles of the resident keys of pipeline `source` for its classifier `slot`
+    /// (empty if the pipeline is gone). Each key starts its next interval.
+    pub async fn collect(&self, source: &str, slot: usize) -> Vec<(CompactString, Vec<f64>)> {
+        let Some(pipeline) = self.pipelines.load().by_name(source).map(|p| p.index) else {
+            return Vec::new();
+        };
+        let answers = futures_util::future::join_all(
+            self.shards
+                .iter()
+                .map(|s| s.send(shard::CollectProfiles { pipeline, slot })),
+        )
+        .await;
+        answers.into_iter().flatten().flatten().collect()
+    }
 }
 
 /// Engine-wide gauges and counters.
@@ -363,6 +397,14 @@ impl Router {
     /// per-message path).
     pub fn current_pipelines(&self) -> arc_swap::Guard<Arc<Pipelines>> {
         self.pipelines.load()
+    }
+
+    /// A handle the classifiers use to gather profiles without keeping the router alive.
+    pub fn profile_collector(&self) -> ProfileCollector {
+        ProfileCollector {
+            shards: self.table.shards.clone(),
+            pipelines: Arc::clone(&self.pipelines),
+        }
     }
 
     /// The swappable handle itself, for readers that outlive a reload (metrics, stats line).

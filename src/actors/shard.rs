@@ -16,7 +16,7 @@ use compact_str::CompactString;
 use futures_util::future::join_all;
 use lru::LruCache;
 
-use super::key::{GetState, KeyActor, KeyView, Passivate, Snapshot};
+use super::key::{GetState, KeyActor, KeyView, Passivate, Snapshot, TakeProfile};
 use super::{EngineStats, Ingest, OutputSink};
 use crate::codec::DropReason;
 use crate::pipeline::{KeyState, Pipelines};
@@ -383,5 +383,34 @@ impl Handler<Reconfigure> for Shard {
             stopped
         };
         AtomicResponse::new(Box::pin(written.into_actor(self)))
+    }
+}
+
+/// Classifier → shard: the profiles of this interval of the resident keys of pipeline
+/// `pipeline`, for the classifier in slot `slot` of that pipeline.
+#[derive(Message)]
+#[rtype(result = "Vec<(CompactString, Vec<f64>)>")]
+pub struct CollectProfiles {
+    /// Pipeline index.
+    pub pipeline: usize,
+    /// Index into the pipeline's `profiles`.
+    pub slot: usize,
+}
+
+impl Handler<CollectProfiles> for Shard {
+    type Result = ResponseFuture<Vec<(CompactString, Vec<f64>)>>;
+
+    fn handle(&mut self, msg: CollectProfiles, _ctx: &mut Self::Context) -> Self::Result {
+        let asks: Vec<_> = self
+            .resident
+            .iter()
+            .filter(|(id, _)| id.0 == msg.pipeline)
+            .map(|(id, r)| {
+                let key = id.1.clone();
+                let answer = r.addr.send(TakeProfile { slot: msg.slot });
+                async move { answer.await.ok().flatten().map(|profile| (key, profile)) }
+            })
+            .collect();
+        Box::pin(async move { join_all(asks).await.into_iter().flatten().collect() })
     }
 }

@@ -153,6 +153,37 @@ impl Config {
                 pipeline.output, pipeline.output_qos
             )?;
         }
+        if !self.classifiers.is_empty() {
+            writeln!(out, "classifiers: {}", self.classifiers.len())?;
+        }
+        for classifier in &self.classifiers {
+            let features: Vec<String> = classifier
+                .features
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            writeln!(
+                out,
+                "  classifier \"{}\": keys of pipeline \"{}\" every {}, k = {}, half-life {} intervals, seed {}",
+                classifier.name,
+                classifier.source,
+                format_duration(classifier.interval),
+                classifier.params.k,
+                classifier.params.half_life,
+                classifier.params.seed
+            )?;
+            writeln!(
+                out,
+                "    profile: {} (keys with at least {} reading(s) in the interval)",
+                features.join(", "),
+                classifier.min_readings
+            )?;
+            writeln!(
+                out,
+                "    output: {} when a key's class changes, centres on {} (retained, qos {}); remembers {} keys",
+                classifier.output, classifier.centres_output, classifier.output_qos, classifier.max_keys
+            )?;
+        }
         Ok(())
     }
 }

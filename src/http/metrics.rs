@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::actors::classifier::ClassifierStats;
 use crate::actors::{EngineStats, CHECKPOINT_BUCKETS};
 use crate::codec::DropReason;
 use crate::mqtt::{MqttStatus, Publisher};
@@ -31,6 +32,8 @@ pub struct DaemonCollector {
     pub mqtt: Arc<MqttStatus>,
     /// The outgoing queue (its depth).
     pub publisher: Publisher,
+    /// The classifiers' counters.
+    pub classifiers: Vec<Arc<ClassifierStats>>,
 }
 
 impl std::fmt::Debug for DaemonCollector {
@@ -336,6 +339,48 @@ impl Collector for DaemonCollector {
             "Output messages waiting in the bounded publish queue",
             MetricType::Gauge,
             ConstGauge::new(self.publisher.queue_depth() as i64),
+        )?;
+        let per_classifier = |get: &dyn Fn(&ClassifierStats) -> u64| {
+            self.classifiers
+                .iter()
+                .map(|c| (vec![("classifier", c.name.as_str())], get(c)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            &mut e,
+            "edgeflow_classifier_updates",
+            "k-means updates (intervals with at least one key profiled), by classifier",
+            MetricType::Counter,
+            per_classifier(&|c| c.updates.load(Relaxed))
+                .into_iter()
+                .map(|(l, v)| (l, ConstCounter::new(v))),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_classifier_class_changes",
+            "Class messages published because a key's class changed (first classifications included), by classifier",
+            MetricType::Counter,
+            per_classifier(&|c| c.changes.load(Relaxed))
+                .into_iter()
+                .map(|(l, v)| (l, ConstCounter::new(v))),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_classifier_keys_profiled",
+            "Keys profiled in the last update, by classifier",
+            MetricType::Gauge,
+            per_classifier(&|c| c.profiled.load(Relaxed))
+                .into_iter()
+                .map(|(l, v)| (l, ConstGauge::new(v as i64))),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_classifier_classes",
+            "Live classes (k-means clusters), by classifier",
+            MetricType::Gauge,
+            per_classifier(&|c| c.classes.load(Relaxed))
+                .into_iter()
+                .map(|(l, v)| (l, ConstGauge::new(v as i64))),
         )?;
         family(
             &mut e,

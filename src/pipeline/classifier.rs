@@ -315,3 +315,156 @@ fn push_named_numbers(out: &mut Vec<u8>, names: &[Vec<u8>], values: impl Iterato
     }
     out.push(b'}');
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use crate::model::SplitMix64;
+
+    fn classifier(k: usize) -> Classifier {
+        let text = format!(
+            r#"
+[[pipelines]]
+name = "machines"
+topics = ["m/+"]
+fields = {{ power = "/p", vibration = "/v" }}
+[pipelines.model]
+kind = "forecast"
+target = "power"
+
+[[classifiers]]
+name = "modes"
+source = "machines"
+interval = "1m"
+k = {k}
+features = ["mean(power)", "mean(vibration)"]
+"#
+        );
+        let config = match parse_str(std::path::Path::new("c.toml"), &text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        Classifier::new(&config.classifiers[0], &config.pipelines[0]).unwrap()
+    }
+
+    /// Profiles of `keys` machines in three groups (key i is in group i % 3), with noise.
+    fn profiles(keys: usize, rng: &mut SplitMix64) -> Vec<(CompactString, Vec<f64>)> {
+        (0..keys)
+            .map(|i| {
+                let g = (i % 3) as f64;
+                (
+                    CompactString::from(format!("m{i:03}")),
+                    vec![
+                        10.0 + 40.0 * g + rng.normal(),
+                        1.0 + 2.0 * g + 0.1 * rng.normal(),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    type Emitted = Vec<(String, serde_json::Value, bool)>;
+
+    fn update(c: &mut Classifier, batch: &mut Vec<(CompactString, Vec<f64>)>, t: i64) -> Emitted {
+        let mut out = Vec::new();
+        c.update(batch, t, &mut |topic, payload, _, retain| {
+            out.push((
+                topic.to_string(),
+                serde_json::from_slice(payload).unwrap(),
+                retain,
+            ))
+        });
+        out
+    }
+
+    #[test]
+    fn classes_are_published_once_then_only_when_they_change() {
+        let mut c = classifier(3);
+        let mut rng = SplitMix64::new(1);
+        let first = update(&mut c, &mut profiles(30, &mut rng), 60_000);
+        // 30 class messages and one centres message, all retained.
+        assert_eq!(first.len(), 31);
+        assert!(first.iter().all(|(_, _, retain)| *retain));
+        let class_of = |c: &Classifier, i: usize| c.class_of(&format!("m{i:03}")).unwrap().class;
+        let groups = [class_of(&c, 0), class_of(&c, 1), class_of(&c, 2)];
+        for i in 0..30 {
+            assert_eq!(class_of(&c, i), groups[i % 3], "key {i} is with its group");
+        }
+        assert!(groups[0] != groups[1] && groups[1] != groups[2] && groups[0] != groups[2]);
+        let (topic, message, _) = &first[0];
+        assert_eq!(topic, "edgeflow/classes/modes/m000");
+        assert_eq!(message["class"], groups[0]);
+        assert_eq!(message["previous"], serde_json::Value::Null);
+        assert!(message["profile"]["mean(power)"].as_f64().unwrap() > 5.0);
+        let (topic, centres, _) = first.last().unwrap();
+        assert_eq!(topic, "edgeflow/classes/modes");
+        assert_eq!(centres["classes"].as_array().unwrap().len(), 3);
+
+        // The same behaviour again: no class changes, only the centres.
+        for t in 2..6 {
+            let again = update(&mut c, &mut profiles(30, &mut rng), t * 60_000);
+            assert_eq!(again.len(), 1, "{again:?}");
+            assert_eq!(again[0].0, "edgeflow/classes/modes");
+        }
+
+        // Machine 0 starts behaving like group 2: one message, with its previous class.
+        let mut batch = profiles(30, &mut rng);
+        batch[0].1 = vec![90.0, 5.0];
+        let changed = update(&mut c, &mut batch, 360_000);
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert_eq!(changed[0].1["key"], "m000");
+        assert_eq!(changed[0].1["class"], groups[2]);
+        assert_eq!(changed[0].1["previous"], groups[0]);
+    }
+
+    #[test]
+    fn a_restored_classifier_keeps_ids_centres_and_classes() {
+        let mut c = classifier(3);
+        let mut rng = SplitMix64::new(2);
+        let first = update(&mut c, &mut profiles(30, &mut rng), 60_000);
+        let mut model = Vec::new();
+        c.encode_model(&mut model).unwrap();
+        let classes: Vec<(String, Vec<u8>)> = first
+            .iter()
+            .filter_map(|(_, m, _)| m["key"].as_str().map(str::to_string))
+            .map(|key| {
+                let mut buf = Vec::new();
+                Classifier::encode_class(&c.class_of(&key).unwrap(), &mut buf).unwrap();
+                (key, buf)
+            })
+            .collect();
+        let mut restored = classifier(3);
+        assert!(restored.restore(
+            Some(&model),
+            classes.iter().map(|(k, b)| (k.as_str(), b.as_slice()))
+        ));
+        assert_eq!(restored.model(), c.model());
+        assert_eq!(restored.keys(), 30);
+        // Both continue identically, and nothing has changed class.
+        let mut next = profiles(30, &mut rng);
+        let a = update(&mut c, &mut next.clone(), 120_000);
+        let b = update(&mut restored, &mut next, 120_000);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 1);
+
+        // A model stored with other parameters is not used.
+        let mut other = classifier(4);
+        assert!(!other.restore(Some(&model), std::iter::empty()));
+        assert_eq!(other.keys(), 0);
+    }
+
+    #[test]
+    fn more_classes_than_keys_and_an_empty_interval_are_handled() {
+        let mut c = classifier(8);
+        let mut rng = SplitMix64::new(3);
+        let out = update(&mut c, &mut profiles(3, &mut rng), 60_000);
+        assert_eq!(out.len(), 4);
+        assert_eq!(c.model().ids().len(), 3);
+        assert!(update(&mut c, &mut Vec::new(), 120_000).is_empty());
+        // A profile of the wrong length is dropped, not fed to the model.
+        let mut bad = vec![(CompactString::from("x"), vec![1.0])];
+        assert!(update(&mut c, &mut bad, 180_000).is_empty());
+        assert_eq!(c.class_of("x"), None);
+    }
+}

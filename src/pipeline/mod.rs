@@ -16,7 +16,7 @@ pub mod topic;
 use std::sync::Arc;
 
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
-use crate::config::{Config, PipelineConfig};
+use crate::config::{ClassifierConfig, Config, PipelineConfig};
 use crate::model::{ClassificationMetrics, RegressionMetrics};
 use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError};
 pub use model::{KeyModel, KeyState, Scratch};
@@ -74,6 +74,9 @@ pub struct Pipeline {
     spec: ModelSpec,
     /// QoS of output messages.
     pub output_qos: u8,
+    /// The profiles of the classifiers that read this pipeline (`source`), in config order:
+    /// each key keeps one accumulator per entry.
+    pub profiles: Vec<profile::ProfileSpec>,
     /// Counters for metrics and the stats line.
     pub stats: PipelineStats,
     /// `{"pipeline":<name>,"key":`, escaped once.
@@ -140,6 +143,7 @@ impl Pipeline {
             operators,
             spec,
             output_qos: cfg.output_qos,
+            profiles: Vec::new(),
             stats: PipelineStats::default(),
             head,
             field,
@@ -479,12 +483,14 @@ impl Pipelines {
             downstream: Vec::new(),
             unrouted: Arc::default(),
         };
-        Ok(empty.reload(&[], &config.pipelines)?.0)
+        Ok(empty.reload(&[], &config.pipelines, &config.classifiers)?.0)
     }
 
     /// The pipelines of `next`, reusing those of `self` (built from `current`) that did not
     /// change: a pipeline is kept when its config is equal and, if it reads `from` another,
-    /// that one is kept too. See [`Pipelines`] for what happens to the slots.
+    /// that one is kept too. See [`Pipelines`] for what happens to the slots. `classifiers`
+    /// give the profiles new pipelines keep for them (they must be the ones `self` was built
+    /// with: classifiers are not reloaded).
     ///
     /// # Errors
     /// The first [`PipelineError`]; `self` is untouched, so the caller can keep running it.
@@ -492,6 +498,7 @@ impl Pipelines {
         &self,
         current: &[PipelineConfig],
         next: &[PipelineConfig],
+        classifiers: &[ClassifierConfig],
     ) -> Result<(Pipelines, ReloadPlan), PipelineError> {
         // Which pipelines are kept (their config is equal and so is their upstream's).
         fn kept(
@@ -562,6 +569,16 @@ impl Pipelines {
                 _ => {
                     let mut p = Pipeline::new(index, cfg)?;
                     p.from = from;
+                    for classifier in classifiers.iter().filter(|c| c.source == cfg.name) {
+                        let spec =
+                            profile::ProfileSpec::new(classifier, cfg).map_err(|message| {
+                                PipelineError::Model {
+                                    pipeline: cfg.name.clone(),
+                                    message: format!("classifier {}: {message}", classifier.name),
+                                }
+                            })?;
+                        p.profiles.push(spec);
+                    }
                     Arc::new(p)
                 }
             });
