@@ -396,6 +396,12 @@ impl std::fmt::Display for ReloadReport {
     }
 }
 
+/// The classifiers' actors and their counters.
+type Classifiers = (
+    Vec<actix::Addr<ClassifierSupervisor>>,
+    Vec<Arc<ClassifierStats>>,
+);
+
 /// One supervising actor per `[[classifiers]]` section, on the daemon's own thread (a k-means
 /// update of 10,000 profiles takes about a millisecond).
 fn start_classifiers(
@@ -403,13 +409,7 @@ fn start_classifiers(
     router: &Router,
     store: &Store,
     sink: &Arc<dyn OutputSink>,
-) -> Result<
-    (
-        Vec<actix::Addr<ClassifierSupervisor>>,
-        Vec<Arc<ClassifierStats>>,
-    ),
-    AppError,
-> {
+) -> Result<Classifiers, AppError> {
     use actix::Actor as _;
     let mut addrs = Vec::new();
     let mut stats = Vec::new();

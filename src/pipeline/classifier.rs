@@ -20,6 +20,9 @@ use crate::config::{ClassifierConfig, PipelineConfig};
 use crate::model::{KMeansParams, StreamingKMeans};
 use crate::store::{decode_state, encode_state, StoreError};
 
+/// Where a classifier's messages go: `(topic, payload, qos, retain)`.
+pub type Publish<'a> = dyn FnMut(&str, &[u8], u8, bool) + 'a;
+
 /// A key's current class.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KeyClass {
@@ -135,7 +138,7 @@ impl Classifier {
         &mut self,
         profiles: &mut Vec<(CompactString, Vec<f64>)>,
         time_ms: i64,
-        emit: &mut dyn FnMut(&str, &[u8], u8, bool),
+        emit: &mut Publish<'_>,
     ) -> ClassifierUpdate {
         let dim = self.spec.dim();
         // A profile of another length would be a bug elsewhere: it must not poison the batch.

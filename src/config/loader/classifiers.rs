@@ -272,9 +272,7 @@ fn feature_problem(feature: &ProfileFeature, source: &PipelineConfig) -> Option<
 
 /// `features`: required, 1..=64 distinct, each computable for the source's keys.
 fn features(s: &mut Section<'_>, source: Option<&PipelineConfig>) -> Option<Vec<ProfileFeature>> {
-    let Some(list) = s.require::<StringList>("features") else {
-        return None;
-    };
+    let list = s.require::<StringList>("features")?;
     let entries = list.value.0;
     if entries.is_empty() || entries.len() > MAX_FEATURES {
         let message = format!(
