@@ -63,7 +63,8 @@ impl Fleet {
         let sensors = (0..sensors)
             .map(|i| {
                 // Decorrelate neighbouring seeds and indices before seeding each sensor.
-                let mut seeder = SplitMix64::new(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                let mut seeder =
+                    SplitMix64::new(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
                 let mut rng = SplitMix64::new(seeder.next_u64());
                 let amplitude = rng.uniform(2.0, 8.0);
                 let noise_sigma = rng.uniform(0.05, 0.1) * amplitude;
