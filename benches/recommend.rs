@@ -197,7 +197,7 @@ fn run(label: &str, items: usize, seed: u64) {
         Ok(model) => model,
         Err(error) => panic!("bench parameters: {error}"),
     };
-    let mut apply = |users: &mut [UserHistory], model: &mut ItemSimilarity, i: usize| {
+    let apply = |users: &mut [UserHistory], model: &mut ItemSimilarity, i: usize| {
         let event = events[i % EVENTS];
         let user = &mut users[event.user as usize];
         if let Some(change) = user.record(&names[event.item as usize], f64::from(event.weight)) {

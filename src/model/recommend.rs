@@ -56,7 +56,7 @@
 //!   by appearing in another item's event.
 //! - **At most `max_neighbours` non-zero `A(i,j)` per row.** When a new co-occurrence must
 //!   enter a full row, the weakest eighth of that row (at least one entry: smallest `A(i,j)`,
-//!   ties dropping the neighbour touched least recently) is dropped from both rows first; then
+//!   ties by internal id, which the state keeps) is dropped from both rows first; then
 //!   the new entry enters. Dropping an eighth at once amortises the selection over
 //!   `max_neighbours/8` insertions; letting the new entry in keeps full rows learning (a new
 //!   pair starts weakest, so "drop the weakest" would otherwise always drop it).
@@ -524,9 +524,11 @@ pub struct ScoredItem {
     pub score: f64,
 }
 
-/// One tracked item: its name, `A(i,i)`, its recency and its row of A (neighbour ids sorted,
-/// values alongside). A free slot has an empty name and row but keeps the row's capacity for
-/// the next item.
+/// One tracked item: its name, `A(i,i)`, its recency and its row of A (neighbour ids, values
+/// alongside, in no particular order: a row is found by a vectorised scan, which costs less
+/// than a binary search's chain of cache misses on rows of ~100 entries, and entries are added
+/// and removed in O(1)). A free slot has an empty name and row but keeps the row's capacity
+/// for the next item.
 #[derive(Debug, Clone)]
 struct Item {
     name: CompactString,
@@ -538,7 +540,7 @@ struct Item {
     newer: u32,
     /// Next less recently touched item, or `NIL`.
     older: u32,
-    /// Neighbour ids, strictly increasing.
+    /// Neighbour ids, distinct.
     neighbours: Vec<u32>,
     /// `A(i, neighbours[k])`, > 0.
     values: Vec<f64>,
@@ -557,32 +559,50 @@ impl Item {
         }
     }
 
-    fn find(&self, id: u32) -> Result<usize, usize> {
-        self.neighbours.binary_search(&id)
+    /// Position of `id` in the row.
+    fn find(&self, id: u32) -> Option<usize> {
+        // Fixed-size chunks compared without an early exit vectorise; only the chunk with the
+        // hit is searched again.
+        const CHUNK: usize = 16;
+        let mut chunks = self.neighbours.chunks_exact(CHUNK);
+        for (k, chunk) in chunks.by_ref().enumerate() {
+            if chunk.iter().fold(false, |hit, &other| hit | (other == id)) {
+                return chunk
+                    .iter()
+                    .position(|&other| other == id)
+                    .map(|position| k * CHUNK + position);
+            }
+        }
+        let base = self.neighbours.len() - chunks.remainder().len();
+        chunks
+            .remainder()
+            .iter()
+            .position(|&other| other == id)
+            .map(|position| base + position)
     }
 
     fn remove_at(&mut self, position: usize) {
-        self.neighbours.remove(position);
-        self.values.remove(position);
+        self.neighbours.swap_remove(position);
+        self.values.swap_remove(position);
     }
 
     fn remove_neighbour(&mut self, id: u32) {
-        if let Ok(position) = self.find(id) {
+        if let Some(position) = self.find(id) {
             self.remove_at(position);
         }
     }
 
-    /// Inserts at `position`, growing the row by doubling but never beyond `limit` entries of
+    /// Appends an entry, growing the row by doubling but never beyond `limit` entries of
     /// capacity (a full row is pruned before an insertion).
-    fn insert_at(&mut self, position: usize, id: u32, value: f64, limit: usize) {
+    fn push(&mut self, id: u32, value: f64, limit: usize) {
         let len = self.neighbours.len();
         if len == self.neighbours.capacity() || len == self.values.capacity() {
             let target = (2 * len).max(4).min(limit).max(len + 1);
             self.neighbours.reserve_exact(target - len);
             self.values.reserve_exact(target - len);
         }
-        self.neighbours.insert(position, id);
-        self.values.insert(position, value);
+        self.neighbours.push(id);
+        self.values.push(value);
     }
 
     fn heap_bytes(&self) -> usize {
@@ -600,17 +620,17 @@ impl Item {
 #[derive(Debug, Clone, Copy)]
 struct PruneCandidate {
     value: f64,
-    touched: u64,
     id: u32,
+    position: u32,
 }
 
 /// The item-item co-occurrence model of one pipeline; see the [module documentation](self).
 ///
 /// Item names are interned to `u32` ids (a hash index on the names held in the slots), so a
-/// row entry is 12 bytes. Ids are internal: nothing observable depends on them (ties are
-/// broken by name or recency), so a restored model continues exactly like the original.
+/// row entry is 12 bytes. Ids are internal, but the state keeps them (and the free list), so a
+/// restored model continues exactly like the original, pruning ties included.
 ///
-/// Serialises with serde in a canonical form (items by recency, each co-occurrence once);
+/// Serialises with serde in a canonical form (items by id, each co-occurrence once);
 /// deserialising checks it and fails with [`ModelError::InvalidState`] on a corrupt state.
 #[derive(Debug, Clone)]
 pub struct ItemSimilarity {
@@ -719,21 +739,22 @@ impl ItemSimilarity {
             }
         }
 
+        // One pass over the other items: each row j is updated for the event's item and the
+        // evicted one while it is in cache.
+        let delta = item.map_or(0.0, |_| new - old);
         if let Some(i) = item {
-            if new != old {
-                let delta = new - old;
-                self.items[i as usize].diagonal += new * new - old * old;
-                for k in 0..self.resolved.len() {
-                    let (j, weight) = self.resolved[k];
-                    self.add_pair(i, j, delta * weight);
-                }
+            self.items[i as usize].diagonal += new * new - old * old;
+        }
+        for k in 0..self.resolved.len() {
+            let (j, weight) = self.resolved[k];
+            if let Some(i) = item {
+                self.add_pair(i, j, delta * weight);
+            }
+            if let Some((e, evicted_weight)) = evicted {
+                self.add_pair(e, j, -(evicted_weight * weight));
             }
         }
         if let Some((e, weight)) = evicted {
-            for k in 0..self.resolved.len() {
-                let (j, other) = self.resolved[k];
-                self.add_pair(e, j, -(weight * other));
-            }
             if let Some(i) = item {
                 // Zero when the item was new to the history, the only case `record` evicts.
                 if old > 0.0 {
@@ -1047,8 +1068,8 @@ impl ItemSimilarity {
         }
         let limit = self.params.max_neighbours;
         match self.items[a as usize].find(b) {
-            Ok(position_a) => {
-                let Ok(position_b) = self.items[b as usize].find(a) else {
+            Some(position_a) => {
+                let Some(position_b) = self.items[b as usize].find(a) else {
                     // Rows are symmetric (checked on load, kept by every update).
                     return;
                 };
@@ -1061,27 +1082,24 @@ impl ItemSimilarity {
                     self.items[b as usize].remove_at(position_b);
                 }
             }
-            Err(_) if delta < 0.0 => {}
-            Err(_) => {
+            None if delta < 0.0 => {}
+            None => {
                 if self.items[a as usize].neighbours.len() >= limit {
                     self.prune_row(a);
                 }
                 if self.items[b as usize].neighbours.len() >= limit {
                     self.prune_row(b);
                 }
-                // Pruning moved entries: find the places again.
-                if let Err(position) = self.items[a as usize].find(b) {
-                    self.items[a as usize].insert_at(position, b, delta, limit);
-                }
-                if let Err(position) = self.items[b as usize].find(a) {
-                    self.items[b as usize].insert_at(position, a, delta, limit);
-                }
+                self.items[a as usize].push(b, delta, limit);
+                self.items[b as usize].push(a, delta, limit);
             }
         }
     }
 
     /// Drops the weakest eighth (at least one) of `a`'s row from both rows: smallest value
-    /// first, ties the neighbour touched least recently.
+    /// first, ties by internal id (lower first). Ties are common (many pairs co-occurred once),
+    /// and the id is at hand, where the neighbours' recency would cost a cache miss each; the
+    /// state keeps ids, so the choice is reproducible.
     fn prune_row(&mut self, a: u32) {
         let Self { items, prune, .. } = self;
         let row = &items[a as usize];
@@ -1091,67 +1109,50 @@ impl ItemSimilarity {
         }
         let drop = (len / 8).max(1);
         prune.clear();
-        for (&id, &value) in row.neighbours.iter().zip(&row.values) {
+        for (position, (&id, &value)) in row.neighbours.iter().zip(&row.values).enumerate() {
             prune.push(PruneCandidate {
                 value,
-                touched: items[id as usize].touched,
                 id,
+                position: position as u32,
             });
         }
         prune.select_nth_unstable_by(drop - 1, |x, y| {
-            x.value
-                .total_cmp(&y.value)
-                .then(x.touched.cmp(&y.touched))
-                .then(x.id.cmp(&y.id))
+            x.value.total_cmp(&y.value).then(x.id.cmp(&y.id))
         });
         let dropped = &mut prune[..drop];
-        dropped.sort_unstable_by_key(|candidate| candidate.id);
+        // Last position first: `swap_remove` then only moves entries that stay.
+        dropped.sort_unstable_by_key(|candidate| std::cmp::Reverse(candidate.position));
         let row = &mut items[a as usize];
-        let (mut next, mut write) = (0, 0);
-        for read in 0..row.neighbours.len() {
-            let id = row.neighbours[read];
-            if next < dropped.len() && dropped[next].id == id {
-                next += 1;
-                continue;
-            }
-            row.neighbours[write] = id;
-            row.values[write] = row.values[read];
-            write += 1;
+        for candidate in dropped.iter() {
+            row.remove_at(candidate.position as usize);
         }
-        row.neighbours.truncate(write);
-        row.values.truncate(write);
         for candidate in dropped.iter() {
             items[candidate.id as usize].remove_neighbour(a);
         }
     }
 
-    /// The canonical serialised form: items least recently touched first, each co-occurrence
-    /// once as (lower position, higher position), sorted.
+    /// The canonical serialised form: the live items by id, the free list, each
+    /// co-occurrence once as (lower id, higher id), sorted.
     fn to_state(&self) -> SimilarityState {
-        let mut position = vec![NIL; self.items.len()];
-        let mut items = Vec::with_capacity(self.index.len());
-        let mut id = self.oldest;
-        while id != NIL {
-            let item = &self.items[id as usize];
-            position[id as usize] = items.len() as u32;
-            items.push(ItemState {
+        let live = |item: &Item| !item.name.is_empty();
+        let items = self
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| live(item))
+            .map(|(id, item)| ItemState {
+                id: id as u32,
                 name: item.name.clone(),
                 self_cooccurrence: item.diagonal,
                 touched: item.touched,
-            });
-            id = item.newer;
-        }
+            })
+            .collect();
         let mut pairs = Vec::new();
-        for (id, item) in self.items.iter().enumerate() {
-            let low = position[id];
-            if low == NIL {
-                continue;
-            }
-            for (&neighbour, &value) in item.neighbours.iter().zip(&item.values) {
-                let high = position[neighbour as usize];
-                if high != NIL && high > low {
+        for (low, item) in self.items.iter().enumerate() {
+            for (&high, &value) in item.neighbours.iter().zip(&item.values) {
+                if high as usize > low {
                     pairs.push(PairState {
-                        low,
+                        low: low as u32,
                         high,
                         cooccurrence: value,
                     });
@@ -1162,6 +1163,8 @@ impl ItemSimilarity {
         SimilarityState {
             params: self.params,
             clock: self.clock,
+            slots: self.items.len() as u32,
+            free: self.free.clone(),
             items,
             pairs,
         }
@@ -1175,20 +1178,30 @@ impl ItemSimilarity {
             .validate()
             .map_err(|error| ModelError::InvalidState(error.to_string()))?;
         let params = state.params;
-        let count = state.items.len();
-        if count > params.max_items {
+        let slots = state.slots as usize;
+        if slots > params.max_items || state.items.len() + state.free.len() != slots {
             return invalid(format!(
-                "{count} items, more than max_items {}",
+                "{} items and {} free slots in {slots} slots (max_items {})",
+                state.items.len(),
+                state.free.len(),
                 params.max_items
             ));
         }
         let mut model = Self::empty(params);
-        model.items.reserve_exact(count);
-        model.free.reserve_exact(count);
-        let mut previous_touch = 0;
-        for (position, item) in state.items.iter().enumerate() {
+        model.items.reserve_exact(slots);
+        model.items.resize_with(slots, Item::vacant);
+        let mut live = vec![false; slots];
+        let mut previous: Option<u32> = None;
+        for item in &state.items {
+            let id = item.id;
+            if previous.is_some_and(|last| last >= id) || id as usize >= slots {
+                return invalid(format!(
+                    "item id {id} is out of order, repeated or beyond the {slots} slots"
+                ));
+            }
+            previous = Some(id);
             if !valid_name(&item.name) {
-                return invalid(format!("item {position} has an empty or too long name"));
+                return invalid(format!("item {id} has an empty or too long name"));
             }
             if !(item.self_cooccurrence.is_finite() && item.self_cooccurrence > 0.0) {
                 return invalid(format!(
@@ -1196,22 +1209,20 @@ impl ItemSimilarity {
                     item.name, item.self_cooccurrence
                 ));
             }
-            if item.touched <= previous_touch || item.touched > state.clock {
+            if !(1..=state.clock).contains(&item.touched) {
                 return invalid(format!(
-                    "item {:?} touched at {}: times must increase and not pass the clock {}",
+                    "item {:?} touched at {}, not in 1..={}",
                     item.name, item.touched, state.clock
                 ));
             }
-            previous_touch = item.touched;
             if model.contains(&item.name) {
                 return invalid(format!("item {:?} is listed twice", item.name));
             }
-            let id = model.items.len() as u32;
-            let mut slot = Item::vacant();
+            live[id as usize] = true;
+            let slot = &mut model.items[id as usize];
             slot.name = item.name.clone();
             slot.diagonal = item.self_cooccurrence;
             slot.touched = item.touched;
-            model.items.push(slot);
             let Self {
                 index,
                 hasher,
@@ -1221,17 +1232,47 @@ impl ItemSimilarity {
             index.insert_unique(hasher.hash_one(item.name.as_str()), id, |&other| {
                 hasher.hash_one(items[other as usize].name.as_str())
             });
+        }
+        // The recency list, least recent first; times are unique.
+        let mut by_recency: Vec<(u64, u32)> = state
+            .items
+            .iter()
+            .map(|item| (item.touched, item.id))
+            .collect();
+        by_recency.sort_unstable();
+        if by_recency.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            return invalid("two items were touched at the same time".to_string());
+        }
+        for &(_, id) in &by_recency {
             model.push_newest(id);
         }
         model.clock = state.clock;
+        for &id in &state.free {
+            match live.get_mut(id as usize) {
+                Some(slot) if !*slot => *slot = true,
+                _ => {
+                    return invalid(format!(
+                        "free slot {id} is live, repeated or beyond the {slots} slots"
+                    ))
+                }
+            }
+        }
+        model.free.reserve_exact(slots);
+        model.free.extend_from_slice(&state.free);
 
-        let mut degree = vec![0usize; count];
+        let mut degree = vec![0usize; slots];
         let mut previous: Option<(u32, u32)> = None;
         for pair in &state.pairs {
             let (low, high) = (pair.low, pair.high);
-            if low >= high || high as usize >= count {
+            let known = |id: u32| {
+                model
+                    .items
+                    .get(id as usize)
+                    .is_some_and(|item| !item.name.is_empty())
+            };
+            if low >= high || !known(low) || !known(high) {
                 return invalid(format!(
-                    "pair ({low}, {high}) is not an upper-triangle pair of the {count} items"
+                    "pair ({low}, {high}) is not an upper-triangle pair of live items"
                 ));
             }
             if previous.is_some_and(|last| last >= (low, high)) {
@@ -1258,8 +1299,6 @@ impl ItemSimilarity {
             item.neighbours.reserve_exact(degree);
             item.values.reserve_exact(degree);
         }
-        // Sorted pairs fill every row in increasing neighbour order: first the neighbours
-        // below the item (as `high`), then those above (as `low`).
         for pair in &state.pairs {
             let (low, high) = (pair.low as usize, pair.high as usize);
             model.items[low].neighbours.push(pair.high);
@@ -1271,8 +1310,8 @@ impl ItemSimilarity {
         Ok(model)
     }
 
-    /// Checks every invariant of the live structure: index ↔ slots, recency list, rows sorted,
-    /// bounded, symmetric, finite and positive.
+    /// Checks every invariant of the live structure: index ↔ slots, recency list, free list,
+    /// rows bounded, without repeats, symmetric, finite and positive.
     fn check(&self) -> Result<(), ModelError> {
         let invalid = |what: String| Err(ModelError::InvalidState(what));
         let params = &self.params;
@@ -1297,7 +1336,7 @@ impl ItemSimilarity {
             {
                 return invalid(format!("recency list broken at id {id}"));
             }
-            if self.lookup(&item.name) != Some(id) {
+            if item.name.is_empty() || self.lookup(&item.name) != Some(id) {
                 return invalid(format!("item {:?} is not indexed", item.name));
             }
             live[id as usize] = true;
@@ -1323,10 +1362,12 @@ impl ItemSimilarity {
                 }
             }
         }
+        // `seen[k] == row + 1` while checking `row`: catches a neighbour listed twice.
+        let mut seen = vec![0u32; self.items.len()];
         for (id, item) in self.items.iter().enumerate() {
             if !live[id] {
-                if !item.neighbours.is_empty() || !free[id] {
-                    return invalid(format!("vacant slot {id} is not free"));
+                if !item.neighbours.is_empty() || !item.name.is_empty() || !free[id] {
+                    return invalid(format!("vacant slot {id} is not free and empty"));
                 }
                 continue;
             }
@@ -1342,10 +1383,7 @@ impl ItemSimilarity {
             {
                 return invalid(format!("row of {:?} exceeds max_neighbours", item.name));
             }
-            for (k, (&neighbour, &value)) in item.neighbours.iter().zip(&item.values).enumerate() {
-                if k > 0 && item.neighbours[k - 1] >= neighbour {
-                    return invalid(format!("row of {:?} is not sorted", item.name));
-                }
+            for (&neighbour, &value) in item.neighbours.iter().zip(&item.values) {
                 if neighbour as usize == id
                     || !live.get(neighbour as usize).copied().unwrap_or(false)
                 {
@@ -1354,6 +1392,10 @@ impl ItemSimilarity {
                         item.name
                     ));
                 }
+                if seen[neighbour as usize] == id as u32 + 1 {
+                    return invalid(format!("row of {:?} lists id {neighbour} twice", item.name));
+                }
+                seen[neighbour as usize] = id as u32 + 1;
                 if !(value.is_finite() && value > 0.0) {
                     return invalid(format!("A({:?}, id {neighbour}) = {value}", item.name));
                 }
@@ -1402,19 +1444,25 @@ fn offer(out: &mut Vec<ScoredItem>, n: usize, name: &CompactString, score: f64) 
 }
 
 /// The serialised form of an [`ItemSimilarity`]. Field order is the postcard format: append
-/// only. Each co-occurrence is stored once, so an asymmetric A cannot even be written.
+/// only. Each co-occurrence is stored once, so an asymmetric A cannot even be written. Ids and
+/// the free list are kept: pruning breaks ties by id, so a restored model continues exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SimilarityState {
     params: RecommendParams,
     clock: u64,
-    /// Least recently touched first; an item's position is its id in `pairs`.
+    /// Slots, live and free.
+    slots: u32,
+    /// Vacant slots, the next to be reused last.
+    free: Vec<u32>,
+    /// Live items by increasing id.
     items: Vec<ItemState>,
-    /// Sorted by (low, high), low < high.
+    /// Sorted by (low, high), low < high, both live ids.
     pairs: Vec<PairState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ItemState {
+    id: u32,
     name: CompactString,
     /// `A(i,i)`.
     self_cooccurrence: f64,
@@ -1802,7 +1850,7 @@ mod tests {
         // max_neighbours 8: a full row drops max(1, 8/8) = 1 entry.
         let mut model = model(params(2, 100, 8));
         let mut users: Vec<UserHistory> = (0..10).map(|_| history(2)).collect();
-        // A(hub, n_k) = weight of n_k; n1 and n2 tie at 2, and n1 was touched first.
+        // A(hub, n_k) = weight of n_k; n1 and n2 tie at 2, and n1 has the lower id.
         let weights = [2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         for (k, &weight) in weights.iter().enumerate() {
             event(&mut model, &mut users[k], &format!("n{}", k + 1), weight);
@@ -1816,11 +1864,7 @@ mod tests {
         );
         event(&mut model, &mut users[8], "new", 1.0);
         event(&mut model, &mut users[8], "hub", 1.0);
-        assert_eq!(
-            model.cooccurrence("hub", "n1"),
-            0.0,
-            "weakest, touched first"
-        );
+        assert_eq!(model.cooccurrence("hub", "n1"), 0.0, "weakest, lower id");
         assert_eq!(
             model.cooccurrence("n1", "hub"),
             0.0,
@@ -1830,7 +1874,7 @@ mod tests {
         assert_eq!(
             model.cooccurrence("hub", "n2"),
             2.0,
-            "same value, touched later"
+            "same value, higher id"
         );
         assert_eq!(model.cooccurrence("hub", "new"), 1.0, "the new pair enters");
         for (k, &weight) in weights.iter().enumerate().skip(1) {
@@ -2115,7 +2159,7 @@ mod tests {
         assert!(expected.iter().filter(|list| !list.is_empty()).count() > 100);
         assert_eq!(answers(&mut restored, &restored_users), expected);
 
-        // Both continue identically (ids differ, but nothing observable depends on them).
+        // Both continue identically (same ids, same free list, same pruning ties).
         let mut twin = rng.clone();
         run(&mut original, &mut users, &mut rng, 2000);
         run(&mut restored, &mut restored_users, &mut twin, 2000);
@@ -2135,6 +2179,10 @@ mod tests {
         let mut model = model(params(8, 30, 5));
         let mut users: Vec<UserHistory> = (0..50).map(|_| history(8)).collect();
         run(&mut model, &mut users, &mut SplitMix64::new(43), 2000);
+        // An item that leaves its only history frees its slot.
+        let mut passer_by = history(1);
+        event(&mut model, &mut passer_by, "here", 1.0);
+        event(&mut model, &mut passer_by, "gone", 1.0);
         let state = model.to_state();
         assert!(state.pairs.len() > 20);
         let rejects = |bad: SimilarityState, what: &str| {
@@ -2165,7 +2213,22 @@ mod tests {
             "negative co-occurrence",
         );
         rejects(with(&|s| s.pairs[3].cooccurrence = 0.0), "zero entry kept");
-        rejects(with(&|s| s.pairs[3].high = 30), "id out of range");
+        rejects(with(&|s| s.pairs[3].high = s.slots + 3), "id out of range");
+        let free = state.free.first().copied().expect("forgetting freed slots");
+        rejects(
+            with(&|s| {
+                s.pairs[3].high = free;
+                s.pairs.sort_unstable_by_key(|pair| (pair.low, pair.high));
+            }),
+            "pair with a free slot",
+        );
+        rejects(
+            with(&|s| s.free.push(s.items[0].id)),
+            "free slot that is live",
+        );
+        rejects(with(&|s| s.free.push(free)), "free slot listed twice");
+        rejects(with(&|s| s.slots += 1), "slot neither live nor free");
+        rejects(with(&|s| s.items.swap(2, 3)), "items out of id order");
         rejects(
             with(&|s| {
                 let pair = s.pairs[3];
@@ -2200,12 +2263,12 @@ mod tests {
         );
         rejects(
             with(&|s| s.items[2].touched = s.items[1].touched),
-            "recency order",
+            "two items touched at once",
         );
         rejects(with(&|s| s.clock = 1), "touched after the clock");
         rejects(
             with(&|s| s.params.max_items = 10),
-            "more items than max_items",
+            "more slots than max_items",
         );
         rejects(
             with(&|s| s.params.max_neighbours = 1),
