@@ -76,12 +76,14 @@
 //! inline.
 //!
 //! # Speed
-//! `apply` costs O(history) hash look-ups and O(history·log max_neighbours) row updates and
-//! allocates nothing once warm: its scratch buffers are reused, rows and slots keep their
-//! capacity for the next item, and a change built by `record` holds up to
-//! [`CHANGE_INLINE_ITEMS`] other items and names up to 24 bytes without touching the heap.
-//! (A longer name lives on the heap: each copy of it — into a change, into a new slot — is an
-//! allocation.)
+//! `apply` costs O(history) hash look-ups and O(history) row updates, each a vectorised scan
+//! of one row (≤ `max_neighbours` ids); pruning adds O(max_neighbours) per `max_neighbours/8`
+//! insertions. It allocates nothing once warm: its scratch buffers are reused, rows and slots
+//! keep their capacity for the next item (a row grows by doubling up to `max_neighbours`, so a
+//! slot reallocates its row a few times in its life, then never), and a change built by
+//! `record` holds up to [`CHANGE_INLINE_ITEMS`] other items and names up to 24 bytes without
+//! touching the heap. (A longer name lives on the heap: each copy of it — into a change, into
+//! a new slot — is an allocation.) `benches/recommend.rs` measures it.
 
 use std::mem::size_of;
 
@@ -739,6 +741,17 @@ impl ItemSimilarity {
             }
         }
 
+        // Touch the first line of every row j up front: independent loads whose cache misses
+        // overlap, instead of one miss after the other in the loop below.
+        let mut first_lines = 0u32;
+        for &(j, _) in &self.resolved {
+            first_lines ^= self.items[j as usize]
+                .neighbours
+                .first()
+                .copied()
+                .unwrap_or(0);
+        }
+        std::hint::black_box(first_lines);
         // One pass over the other items: each row j is updated for the event's item and the
         // evicted one while it is in cache.
         let delta = item.map_or(0.0, |_| new - old);
