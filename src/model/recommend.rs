@@ -56,7 +56,7 @@
 //!   by appearing in another item's event.
 //! - **At most `max_neighbours` non-zero `A(i,j)` per row.** When a new co-occurrence must
 //!   enter a full row, the weakest eighth of that row (at least one entry: smallest `A(i,j)`,
-//!   ties by internal id, which the state keeps) is dropped from both rows first; then
+//!   ties: lower internal id first, which the state keeps) is dropped from both rows first; then
 //!   the new entry enters. Dropping an eighth at once amortises the selection over
 //!   `max_neighbours/8` insertions; letting the new entry in keeps full rows learning (a new
 //!   pair starts weakest, so "drop the weakest" would otherwise always drop it).
@@ -120,7 +120,7 @@ const NIL: u32 = u32::MAX;
 /// Parameters of the recommender; check them with [`validate`](Self::validate).
 ///
 /// The defaults suit a gateway: 20 recent items per user (enough context, O(20) work per
-/// event), 10,000 items with 100 neighbours each (about 14 MiB at most) and top-10 lists.
+/// event), 10,000 items with 100 neighbours each (at most 13.9 MB) and top-10 lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecommendParams {
     /// Items kept per user history, in `1..=100` (default 20). Longer histories give more
@@ -225,8 +225,8 @@ fn name_heap_bound() -> usize {
 /// `hashbrown` grows a table when it runs out of free buckets; with deletions (forgotten
 /// items leave tombstones) it rehashes in place when at most half its capacity is used, and
 /// doubles otherwise. So it stops doubling at the first power of two whose capacity (7/8 of
-/// the buckets; one less than the buckets below 16) is at least `2·(max_items + 1)`: fewer
-/// than `32/7·(max_items + 1)` buckets.
+/// the buckets; one less than the buckets below 16) exceeds `2·max_items + 1`: fewer than
+/// `32/7·(max_items + 1)` buckets.
 fn index_buckets_bound(max_items: usize) -> usize {
     let mut buckets = 4usize;
     while buckets < usize::MAX / 16 {
@@ -726,6 +726,10 @@ impl ItemSimilarity {
             None if new > old => Some(self.insert_item(&change.item)),
             None => None,
         };
+        if !change.changes_weights() {
+            // A duplicate: A does not change.
+            return;
+        }
         // After the insertion, which may have forgotten one of them.
         let evicted = change.evicted.as_ref().and_then(|entry| {
             self.lookup(&entry.item)
