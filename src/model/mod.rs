@@ -23,6 +23,9 @@
 //!   one by default.
 //! - [`metrics`]: [`RegressionMetrics`] and [`ClassificationMetrics`], prequential aggregates
 //!   (MAE, RMSE; accuracy, log loss) that merge.
+//! - [`recommend`]: [`UserHistory`] (one per user) and [`ItemSimilarity`] (one per pipeline),
+//!   item-item cosine recommendation over co-occurrence, exact and incremental, in bounded
+//!   memory.
 //! - [`rng`]: [`SplitMix64`], the platform-independent, serialisable random generator.
 
 pub mod anomaly;
@@ -31,6 +34,7 @@ pub mod kmeans;
 pub mod linear;
 pub mod logistic;
 pub mod metrics;
+pub mod recommend;
 pub mod rng;
 pub mod scaler;
 
@@ -45,6 +49,10 @@ pub use kmeans::{
 pub use linear::{Contribution, LinearAlgorithm, LinearParams, LinearRegression, MAX_FEATURES};
 pub use logistic::{LogisticAlgorithm, LogisticParams, LogisticRegression};
 pub use metrics::{ClassificationMetrics, RegressionMetrics};
+pub use recommend::{
+    HistoryChange, HistoryEntry, ItemSimilarity, RecommendParams, ScoredItem, UserHistory,
+    MAX_WEIGHT, WEIGHT_QUANTUM,
+};
 pub use rng::SplitMix64;
 pub use scaler::StandardScaler;
 
