@@ -21,8 +21,8 @@
 //!   cluster ids; [`adjusted_rand_index`] scores a clustering against known labels.
 //! - [`scaler`]: [`StandardScaler`], running per-feature standardisation; both regressions use
 //!   one by default.
-//! - [`metrics`]: [`RegressionMetrics`] and [`ClassificationMetrics`], prequential aggregates
-//!   (MAE, RMSE; accuracy, log loss) that merge.
+//! - [`metrics`]: [`RegressionMetrics`], [`ClassificationMetrics`] and [`ClusteringMetrics`],
+//!   prequential aggregates (MAE, RMSE; accuracy, log loss; mean distance) that merge.
 //! - [`rng`]: [`SplitMix64`], the platform-independent, serialisable random generator.
 
 pub mod anomaly;
@@ -44,7 +44,7 @@ pub use kmeans::{
 };
 pub use linear::{Contribution, LinearAlgorithm, LinearParams, LinearRegression, MAX_FEATURES};
 pub use logistic::{LogisticAlgorithm, LogisticParams, LogisticRegression};
-pub use metrics::{ClassificationMetrics, RegressionMetrics};
+pub use metrics::{ClassificationMetrics, ClusteringMetrics, RegressionMetrics};
 pub use rng::SplitMix64;
 pub use scaler::StandardScaler;
 

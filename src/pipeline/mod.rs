@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
 use crate::config::{Config, PipelineConfig};
-use crate::model::{ClassificationMetrics, RegressionMetrics};
+use crate::model::{ClassificationMetrics, ClusteringMetrics, RegressionMetrics};
 use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError};
 pub use model::{KeyModel, KeyState, Scratch};
 use model::{KeyStateV1, ModelSpec, Outcome};
@@ -76,7 +76,7 @@ pub struct Pipeline {
     pub stats: PipelineStats,
     /// `{"pipeline":<name>,"key":`, escaped once.
     head: Vec<u8>,
-    /// `,"field":<target>`, escaped once.
+    /// `,"field":<target or "cluster">`, escaped once.
     field: Vec<u8>,
 }
 
@@ -120,7 +120,7 @@ impl Pipeline {
                 message,
             }
         })?;
-        let target = cfg.model.target().to_string();
+        let target = cfg.model.output_field().to_string();
         let mut head = b"{\"pipeline\":".to_vec();
         push_json_str(&mut head, &cfg.name);
         head.extend_from_slice(b",\"key\":");
@@ -154,12 +154,13 @@ impl Pipeline {
         self.filters.iter().map(|f| f.as_str())
     }
 
-    /// The field the model forecasts, predicts or classifies.
+    /// The `field` of this pipeline's output messages (and `{field}` of its output topics): the
+    /// field the model forecasts, predicts or classifies, or `"cluster"` for a clustering.
     pub fn target(&self) -> &str {
         &self.target
     }
 
-    /// The model kind: `forecast`, `regression` or `classification`.
+    /// The model kind: `forecast`, `regression`, `classification` or `kmeans`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -403,6 +404,7 @@ impl Pipeline {
         match outcome {
             Outcome::Scored(error) => self.stats.record_error(error),
             Outcome::Classified { correct, log_loss } => self.stats.record_label(correct, log_loss),
+            Outcome::Clustered(distance) => self.stats.record_distance(distance),
             Outcome::Unscored => {}
         }
         self.stats.outputs.fetch_add(1, Relaxed);
@@ -676,7 +678,13 @@ impl Pipelines {
     }
 }
 
-/// A JSON summary of a key's persisted state (used by `edgeflow inspect`).
+/// A JSON summary of a key's persisted state (used by `edgeflow inspect` and `/keys`).
+///
+/// For a clustering: `scored` (readings assigned), `mean_distance` (prequential, since the
+/// key started; `null` before the first assignment), `recent_mean_distance` (the same, decayed
+/// with the model's half-life), `warming_up`, and the live `clusters`, each with its stable
+/// `id`, its decayed `weight` (readings absorbed) and its `centre` in the original units of
+/// the features, in the order of `model.features`.
 pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json::Value {
     use crate::model::OnlineModel;
 
@@ -726,6 +734,29 @@ pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json
             "weights": model.weights(),
             "intercept": model.intercept(),
         }),
+        KeyModel::KMeans { model, metrics } => {
+            let clusters: Vec<serde_json::Value> = model
+                .ids()
+                .iter()
+                .zip(model.weights())
+                .zip(model.centres().rows())
+                .map(|((id, weight), centre)| {
+                    serde_json::json!({
+                        "id": id,
+                        "weight": weight,
+                        "centre": centre.to_vec(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "kind": "kmeans",
+                "scored": metrics.count,
+                "mean_distance": (metrics.count > 0).then(|| metrics.mean_distance()),
+                "recent_mean_distance": model.mean_distance(),
+                "warming_up": model.is_warming_up(),
+                "clusters": clusters,
+            })
+        }
     };
     if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
         v.extend(extra);
@@ -740,6 +771,8 @@ pub struct MergedMetrics {
     pub regression: RegressionMetrics,
     /// Classification keys.
     pub classification: ClassificationMetrics,
+    /// Clustering (kmeans) keys.
+    pub clustering: ClusteringMetrics,
 }
 
 impl MergedMetrics {
@@ -750,6 +783,7 @@ impl MergedMetrics {
                 self.regression.merge(metrics)
             }
             KeyModel::Classification { metrics, .. } => self.classification.merge(metrics),
+            KeyModel::KMeans { metrics, .. } => self.clustering.merge(metrics),
         }
     }
 }
