@@ -78,8 +78,9 @@ pub enum KeyModel {
     },
     /// `kind = "kmeans"`.
     KMeans {
-        /// The online k-means (boxed: its state is larger than the other kinds' models).
-        model: Box<OnlineKMeans>,
+        /// The online k-means (not boxed: it is no larger than a regression's model and
+        /// anomaly detector).
+        model: OnlineKMeans,
         /// Prequential mean distance of the readings to the cluster they were assigned to.
         metrics: ClusteringMetrics,
     },
@@ -212,7 +213,7 @@ impl ModelSpec {
             ),
             ModelConfig::KMeans(k) => (
                 KeyModel::KMeans {
-                    model: Box::new(OnlineKMeans::new(k.params, features.len()).map_err(err)?),
+                    model: OnlineKMeans::new(k.params, features.len()).map_err(err)?,
                     metrics: ClusteringMetrics::default(),
                 },
                 None,
