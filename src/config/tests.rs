@@ -1300,7 +1300,10 @@ fn full_kmeans_config_parses_every_parameter() {
             params,
         })
     );
-    assert_eq!(config.pipelines[0].output, "edgeflow/{pipeline}/{key}/cluster");
+    assert_eq!(
+        config.pipelines[0].output,
+        "edgeflow/{pipeline}/{key}/cluster"
+    );
     assert!(OnlineKMeans::new(params, 2).is_ok());
 }
 
@@ -1333,7 +1336,10 @@ fn kmeans_needs_k_and_features_and_takes_no_target() {
         errors(&text),
         ["8:12: pipeline \"modes\": model.features must list at least one of the pipeline's fields to cluster, e.g. features = [\"humidity\"]"]
     );
-    let text = KMEANS.replace("[\"power\", \"vibration\"]", "[\"power\", \"temp\", \"power\"]");
+    let text = KMEANS.replace(
+        "[\"power\", \"vibration\"]",
+        "[\"power\", \"temp\", \"power\"]",
+    );
     assert_eq!(
         errors(&text),
         [

@@ -1078,7 +1078,9 @@ mod tests {
             p.decode("t/k1", payload.as_bytes(), &mut buf).unwrap();
             // What the model predicts before this reading is learnt.
             let before = match &state.model {
-                KeyModel::KMeans { model, .. } => model.predict_one(&[buf.values[0], buf.values[1]]),
+                KeyModel::KMeans { model, .. } => {
+                    model.predict_one(&[buf.values[0], buf.values[1]])
+                }
                 other => panic!("not a kmeans: {other:?}"),
             };
             p.step(&mut state, &buf.key, i as i64, &buf.values, &mut scratch);
@@ -1115,7 +1117,10 @@ mod tests {
         );
         let positions: Vec<usize> = ["\"distance\":", "\"updates\":", "\"mean_distance\":"]
             .iter()
-            .map(|name| text.find(name).unwrap_or_else(|| panic!("{name} in {text}")))
+            .map(|name| {
+                text.find(name)
+                    .unwrap_or_else(|| panic!("{name} in {text}"))
+            })
             .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert_eq!(out[warm_up].as_object().map(|o| o.len()), Some(8), "{text}");
@@ -1155,10 +1160,7 @@ mod tests {
     #[test]
     fn kmeans_skips_a_non_finite_feature_an_operator_made() {
         let map = "[[pipelines.operators]]\nop = \"map\"\nderive = { r = \"sqrt(a)\" }\n";
-        let p = pipeline(
-            "kind = \"kmeans\"\nfeatures = [\"r\", \"b\"]\nk = 1",
-            map,
-        );
+        let p = pipeline("kind = \"kmeans\"\nfeatures = [\"r\", \"b\"]\nk = 1", map);
         let mut state = p.new_state();
         let payloads: Vec<String> = (0..20)
             .map(|i| format!("{{\"a\":{},\"b\":1,\"y\":0}}", if i == 12 { -1 } else { i }))
@@ -1174,11 +1176,17 @@ mod tests {
                 i as i64,
                 &buf.values,
                 &mut scratch,
-                &mut |_, payload| out.push(serde_json::from_slice::<serde_json::Value>(payload).unwrap()),
+                &mut |_, payload| {
+                    out.push(serde_json::from_slice::<serde_json::Value>(payload).unwrap())
+                },
             );
         }
         assert_eq!(out[11]["cluster"], 0, "seeded after 8 readings");
-        assert_eq!(out[12]["cluster"], serde_json::Value::Null, "sqrt(-1) is NaN");
+        assert_eq!(
+            out[12]["cluster"],
+            serde_json::Value::Null,
+            "sqrt(-1) is NaN"
+        );
         assert_eq!(out[12]["updates"], out[11]["updates"], "and is not learnt");
         assert_eq!(out[13]["cluster"], 0);
         assert_eq!(out[19]["updates"], 19);
@@ -1203,7 +1211,10 @@ mod tests {
         for other in [
             kmeans_pipeline(3),
             pipeline("kind = \"kmeans\"\nfeatures = [\"a\"]\nk = 2", ""),
-            pipeline("kind = \"kmeans\"\nfeatures = [\"a\", \"b\"]\nk = 2\nseed = 1", ""),
+            pipeline(
+                "kind = \"kmeans\"\nfeatures = [\"a\", \"b\"]\nk = 2\nseed = 1",
+                "",
+            ),
             pipeline(
                 "kind = \"classification\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
                 "",
@@ -1272,7 +1283,10 @@ mod tests {
             .collect();
         centres.sort_by(|x, y| x.0.total_cmp(&y.0));
         // Blobs at (0, 0) and (10, 5), jittered by at most 0.12.
-        assert!(centres[0].0.abs() < 0.2 && centres[0].1.abs() < 0.2, "{centres:?}");
+        assert!(
+            centres[0].0.abs() < 0.2 && centres[0].1.abs() < 0.2,
+            "{centres:?}"
+        );
         assert!((centres[1].0 - 10.0).abs() < 0.2 && (centres[1].1 - 5.0).abs() < 0.2);
         let mut merged = MergedMetrics::default();
         merged.add(&state);
