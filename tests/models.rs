@@ -314,6 +314,9 @@ async fn daemon_runs_every_model_kind_like_replay() {
         client.publish_all(&stream).await;
         let mut expected = replay_outputs(&config, &stream);
         let mut got = client.receive(expected.values().map(Vec::len).sum()).await;
+        if config.pipelines[0].model.kind() == "kmeans" {
+            kmeans_metrics_and_key_match_replay(&daemon, &config, &stream, &got).await;
+        }
         daemon.shutdown().await;
         if config.pipelines[0].model.kind() == "kmeans" {
             let assigned = expected
@@ -334,4 +337,63 @@ async fn daemon_runs_every_model_kind_like_replay() {
         }
         assert_eq!(got, expected, "{name}: daemon and replay differ");
     }
+}
+
+/// The running daemon's `/metrics` report the replay's prequential mean distance and scored
+/// readings for the kmeans example, and `/keys` describes a machine's clusters.
+async fn kmeans_metrics_and_key_match_replay(
+    daemon: &RunningDaemon,
+    config: &Config,
+    stream: &[(String, String)],
+    got: &std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+) {
+    let addr = daemon.handle.http.expect("http listener on");
+    let (status, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let sample = |name: &str| -> f64 {
+        let prefix = format!("{name}{{pipeline=\"machine-modes\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let (summary, _) = replay(config, stream);
+    let p = &summary.pipelines[0];
+    assert_eq!(sample("edgeflow_scored_total"), p.scored as f64);
+    let expected = p.mean_distance.expect("mean distance");
+    let exposed = sample("edgeflow_prequential_mean_distance");
+    // Summed in another order than the replay's per-key merge: equal up to round-off.
+    assert!(
+        (exposed - expected).abs() < 1e-9 * expected.max(1.0),
+        "metric {exposed}, replay {expected}"
+    );
+    assert!(!metrics.contains("edgeflow_prequential_mae{pipeline=\"machine-modes\"}"));
+
+    let (status, key) = http_get(addr, "/keys/machine-modes/lathe-0").await;
+    assert_eq!(status, 200, "{key}");
+    let key: serde_json::Value = serde_json::from_str(&key).expect("json");
+    assert_eq!(key["kind"], "kmeans");
+    assert_eq!(key["warming_up"], false);
+    let clusters = key["clusters"].as_array().expect("clusters");
+    assert_eq!(clusters.len(), 4, "{key}");
+    for cluster in clusters {
+        assert!(cluster["id"].is_u64(), "{cluster}");
+        let centre = cluster["centre"].as_array().expect("centre");
+        // power, vibration, speed in original units: each centre is near one mode's mean.
+        let centre: Vec<f64> = centre
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        assert!(
+            MODES
+                .iter()
+                .any(|(mean, sd)| (0..3).all(|f| (centre[f] - mean[f]).abs() < 3.0 * sd[f])),
+            "centre {centre:?} is near no mode"
+        );
+    }
+    let last = got["edgeflow/machine-modes/lathe-0/cluster"]
+        .last()
+        .expect("outputs of lathe-0");
+    assert_eq!(&key["last_output"], last);
 }
