@@ -122,15 +122,18 @@ const MODES: [([f64; 3], [f64; 3]); 4] = [
     ([5.0, 7.0, 1500.0], [0.5, 0.6, 60.0]),
 ];
 
+/// Machine readings and the truth behind them.
+struct ModeStream {
+    /// `(topic, payload)` lines.
+    lines: Vec<(String, String)>,
+    /// Per line, the machine and its true mode; `None` for a line that is dropped.
+    truth: Vec<Option<(usize, usize)>>,
+}
+
 /// `n` readings of `machines` machines (`lathe-0`, …), interleaved; every reading's mode is
-/// drawn at random and its features from that mode's Gaussian blob. Returns the lines and,
-/// per line, the machine and the true mode. The line at `missing_at` lacks its vibration
-/// (dropped as `missing_field`; no machine or mode).
-fn mode_stream(
-    n: usize,
-    machines: usize,
-    missing_at: Option<usize>,
-) -> (Vec<(String, String)>, Vec<Option<(usize, usize)>>) {
+/// drawn at random and its features from that mode's Gaussian blob. The line at `missing_at`
+/// lacks its vibration (dropped as `missing_field`).
+fn mode_stream(n: usize, machines: usize, missing_at: Option<usize>) -> ModeStream {
     let mut rng = Rng(5);
     let mut truth = Vec::with_capacity(n);
     let lines = (0..n)
@@ -151,7 +154,7 @@ fn mode_stream(
             ("plant/line1/telemetry".to_string(), payload)
         })
         .collect();
-    (lines, truth)
+    ModeStream { lines, truth }
 }
 
 #[test]
@@ -159,7 +162,7 @@ fn kmeans_example_recovers_the_operating_modes_of_every_machine() {
     let config = example("kmeans.toml");
     let machines = 3;
     let warm_up = 8 * 4;
-    let (lines, truth) = mode_stream(6000, machines, Some(500));
+    let ModeStream { lines, truth } = mode_stream(6000, machines, Some(500));
     let (summary, outputs) = replay(&config, &lines);
     let p = &summary.pipelines[0];
     assert_eq!(p.kind, "kmeans");
@@ -301,7 +304,7 @@ async fn daemon_runs_every_model_kind_like_replay() {
         ("anomaly.toml", energy_stream(60, &[55])),
         // Past the warm-up (32 readings per machine), with a reading dropped for a missing
         // feature.
-        ("kmeans.toml", mode_stream(240, 3, Some(100)).0),
+        ("kmeans.toml", mode_stream(240, 3, Some(100)).lines),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = example(name);
