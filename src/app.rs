@@ -614,12 +614,17 @@ async fn stats_line(
                 .map_or_else(StatsSnapshot::default, |(_, s)| *s);
             let rate = (now.readings - prev.readings) as f64 / secs;
             // The error measure of the model kind, over the readings scored in this interval.
-            let quality = if p.kind() == "classification" {
-                now.accuracy_since(&prev)
-                    .map_or_else(|| "accuracy=-".to_string(), |a| format!("accuracy={a:.4}"))
-            } else {
-                now.mae_since(&prev)
-                    .map_or_else(|| "mae=-".to_string(), |m| format!("mae={m:.4}"))
+            let quality = match p.kind() {
+                "classification" => now
+                    .accuracy_since(&prev)
+                    .map_or_else(|| "accuracy=-".to_string(), |a| format!("accuracy={a:.4}")),
+                "kmeans" => now.mean_distance_since(&prev).map_or_else(
+                    || "mean_distance=-".to_string(),
+                    |d| format!("mean_distance={d:.4}"),
+                ),
+                _ => now
+                    .mae_since(&prev)
+                    .map_or_else(|| "mae=-".to_string(), |m| format!("mae={m:.4}")),
             };
             tracing::info!(
                 "pipeline {}: keys={} readings/s={:.1} {} outputs={} dropped={} anomalies={}",

@@ -1,8 +1,9 @@
 //! edgeflow: streaming machine learning for IoT/edge gateways.
 //!
 //! edgeflow subscribes to MQTT topics, decodes sensor readings, gives every key (sensor) its
-//! own actor holding an online model, persists model state in sled, and publishes forecasts
-//! back over MQTT. Pipelines are declared in TOML.
+//! own actor holding an online model, persists model state in sled, and publishes forecasts,
+//! predictions, classifications or cluster assignments back over MQTT. Pipelines are declared
+//! in TOML.
 //!
 //! # Layout
 //! In the order a reading flows through the modules:

@@ -166,12 +166,12 @@ pub struct PipelineSummary {
     pub readings: u64,
     /// Distinct keys.
     pub keys: u64,
-    /// Model kind: `forecast`, `regression` or `classification`.
+    /// Model kind: `forecast`, `regression`, `classification` or `kmeans`.
     pub kind: &'static str,
     /// Decode errors by reason.
     pub decode_errors: BTreeMap<&'static str, u64>,
     /// Readings whose prediction could be scored (a target or label was present and the model
-    /// had a prediction).
+    /// had a prediction; for kmeans, readings assigned to a cluster after the warm-up).
     pub scored: u64,
     /// Prequential MAE over all keys (forecast, regression).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +185,10 @@ pub struct PipelineSummary {
     /// Prequential log loss over all keys (classification).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_loss: Option<f64>,
+    /// Prequential mean distance of the readings to the cluster they were assigned before
+    /// being learnt, over all keys (kmeans; standardised units).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_distance: Option<f64>,
     /// Readings flagged as anomalies.
     pub anomalies: u64,
     /// Readings a `filter` operator stopped.
@@ -586,7 +590,13 @@ fn pipeline_summary(
         metrics.add(s);
     }
     let classification = p.kind() == "classification";
-    let (r, c) = (metrics.regression, metrics.classification);
+    let clustering = p.kind() == "kmeans";
+    let regression = !classification && !clustering;
+    let (r, c, k) = (
+        metrics.regression,
+        metrics.classification,
+        metrics.clustering,
+    );
     PipelineSummary {
         name: p.name.clone(),
         readings: p.stats.readings.load(std::sync::atomic::Ordering::Relaxed),
@@ -599,11 +609,18 @@ fn pipeline_summary(
             .map(|(r, n)| (r.as_str(), n))
             .collect(),
         kind: p.kind(),
-        scored: if classification { c.count } else { r.count },
-        mae: (!classification).then(|| r.mae()),
-        rmse: (!classification).then(|| r.rmse()),
+        scored: if classification {
+            c.count
+        } else if clustering {
+            k.count
+        } else {
+            r.count
+        },
+        mae: regression.then(|| r.mae()),
+        rmse: regression.then(|| r.rmse()),
         accuracy: classification.then(|| c.accuracy()),
         log_loss: classification.then(|| c.log_loss()),
+        mean_distance: clustering.then(|| k.mean_distance()),
         anomalies: p.stats.anomalies.load(std::sync::atomic::Ordering::Relaxed),
         filtered: p.stats.filtered.load(std::sync::atomic::Ordering::Relaxed),
         late: p.stats.late.load(std::sync::atomic::Ordering::Relaxed),
@@ -675,6 +692,9 @@ impl std::fmt::Display for ReplaySummary {
             }
             if let (Some(accuracy), Some(log_loss)) = (p.accuracy, p.log_loss) {
                 write!(f, ", accuracy {accuracy:.6}, log loss {log_loss:.6}")?;
+            }
+            if let Some(mean_distance) = p.mean_distance {
+                write!(f, ", mean distance {mean_distance:.6}")?;
             }
             if p.anomalies > 0 {
                 write!(f, ", {} anomalies", p.anomalies)?;

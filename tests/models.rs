@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::*;
 use edgeflow::config::Config;
+use edgeflow::model::adjusted_rand_index;
 use edgeflow::replay::{ReplaySummary, Replayer};
 
 fn example(name: &str) -> Config {
@@ -111,6 +112,117 @@ fn energy_stream(n: usize, spikes: &[usize]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Operating modes of a machine tool: means and standard deviations of (power kW, vibration
+/// mm/s, spindle rpm). Idle, light cut, heavy cut, and a worn bearing (ordinary power and
+/// speed, high vibration).
+const MODES: [([f64; 3], [f64; 3]); 4] = [
+    ([0.8, 0.3, 0.0], [0.1, 0.05, 5.0]),
+    ([4.0, 1.5, 1500.0], [0.4, 0.2, 60.0]),
+    ([9.0, 3.0, 2800.0], [0.6, 0.3, 80.0]),
+    ([5.0, 7.0, 1500.0], [0.5, 0.6, 60.0]),
+];
+
+/// Machine readings and the truth behind them.
+struct ModeStream {
+    /// `(topic, payload)` lines.
+    lines: Vec<(String, String)>,
+    /// Per line, the machine and its true mode; `None` for a line that is dropped.
+    truth: Vec<Option<(usize, usize)>>,
+}
+
+/// `n` readings of `machines` machines (`lathe-0`, …), interleaved; every reading's mode is
+/// drawn at random and its features from that mode's Gaussian blob. The line at `missing_at`
+/// lacks its vibration (dropped as `missing_field`).
+fn mode_stream(n: usize, machines: usize, missing_at: Option<usize>) -> ModeStream {
+    let mut rng = Rng(5);
+    let mut truth = Vec::with_capacity(n);
+    let lines = (0..n)
+        .map(|i| {
+            let machine = i % machines;
+            let mode = ((rng.next() * MODES.len() as f64) as usize).min(MODES.len() - 1);
+            let (mean, sd) = MODES[mode];
+            let [power, vibration, speed] =
+                [0, 1, 2].map(|f| mean[f] + sd[f] * rng.normal());
+            let ts = 1_764_000_000 + i;
+            let payload = if Some(i) == missing_at {
+                truth.push(None);
+                format!("{{\"machine\":\"lathe-{machine}\",\"ts\":{ts},\"power_kw\":{power:.3},\"spindle_rpm\":{speed:.1}}}")
+            } else {
+                truth.push(Some((machine, mode)));
+                format!("{{\"machine\":\"lathe-{machine}\",\"ts\":{ts},\"power_kw\":{power:.3},\"vib_rms\":{vibration:.3},\"spindle_rpm\":{speed:.1}}}")
+            };
+            ("plant/line1/telemetry".to_string(), payload)
+        })
+        .collect();
+    ModeStream { lines, truth }
+}
+
+#[test]
+fn kmeans_example_recovers_the_operating_modes_of_every_machine() {
+    let config = example("kmeans.toml");
+    let machines = 3;
+    let warm_up = 8 * 4;
+    let ModeStream { lines, truth } = mode_stream(6000, machines, Some(500));
+    let (summary, outputs) = replay(&config, &lines);
+    let p = &summary.pipelines[0];
+    assert_eq!(p.kind, "kmeans");
+    assert_eq!(p.keys, machines as u64);
+    assert_eq!(p.readings, 5999);
+    assert_eq!(p.decode_errors.get("missing_field"), Some(&1));
+    assert_eq!(
+        p.scored,
+        (5999 - machines * warm_up) as u64,
+        "every reading after a machine's warm-up is assigned"
+    );
+    assert_eq!((p.mae, p.accuracy), (None, None));
+    // Blobs are far apart in standardised units and tight within: readings lie about 0.2 from
+    // their centre (half a blob's spread in each of 3 standardised features).
+    let mean_distance = p.mean_distance.expect("kmeans has a mean distance");
+    assert!(
+        mean_distance > 0.05 && mean_distance < 0.5,
+        "prequential mean distance {mean_distance}"
+    );
+
+    let readings: Vec<(usize, usize)> = truth.iter().flatten().copied().collect();
+    assert_eq!(
+        outputs.len(),
+        readings.len(),
+        "one output per accepted reading"
+    );
+    let mut seen = vec![0; machines];
+    let mut true_modes = vec![Vec::new(); machines];
+    let mut clusters = vec![Vec::new(); machines];
+    for (output, &(machine, mode)) in outputs.iter().zip(&readings) {
+        assert_eq!(
+            output["topic"],
+            format!("edgeflow/machine-modes/lathe-{machine}/cluster")
+        );
+        let payload = &output["payload"];
+        assert_eq!(payload["key"], format!("lathe-{machine}"));
+        assert_eq!(payload["field"], "cluster");
+        seen[machine] += 1;
+        assert_eq!(payload["updates"], seen[machine]);
+        if seen[machine] <= warm_up {
+            assert_eq!(payload["cluster"], serde_json::Value::Null, "{payload}");
+            continue;
+        }
+        let cluster = payload["cluster"]
+            .as_u64()
+            .expect("a cluster after the warm-up");
+        assert!(payload["distance"].as_f64().is_some_and(|d| d >= 0.0));
+        true_modes[machine].push(mode);
+        clusters[machine].push(u32::try_from(cluster).expect("ids are u32"));
+    }
+    for machine in 0..machines {
+        let ari = adjusted_rand_index(&true_modes[machine], &clusters[machine]);
+        assert!(
+            ari >= 0.95,
+            "lathe-{machine}: adjusted Rand index {ari} over {} readings",
+            clusters[machine].len()
+        );
+    }
+}
+
 #[test]
 fn regression_example_learns_predicts_flags_and_explains() {
     let config = example("regression.toml");
@@ -190,6 +302,9 @@ async fn daemon_runs_every_model_kind_like_replay() {
         ("regression.toml", regression_stream(60, Some(50))),
         ("classification.toml", classification_stream(60)),
         ("anomaly.toml", energy_stream(60, &[55])),
+        // Past the warm-up (32 readings per machine), with a reading dropped for a missing
+        // feature.
+        ("kmeans.toml", mode_stream(240, 3, Some(100)).lines),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = example(name);
@@ -200,9 +315,20 @@ async fn daemon_runs_every_model_kind_like_replay() {
         config.http.listen = "127.0.0.1:0".parse().expect("address");
         let daemon = RunningDaemon::start(config.clone()).await;
         client.publish_all(&stream).await;
-        let mut got = client.receive(stream.len()).await;
-        daemon.shutdown().await;
         let mut expected = replay_outputs(&config, &stream);
+        let mut got = client.receive(expected.values().map(Vec::len).sum()).await;
+        if config.pipelines[0].model.kind() == "kmeans" {
+            kmeans_metrics_and_key_match_replay(&daemon, &config, &stream, &got).await;
+        }
+        daemon.shutdown().await;
+        if config.pipelines[0].model.kind() == "kmeans" {
+            let assigned = expected
+                .values()
+                .flatten()
+                .filter(|m| m["cluster"].is_u64())
+                .count();
+            assert_eq!(assigned, 239 - 3 * 32, "{name}: readings past the warm-up");
+        }
         if config.pipelines[0].time.is_none() {
             // Without an event time the daemon stamps arrival time and replay the line
             // number; everything else must be equal.
@@ -214,4 +340,63 @@ async fn daemon_runs_every_model_kind_like_replay() {
         }
         assert_eq!(got, expected, "{name}: daemon and replay differ");
     }
+}
+
+/// The running daemon's `/metrics` report the replay's prequential mean distance and scored
+/// readings for the kmeans example, and `/keys` describes a machine's clusters.
+async fn kmeans_metrics_and_key_match_replay(
+    daemon: &RunningDaemon,
+    config: &Config,
+    stream: &[(String, String)],
+    got: &std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+) {
+    let addr = daemon.handle.http.expect("http listener on");
+    let (status, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let sample = |name: &str| -> f64 {
+        let prefix = format!("{name}{{pipeline=\"machine-modes\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let (summary, _) = replay(config, stream);
+    let p = &summary.pipelines[0];
+    assert_eq!(sample("edgeflow_scored_total"), p.scored as f64);
+    let expected = p.mean_distance.expect("mean distance");
+    let exposed = sample("edgeflow_prequential_mean_distance");
+    // Summed in another order than the replay's per-key merge: equal up to round-off.
+    assert!(
+        (exposed - expected).abs() < 1e-9 * expected.max(1.0),
+        "metric {exposed}, replay {expected}"
+    );
+    assert!(!metrics.contains("edgeflow_prequential_mae{pipeline=\"machine-modes\"}"));
+
+    let (status, key) = http_get(addr, "/keys/machine-modes/lathe-0").await;
+    assert_eq!(status, 200, "{key}");
+    let key: serde_json::Value = serde_json::from_str(&key).expect("json");
+    assert_eq!(key["kind"], "kmeans");
+    assert_eq!(key["warming_up"], false);
+    let clusters = key["clusters"].as_array().expect("clusters");
+    assert_eq!(clusters.len(), 4, "{key}");
+    for cluster in clusters {
+        assert!(cluster["id"].is_u64(), "{cluster}");
+        let centre = cluster["centre"].as_array().expect("centre");
+        // power, vibration, speed in original units: each centre is near one mode's mean.
+        let centre: Vec<f64> = centre
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        assert!(
+            MODES
+                .iter()
+                .any(|(mean, sd)| (0..3).all(|f| (centre[f] - mean[f]).abs() < 3.0 * sd[f])),
+            "centre {centre:?} is near no mode"
+        );
+    }
+    let last = got["edgeflow/machine-modes/lathe-0/cluster"]
+        .last()
+        .expect("outputs of lathe-0");
+    assert_eq!(&key["last_output"], last);
 }

@@ -1,6 +1,8 @@
 //! The operators' hot paths allocate nothing: expression evaluation always, window pushes and
-//! de-duplication once warm. Counted with a global allocator, which is why this is its own test
-//! binary (the library's unit-test binary may define its own global allocator).
+//! de-duplication once warm; neither does a k-means pipeline step (buffering its warm-up, then
+//! assigning, learning and rendering the output). Counted with a global allocator, which is why
+//! this is its own test binary (the library's unit-test binary may define its own global
+//! allocator).
 //!
 //! Also holds the expression micro-benchmark:
 //!
@@ -14,6 +16,7 @@ use std::time::Instant;
 use edgeflow::ops::dedupe::DedupeSpec;
 use edgeflow::ops::expr::{Env, Expr};
 use edgeflow::ops::window::{AggFn, AggSpec, WindowSpec};
+use edgeflow::pipeline::{KeyState, Pipeline, Scratch};
 
 struct CountingAllocator;
 
@@ -166,6 +169,55 @@ fn warm_dedupe_does_not_allocate() {
         }
     });
     assert_eq!(n, 0);
+}
+
+#[test]
+fn kmeans_step_does_not_allocate_but_to_seed() {
+    let text = "[[pipelines]]\nname = \"modes\"\ntopics = [\"m/+\"]\nfields = { a = \"/a\", b = \"/b\" }\n[pipelines.model]\nkind = \"kmeans\"\nfeatures = [\"a\", \"b\"]\nk = 3\n";
+    let config = match edgeflow::config::parse_str(std::path::Path::new("k.toml"), text) {
+        Ok(config) => config,
+        Err(errors) => panic!("{errors}"),
+    };
+    let pipeline = match Pipeline::new(0, &config.pipelines[0]) {
+        Ok(pipeline) => pipeline,
+        Err(error) => panic!("{error}"),
+    };
+    // Three blobs, visited in turn.
+    let point = |i: i64| {
+        let c = (i % 3) as f64 * 10.0;
+        [c + (i % 7) as f64 * 0.1, -c + (i % 5) as f64 * 0.1]
+    };
+    let mut scratch = Scratch::default();
+    let mut step = |state: &mut KeyState, i: i64| {
+        pipeline.step(state, "k1", i, &point(i), &mut scratch);
+        black_box(&scratch.payload);
+    };
+    // Grow the output buffers on a throwaway key, past its warm-up.
+    let mut other = pipeline.new_state();
+    for i in 0..100 {
+        step(&mut other, i);
+    }
+    let mut state = pipeline.new_state();
+    let warm_up = 8 * 3;
+    let buffering = allocations_during(|| {
+        for i in 0..warm_up - 1 {
+            step(&mut state, i);
+        }
+    });
+    assert_eq!(buffering, 0, "allocations while buffering the warm-up");
+    // The reading that fills the buffer seeds the clusters: its scratch is allocated once.
+    step(&mut state, warm_up - 1);
+    let n = allocations_during(|| {
+        for i in warm_up..10_000 {
+            step(&mut state, i);
+        }
+    });
+    assert_eq!(n, 0, "allocations in 10,000 steps after seeding");
+    let output: serde_json::Value = match serde_json::from_slice(&scratch.payload) {
+        Ok(output) => output,
+        Err(error) => panic!("{error}"),
+    };
+    assert!(output["cluster"].is_u64(), "{output}");
 }
 
 /// This thread's CPU time in ns (`/proc/thread-self/schedstat`), so the figure is not diluted

@@ -317,3 +317,91 @@ features = ["voltage"]
     assert_eq!(quantity["decode_errors"]["bad_senml"], 1);
     assert_eq!(meter["decode_errors"]["bad_senml"], 1);
 }
+
+#[test]
+fn replay_clusters_the_levels_of_a_bare_number_and_summarises_the_mean_distance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"[store]
+data_dir = "{}"
+
+[[pipelines]]
+name = "meter"
+topics = ["meters/+/power"]
+format = "number"
+key = "topic[1]"
+
+[pipelines.model]
+kind = "kmeans"
+features = ["value"]
+k = 2
+"#,
+            dir.path().join("data").display()
+        ),
+    );
+    // A compressor's power: off (about 0.2 kW) and running (about 3 kW), alternating.
+    let input: String = (0..100)
+        .map(|i| {
+            let level = if i % 2 == 0 { 0.2 } else { 3.0 };
+            let jitter = ((i * 37) % 11) as f64 * 0.01;
+            format!(
+                "{{\"topic\":\"meters/m1/power\",\"payload\":\"{:.2}\"}}\n",
+                level + jitter
+            )
+        })
+        .collect();
+    let summary_path = dir.path().join("summary.json");
+    let (out, stderr) = replay(&config, &input, Some(&summary_path));
+    let (again, _) = replay(&config, &input, None);
+    assert!(out == again, "two replays of the same input differ");
+    let outputs: Vec<serde_json::Value> = out
+        .split(|&c| c == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("output line is JSON"))
+        .collect();
+    assert_eq!(outputs.len(), 100);
+    assert_eq!(outputs[0]["topic"], "edgeflow/meter/m1/cluster");
+    // 8·k = 16 readings of warm-up, then the two levels get two clusters.
+    assert!(outputs[..16]
+        .iter()
+        .all(|o| o["payload"]["cluster"].is_null()));
+    let (off, on) = (&outputs[16]["payload"], &outputs[17]["payload"]);
+    assert_ne!(off["cluster"], on["cluster"]);
+    for (i, o) in outputs.iter().enumerate().skip(16) {
+        let expected = if i % 2 == 0 { off } else { on };
+        assert_eq!(
+            o["payload"]["cluster"],
+            expected["cluster"],
+            "line {}",
+            i + 1
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary_path).expect("summary file"))
+            .expect("summary json");
+    let p = &summary["pipelines"][0];
+    assert_eq!(p["kind"], "kmeans");
+    assert_eq!(p["readings"], 100);
+    assert_eq!(p["scored"], 84);
+    let mean_distance = p["mean_distance"].as_f64().expect("mean_distance");
+    let last = outputs[99]["payload"]["mean_distance"]
+        .as_f64()
+        .expect("mean_distance in the output");
+    assert!(
+        (mean_distance - last).abs() < 1e-9,
+        "one key: the summary is its mean distance ({mean_distance} vs {last})"
+    );
+    assert!(
+        mean_distance < 0.2,
+        "the levels are far apart, each within 0.1 kW: {mean_distance}"
+    );
+    for absent in ["mae", "rmse", "accuracy", "log_loss"] {
+        assert!(p.get(absent).is_none(), "{absent} in {p}");
+    }
+    assert!(
+        stderr.contains("pipeline meter (kmeans): 100 readings, 1 keys, scored 84, mean distance"),
+        "{stderr}"
+    );
+}

@@ -63,11 +63,12 @@
 //!     `model.negative` (→ 0.0); a number's text is its shortest form (`1`, `0`, `1.5`: the
 //!     JSON `1.0` matches `"1"`). Missing or `null` gives `NaN` (predict only). Anything else
 //!     (an unlisted text, an object, an array) is `bad_label`. With `format = "number"`
-//!     (which config validation allows for forecasts only) the bare number is matched the
-//!     same way. A CSV cell is matched as a string, then as a number, then as `true`/`false`;
-//!     a SenML `vb` is a boolean, `vs` a string, `v` a number.
+//!     (which config validation does not allow for a classification) the bare number is
+//!     matched the same way. A CSV cell is matched as a string, then as a number, then as
+//!     `true`/`false`; a SenML `vb` is a boolean, `vs` a string, `v` a number.
+//!   - `kmeans` has no target: every field is a required number.
 //!
-//!   Features stay required numbers. `NaN` in `values` therefore only ever means "absent
+//!   Features stay required numbers (a reading without one is `missing_field`). `NaN` in `values` therefore only ever means "absent
 //!   optional target": input never produces it (JSON has no NaN literal, `NaN`/`Infinity` are
 //!   `malformed_json`, numbers beyond the f64 range are `non_finite`, and a number payload or
 //!   CSV cell of `nan` is `non_finite`).
@@ -292,15 +293,14 @@ impl Decoder {
             )),
         };
         let (plan, labels) = match &p.model {
-            ModelConfig::Forecast(_) => (None, LabelSet::new(&[], &[])),
+            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) => (None, LabelSet::new(&[], &[])),
             ModelConfig::Regression(_) => (Some(TargetPlan::Optional), LabelSet::new(&[], &[])),
             ModelConfig::Classification(c) => (
                 Some(TargetPlan::Label),
                 LabelSet::new(&c.positive, &c.negative),
             ),
         };
-        let target_name = p.model.target();
-        let target = plan.and_then(|plan| {
+        let target = plan.zip(p.model.target()).and_then(|(plan, target_name)| {
             p.fields
                 .iter()
                 .position(|f| f.name == target_name)

@@ -22,15 +22,16 @@ use super::error::LineIndex;
 use super::rules;
 use super::schema::{
     default_output, ClassificationConfig, Config, CsvConfig, FieldConfig, ForecastConfig,
-    HttpConfig, KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig,
+    HttpConfig, KMeansConfig, KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig,
     RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit,
     DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS,
     DEFAULT_SENML_VALUE, SENML_VALUES,
 };
+use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
 use crate::model::{
-    AnomalyParams, ForecastParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
-    LogisticParams, ModelError, SeasonSpec, MAX_FEATURES, MAX_HORIZON, MAX_LAGS, MAX_SEASON_BINS,
-    MAX_SEASON_STEPS,
+    AnomalyParams, ForecastParams, KMeansParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
+    LogisticParams, ModelError, SeasonSpec, MAX_CLUSTERS, MAX_FEATURES, MAX_HORIZON, MAX_LAGS,
+    MAX_SEASON_BINS, MAX_SEASON_STEPS,
 };
 
 /// Longest accepted duration. Durations end up in `Instant + Duration` arithmetic and
@@ -894,7 +895,7 @@ fn chain_problems(
     valid
 }
 
-/// `"forecast" | "regression" | "classification"`, for messages.
+/// `"forecast" | "regression" | "classification" | "kmeans"`, for messages.
 fn accepted_kinds() -> String {
     Kind::ALL
         .iter()
@@ -1504,7 +1505,8 @@ fn fields(
     (valid.then_some(fields), string_fields)
 }
 
-/// A payload format whose readings have exactly one value, so only forecasts fit.
+/// A payload format whose readings have exactly one value, so only forecasts (and a
+/// clustering of that one value) fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OneValue {
     /// `format = "number"`.
@@ -1519,21 +1521,29 @@ enum Kind {
     Forecast,
     Regression,
     Classification,
+    KMeans,
 }
 
 impl Kind {
     /// Every kind, in the order messages list them.
-    const ALL: [Kind; 3] = [Kind::Forecast, Kind::Regression, Kind::Classification];
+    const ALL: [Kind; 4] = [
+        Kind::Forecast,
+        Kind::Regression,
+        Kind::Classification,
+        Kind::KMeans,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Forecast => "forecast",
             Kind::Regression => "regression",
             Kind::Classification => "classification",
+            Kind::KMeans => "kmeans",
         }
     }
 
-    /// The keys of `[pipelines.model]` besides `kind` and `target` this kind reads.
+    /// The keys of `[pipelines.model]` besides `kind` and `target` this kind reads (every kind
+    /// but `kmeans` reads `target`).
     fn parameters(self) -> &'static [&'static str] {
         match self {
             Kind::Forecast => &[
@@ -1570,6 +1580,15 @@ impl Kind {
                 "negative",
                 "explain",
             ],
+            Kind::KMeans => &[
+                "features",
+                "k",
+                "half_life",
+                "seed",
+                "scale",
+                "lloyd_iterations",
+                "dying_fraction",
+            ],
         }
     }
 }
@@ -1603,9 +1622,11 @@ fn model(
     };
     // A bare number (or a SenML record read by name) is one field, the target: a regression or
     // classification would have no features. Reported once, at `kind`; the feature checks that
-    // would only repeat it in other words are skipped.
+    // would only repeat it in other words are skipped. A clustering has no target, so its one
+    // feature can be that field (the levels of one meter's power, say).
     let number_payload = one_value.is_some();
-    if let (Some(one_value), true) = (one_value, kind != Kind::Forecast) {
+    let needs_features = matches!(kind, Kind::Regression | Kind::Classification);
+    if let (Some(one_value), true) = (one_value, needs_features) {
         let message = match one_value {
             OneValue::Number => format!(
                 "model.kind \"{}\" needs format = \"json\": a format = \"number\" payload is one bare number, so there are no features to predict it from (use kind = \"forecast\", or send JSON)",
@@ -1626,6 +1647,7 @@ fn model(
         }
         Kind::Classification => classification(&mut m, fields, feature_fields, number_payload)
             .map(ModelConfig::Classification),
+        Kind::KMeans => kmeans(&mut m, fields).map(ModelConfig::KMeans),
     };
     reject_other_kinds(&mut m, kind);
     m.finish(component, problems);
@@ -1654,7 +1676,8 @@ fn reject_other_kinds(m: &mut Section<'_>, kind: Kind) {
                 .collect();
             let owners = match owners.as_slice() {
                 [one] => format!("kind {one}"),
-                many => format!("kinds {}", many.join(" and ")),
+                [first @ .., last] => format!("kinds {} and {last}", first.join(", ")),
+                [] => "another kind".to_owned(),
             };
             let message = format!(
                 "model.{key} is not a parameter of kind \"{}\" (it belongs to {owners})",
@@ -1691,17 +1714,21 @@ fn field_names(fields: &[FieldConfig]) -> String {
 }
 
 /// `features`: required, 1..=64 distinct fields of the pipeline, none the target. `fields`
-/// and `target` are `None` when they are invalid or the checks do not apply.
+/// and `target` are `None` when they are invalid or the checks do not apply; `purpose` says
+/// what the features are for in messages ("to predict from", "to cluster").
 fn features(
     m: &mut Section<'_>,
     fields: Option<&[FieldConfig]>,
     target: Option<&str>,
+    purpose: &str,
 ) -> Option<Vec<String>> {
     let list = m.require::<StringList>("features")?;
     let entries = list.value.0;
     if entries.is_empty() {
-        let message = "model.features must list at least one of the pipeline's fields to predict from, e.g. features = [\"humidity\"]";
-        m.error(list.span, message.into());
+        let message = format!(
+            "model.features must list at least one of the pipeline's fields {purpose}, e.g. features = [\"humidity\"]"
+        );
+        m.error(list.span, message);
         return None;
     }
     if entries.len() > MAX_FEATURES {
@@ -1880,7 +1907,12 @@ fn regression(
     let d = LinearParams::default();
     let target = target(m, fields);
     let target_name = target.as_ref().filter(|_| !number_payload);
-    let features = features(m, feature_fields, target_name.map(|t| t.value.as_str()));
+    let features = features(
+        m,
+        feature_fields,
+        target_name.map(|t| t.value.as_str()),
+        "to predict from",
+    );
     let algorithm_text = m.string("algorithm");
     let algorithm = match algorithm_text.as_ref().map(|a| a.value.as_str()) {
         None => Some(d.algorithm),
@@ -1978,7 +2010,12 @@ fn classification(
     let p = d.params;
     let target = target(m, fields);
     let target_name = target.as_ref().filter(|_| !number_payload);
-    let features = features(m, feature_fields, target_name.map(|t| t.value.as_str()));
+    let features = features(
+        m,
+        feature_fields,
+        target_name.map(|t| t.value.as_str()),
+        "to predict from",
+    );
     let algorithm = match m.string("algorithm") {
         None => p.algorithm,
         Some(text) => match text.value.as_str() {
@@ -2057,6 +2094,62 @@ fn classification(
     })
 }
 
+/// `kind = "kmeans"`: `features` and `k` required; `half_life` (readings), `seed`, `scale`,
+/// `lloyd_iterations` and `dying_fraction` default to [`KMeansParams::online_default`]. A
+/// `target` is reported: a clustering has none.
+fn kmeans(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Option<KMeansConfig> {
+    // Taken from the table directly, so that it is not listed among the accepted keys.
+    if let Some((written, _)) = m.helper.table.remove_entry("target") {
+        let message = "model.target does not apply to kind \"kmeans\": a clustering has no target, it groups readings by their features (remove target, and list the fields to cluster in features)";
+        m.error(written.span, message.into());
+    }
+    let features = features(m, fields, None, "to cluster");
+    let k_given = m.helper.contains("k");
+    let k = m.int_as::<usize>("k", 1..=MAX_CLUSTERS as i64);
+    if !k_given {
+        let span = m.span;
+        let message = format!(
+            "missing required key \"model.k\" (the number of clusters, between 1 and {MAX_CLUSTERS}, e.g. k = 4)"
+        );
+        m.error(span, message);
+    }
+    let d = KMeansParams::online_default(k.unwrap_or(1));
+    let half_life = m
+        .number(
+            "half_life",
+            |h| h.is_finite() && h >= 1.0,
+            "a finite number of readings, at least 1",
+        )
+        .unwrap_or(d.half_life);
+    let seed = m.int_as("seed", 0..=i64::MAX).unwrap_or(d.seed);
+    let scale = m.bool("scale").unwrap_or(d.scale);
+    let lloyd_iterations = m
+        .int_as("lloyd_iterations", 0..=MAX_LLOYD_ITERATIONS as i64)
+        .unwrap_or(d.lloyd_iterations);
+    let dying_fraction = m
+        .number(
+            "dying_fraction",
+            |f| (0.0..=MAX_DYING_FRACTION).contains(&f),
+            &format!("between 0 and {MAX_DYING_FRACTION}"),
+        )
+        .unwrap_or(d.dying_fraction);
+    let params = KMeansParams {
+        half_life,
+        seed,
+        scale,
+        lloyd_iterations,
+        dying_fraction,
+        ..d
+    };
+    if k.is_some() {
+        model_validation(m, params.validate());
+    }
+    Some(KMeansConfig {
+        features: features?,
+        params: KMeansParams { k: k?, ..params },
+    })
+}
+
 /// `positive` / `negative`: a non-empty list of non-empty label texts. `None` when absent
 /// (the default applies) or invalid (already reported).
 fn labels(m: &mut Section<'_>, key: &'static str) -> Option<Vec<Spanned<String>>> {
@@ -2100,10 +2193,15 @@ fn anomaly(a: &mut Section<'_>, kind: Option<Kind>) -> AnomalyParams {
         .unwrap_or(d.threshold);
     let learn_anomalies = a.bool("learn_anomalies").unwrap_or(d.learn_anomalies);
     let warmup = a.int_as("warmup", 0..=i64::MAX).unwrap_or(d.warmup);
-    if let Some(kind @ Kind::Classification) = kind {
+    if let Some(kind @ (Kind::Classification | Kind::KMeans)) = kind {
         let span = a.span;
+        let instead = if kind == Kind::KMeans {
+            "; a clustering publishes each reading's distance to its cluster instead"
+        } else {
+            ""
+        };
         let message = format!(
-            "anomaly detection is not available with model.kind \"{}\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value; remove [pipelines.anomaly])",
+            "anomaly detection is not available with model.kind \"{}\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value{instead}; remove [pipelines.anomaly])",
             kind.name()
         );
         a.error(span, message);

@@ -70,16 +70,20 @@
 //!                             # senml, key = "name": optional, default { value = "v" }, one
 //!                             # entry "v" | "vb" | "s" | "vs" (vs: a classification label);
 //!                             # senml, other keys: required, "/record" relative to the base name
-//! output = "edgeflow/{pipeline}/{key}/{field}/forecast"  # placeholders {pipeline} {key} {field}
+//! output = "edgeflow/{pipeline}/{key}/{field}/forecast"  # placeholders {pipeline} {key} {field};
+//!                             # default by kind: …/{field}/forecast, …/{field}/prediction,
+//!                             # …/{field}/class, "edgeflow/{pipeline}/{key}/cluster" (kmeans);
+//!                             # {field} is the target ("cluster" for kmeans)
 //! output_qos = 0              # 0 or 1
 //! max_payload_bytes = 65536   # ≥ 1; larger payloads are dropped
 //!
 //! [pipelines.model]           # required
-//! kind = "forecast"           # required: "forecast" | "regression" | "classification"
-//! target = "temp"             # required; one of the pipeline's fields
+//! kind = "forecast"           # required: "forecast" | "regression" | "classification" | "kmeans"
+//! target = "temp"             # required; one of the pipeline's fields (kmeans: none, an error)
 //! # Keys of another kind are errors ("model.lags is not a parameter of kind \"regression\"").
-//! # format = "number" payloads allow kind = "forecast" only (a bare number has one field), and
-//! # so does format = "senml" with key = "name" (each record is a reading with one value).
+//! # format = "number" payloads allow kind = "forecast" or "kmeans" only (a bare number has one
+//! # field), and so does format = "senml" with key = "name" (each record is a reading with one
+//! # value).
 //!
 //! # kind = "forecast": forecasts of `target` from its own past (1..=horizon steps ahead).
 //! lags = 4                    # 1..=32
@@ -117,6 +121,17 @@
 //! #                           # numbers (by their shortest text: 1.0 is "1") are matched ignoring
 //! #                           # ASCII case; the two lists must not share an entry
 //! # explain = false           # as for regression
+//!
+//! # kind = "kmeans": assigns each reading to the nearest of k clusters of `features`, then
+//! # learns it; no target. The first 8·k readings of a key seed the clusters (cluster null).
+//! # features = ["x1", "x2"]   # required; 1..=64 distinct fields (may be the one field of a
+//! #                           # number payload or SenML record)
+//! # k = 4                     # required; 1..=64 clusters
+//! # half_life = 1000.0        # finite, ≥ 1: readings after which a reading weighs half
+//! # seed = 0                  # ≥ 0: k-means++ seeding draws
+//! # scale = true              # standardise the features (running, decayed mean and σ)
+//! # lloyd_iterations = 10     # 0..=100 on the warm-up readings
+//! # dying_fraction = 1e-6     # 0..=0.5: lighter clusters (vs the heaviest) are re-seeded
 //!
 //! [pipelines.anomaly]         # optional; only with kind = "forecast" or "regression"
 //! threshold = 4.0             # finite, > 0: flag |residual| > threshold · robust scale

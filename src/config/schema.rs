@@ -260,9 +260,11 @@ pub struct PipelineConfig {
     /// The model each key runs.
     pub model: ModelConfig,
     /// `[pipelines.anomaly]`: flag readings whose residual is unusually large; only with a
-    /// `forecast` or `regression` model (a classifier has no residual). `None`: off.
+    /// `forecast` or `regression` model (a classifier or a clustering has no residual).
+    /// `None`: off.
     pub anomaly: Option<AnomalyParams>,
-    /// Output topic template with `{pipeline}`, `{key}`, `{field}`.
+    /// Output topic template with `{pipeline}`, `{key}`, `{field}` (`{field}` is
+    /// [`ModelConfig::output_field`]).
     pub output: String,
     /// QoS of output messages (0 or 1).
     pub output_qos: u8,
@@ -480,34 +482,52 @@ pub enum ModelConfig {
     Regression(RegressionConfig),
     /// `kind = "classification"`: predicts a yes/no label field from other fields.
     Classification(ClassificationConfig),
+    /// `kind = "kmeans"`: assigns every reading to one of `k` clusters of its features
+    /// (online k-means); there is no target.
+    KMeans(KMeansConfig),
 }
 
+/// The `field` of a `kind = "kmeans"` pipeline's output messages (and its `{field}` in topic
+/// templates): a clustering has no target, and what it publishes is a cluster.
+pub const KMEANS_OUTPUT_FIELD: &str = "cluster";
+
 impl ModelConfig {
-    /// The `kind` as written in the file: `"forecast"`, `"regression"` or `"classification"`.
+    /// The `kind` as written in the file: `"forecast"`, `"regression"`, `"classification"` or
+    /// `"kmeans"`.
     pub fn kind(&self) -> &'static str {
         match self {
             ModelConfig::Forecast(_) => "forecast",
             ModelConfig::Regression(_) => "regression",
             ModelConfig::Classification(_) => "classification",
+            ModelConfig::KMeans(_) => "kmeans",
         }
     }
 
-    /// The field the model predicts (one of the pipeline's `fields`).
-    pub fn target(&self) -> &str {
+    /// The field the model predicts (one of the pipeline's `fields`); `None` for a clustering,
+    /// which has no target.
+    pub fn target(&self) -> Option<&str> {
         match self {
-            ModelConfig::Forecast(forecast) => &forecast.target,
-            ModelConfig::Regression(regression) => &regression.target,
-            ModelConfig::Classification(classification) => &classification.target,
+            ModelConfig::Forecast(forecast) => Some(&forecast.target),
+            ModelConfig::Regression(regression) => Some(&regression.target),
+            ModelConfig::Classification(classification) => Some(&classification.target),
+            ModelConfig::KMeans(_) => None,
         }
     }
 
-    /// The fields the model predicts from, in the order the model sees them; empty for a
-    /// forecast (its inputs are the target's own past values).
+    /// The `field` member of every output message and the `{field}` of the output topic
+    /// template: the target, or [`KMEANS_OUTPUT_FIELD`] (`"cluster"`) for a clustering.
+    pub fn output_field(&self) -> &str {
+        self.target().unwrap_or(KMEANS_OUTPUT_FIELD)
+    }
+
+    /// The fields the model predicts from (or, for a clustering, clusters), in the order the
+    /// model sees them; empty for a forecast (its inputs are the target's own past values).
     pub fn features(&self) -> &[String] {
         match self {
             ModelConfig::Forecast(_) => &[],
             ModelConfig::Regression(regression) => &regression.features,
             ModelConfig::Classification(classification) => &classification.features,
+            ModelConfig::KMeans(kmeans) => &kmeans.features,
         }
     }
 }
@@ -559,6 +579,18 @@ pub struct ClassificationConfig {
     pub negative: Vec<String>,
     /// Publish the `k` features contributing most to each prediction; `None`: off.
     pub explain: Option<usize>,
+}
+
+/// `kind = "kmeans"`
+#[derive(Debug, Clone, PartialEq)]
+pub struct KMeansConfig {
+    /// The fields clustered (1..=64 of `fields`, distinct), in this order: the coordinates of
+    /// each reading and of the centres. Every reading must carry all of them.
+    pub features: Vec<String>,
+    /// The clustering's parameters (`k`, `half_life` in readings, `seed`, `scale`,
+    /// `lloyd_iterations`, `dying_fraction`), checked by the loader (they pass
+    /// [`KMeansParams::validate`]).
+    pub params: KMeansParams,
 }
 
 impl Default for MqttConfig {
@@ -655,6 +687,9 @@ pub const DEFAULT_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/forecast";
 pub const DEFAULT_REGRESSION_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/prediction";
 /// Default output topic template of `kind = "classification"`.
 pub const DEFAULT_CLASSIFICATION_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/class";
+/// Default output topic template of `kind = "kmeans"` (no `{field}`: it would always be
+/// `cluster`).
+pub const DEFAULT_KMEANS_OUTPUT: &str = "edgeflow/{pipeline}/{key}/cluster";
 
 /// The default output topic template of a model kind: the last level names what is published.
 pub fn default_output(model: &ModelConfig) -> &'static str {
@@ -662,6 +697,7 @@ pub fn default_output(model: &ModelConfig) -> &'static str {
         ModelConfig::Forecast(_) => DEFAULT_OUTPUT,
         ModelConfig::Regression(_) => DEFAULT_REGRESSION_OUTPUT,
         ModelConfig::Classification(_) => DEFAULT_CLASSIFICATION_OUTPUT,
+        ModelConfig::KMeans(_) => DEFAULT_KMEANS_OUTPUT,
     }
 }
 /// Event times a `dedupe` operator remembers per key by default.

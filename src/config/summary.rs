@@ -10,7 +10,8 @@ use crate::model::{LinearAlgorithm, LogisticAlgorithm, SeasonSpec};
 impl Config {
     /// A multi-line, human-readable summary: the broker (or the embedded one and its port),
     /// the store, the runtime sizing, the simulator if any, and for each pipeline its topics,
-    /// format, key, time, fields, model (kind, target, features, parameters, explanations),
+    /// format, key, time, fields, model (kind, target, features, parameters, explanations, a
+    /// clustering's warm-up),
     /// anomaly detection and output template.
     ///
     /// Meant for people (`edgeflow check`); the layout may change, do not parse it.
@@ -256,6 +257,25 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
                 quoted(&classification.negative)
             )?;
             write_explain(out, classification.explain)
+        }
+        ModelConfig::KMeans(kmeans) => {
+            let p = &kmeans.params;
+            writeln!(
+                out,
+                "    model: kmeans of {} (k {}, half-life {} readings, seed {}, {}, {} Lloyd iterations, dying fraction {})",
+                kmeans.features.join(", "),
+                p.k,
+                p.half_life,
+                p.seed,
+                scaled(p.scale),
+                p.lloyd_iterations,
+                p.dying_fraction
+            )?;
+            writeln!(
+                out,
+                "    warm-up: the first {} readings of each key are buffered (cluster null), then seed the clusters",
+                p.warm_up_points()
+            )
         }
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::{
-    AnomalyParams, ForecastParams, Forecaster, LinearAlgorithm, LinearParams, LinearRegression,
-    LogisticAlgorithm, LogisticParams, LogisticRegression, SeasonSpec,
+    AnomalyParams, ForecastParams, Forecaster, KMeansParams, LinearAlgorithm, LinearParams,
+    LinearRegression, LogisticAlgorithm, LogisticParams, LogisticRegression, OnlineKMeans,
+    SeasonSpec,
 };
 
 /// A minimal valid pipeline, appended to configs that test something else.
@@ -348,7 +349,7 @@ fn missing_required_keys_are_reported_at_the_table() {
         errors(text),
         [
             "1:1: pipeline \"a\": missing required key \"fields\" (format = \"json\" reads each field by JSON pointer, e.g. fields = { temp = \"/value\" })",
-            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\" | \"regression\" | \"classification\")",
+            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\" | \"regression\" | \"classification\" | \"kmeans\")",
         ]
     );
 }
@@ -555,10 +556,10 @@ fn model_target_must_be_one_of_the_fields() {
 
 #[test]
 fn unsupported_model_kind_lists_the_accepted_kinds() {
-    let text = PIPELINE.replace("kind = \"forecast\"", "kind = \"kmeans\"\nk = 3");
+    let text = PIPELINE.replace("kind = \"forecast\"", "kind = \"dbscan\"\nk = 3");
     assert_eq!(
         errors(&text),
-        ["7:8: pipeline \"temperature\": model.kind \"kmeans\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\")"]
+        ["7:8: pipeline \"temperature\": model.kind \"dbscan\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\" | \"kmeans\")"]
     );
 }
 
@@ -730,6 +731,18 @@ fields = { load = "/load", temp = "/temp", hour = "/hour" }
 kind = "regression"
 target = "load"
 features = ["temp", "hour"]
+"#;
+
+/// A minimal valid clustering pipeline; further model keys can be appended (line 10 on).
+const KMEANS: &str = r#"
+[[pipelines]]
+name = "modes"
+topics = ["plant/+/machine"]
+fields = { power = "/power", vibration = "/vib" }
+[pipelines.model]
+kind = "kmeans"
+features = ["power", "vibration"]
+k = 3
 "#;
 
 /// A minimal valid classification pipeline; further model keys can be appended (line 10 on).
@@ -917,7 +930,7 @@ fn model_accessors_name_kind_target_and_features() {
     let forecast = valid(PIPELINE).pipelines.remove(0).model;
     assert_eq!(
         (forecast.kind(), forecast.target(), forecast.features()),
-        ("forecast", "temp", &[][..])
+        ("forecast", Some("temp"), &[][..])
     );
     let regression = valid(REGRESSION).pipelines.remove(0).model;
     assert_eq!(
@@ -928,16 +941,23 @@ fn model_accessors_name_kind_target_and_features() {
         ),
         (
             "regression",
-            "load",
+            Some("load"),
             &["temp".to_owned(), "hour".to_owned()][..]
         )
     );
     let classification = valid(CLASSIFICATION).pipelines.remove(0).model;
     assert_eq!(
         (classification.kind(), classification.target()),
-        ("classification", "open")
+        ("classification", Some("open"))
     );
     assert_eq!(classification.features(), ["temp", "hour"]);
+    assert_eq!(classification.output_field(), "open");
+    let kmeans = valid(KMEANS).pipelines.remove(0).model;
+    assert_eq!(
+        (kmeans.kind(), kmeans.target(), kmeans.output_field()),
+        ("kmeans", None, "cluster")
+    );
+    assert_eq!(kmeans.features(), ["power", "vibration"]);
 }
 
 #[test]
@@ -956,7 +976,7 @@ fn parameters_of_another_kind_are_named_as_such() {
     assert_eq!(
         errors(&text),
         [
-            "9:1: pipeline \"temperature\": model.features is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\" and \"classification\")",
+            "9:1: pipeline \"temperature\": model.features is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\", \"classification\" and \"kmeans\")",
             "10:1: pipeline \"temperature\": model.threshold is not a parameter of kind \"forecast\" (it belongs to kind \"classification\")",
             "11:1: pipeline \"temperature\": model.explain is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\" and \"classification\")",
         ]
@@ -1255,6 +1275,159 @@ fn summary_describes_each_model_kind() {
         "labels: positive = true, \"open\"; negative = false, \"false\", \"0\", \"no\", \"negative\"",
         "explain: top 3 features",
         "anomaly: off",
+    ] {
+        assert!(summary.contains(expected), "{expected}\nnot in\n{summary}");
+    }
+}
+
+#[test]
+fn full_kmeans_config_parses_every_parameter() {
+    let text = format!(
+        "{KMEANS}half_life = 250.5\nseed = 7\nscale = false\nlloyd_iterations = 0\ndying_fraction = 0\n"
+    );
+    let config = valid(&text);
+    let params = KMeansParams {
+        k: 3,
+        half_life: 250.5,
+        seed: 7,
+        lloyd_iterations: 0,
+        dying_fraction: 0.0,
+        scale: false,
+    };
+    assert_eq!(
+        config.pipelines[0].model,
+        ModelConfig::KMeans(KMeansConfig {
+            features: vec!["power".into(), "vibration".into()],
+            params,
+        })
+    );
+    assert_eq!(
+        config.pipelines[0].output,
+        "edgeflow/{pipeline}/{key}/cluster"
+    );
+    assert!(OnlineKMeans::new(params, 2).is_ok());
+}
+
+#[test]
+fn omitted_kmeans_parameters_take_the_online_defaults() {
+    let config = valid(KMEANS);
+    let ModelConfig::KMeans(kmeans) = &config.pipelines[0].model else {
+        panic!("not a kmeans: {:?}", config.pipelines[0].model);
+    };
+    assert_eq!(kmeans.params, KMeansParams::online_default(3));
+}
+
+#[test]
+fn kmeans_needs_k_and_features_and_takes_no_target() {
+    let text = KMEANS.replace("k = 3\n", "target = \"power\"\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "6:1: pipeline \"modes\": missing required key \"model.k\" (the number of clusters, between 1 and 64, e.g. k = 4)",
+            "9:1: pipeline \"modes\": model.target does not apply to kind \"kmeans\": a clustering has no target, it groups readings by their features (remove target, and list the fields to cluster in features)",
+        ]
+    );
+    let text = KMEANS.replace("features = [\"power\", \"vibration\"]\n", "");
+    assert_eq!(
+        errors(&text),
+        ["6:1: pipeline \"modes\": missing required key \"model.features\""]
+    );
+    let text = KMEANS.replace("[\"power\", \"vibration\"]", "[]");
+    assert_eq!(
+        errors(&text),
+        ["8:12: pipeline \"modes\": model.features must list at least one of the pipeline's fields to cluster, e.g. features = [\"humidity\"]"]
+    );
+    let text = KMEANS.replace(
+        "[\"power\", \"vibration\"]",
+        "[\"power\", \"temp\", \"power\"]",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "8:22: pipeline \"modes\": model.features[1] \"temp\" is not one of the pipeline's fields (fields: power, vibration)",
+            "8:30: pipeline \"modes\": model.features[2] \"power\" is already listed as model.features[0] (list each feature once)",
+        ]
+    );
+}
+
+#[test]
+fn kmeans_parameters_out_of_range_are_reported_at_each_key() {
+    let text = KMEANS.replace("k = 3", "k = 65")
+        + "half_life = 0.5\nseed = -1\nscale = 1\nlloyd_iterations = 101\ndying_fraction = 0.6\n";
+    assert_eq!(
+        errors(&text),
+        [
+            "9:5: pipeline \"modes\": model.k must be between 1 and 64 (got 65)",
+            "10:13: pipeline \"modes\": model.half_life must be a finite number of readings, at least 1 (got 0.5)",
+            "11:8: pipeline \"modes\": model.seed must be at least 0 (got -1)",
+            "12:9: pipeline \"modes\": model.scale must be true or false (got an integer)",
+            "13:20: pipeline \"modes\": model.lloyd_iterations must be between 0 and 100 (got 101)",
+            "14:18: pipeline \"modes\": model.dying_fraction must be between 0 and 0.5 (got 0.6)",
+        ]
+    );
+    assert_eq!(
+        errors(&KMEANS.replace("k = 3", "k = 0")),
+        ["9:5: pipeline \"modes\": model.k must be between 1 and 64 (got 0)"]
+    );
+    assert_eq!(
+        errors(&format!("{KMEANS}half_life = inf\n")),
+        ["10:13: pipeline \"modes\": model.half_life must be a finite number of readings, at least 1 (got inf)"]
+    );
+}
+
+#[test]
+fn kmeans_parameters_and_other_kinds_parameters_do_not_mix() {
+    let text = format!("{PIPELINE}k = 4\nhalf_life = 100\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "9:1: pipeline \"temperature\": model.k is not a parameter of kind \"forecast\" (it belongs to kind \"kmeans\")",
+            "10:1: pipeline \"temperature\": model.half_life is not a parameter of kind \"forecast\" (it belongs to kind \"kmeans\")",
+        ]
+    );
+    let text = format!("{CLASSIFICATION}seed = 1\n");
+    assert_eq!(
+        errors(&text),
+        ["10:1: pipeline \"door\": model.seed is not a parameter of kind \"classification\" (it belongs to kind \"kmeans\")"]
+    );
+    let text = format!("{KMEANS}threshold = 0.5\nlags = 2\nexplain = true\nclusters = 4\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "10:1: pipeline \"modes\": model.threshold is not a parameter of kind \"kmeans\" (it belongs to kind \"classification\")",
+            "11:1: pipeline \"modes\": model.lags is not a parameter of kind \"kmeans\" (it belongs to kind \"forecast\")",
+            "12:1: pipeline \"modes\": model.explain is not a parameter of kind \"kmeans\" (it belongs to kinds \"regression\" and \"classification\")",
+            "13:1: pipeline \"modes\": unknown key \"model.clusters\" (accepted keys: kind, features, k, half_life, seed, scale, lloyd_iterations, dying_fraction)",
+        ]
+    );
+}
+
+#[test]
+fn anomaly_detection_is_rejected_for_kmeans() {
+    let text = format!("{KMEANS}[pipelines.anomaly]\n");
+    assert_eq!(
+        errors(&text),
+        ["10:1: pipeline \"modes\": anomaly detection is not available with model.kind \"kmeans\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value; a clustering publishes each reading's distance to its cluster instead; remove [pipelines.anomaly])"]
+    );
+}
+
+#[test]
+fn kmeans_can_cluster_the_one_value_of_a_number_payload() {
+    let text = "[[pipelines]]\nname = \"meter\"\ntopics = [\"meters/+/power\"]\nformat = \"number\"\n[pipelines.model]\nkind = \"kmeans\"\nfeatures = [\"value\"]\nk = 2\n";
+    let config = valid(text);
+    assert_eq!(config.pipelines[0].model.features(), ["value"]);
+    let text = senml_pipeline("", "kind = \"kmeans\"\nfeatures = [\"value\"]\nk = 2");
+    assert_eq!(valid(&text).pipelines[0].model.kind(), "kmeans");
+}
+
+#[test]
+fn summary_describes_a_kmeans_model() {
+    let summary = valid(&format!("{KMEANS}seed = 5\n")).summary();
+    for expected in [
+        "model: kmeans of power, vibration (k 3, half-life 1000 readings, seed 5, scaled features, 10 Lloyd iterations, dying fraction 0.000001)",
+        "warm-up: the first 24 readings of each key are buffered (cluster null), then seed the clusters",
+        "anomaly: off",
+        "output: edgeflow/{pipeline}/{key}/cluster (qos 0)",
     ] {
         assert!(summary.contains(expected), "{expected}\nnot in\n{summary}");
     }

@@ -122,12 +122,10 @@ impl Collector for DaemonCollector {
             "edgeflow_scored",
             "Readings whose prediction was scored against their target (prequential), by pipeline",
             MetricType::Counter,
-            per_pipeline_counter(&|p| {
-                if p.kind() == "classification" {
-                    p.stats.labelled.load(Relaxed)
-                } else {
-                    p.stats.scored.load(Relaxed)
-                }
+            per_pipeline_counter(&|p| match p.kind() {
+                "classification" => p.stats.labelled.load(Relaxed),
+                "kmeans" => p.stats.clustered.load(Relaxed),
+                _ => p.stats.scored.load(Relaxed),
             }),
         )?;
 
@@ -181,6 +179,7 @@ impl Collector for DaemonCollector {
         let mut rmse = Vec::new();
         let mut accuracy = Vec::new();
         let mut log_loss = Vec::new();
+        let mut mean_distance = Vec::new();
         for p in &pipelines {
             let s = p.stats.snapshot();
             let labels = vec![("pipeline", p.name.as_str())];
@@ -189,6 +188,11 @@ impl Collector for DaemonCollector {
                     let n = s.labelled as f64;
                     accuracy.push((labels.clone(), ConstGauge::new(s.correct as f64 / n)));
                     log_loss.push((labels, ConstGauge::new(p.stats.log_loss_sum.get() / n)));
+                }
+            } else if p.kind() == "kmeans" {
+                if s.clustered > 0 {
+                    let n = s.clustered as f64;
+                    mean_distance.push((labels, ConstGauge::new(s.distance_sum / n)));
                 }
             } else if s.scored > 0 {
                 let n = s.scored as f64;
@@ -223,6 +227,13 @@ impl Collector for DaemonCollector {
             "Mean log loss of every labelled reading scored since start (classification), by pipeline",
             MetricType::Gauge,
             log_loss,
+        )?;
+        family(
+            &mut e,
+            "edgeflow_prequential_mean_distance",
+            "Mean distance (standardised units) of every reading clustered since start to the cluster it was assigned before being learnt (kmeans), by pipeline",
+            MetricType::Gauge,
+            mean_distance,
         )?;
 
         family(

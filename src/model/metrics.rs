@@ -1,5 +1,5 @@
-//! Prequential metrics (regression and binary classification): running sums that can be
-//! merged across keys.
+//! Prequential metrics (regression, binary classification and clustering): running sums that
+//! can be merged across keys.
 
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +137,55 @@ impl ClassificationMetrics {
     }
 }
 
+/// Running sums of a clustering, evaluated prequentially: each reading's distance to the
+/// cluster it was assigned to *before* the model learnt it (inertia per reading, as a
+/// distance; lower is tighter).
+///
+/// Distances are in the model's standardised units, so the mean of one key is comparable over
+/// time and across keys with the same features. Only sums are kept, so aggregates are the
+/// [`merge`](Self::merge) of the keys' metrics. With no assignment yet,
+/// [`mean_distance`](Self::mean_distance) returns `0.0`; read [`count`](Self::count) to tell
+/// "no data" apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusteringMetrics {
+    /// Number of readings assigned to a cluster (after the model's warm-up).
+    pub count: u64,
+    /// Sum of their distances to the assigned cluster's centre.
+    pub distance_sum: f64,
+}
+
+impl ClusteringMetrics {
+    /// Empty metrics (no assignment).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Score one assignment at `distance` from its cluster's centre. A non-finite or negative
+    /// distance is ignored, like a non-finite regression pair.
+    pub fn update(&mut self, distance: f64) {
+        if !(distance.is_finite() && distance >= 0.0) {
+            return;
+        }
+        self.count += 1;
+        self.distance_sum += distance;
+    }
+
+    /// Mean distance of the readings to their assigned cluster; `0.0` when `count == 0`.
+    pub fn mean_distance(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.distance_sum / self.count as f64
+        }
+    }
+
+    /// Add `other`'s assignments to these metrics (as if every one had been scored here).
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.distance_sum += other.distance_sum;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +293,27 @@ mod tests {
         assert_eq!((left.count, left.correct), (all.count, all.correct));
         assert_eq!((left.count, left.correct), (5, 3));
         assert!((left.log_loss() - all.log_loss()).abs() < TOLERANCE);
+    }
+
+    #[test]
+    fn clustering_metrics_average_and_merge_distances() {
+        let mut all = ClusteringMetrics::new();
+        assert_eq!((all.count, all.mean_distance()), (0, 0.0));
+        let (mut left, mut right) = (ClusteringMetrics::new(), ClusteringMetrics::new());
+        for (i, d) in [0.5, 1.5, 0.25, 2.0].into_iter().enumerate() {
+            all.update(d);
+            if i < 2 {
+                left.update(d);
+            } else {
+                right.update(d);
+            }
+        }
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            all.update(bad);
+        }
+        left.merge(&right);
+        assert_eq!(all.count, 4);
+        assert!((all.mean_distance() - 1.0625).abs() < TOLERANCE);
+        assert_eq!(left, all);
     }
 }

@@ -21,8 +21,8 @@
 //!   cluster ids; [`adjusted_rand_index`] scores a clustering against known labels.
 //! - [`scaler`]: [`StandardScaler`], running per-feature standardisation; both regressions use
 //!   one by default.
-//! - [`metrics`]: [`RegressionMetrics`] and [`ClassificationMetrics`], prequential aggregates
-//!   (MAE, RMSE; accuracy, log loss) that merge.
+//! - [`metrics`]: [`RegressionMetrics`], [`ClassificationMetrics`] and [`ClusteringMetrics`],
+//!   prequential aggregates (MAE, RMSE; accuracy, log loss; mean distance) that merge.
 //! - [`recommend`]: [`UserHistory`] (one per user) and [`ItemSimilarity`] (one per pipeline),
 //!   item-item cosine recommendation over co-occurrence, exact and incremental, in bounded
 //!   memory.
@@ -48,7 +48,7 @@ pub use kmeans::{
 };
 pub use linear::{Contribution, LinearAlgorithm, LinearParams, LinearRegression, MAX_FEATURES};
 pub use logistic::{LogisticAlgorithm, LogisticParams, LogisticRegression};
-pub use metrics::{ClassificationMetrics, RegressionMetrics};
+pub use metrics::{ClassificationMetrics, ClusteringMetrics, RegressionMetrics};
 pub use recommend::{
     HistoryChange, HistoryEntry, ItemSimilarity, RecommendParams, ScoredItem, UserHistory,
     MAX_WEIGHT, WEIGHT_QUANTUM,

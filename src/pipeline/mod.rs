@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
 use crate::config::{ClassifierConfig, Config, PipelineConfig};
-use crate::model::{ClassificationMetrics, RegressionMetrics};
+use crate::model::{ClassificationMetrics, ClusteringMetrics, RegressionMetrics};
 use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError};
 pub use model::{KeyModel, KeyState, Scratch};
 use model::{KeyStateV1, ModelSpec, Outcome};
@@ -81,7 +81,7 @@ pub struct Pipeline {
     pub stats: PipelineStats,
     /// `{"pipeline":<name>,"key":`, escaped once.
     head: Vec<u8>,
-    /// `,"field":<target>`, escaped once.
+    /// `,"field":<target or "cluster">`, escaped once.
     field: Vec<u8>,
 }
 
@@ -125,7 +125,7 @@ impl Pipeline {
                 message,
             }
         })?;
-        let target = cfg.model.target().to_string();
+        let target = cfg.model.output_field().to_string();
         let mut head = b"{\"pipeline\":".to_vec();
         push_json_str(&mut head, &cfg.name);
         head.extend_from_slice(b",\"key\":");
@@ -160,12 +160,13 @@ impl Pipeline {
         self.filters.iter().map(|f| f.as_str())
     }
 
-    /// The field the model forecasts, predicts or classifies.
+    /// The `field` of this pipeline's output messages (and `{field}` of its output topics): the
+    /// field the model forecasts, predicts or classifies, or `"cluster"` for a clustering.
     pub fn target(&self) -> &str {
         &self.target
     }
 
-    /// The model kind: `forecast`, `regression` or `classification`.
+    /// The model kind: `forecast`, `regression`, `classification` or `kmeans`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -409,6 +410,7 @@ impl Pipeline {
         match outcome {
             Outcome::Scored(error) => self.stats.record_error(error),
             Outcome::Classified { correct, log_loss } => self.stats.record_label(correct, log_loss),
+            Outcome::Clustered(distance) => self.stats.record_distance(distance),
             Outcome::Unscored => {}
         }
         self.stats.outputs.fetch_add(1, Relaxed);
@@ -695,7 +697,13 @@ impl Pipelines {
     }
 }
 
-/// A JSON summary of a key's persisted state (used by `edgeflow inspect`).
+/// A JSON summary of a key's persisted state (used by `edgeflow inspect` and `/keys`).
+///
+/// For a clustering: `scored` (readings assigned), `mean_distance` (prequential, since the
+/// key started; `null` before the first assignment), `recent_mean_distance` (the same, decayed
+/// with the model's half-life), `warming_up`, and the live `clusters`, each with its stable
+/// `id`, its decayed `weight` (readings absorbed) and its `centre` in the original units of
+/// the features, in the order of `model.features`.
 pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json::Value {
     use crate::model::OnlineModel;
 
@@ -745,6 +753,29 @@ pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json
             "weights": model.weights(),
             "intercept": model.intercept(),
         }),
+        KeyModel::KMeans { model, metrics } => {
+            let clusters: Vec<serde_json::Value> = model
+                .ids()
+                .iter()
+                .zip(model.weights())
+                .zip(model.centres().rows())
+                .map(|((id, weight), centre)| {
+                    serde_json::json!({
+                        "id": id,
+                        "weight": weight,
+                        "centre": centre.to_vec(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "kind": "kmeans",
+                "scored": metrics.count,
+                "mean_distance": (metrics.count > 0).then(|| metrics.mean_distance()),
+                "recent_mean_distance": model.mean_distance(),
+                "warming_up": model.is_warming_up(),
+                "clusters": clusters,
+            })
+        }
     };
     if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
         v.extend(extra);
@@ -759,6 +790,8 @@ pub struct MergedMetrics {
     pub regression: RegressionMetrics,
     /// Classification keys.
     pub classification: ClassificationMetrics,
+    /// Clustering (kmeans) keys.
+    pub clustering: ClusteringMetrics,
 }
 
 impl MergedMetrics {
@@ -769,6 +802,7 @@ impl MergedMetrics {
                 self.regression.merge(metrics)
             }
             KeyModel::Classification { metrics, .. } => self.classification.merge(metrics),
+            KeyModel::KMeans { metrics, .. } => self.clustering.merge(metrics),
         }
     }
 }
@@ -855,15 +889,13 @@ mod tests {
             p.decode("t/k1", payload.as_bytes(), &mut buf)
                 .unwrap_or_else(|e| panic!("{payload}: {e}"));
             p.step(state, &buf.key, i as i64, &buf.values, &mut scratch);
-            let last = match p.kind() {
-                "forecast" => "forecast",
-                "regression" => "prediction",
-                _ => "class",
+            let expected = match p.kind() {
+                "forecast" => format!("edgeflow/p/k1/{}/forecast", p.target()),
+                "regression" => format!("edgeflow/p/k1/{}/prediction", p.target()),
+                "kmeans" => "edgeflow/p/k1/cluster".to_owned(),
+                _ => format!("edgeflow/p/k1/{}/class", p.target()),
             };
-            assert_eq!(
-                scratch.topic,
-                format!("edgeflow/p/k1/{}/{last}", p.target())
-            );
+            assert_eq!(scratch.topic, expected);
             out.push(serde_json::from_slice(&scratch.payload).expect("output is JSON"));
         }
         out
@@ -1030,5 +1062,253 @@ mod tests {
         assert_eq!(a.restore_state(&bytes).unwrap(), Some(state));
         assert_eq!(b.restore_state(&bytes).unwrap(), None);
         assert_eq!(c.restore_state(&bytes).unwrap(), None);
+    }
+
+    /// Payloads of two well separated blobs in (a, b), alternating, with a little noise.
+    fn blob_payloads(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let jitter = ((i * 7919) % 13) as f64 * 0.01;
+                let (a, b) = if i % 2 == 0 { (0.0, 0.0) } else { (10.0, 5.0) };
+                format!("{{\"a\":{},\"b\":{},\"y\":0}}", a + jitter, b - jitter)
+            })
+            .collect()
+    }
+
+    fn kmeans_pipeline(k: usize) -> Pipeline {
+        pipeline(
+            &format!("kind = \"kmeans\"\nfeatures = [\"a\", \"b\"]\nk = {k}"),
+            "",
+        )
+    }
+
+    #[test]
+    fn kmeans_output_is_null_during_warm_up_then_assigns_before_learning() {
+        let p = kmeans_pipeline(2);
+        let warm_up = 16; // 8·k
+        let payloads = blob_payloads(100);
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let mut state = p.new_state();
+        let mut buf = ReadingBuf::default();
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        let mut first_assigned = Vec::new();
+        for (i, payload) in refs.iter().enumerate() {
+            p.decode("t/k1", payload.as_bytes(), &mut buf).unwrap();
+            // What the model predicts before this reading is learnt.
+            let before = match &state.model {
+                KeyModel::KMeans { model, .. } => {
+                    model.predict_one(&[buf.values[0], buf.values[1]])
+                }
+                other => panic!("not a kmeans: {other:?}"),
+            };
+            p.step(&mut state, &buf.key, i as i64, &buf.values, &mut scratch);
+            assert_eq!(scratch.topic, "edgeflow/p/k1/cluster");
+            let o: serde_json::Value = serde_json::from_slice(&scratch.payload).unwrap();
+            assert_eq!(
+                o["cluster"].as_u64(),
+                before.map(|a| u64::from(a.id)),
+                "reading {i}: the published cluster is the one predicted before learning"
+            );
+            // serde_json (without `float_roundtrip`) may read the last digit 1 ulp off.
+            let published = o["distance"].as_f64();
+            assert_eq!(published.is_some(), before.is_some());
+            if let (Some(published), Some(a)) = (published, before) {
+                assert!((published - a.distance).abs() <= 1e-12 * a.distance.max(1.0));
+            }
+            if i == warm_up {
+                first_assigned = scratch.payload.clone();
+            }
+            out.push(o);
+        }
+        for o in &out[..warm_up] {
+            assert_eq!(o["cluster"], serde_json::Value::Null, "{o}");
+            assert_eq!(o["distance"], serde_json::Value::Null);
+            assert_eq!(o["mean_distance"], serde_json::Value::Null);
+        }
+        // The documented fields, in the documented order.
+        let text = String::from_utf8(first_assigned).unwrap();
+        assert!(
+            text.starts_with(
+                "{\"pipeline\":\"p\",\"key\":\"k1\",\"field\":\"cluster\",\"time\":16,\"cluster\":"
+            ),
+            "{text}"
+        );
+        let positions: Vec<usize> = ["\"distance\":", "\"updates\":", "\"mean_distance\":"]
+            .iter()
+            .map(|name| {
+                text.find(name)
+                    .unwrap_or_else(|| panic!("{name} in {text}"))
+            })
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert_eq!(out[warm_up].as_object().map(|o| o.len()), Some(8), "{text}");
+        assert_eq!(out[warm_up]["field"], "cluster");
+        assert_eq!(out[99]["updates"], 100);
+        // The two blobs alternate: so do their clusters, and they differ.
+        let even = out[warm_up]["cluster"].as_u64().unwrap();
+        let odd = out[warm_up + 1]["cluster"].as_u64().unwrap();
+        assert_ne!(even, odd);
+        for (i, o) in out.iter().enumerate().skip(warm_up) {
+            let expected = if i % 2 == 0 { even } else { odd };
+            assert_eq!(o["cluster"].as_u64(), Some(expected), "reading {i}");
+        }
+        // The mean distance is the mean of the published distances.
+        let distances: Vec<f64> = out[warm_up..]
+            .iter()
+            .map(|o| o["distance"].as_f64().unwrap())
+            .collect();
+        let mean = distances.iter().sum::<f64>() / distances.len() as f64;
+        let published = out[99]["mean_distance"].as_f64().unwrap();
+        assert!((published - mean).abs() < 1e-12, "{published} vs {mean}");
+        let snapshot = p.stats.snapshot();
+        assert_eq!(snapshot.clustered, (100 - warm_up) as u64);
+        assert!((snapshot.distance_sum / snapshot.clustered as f64 - mean).abs() < 1e-12);
+    }
+
+    #[test]
+    fn kmeans_reading_without_a_feature_is_dropped_as_missing_field() {
+        let p = kmeans_pipeline(2);
+        let mut buf = ReadingBuf::default();
+        let error = p
+            .decode("t/k1", b"{\"a\":1,\"y\":0}", &mut buf)
+            .expect_err("b is missing");
+        assert_eq!(error.reason, DropReason::MissingField);
+    }
+
+    #[test]
+    fn kmeans_skips_a_non_finite_feature_an_operator_made() {
+        let map = "[[pipelines.operators]]\nop = \"map\"\nderive = { r = \"sqrt(a)\" }\n";
+        let p = pipeline("kind = \"kmeans\"\nfeatures = [\"r\", \"b\"]\nk = 1", map);
+        let mut state = p.new_state();
+        let payloads: Vec<String> = (0..20)
+            .map(|i| format!("{{\"a\":{},\"b\":1,\"y\":0}}", if i == 12 { -1 } else { i }))
+            .collect();
+        let mut buf = ReadingBuf::default();
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        for (i, payload) in payloads.iter().enumerate() {
+            p.decode("t/k1", payload.as_bytes(), &mut buf).unwrap();
+            p.process(
+                &mut state,
+                "k1",
+                i as i64,
+                &buf.values,
+                &mut scratch,
+                &mut |_, payload| {
+                    out.push(serde_json::from_slice::<serde_json::Value>(payload).unwrap())
+                },
+            );
+        }
+        assert_eq!(out[11]["cluster"], 0, "seeded after 8 readings");
+        assert_eq!(
+            out[12]["cluster"],
+            serde_json::Value::Null,
+            "sqrt(-1) is NaN"
+        );
+        assert_eq!(out[12]["updates"], out[11]["updates"], "and is not learnt");
+        assert_eq!(out[13]["cluster"], 0);
+        assert_eq!(out[19]["updates"], 19);
+    }
+
+    #[test]
+    fn kmeans_state_round_trips_and_other_parameters_start_afresh() {
+        let p = kmeans_pipeline(2);
+        let payloads = blob_payloads(60);
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let mut state = p.new_state();
+        run(&p, &mut state, &refs[..40]);
+        let mut bytes = Vec::new();
+        p.encode_state(&state, &mut bytes).unwrap();
+        let mut restored = p.restore_state(&bytes).unwrap().expect("same config");
+        assert_eq!(restored, state);
+        // The restored key continues exactly as the original.
+        let (mut a, mut b) = (state.clone(), restored.clone());
+        assert_eq!(run(&p, &mut a, &refs[40..]), run(&p, &mut b, &refs[40..]));
+        run(&p, &mut restored, &refs[40..]);
+        assert_eq!(restored.model, a.model);
+        for other in [
+            kmeans_pipeline(3),
+            pipeline("kind = \"kmeans\"\nfeatures = [\"a\"]\nk = 2", ""),
+            pipeline(
+                "kind = \"kmeans\"\nfeatures = [\"a\", \"b\"]\nk = 2\nseed = 1",
+                "",
+            ),
+            pipeline(
+                "kind = \"classification\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
+                "",
+            ),
+        ] {
+            assert_eq!(other.restore_state(&bytes).unwrap(), None);
+        }
+        // …and a kmeans pipeline does not take another kind's state.
+        let forecast = pipeline("kind = \"forecast\"\ntarget = \"y\"", "");
+        let mut forecast_state = forecast.new_state();
+        run(&forecast, &mut forecast_state, &refs[..3]);
+        let mut bytes = Vec::new();
+        forecast.encode_state(&forecast_state, &mut bytes).unwrap();
+        assert_eq!(p.restore_state(&bytes).unwrap(), None);
+    }
+
+    #[test]
+    fn kmeans_is_the_last_key_model_variant_so_older_states_keep_their_tags() {
+        // postcard writes an enum variant as its index: the kinds that existed before kmeans
+        // must keep 0, 1 and 2.
+        for (model, tag) in [
+            ("kind = \"forecast\"\ntarget = \"y\"", 0u8),
+            (
+                "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\"]",
+                1,
+            ),
+            (
+                "kind = \"classification\"\ntarget = \"y\"\nfeatures = [\"a\"]",
+                2,
+            ),
+            ("kind = \"kmeans\"\nfeatures = [\"a\"]\nk = 2", 3),
+        ] {
+            let state = pipeline(model, "").new_state();
+            let bytes = postcard::to_stdvec(&state.model).unwrap();
+            assert_eq!(bytes[0], tag, "{model}");
+        }
+    }
+
+    #[test]
+    fn kmeans_state_is_described_with_its_clusters_in_original_units() {
+        let p = kmeans_pipeline(2);
+        let payloads = blob_payloads(40);
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let mut state = p.new_state();
+        let fresh = describe_state("p", "k1", &state);
+        assert_eq!(fresh["kind"], "kmeans");
+        assert_eq!(fresh["warming_up"], true);
+        assert_eq!(fresh["clusters"], serde_json::json!([]));
+        assert_eq!(fresh["mean_distance"], serde_json::Value::Null);
+        run(&p, &mut state, &refs);
+        let v = describe_state("p", "k1", &state);
+        assert_eq!(v["kind"], "kmeans");
+        assert_eq!(v["updates"], 40);
+        assert_eq!(v["scored"], 40 - 16);
+        assert_eq!(v["warming_up"], false);
+        assert!(v["mean_distance"].as_f64().unwrap() > 0.0);
+        assert!(v["recent_mean_distance"].as_f64().is_some());
+        let clusters = v["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 2);
+        let mut centres: Vec<(f64, f64)> = clusters
+            .iter()
+            .map(|c| {
+                let centre = c["centre"].as_array().unwrap();
+                (centre[0].as_f64().unwrap(), centre[1].as_f64().unwrap())
+            })
+            .collect();
+        centres.sort_by(|x, y| x.0.total_cmp(&y.0));
+        // Blobs at (0, 0) and (10, 5), jittered by at most 0.12.
+        assert!(
+            centres[0].0.abs() < 0.2 && centres[0].1.abs() < 0.2,
+            "{centres:?}"
+        );
+        assert!((centres[1].0 - 10.0).abs() < 0.2 && (centres[1].1 - 5.0).abs() < 0.2);
+        let mut merged = MergedMetrics::default();
+        merged.add(&state);
+        assert_eq!(merged.clustering.count, 24);
     }
 }

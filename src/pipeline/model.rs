@@ -3,7 +3,9 @@
 //! Every kind follows the same order (prequential evaluation): predict from what was learned
 //! so far, score that prediction against the reading's target, flag it if it is anomalous,
 //! learn the reading (unless it is an anomaly that must not be learned), then render the output
-//! message. The error a key records is therefore always honest.
+//! message. The error a key records is therefore always honest. A clustering has no target: it
+//! assigns the reading to its nearest cluster and scores the distance to that cluster's centre,
+//! both before learning the reading.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,9 +14,9 @@ use super::output::JsonObject;
 use super::stats::PipelineStats;
 use crate::config::{ModelConfig, PipelineConfig};
 use crate::model::{
-    AnomalyDetector, AnomalyParams, AnomalyVerdict, ClassificationMetrics, Contribution,
-    Forecaster, LinearRegression, LogisticRegression, ModelError, OnlineModel, Prediction,
-    RegressionMetrics, MAX_FEATURES, MAX_HORIZON,
+    AnomalyDetector, AnomalyParams, AnomalyVerdict, ClassificationMetrics, ClusteringMetrics,
+    Contribution, Forecaster, LinearRegression, LogisticRegression, ModelError, OnlineKMeans,
+    OnlineModel, Prediction, RegressionMetrics, MAX_FEATURES, MAX_HORIZON,
 };
 
 /// The persisted state of one key: its model, its prequential metrics, the last time seen and
@@ -43,6 +45,9 @@ pub(crate) struct KeyStateV1 {
 }
 
 /// A key's model and metrics, by model kind.
+///
+/// The variant order is the postcard format (a variant is stored as its index): new kinds are
+/// appended at the end, so that stored states of the existing kinds stay readable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum KeyModel {
     /// `kind = "forecast"`.
@@ -71,6 +76,14 @@ pub enum KeyModel {
         /// Prequential accuracy and log loss on labelled readings.
         metrics: ClassificationMetrics,
     },
+    /// `kind = "kmeans"`.
+    KMeans {
+        /// The online k-means (not boxed: it is no larger than a regression's model and
+        /// anomaly detector).
+        model: OnlineKMeans,
+        /// Prequential mean distance of the readings to the cluster they were assigned to.
+        metrics: ClusteringMetrics,
+    },
 }
 
 impl KeyModel {
@@ -80,6 +93,7 @@ impl KeyModel {
             KeyModel::Forecast { model, .. } => model.updates(),
             KeyModel::Regression { model, .. } => model.updates(),
             KeyModel::Classification { model, .. } => model.updates(),
+            KeyModel::KMeans { model, .. } => model.updates(),
         }
     }
 
@@ -120,6 +134,9 @@ impl KeyModel {
                 KeyModel::Classification { model: a, .. },
                 KeyModel::Classification { model: b, .. },
             ) => a.params() == b.params() && a.dim() == b.dim(),
+            (KeyModel::KMeans { model: a, .. }, KeyModel::KMeans { model: b, .. }) => {
+                a.params() == b.params() && a.dim() == b.dim()
+            }
             _ => false,
         }
     }
@@ -130,8 +147,8 @@ impl KeyModel {
 pub(crate) struct ModelSpec {
     /// A fresh model; new keys start from a clone.
     pub prototype: KeyModel,
-    /// Index of the target (or label) among the decoded fields.
-    pub target: usize,
+    /// Index of the target (or label) among the decoded fields; `None` for a clustering.
+    pub target: Option<usize>,
     /// Indices of the features among the decoded fields (empty for a forecast).
     pub features: Vec<usize>,
     /// Feature names, for explanations.
@@ -152,7 +169,7 @@ impl ModelSpec {
                 .position(|f| f == name)
                 .ok_or_else(|| format!("{name:?} is not one of the fields"))
         };
-        let target = index(cfg.model.target())?;
+        let target = cfg.model.target().map(index).transpose()?;
         let features = cfg
             .model
             .features()
@@ -193,6 +210,14 @@ impl ModelSpec {
                 },
                 c.explain,
                 c.threshold,
+            ),
+            ModelConfig::KMeans(k) => (
+                KeyModel::KMeans {
+                    model: OnlineKMeans::new(k.params, features.len()).map_err(err)?,
+                    metrics: ClusteringMetrics::default(),
+                },
+                None,
+                0.5,
             ),
         };
         Ok(ModelSpec {
@@ -240,6 +265,8 @@ pub(crate) enum Outcome {
         /// −log p(observed label).
         log_loss: f64,
     },
+    /// A reading was assigned to a cluster: its distance to the cluster's centre.
+    Clustered(f64),
     /// Nothing to score (warming up, or no target in the reading).
     Unscored,
 }
@@ -256,7 +283,11 @@ impl ModelSpec {
         obj: &mut JsonObject<'_>,
         stats: &PipelineStats,
     ) -> Outcome {
-        let target = values.get(self.target).copied().unwrap_or(f64::NAN);
+        let target = self
+            .target
+            .and_then(|i| values.get(i))
+            .copied()
+            .unwrap_or(f64::NAN);
         let StepBuffers {
             contributions,
             features: x,
@@ -374,6 +405,23 @@ impl ModelSpec {
                     self.write_explanation(obj, contributions);
                 }
                 outcome
+            }
+            KeyModel::KMeans { model, metrics } => {
+                // Assigns, then learns: `None` while warming up (the reading is buffered) and
+                // for a point the model refuses (a non-finite value an operator produced),
+                // which is not learnt either.
+                let assignment = model.predict_learn(x);
+                if let Some(a) = assignment {
+                    metrics.update(a.distance);
+                }
+                obj.opt_u64("cluster", assignment.map(|a| u64::from(a.id)))
+                    .f64("distance", assignment.map(|a| a.distance))
+                    .u64("updates", model.updates())
+                    .f64(
+                        "mean_distance",
+                        (metrics.count > 0).then(|| metrics.mean_distance()),
+                    );
+                assignment.map_or(Outcome::Unscored, |a| Outcome::Clustered(a.distance))
             }
         }
     }

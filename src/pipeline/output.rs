@@ -83,6 +83,18 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    /// `"name":integer` or `null` for `None`.
+    pub(crate) fn opt_u64(&mut self, name: &'static str, value: Option<u64>) -> &mut Self {
+        match value {
+            Some(value) => self.u64(name, value),
+            None => {
+                self.name(name);
+                self.out.extend_from_slice(b"null");
+                self
+            }
+        }
+    }
+
     /// `"name":integer`
     pub(crate) fn i64(&mut self, name: &'static str, value: i64) -> &mut Self {
         self.name(name);
@@ -176,6 +188,8 @@ mod tests {
         c: Option<f64>,
         flag: Option<bool>,
         none: Option<bool>,
+        id: Option<u64>,
+        no_id: Option<u64>,
         items: Vec<Item>,
     }
 
@@ -202,6 +216,8 @@ mod tests {
                 c: Some(f64::INFINITY),
                 flag: Some(true),
                 none: None,
+                id: Some(3),
+                no_id: None,
                 items: vec![Item { v: a }, Item { v: 2.5 }],
             };
             let mut ours = Vec::new();
@@ -214,6 +230,8 @@ mod tests {
                 .f64("c", Some(f64::INFINITY))
                 .bool("flag", Some(true))
                 .bool("none", None)
+                .opt_u64("id", Some(3))
+                .opt_u64("no_id", None)
                 .array_of_objects("items", 2, |i, e| {
                     e.f64("v", Some(if i == 0 { a } else { 2.5 }));
                 });

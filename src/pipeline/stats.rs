@@ -1,5 +1,6 @@
-//! Counters shared by every driver: readings, outputs, prequential error sums and drops by
-//! reason, plus the rate limiter that keeps bad input from flooding the log.
+//! Counters shared by every driver: readings, outputs, prequential error sums (errors, labels,
+//! cluster distances) and drops by reason, plus the rate limiter that keeps bad input from
+//! flooding the log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -129,6 +130,10 @@ pub struct PipelineStats {
     pub correct: AtomicU64,
     /// Sum of the log losses of labelled readings.
     pub log_loss_sum: AtomicF64,
+    /// Readings assigned to a cluster (kmeans, after each key's warm-up).
+    pub clustered: AtomicU64,
+    /// Sum of their distances to the assigned cluster's centre (standardised units).
+    pub distance_sum: AtomicF64,
     /// Readings a `filter` operator stopped.
     pub filtered: AtomicU64,
     /// Readings a `window` operator dropped: later than the allowed lateness.
@@ -154,6 +159,12 @@ impl PipelineStats {
         self.log_loss_sum.add(log_loss);
     }
 
+    /// Record one cluster assignment (kmeans) at `distance` from its centre.
+    pub fn record_distance(&self, distance: f64) {
+        self.clustered.fetch_add(1, Ordering::Relaxed);
+        self.distance_sum.add(distance);
+    }
+
     /// A consistent-enough copy for the stats line and metrics.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -166,6 +177,8 @@ impl PipelineStats {
             anomalies: self.anomalies.load(Ordering::Relaxed),
             labelled: self.labelled.load(Ordering::Relaxed),
             correct: self.correct.load(Ordering::Relaxed),
+            clustered: self.clustered.load(Ordering::Relaxed),
+            distance_sum: self.distance_sum.get(),
         }
     }
 }
@@ -191,6 +204,10 @@ pub struct StatsSnapshot {
     pub labelled: u64,
     /// Labelled readings predicted right.
     pub correct: u64,
+    /// Readings assigned to a cluster.
+    pub clustered: u64,
+    /// Sum of their distances to the assigned centre.
+    pub distance_sum: f64,
 }
 
 impl StatsSnapshot {
@@ -199,6 +216,13 @@ impl StatsSnapshot {
     pub fn mae_since(&self, earlier: &StatsSnapshot) -> Option<f64> {
         let n = self.scored.saturating_sub(earlier.scored);
         (n > 0).then(|| (self.abs_error_sum - earlier.abs_error_sum) / n as f64)
+    }
+
+    /// Mean distance to the assigned cluster of the readings clustered between `earlier` and
+    /// `self` (kmeans).
+    pub fn mean_distance_since(&self, earlier: &StatsSnapshot) -> Option<f64> {
+        let n = self.clustered.saturating_sub(earlier.clustered);
+        (n > 0).then(|| (self.distance_sum - earlier.distance_sum) / n as f64)
     }
 
     /// Accuracy of the labelled readings scored between `earlier` and `self`.
@@ -248,5 +272,19 @@ mod tests {
         assert_eq!(second.sq_error_sum, 10.0);
         assert_eq!(second.mae_since(&first), Some(2.0));
         assert_eq!(second.mae_since(&second), None);
+    }
+
+    #[test]
+    fn interval_mean_distance_counts_only_clustered_readings() {
+        let stats = PipelineStats::default();
+        stats.record_distance(0.5);
+        let first = stats.snapshot();
+        stats.record_distance(1.0);
+        stats.record_distance(2.0);
+        stats.record_error(10.0);
+        let second = stats.snapshot();
+        assert_eq!(second.clustered, 3);
+        assert_eq!(second.mean_distance_since(&first), Some(1.5));
+        assert_eq!(second.mean_distance_since(&second), None);
     }
 }

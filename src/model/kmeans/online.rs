@@ -41,9 +41,11 @@ pub const MISFIT_FACTOR: f64 = 3.0;
 ///   model's half-life.
 ///
 /// Nothing allocates after warm-up: distances are computed on the fly in the standardised
-/// metric. Deserialising checks the state and fails with [`ModelError::InvalidState`] rather
-/// than producing a model that could panic or emit `NaN`.
-#[derive(Debug, Clone)]
+/// metric. The warm-up buffer is reserved whole by [`new`](Self::new), by a clone and by
+/// deserialising, so buffering allocates nothing either; only seeding does, once. Deserialising
+/// checks the state and fails with [`ModelError::InvalidState`] rather than producing a model
+/// that could panic or emit `NaN`.
+#[derive(Debug)]
 pub struct OnlineKMeans {
     pub(super) state: OnlineState,
     /// `params.decay()`, cached (a power per point would cost as much as the update).
@@ -307,6 +309,15 @@ impl OnlineState {
         self.distance_weight = 0.0;
     }
 
+    /// While warming up, room for the rest of the warm-up, so that buffering allocates nothing.
+    fn reserve_warm_up(&mut self) {
+        if self.clusters.active == 0 {
+            let capacity = self.params.warm_up_points() * self.scaler.dim();
+            self.warm_up
+                .reserve_exact(capacity.saturating_sub(self.warm_up.len()));
+        }
+    }
+
     /// Whether a deserialised state is one the model can run on without panicking or
     /// producing `NaN`.
     pub(super) fn check(&self) -> Result<(), ModelError> {
@@ -349,6 +360,20 @@ impl OnlineState {
     }
 }
 
+impl Clone for OnlineKMeans {
+    /// A clone of a model still warming up keeps room for the rest of its warm-up (a derived
+    /// clone would not: `Vec::clone` keeps only the length), so that every key started from a
+    /// pipeline's prototype model buffers its warm-up without allocating.
+    fn clone(&self) -> Self {
+        let mut state = self.state.clone();
+        state.reserve_warm_up();
+        Self {
+            state,
+            decay: self.decay,
+        }
+    }
+}
+
 impl PartialEq for OnlineKMeans {
     /// Models are equal when their states are.
     fn eq(&self, other: &Self) -> bool {
@@ -367,13 +392,7 @@ impl<'de> Deserialize<'de> for OnlineKMeans {
         let mut state = OnlineState::deserialize(deserializer)?;
         state.check().map_err(serde::de::Error::custom)?;
         state.scaler.refresh();
-        if state.clusters.active == 0 {
-            // Room for the rest of the warm-up, so that buffering allocates nothing.
-            let capacity = state.params.warm_up_points() * state.scaler.dim();
-            state
-                .warm_up
-                .reserve_exact(capacity.saturating_sub(state.warm_up.len()));
-        }
+        state.reserve_warm_up();
         let decay = state.params.decay();
         Ok(Self { state, decay })
     }
