@@ -46,11 +46,15 @@ pub enum DropReason {
     /// type, several values in one record, an unsupported version or must-understand field):
     /// the whole pack is dropped.
     BadSenml,
+    /// A recommend event whose item is missing, empty, longer than 64 bytes or not a string
+    /// or integer, or whose weight is neither a number in (0, 1024] nor an event type listed
+    /// in `event_weights`.
+    BadEvent,
 }
 
 impl DropReason {
     /// Every reason, in `index` order (for metric arrays and exposition).
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::UnknownTopic,
         DropReason::TooLarge,
         DropReason::NotUtf8,
@@ -65,6 +69,7 @@ impl DropReason {
         DropReason::BadLabel,
         DropReason::BadCsv,
         DropReason::BadSenml,
+        DropReason::BadEvent,
     ];
 
     /// The stable snake_case name (a metric label value; never change one).
@@ -84,6 +89,7 @@ impl DropReason {
             DropReason::BadLabel => "bad_label",
             DropReason::BadCsv => "bad_csv",
             DropReason::BadSenml => "bad_senml",
+            DropReason::BadEvent => "bad_event",
         }
     }
 

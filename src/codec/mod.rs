@@ -293,7 +293,9 @@ impl Decoder {
             )),
         };
         let (plan, labels) = match &p.model {
-            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) => (None, LabelSet::new(&[], &[])),
+            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) | ModelConfig::Recommend(_) => {
+                (None, LabelSet::new(&[], &[]))
+            }
             ModelConfig::Regression(_) => (Some(TargetPlan::Optional), LabelSet::new(&[], &[])),
             ModelConfig::Classification(c) => (
                 Some(TargetPlan::Label),

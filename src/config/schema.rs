@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::{AnomalyParams, ForecastParams, KMeansParams, LinearParams, LogisticParams};
+use crate::model::{
+    AnomalyParams, ForecastParams, KMeansParams, LinearParams, LogisticParams, RecommendParams,
+};
 
 /// A whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -485,7 +487,45 @@ pub enum ModelConfig {
     /// `kind = "kmeans"`: assigns every reading to one of `k` clusters of its features
     /// (online k-means); there is no target.
     KMeans(KMeansConfig),
+    /// `kind = "recommend"`: events (user = the key, item, weight) update each user's history
+    /// and the pipeline's item-item cosine similarities; publishes top-N recommendations.
+    Recommend(RecommendConfig),
 }
+
+/// The `field` of a `kind = "recommend"` pipeline's output messages.
+pub const RECOMMEND_OUTPUT_FIELD: &str = "recommendations";
+
+/// `kind = "recommend"`
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecommendConfig {
+    /// The field holding the item id: a string, or an integer (taken as its decimal text).
+    pub item: String,
+    /// The field holding the event's weight: a number, or an event type (a string) looked up
+    /// in `event_weights`. `None`: every event weighs 1. A reading without it weighs 1 too.
+    pub weight: Option<String>,
+    /// Event type → weight, for a `weight` field that holds strings (`view`, `cart`, …).
+    pub event_weights: Vec<(String, f64)>,
+    /// History length, item budget, neighbours per item, list length (checked by the loader).
+    pub params: RecommendParams,
+    /// Topic filters of request messages: `{"user": "…"}` (that user's list) or
+    /// `{"item": "…"}` (the items most similar to it). Empty: no requests.
+    pub requests: Vec<String>,
+    /// Publish a user's list after each of their events (`true`, the default), or only on
+    /// request.
+    pub publish_on_event: bool,
+    /// Topic template of similar-item lists: `{pipeline}`, `{key}` (the item).
+    pub similar_output: String,
+    /// How often the item similarities are written to the store (they are also written at
+    /// shutdown).
+    pub snapshot_interval: Duration,
+}
+
+/// Default topic template of a recommend pipeline's similar-item lists.
+pub const DEFAULT_SIMILAR_OUTPUT: &str = "edgeflow/{pipeline}/items/{key}/similar";
+/// Default topic template of a recommend pipeline's user lists.
+pub const DEFAULT_RECOMMEND_OUTPUT: &str = "edgeflow/{pipeline}/{key}/recommendations";
+/// Default interval between snapshots of a recommender's item similarities.
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The `field` of a `kind = "kmeans"` pipeline's output messages (and its `{field}` in topic
 /// templates): a clustering has no target, and what it publishes is a cluster.
@@ -500,6 +540,7 @@ impl ModelConfig {
             ModelConfig::Regression(_) => "regression",
             ModelConfig::Classification(_) => "classification",
             ModelConfig::KMeans(_) => "kmeans",
+            ModelConfig::Recommend(_) => "recommend",
         }
     }
 
@@ -510,14 +551,17 @@ impl ModelConfig {
             ModelConfig::Forecast(forecast) => Some(&forecast.target),
             ModelConfig::Regression(regression) => Some(&regression.target),
             ModelConfig::Classification(classification) => Some(&classification.target),
-            ModelConfig::KMeans(_) => None,
+            ModelConfig::KMeans(_) | ModelConfig::Recommend(_) => None,
         }
     }
 
     /// The `field` member of every output message and the `{field}` of the output topic
     /// template: the target, or [`KMEANS_OUTPUT_FIELD`] (`"cluster"`) for a clustering.
     pub fn output_field(&self) -> &str {
-        self.target().unwrap_or(KMEANS_OUTPUT_FIELD)
+        match self {
+            ModelConfig::Recommend(_) => RECOMMEND_OUTPUT_FIELD,
+            other => other.target().unwrap_or(KMEANS_OUTPUT_FIELD),
+        }
     }
 
     /// The fields the model predicts from (or, for a clustering, clusters), in the order the
@@ -528,6 +572,7 @@ impl ModelConfig {
             ModelConfig::Regression(regression) => &regression.features,
             ModelConfig::Classification(classification) => &classification.features,
             ModelConfig::KMeans(kmeans) => &kmeans.features,
+            ModelConfig::Recommend(_) => &[],
         }
     }
 }
@@ -698,6 +743,7 @@ pub fn default_output(model: &ModelConfig) -> &'static str {
         ModelConfig::Regression(_) => DEFAULT_REGRESSION_OUTPUT,
         ModelConfig::Classification(_) => DEFAULT_CLASSIFICATION_OUTPUT,
         ModelConfig::KMeans(_) => DEFAULT_KMEANS_OUTPUT,
+        ModelConfig::Recommend(_) => DEFAULT_RECOMMEND_OUTPUT,
     }
 }
 /// Event times a `dedupe` operator remembers per key by default.

@@ -277,6 +277,47 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
                 p.warm_up_points()
             )
         }
+        ModelConfig::Recommend(r) => {
+            let p = &r.params;
+            let weight = match &r.weight {
+                None => "every event weighs 1".to_string(),
+                Some(field) if r.event_weights.is_empty() => format!("weight {field}"),
+                Some(field) => format!(
+                    "weight {field} (events: {})",
+                    r.event_weights
+                        .iter()
+                        .map(|(event, w)| format!("{event} = {w}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            writeln!(
+                out,
+                "    model: recommend items {} to users (the key); {weight}; history {}, top {}, at most {} items with {} neighbours each (≤ {:.1} MB)",
+                r.item,
+                p.history,
+                p.top_n,
+                p.max_items,
+                p.max_neighbours,
+                p.memory_bound() as f64 / 1e6
+            )?;
+            writeln!(
+                out,
+                "    lists: {}; requests on {}; similar items on {}; similarities saved every {}",
+                if r.publish_on_event {
+                    "after every event and on request"
+                } else {
+                    "on request only"
+                },
+                if r.requests.is_empty() {
+                    "no topic".to_string()
+                } else {
+                    r.requests.join(", ")
+                },
+                r.similar_output,
+                format_duration(r.snapshot_interval)
+            )
+        }
     }
 }
 

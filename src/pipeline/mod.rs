@@ -776,6 +776,14 @@ pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json
                 "clusters": clusters,
             })
         }
+        KeyModel::Recommend { history, events } => serde_json::json!({
+            "kind": "recommend",
+            "events": events,
+            "history": history
+                .items()
+                .map(|(item, weight)| serde_json::json!({"item": item, "weight": weight}))
+                .collect::<Vec<_>>(),
+        }),
     };
     if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
         v.extend(extra);
@@ -803,6 +811,7 @@ impl MergedMetrics {
             }
             KeyModel::Classification { metrics, .. } => self.classification.merge(metrics),
             KeyModel::KMeans { metrics, .. } => self.clustering.merge(metrics),
+            KeyModel::Recommend { .. } => {}
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::config::{ModelConfig, PipelineConfig};
 use crate::model::{
     AnomalyDetector, AnomalyParams, AnomalyVerdict, ClassificationMetrics, ClusteringMetrics,
     Contribution, Forecaster, LinearRegression, LogisticRegression, ModelError, OnlineKMeans,
-    OnlineModel, Prediction, RegressionMetrics, MAX_FEATURES, MAX_HORIZON,
+    OnlineModel, Prediction, RegressionMetrics, UserHistory, MAX_FEATURES, MAX_HORIZON,
 };
 
 /// The persisted state of one key: its model, its prequential metrics, the last time seen and
@@ -84,6 +84,13 @@ pub enum KeyModel {
         /// Prequential mean distance of the readings to the cluster they were assigned to.
         metrics: ClusteringMetrics,
     },
+    /// `kind = "recommend"`: the key is a user.
+    Recommend {
+        /// The user's recent items (the pipeline's recommender holds the similarities).
+        history: UserHistory,
+        /// Events recorded.
+        events: u64,
+    },
 }
 
 impl KeyModel {
@@ -94,6 +101,7 @@ impl KeyModel {
             KeyModel::Regression { model, .. } => model.updates(),
             KeyModel::Classification { model, .. } => model.updates(),
             KeyModel::KMeans { model, .. } => model.updates(),
+            KeyModel::Recommend { events, .. } => *events,
         }
     }
 
@@ -136,6 +144,9 @@ impl KeyModel {
             ) => a.params() == b.params() && a.dim() == b.dim(),
             (KeyModel::KMeans { model: a, .. }, KeyModel::KMeans { model: b, .. }) => {
                 a.params() == b.params() && a.dim() == b.dim()
+            }
+            (KeyModel::Recommend { history: a, .. }, KeyModel::Recommend { history: b, .. }) => {
+                a.capacity() == b.capacity()
             }
             _ => false,
         }
@@ -215,6 +226,14 @@ impl ModelSpec {
                 KeyModel::KMeans {
                     model: OnlineKMeans::new(k.params, features.len()).map_err(err)?,
                     metrics: ClusteringMetrics::default(),
+                },
+                None,
+                0.5,
+            ),
+            ModelConfig::Recommend(r) => (
+                KeyModel::Recommend {
+                    history: UserHistory::new(r.params.history).map_err(err)?,
+                    events: 0,
                 },
                 None,
                 0.5,
@@ -423,6 +442,8 @@ impl ModelSpec {
                     );
                 assignment.map_or(Outcome::Unscored, |a| Outcome::Clustered(a.distance))
             }
+            // Events go through `Pipeline::record_event`, never through the step.
+            KeyModel::Recommend { .. } => Outcome::Unscored,
         }
     }
 
