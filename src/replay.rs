@@ -20,9 +20,11 @@ use compact_str::CompactString;
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
 use crate::pipeline::classifier::Classifier;
+use crate::pipeline::recommender::Recommender;
 use crate::pipeline::profile::ProfileAccumulator;
 use crate::pipeline::{
-    write_json_str, KeyState, MergedMetrics, Pipeline, PipelineError, Pipelines, Scratch,
+    write_json_str, KeyModel, KeyState, MergedMetrics, Pipeline, PipelineError, Pipelines,
+    Request, Scratch,
 };
 
 /// Errors that stop a replay.
@@ -197,6 +199,24 @@ pub struct PipelineSummary {
     pub late: u64,
     /// Readings a `dedupe` operator dropped as already seen.
     pub duplicates: u64,
+    /// A recommend pipeline's recommender.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recommender: Option<RecommenderSummary>,
+}
+
+/// A recommender's part of the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecommenderSummary {
+    /// History changes applied (events that changed a weight, or repeated an item).
+    pub events: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Lists published.
+    pub lists: u64,
+    /// Items tracked at the end.
+    pub items: u64,
+    /// Heap bytes of the similarities at the end.
+    pub memory_bytes: u64,
 }
 
 /// An output message a chained pipeline has still to read.
@@ -255,14 +275,22 @@ impl<W: Write> Sink<'_, W> {
     }
 }
 
+/// The supervising parts of a replay: classifiers, and the recommenders of recommend
+/// pipelines (by pipeline index).
+struct Supervisors {
+    classifiers: Vec<ReplayClassifier>,
+    recommenders: Vec<Option<Recommender>>,
+}
+
 /// Runs one decoded reading of pipeline `p` through its key's state (and the profiles of
-/// the classifiers that read `p`).
+/// the classifiers that read `p`); for a recommend pipeline, records the event in the user's
+/// history and hands the change to the pipeline's recommender.
 #[allow(clippy::too_many_arguments)] // the parts of the replayer one reading touches
 fn process<W: Write>(
     p: &Pipeline,
     pipelines: &Pipelines,
     keys: &mut [HashMap<String, KeyState, ahash::RandomState>],
-    classifiers: &mut [ReplayClassifier],
+    supervisors: &mut Supervisors,
     scratch: &mut Scratch,
     r: &ReadingBuf,
     default_time: i64,
@@ -272,7 +300,22 @@ fn process<W: Write>(
         return;
     };
     let time = r.time_ms.unwrap_or(default_time);
-    for c in classifiers.iter_mut().filter(|c| c.source == p.index) {
+    if p.is_recommend() {
+        let state = match states.get_mut(r.key.as_str()) {
+            Some(s) => s,
+            None => states.entry(r.key.clone()).or_insert_with(|| p.new_state()),
+        };
+        let change = p.record_event(state, time, &r.values, &r.text);
+        if let (Some(change), Some(Some(recommender))) =
+            (change, supervisors.recommenders.get_mut(p.index))
+        {
+            recommender.on_event(&r.key, &change, time, &mut |topic, payload, _, _| {
+                sink.emit_plain(topic, payload)
+            });
+        }
+        return;
+    }
+    for c in supervisors.classifiers.iter_mut().filter(|c| c.source == p.index) {
         c.before(time, states, sink);
         let spec = &c.classifier.spec;
         match c.accumulators.get_mut(r.key.as_str()) {
@@ -312,7 +355,7 @@ struct Line<'a> {
 pub struct Replayer {
     pipelines: Pipelines,
     keys: Vec<HashMap<String, KeyState, ahash::RandomState>>,
-    classifiers: Vec<ReplayClassifier>,
+    supervisors: Supervisors,
     reading: ReadingBuf,
     scratch: Scratch,
     /// Output messages waiting to be read by chained pipelines (`from`), oldest first; the
@@ -360,10 +403,23 @@ impl Replayer {
                 changes: 0,
             });
         }
+        let mut recommenders: Vec<Option<Recommender>> = Vec::new();
+        for p in pipelines.iter().filter(|p| p.is_recommend()) {
+            let Some(cfg) = config.pipelines.iter().find(|c| c.name == p.name) else {
+                continue;
+            };
+            if recommenders.len() <= p.index {
+                recommenders.resize_with(p.index + 1, || None);
+            }
+            recommenders[p.index] = Some(Recommender::new(cfg)?);
+        }
         Ok(Replayer {
             pipelines,
             keys,
-            classifiers,
+            supervisors: Supervisors {
+                classifiers,
+                recommenders,
+            },
             reading: ReadingBuf::default(),
             scratch: Scratch::default(),
             pending: Vec::new(),
@@ -424,7 +480,7 @@ impl Replayer {
         let Replayer {
             pipelines,
             keys,
-            classifiers,
+            supervisors,
             reading,
             scratch,
             outputs,
@@ -443,8 +499,35 @@ impl Replayer {
         // The clock of replay is the line number: for readings without an event time, and as
         // the "now" of relative SenML times.
         let now = line_no as i64;
+        let request = pipelines.dispatch_request(topic_in, payload, |p, request| {
+            let Some(Some(recommender)) = supervisors.recommenders.get_mut(p.index) else {
+                return;
+            };
+            let emit = &mut |topic: &str, payload: &[u8], _, _| sink.emit_plain(topic, payload);
+            match request {
+                Request::Item(item) => recommender.on_item_request(&item, now, emit),
+                Request::User(user) => {
+                    let history = keys
+                        .get(p.index)
+                        .and_then(|states| states.get(&user))
+                        .and_then(|state| match &state.model {
+                            KeyModel::Recommend { history, .. } => Some(history),
+                            _ => None,
+                        });
+                    match history {
+                        Some(history) => {
+                            recommender.on_user_request(&user, history.items(), now, emit)
+                        }
+                        None => recommender.on_user_request(&user, std::iter::empty(), now, emit),
+                    }
+                }
+            }
+        });
+        if request {
+            return sink.result;
+        }
         pipelines.dispatch(topic_in, payload, now, reading, |p, r| {
-            process(p, pipelines, keys, classifiers, scratch, r, now, &mut sink);
+            process(p, pipelines, keys, supervisors, scratch, r, now, &mut sink);
         });
         // Chained pipelines read the outputs in the order they were made (a chain's own
         // outputs are appended and read in turn).
@@ -457,7 +540,7 @@ impl Replayer {
             let topic = std::mem::take(&mut item.topic);
             let payload = std::mem::take(&mut item.payload);
             pipelines.dispatch_chained(from, &topic, &payload, time, chain_reading, |p, r| {
-                process(p, pipelines, keys, classifiers, scratch, r, time, &mut sink);
+                process(p, pipelines, keys, supervisors, scratch, r, time, &mut sink);
             });
             if let Some(item) = sink.pending.get_mut(next) {
                 (item.topic, item.payload) = (topic, payload);
@@ -524,7 +607,7 @@ impl Replayer {
     pub fn finish(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
         let Replayer {
             keys,
-            classifiers,
+            supervisors,
             outputs,
             pending,
             pending_len,
@@ -537,7 +620,7 @@ impl Replayer {
             pending_len,
             result: Ok(()),
         };
-        for c in classifiers.iter_mut() {
+        for c in supervisors.classifiers.iter_mut() {
             let (Some(due), Some(states)) = (c.next_due, keys.get(c.source)) else {
                 continue;
             };
@@ -562,7 +645,19 @@ impl Replayer {
             .pipelines
             .iter()
             .zip(&self.keys)
-            .map(|(p, states)| pipeline_summary(p, states))
+            .map(|(p, states)| {
+                let mut summary = pipeline_summary(p, states);
+                if let Some(Some(r)) = self.supervisors.recommenders.get(p.index) {
+                    summary.recommender = Some(RecommenderSummary {
+                        events: r.counts.events,
+                        requests: r.counts.requests,
+                        lists: r.counts.lists,
+                        items: r.similarity().len() as u64,
+                        memory_bytes: r.similarity().memory_bytes() as u64,
+                    });
+                }
+                summary
+            })
             .collect();
         ReplaySummary {
             lines: self.summary_lines,
@@ -571,6 +666,7 @@ impl Replayer {
             outputs: self.outputs,
             pipelines,
             classifiers: self
+                .supervisors
                 .classifiers
                 .iter()
                 .map(ReplayClassifier::summary)
@@ -591,7 +687,7 @@ fn pipeline_summary(
     }
     let classification = p.kind() == "classification";
     let clustering = p.kind() == "kmeans";
-    let regression = !classification && !clustering;
+    let regression = matches!(p.kind(), "forecast" | "regression");
     let (r, c, k) = (
         metrics.regression,
         metrics.classification,
@@ -628,6 +724,7 @@ fn pipeline_summary(
             .stats
             .duplicates
             .load(std::sync::atomic::Ordering::Relaxed),
+        recommender: None,
     }
 }
 
@@ -698,6 +795,13 @@ impl std::fmt::Display for ReplaySummary {
             }
             if p.anomalies > 0 {
                 write!(f, ", {} anomalies", p.anomalies)?;
+            }
+            if let Some(r) = &p.recommender {
+                write!(
+                    f,
+                    ", {} events, {} requests, {} lists, {} items tracked ({} bytes)",
+                    r.events, r.requests, r.lists, r.items, r.memory_bytes
+                )?;
             }
             for (count, what) in [
                 (p.filtered, "filtered"),

@@ -144,6 +144,8 @@ pub struct ReadingBuf {
     /// infinite inputs are dropped (`non_finite`, `malformed_json`). A label is 1.0 (positive)
     /// or 0.0 (negative).
     pub values: Vec<f64>,
+    /// The item of a recommend pipeline's event; empty otherwise.
+    pub text: String,
 }
 
 /// A configured field as the decoder keeps it: names shared with errors without copying.

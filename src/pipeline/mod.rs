@@ -10,6 +10,7 @@ pub mod model;
 pub mod operators;
 pub(crate) mod output;
 pub mod profile;
+pub mod recommender;
 pub mod stats;
 pub mod topic;
 
@@ -74,6 +75,8 @@ pub struct Pipeline {
     spec: ModelSpec,
     /// QoS of output messages.
     pub output_qos: u8,
+    /// `kind = "recommend"`: where the weight is, and the request topics.
+    recommend: Option<RecommendPlan>,
     /// The profiles of the classifiers that read this pipeline (`source`), in config order:
     /// each key keeps one accumulator per entry.
     pub profiles: Vec<profile::ProfileSpec>,
@@ -143,6 +146,7 @@ impl Pipeline {
             operators,
             spec,
             output_qos: cfg.output_qos,
+            recommend: RecommendPlan::new(cfg)?,
             profiles: Vec::new(),
             stats: PipelineStats::default(),
             head,
@@ -166,9 +170,48 @@ impl Pipeline {
         &self.target
     }
 
-    /// The model kind: `forecast`, `regression`, `classification` or `kmeans`.
+    /// The model kind: `forecast`, `regression`, `classification`, `kmeans` or `recommend`.
     pub fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// Whether this is a `kind = "recommend"` pipeline (its readings are events, see
+    /// [`record_event`](Self::record_event)).
+    pub fn is_recommend(&self) -> bool {
+        self.recommend.is_some()
+    }
+
+    /// Whether `topic` is one of this recommend pipeline's request topics.
+    pub fn matches_request(&self, topic: &str) -> bool {
+        self.recommend
+            .as_ref()
+            .is_some_and(|r| r.requests.iter().any(|f| f.matches(topic)))
+    }
+
+    /// Record a recommend event (the key is the user, `item` the item, the weight from
+    /// `values`, 1 when absent) in the user's history. Returns the change for the pipeline's
+    /// recommender, `None` if the event changes nothing it must know (not a recommend state,
+    /// or a name or weight the history refuses: the decoder drops those first).
+    pub fn record_event(
+        &self,
+        state: &mut KeyState,
+        time: i64,
+        values: &[f64],
+        item: &str,
+    ) -> Option<crate::model::HistoryChange> {
+        let plan = self.recommend.as_ref()?;
+        let KeyModel::Recommend { history, events } = &mut state.model else {
+            return None;
+        };
+        let weight = plan
+            .weight
+            .and_then(|i| values.get(i).copied())
+            .filter(|w| w.is_finite())
+            .unwrap_or(1.0);
+        state.last_time = time;
+        let change = history.record(item, weight)?;
+        *events += 1;
+        Some(change)
     }
 
     /// Decode a payload expected to hold one reading with this pipeline's decoder (relative
@@ -417,6 +460,76 @@ impl Pipeline {
     }
 }
 
+/// What a `kind = "recommend"` pipeline needs besides its decoder.
+#[derive(Debug)]
+struct RecommendPlan {
+    /// Index of the weight field (`None`: every event weighs 1).
+    weight: Option<usize>,
+    /// Topic filters of request messages.
+    requests: Vec<TopicFilter>,
+}
+
+impl RecommendPlan {
+    fn new(cfg: &PipelineConfig) -> Result<Option<Self>, PipelineError> {
+        let crate::config::ModelConfig::Recommend(r) = &cfg.model else {
+            return Ok(None);
+        };
+        let requests = r
+            .requests
+            .iter()
+            .map(|f| {
+                TopicFilter::parse(f).ok_or_else(|| PipelineError::Filter {
+                    pipeline: cfg.name.clone(),
+                    filter: f.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let weight = r
+            .weight
+            .as_ref()
+            .and_then(|w| cfg.fields.iter().position(|f| f.name == *w));
+        Ok(Some(RecommendPlan { weight, requests }))
+    }
+}
+
+/// A request to a recommend pipeline (a message on one of its `requests` topics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `{"user": "…"}`: that user's list.
+    User(String),
+    /// `{"item": "…"}`: the items most similar to it.
+    Item(String),
+}
+
+/// A request's `user` or `item`: a non-empty string or an integer.
+fn request_id(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Parse a request payload: a JSON object with `user` or `item`.
+///
+/// # Errors
+/// What is wrong, for the log line.
+pub fn parse_request(payload: &[u8]) -> Result<Request, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+    if let Some(user) = value.get("user") {
+        return request_id(user)
+            .map(Request::User)
+            .ok_or_else(|| "\"user\" must be a non-empty string or an integer".to_string());
+    }
+    if let Some(item) = value.get("item") {
+        return request_id(item)
+            .map(Request::Item)
+            .ok_or_else(|| "\"item\" must be a non-empty string or an integer".to_string());
+    }
+    Err("expected {\"user\": …} or {\"item\": …}".to_string())
+}
+
 /// All pipelines of a config, plus the counters of readings no pipeline took.
 ///
 /// Pipelines live in numbered slots; a pipeline's index is its slot and never changes while
@@ -649,15 +762,36 @@ impl Pipelines {
         self.len() == 0
     }
 
-    /// Every `(filter, qos)` to subscribe to, without duplicates.
+    /// Every `(filter, qos)` to subscribe to, without duplicates (request topics included).
     pub fn subscriptions(&self, qos: u8) -> Vec<(String, u8)> {
         let mut out: Vec<(String, u8)> = Vec::new();
-        for f in self.iter().flat_map(|p| p.filters()) {
+        let requests = self
+            .iter()
+            .filter_map(|p| p.recommend.as_ref())
+            .flat_map(|r| r.requests.iter().map(TopicFilter::as_str));
+        for f in self.iter().flat_map(|p| p.filters()).chain(requests) {
             if !out.iter().any(|(g, _)| g == f) {
                 out.push((f.to_string(), qos));
             }
         }
         out
+    }
+
+    /// Hand a message on a recommend pipeline's request topic to `f`, for every pipeline whose
+    /// request filters match (a bad request is counted as `bad_event` and logged). Returns
+    /// whether any did: then the message is not a reading.
+    pub fn dispatch_request(&self, topic: &str, payload: &[u8], mut f: impl FnMut(&Pipeline, Request)) -> bool {
+        let mut matched = false;
+        for p in self.iter().filter(|p| p.matches_request(topic)) {
+            matched = true;
+            match parse_request(payload) {
+                Ok(request) => f(p, request),
+                Err(problem) => p.stats.drops.record(DropReason::BadEvent, |suppressed| {
+                    tracing::warn!(pipeline = %p.name, reason = DropReason::BadEvent.as_str(), suppressed, "dropped a request on {topic}: {problem}")
+                }),
+            }
+        }
+        matched
     }
 
     /// Decode one message for every pipeline whose filters match `topic`, calling `f` once per
