@@ -23,6 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::classifier::{ClassifierStats, ClassifierSupervisor, StopSupervisor};
+use crate::actors::recommender::{
+    RecommenderActor, RecommenderRegistry, ReplaceSettings, SaveAndStop,
+};
 use crate::actors::{CheckpointReport, OutputSink, Router};
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
@@ -105,6 +108,10 @@ pub struct Daemon {
     ingest_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     http: Option<HttpServer>,
+    /// The store, for the flush after the recommenders' last snapshots.
+    store: Store,
+    /// The output sink (recommenders started by a reload publish through it).
+    sink: Arc<dyn OutputSink>,
     _broker: Option<EmbeddedBroker>,
 }
 
@@ -142,10 +149,15 @@ impl Daemon {
             connection_stop.clone(),
         );
         let sink: Arc<dyn OutputSink> = Arc::new(MqttSink(publisher.clone()));
+        let recommenders = Arc::new(RecommenderRegistry::default());
+        for p in pipelines.iter().filter(|p| p.is_recommend()) {
+            start_recommender(&config, &p.name, &recommenders, &store, &sink)?;
+        }
         let router = Arc::new(Router::start(
             pipelines.clone(),
             store.clone(),
             sink.clone(),
+            recommenders,
             &config.runtime,
         ));
         let (classifiers, classifier_stats) = start_classifiers(&config, &router, &store, &sink)?;
@@ -163,6 +175,7 @@ impl Daemon {
                     mqtt: status.clone(),
                     publisher: publisher.clone(),
                     classifiers: classifier_stats,
+                    recommenders: router.recommenders().clone(),
                 },
                 router: Arc::downgrade(&router),
                 store: store.clone(),
@@ -249,6 +262,8 @@ impl Daemon {
             ingest_task,
             background,
             http,
+            store,
+            sink,
             _broker: broker,
         })
     }
@@ -309,8 +324,34 @@ impl Daemon {
         .filter_map(|(section, changed)| changed.then_some(section))
         .collect();
         let pipelines = Arc::new(pipelines);
+        // Recommenders of new recommend pipelines must exist before their keys appear; a
+        // rebuilt one keeps its actor (and its similarities, if its parameters are the same).
+        let registry = self.router.recommenders().clone();
+        let mut retired = Vec::new();
+        for name in plan.added.iter().chain(&plan.rebuilt) {
+            let now_recommend = pipelines.by_name(name).is_some_and(|p| p.is_recommend());
+            match (registry.get(name), now_recommend) {
+                (None, true) => start_recommender(&next, name, &registry, &self.store, &self.sink)?,
+                (Some(actor), true) => {
+                    if let Some(cfg) = next.pipelines.iter().find(|p| &p.name == name) {
+                        let settings = crate::pipeline::recommender::Recommender::new(cfg)?;
+                        actor.do_send(ReplaceSettings(Box::new(settings)));
+                    }
+                }
+                (Some(_), false) => retired.extend(registry.remove(name)),
+                (None, false) => {}
+            }
+        }
+        for name in &plan.removed {
+            retired.extend(registry.remove(name));
+        }
         // No await between building and publishing them (see `Router::reconfigure`).
         let keys_stopped = self.router.reconfigure(pipelines.clone()).await;
+        for actor in retired {
+            if let Ok(Err(e)) = actor.send(SaveAndStop).await {
+                tracing::error!("reload: cannot save a removed recommender's similarities: {e}");
+            }
+        }
         let (subscribed, unsubscribed) = self
             .publisher
             .set_subscriptions(pipelines.subscriptions(self.config.mqtt.subscribe_qos));
@@ -352,11 +393,28 @@ impl Daemon {
         for classifier in &self.handle.classifiers {
             let _ = classifier.send(StopSupervisor).await;
         }
+        let recommenders = self.router.recommenders().clone();
         let report = match Arc::try_unwrap(self.router) {
             Ok(router) => router.stop(deadline).await?,
             // Unreachable after the joins above; checkpoint through the shared handle anyway.
             Err(shared) => shared.checkpoint().await?,
         };
+        // The key actors are stopped: every event they sent is queued ahead of this.
+        let mut saved = false;
+        for (name, recommender) in recommenders.all() {
+            match tokio::time::timeout(deadline, recommender.send(SaveAndStop)).await {
+                Ok(Ok(Ok(wrote))) => saved |= wrote,
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(pipeline = %name, "cannot save the similarities: {e}")
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(pipeline = %name, "the recommender did not answer before the deadline")
+                }
+            }
+        }
+        if saved {
+            self.store.flush().await?;
+        }
         tracing::info!(
             written = report.written,
             "final checkpoint done; sending queued outputs and disconnecting"
@@ -394,6 +452,34 @@ impl std::fmt::Display for ReloadReport {
             self.plan, self.keys_stopped, self.subscribed, self.unsubscribed
         )
     }
+}
+
+/// Start (or restart, on a reload) the recommender of recommend pipeline `name` of `config`,
+/// continuing from its last snapshot, and register it.
+fn start_recommender(
+    config: &Config,
+    name: &str,
+    registry: &RecommenderRegistry,
+    store: &Store,
+    sink: &Arc<dyn OutputSink>,
+) -> Result<(), AppError> {
+    use actix::Actor as _;
+    let Some(cfg) = config.pipelines.iter().find(|p| p.name == name) else {
+        return Ok(());
+    };
+    let crate::config::ModelConfig::Recommend(r) = &cfg.model else {
+        return Ok(());
+    };
+    let actor = RecommenderActor::new(
+        crate::pipeline::recommender::Recommender::new(cfg)?,
+        store.clone(),
+        Arc::clone(sink),
+        r.snapshot_interval,
+        config.runtime.mailbox_capacity,
+    );
+    let stats = actor.stats();
+    registry.insert(name, actor.start(), stats);
+    Ok(())
 }
 
 /// The classifiers' actors and their counters.
@@ -561,6 +647,11 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
     while let Some(msg) = rx.recv().await {
         let arrival = now_ms();
         let pipelines = router.current_pipelines();
+        if pipelines.dispatch_request(&msg.topic, &msg.payload, |p, request| {
+            router.request(p, request, arrival)
+        }) {
+            continue;
+        }
         pipelines.dispatch(&msg.topic, &msg.payload, arrival, &mut buf, |p, r| {
             router.route(p, r, arrival)
         });

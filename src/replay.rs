@@ -20,11 +20,11 @@ use compact_str::CompactString;
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
 use crate::pipeline::classifier::Classifier;
-use crate::pipeline::recommender::Recommender;
 use crate::pipeline::profile::ProfileAccumulator;
+use crate::pipeline::recommender::Recommender;
 use crate::pipeline::{
-    write_json_str, KeyModel, KeyState, MergedMetrics, Pipeline, PipelineError, Pipelines,
-    Request, Scratch,
+    write_json_str, KeyModel, KeyState, MergedMetrics, Pipeline, PipelineError, Pipelines, Request,
+    Scratch,
 };
 
 /// Errors that stop a replay.
@@ -315,7 +315,11 @@ fn process<W: Write>(
         }
         return;
     }
-    for c in supervisors.classifiers.iter_mut().filter(|c| c.source == p.index) {
+    for c in supervisors
+        .classifiers
+        .iter_mut()
+        .filter(|c| c.source == p.index)
+    {
         c.before(time, states, sink);
         let spec = &c.classifier.spec;
         match c.accumulators.get_mut(r.key.as_str()) {

@@ -9,7 +9,9 @@ use compact_str::CompactString;
 
 use smallvec::SmallVec;
 
+use super::recommender::{RecommendEvent, RecommenderActor, UserList};
 use super::{Ingest, OutputSink};
+use crate::codec::DropReason;
 use crate::pipeline::profile::ProfileAccumulator;
 use crate::pipeline::{KeyState, Pipeline, Scratch};
 use crate::store::{Store, StoreError};
@@ -31,6 +33,8 @@ pub struct KeyActor {
     /// One per classifier of the pipeline: what the key did in the current interval (not
     /// persisted: a key passivated mid-interval starts its next profile afresh).
     profiles: SmallVec<[ProfileAccumulator; 1]>,
+    /// A recommend pipeline's recommender (the key is a user).
+    recommender: Option<Addr<RecommenderActor>>,
 }
 
 impl KeyActor {
@@ -41,6 +45,7 @@ impl KeyActor {
         state: KeyState,
         store: Store,
         sink: Arc<dyn OutputSink>,
+        recommender: Option<Addr<RecommenderActor>>,
     ) -> KeyActor {
         KeyActor {
             key,
@@ -53,6 +58,7 @@ impl KeyActor {
             pipeline,
             sink,
             last_output: Vec::new(),
+            recommender,
         }
     }
 
@@ -68,6 +74,51 @@ impl KeyActor {
         })?;
         self.dirty = false;
         Ok(true)
+    }
+}
+
+impl KeyActor {
+    /// A recommend pipeline's event (the key is the user) or request: the change to the
+    /// user's history, or the history itself, goes to the pipeline's recommender.
+    fn recommend(&mut self, msg: Ingest) {
+        let p = &self.pipeline;
+        let Some(recommender) = &self.recommender else {
+            p.stats.drops.record(DropReason::MailboxFull, |suppressed| {
+                tracing::warn!(pipeline = %p.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped an event: the pipeline has no recommender")
+            });
+            return;
+        };
+        let sent = if msg.request {
+            let items = match &self.state.model {
+                crate::pipeline::KeyModel::Recommend { history, .. } => history.entries().to_vec(),
+                _ => Vec::new(),
+            };
+            recommender
+                .try_send(UserList {
+                    user: self.key.clone(),
+                    items,
+                    time: msg.time,
+                })
+                .is_ok()
+        } else {
+            let Some(change) = p.record_event(&mut self.state, msg.time, &msg.values, &msg.text)
+            else {
+                return;
+            };
+            self.dirty = true;
+            recommender
+                .try_send(RecommendEvent {
+                    user: self.key.clone(),
+                    change,
+                    time: msg.time,
+                })
+                .is_ok()
+        };
+        if !sent {
+            p.stats.drops.record(DropReason::MailboxFull, |suppressed| {
+                tracing::warn!(pipeline = %p.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped an event: the recommender's mailbox is full (the recommender is overloaded)")
+            });
+        }
     }
 }
 
@@ -102,6 +153,10 @@ impl Handler<Ingest> for KeyActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ingest, _ctx: &mut Self::Context) {
+        if self.pipeline.is_recommend() {
+            self.recommend(msg);
+            return;
+        }
         let p = &self.pipeline;
         for (accumulator, spec) in self.profiles.iter_mut().zip(&p.profiles) {
             accumulator.record(spec, msg.time, &msg.values);

@@ -5,6 +5,7 @@
 
 pub mod classifier;
 pub mod key;
+pub mod recommender;
 pub mod shard;
 
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -64,7 +65,30 @@ impl RouteTable {
             key: CompactString::from(reading.key.as_str()),
             time: reading.time_ms.unwrap_or(default_time),
             values: SmallVec::from_slice(&reading.values),
+            text: CompactString::from(reading.text.as_str()),
+            request: false,
         };
+        self.send(pipeline, shard, msg);
+    }
+
+    /// A user's request for their list: to the user's key actor, which hands its history to
+    /// the recommender.
+    fn route_user_request(&self, pipeline: &Pipeline, user: &str, time: i64) {
+        let Some(shard) = self.shard_of(pipeline.index, user) else {
+            return;
+        };
+        let msg = Ingest {
+            pipeline: pipeline.index,
+            key: CompactString::from(user),
+            time,
+            values: SmallVec::new(),
+            text: CompactString::default(),
+            request: true,
+        };
+        self.send(pipeline, shard, msg);
+    }
+
+    fn send(&self, pipeline: &Pipeline, shard: &Addr<Shard>, msg: Ingest) {
         if let Err(SendError::Full(_) | SendError::Closed(_)) = shard.try_send(msg) {
             pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
                 tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a reading: the shard's mailbox is full (the actor system is overloaded)")
@@ -129,6 +153,10 @@ pub struct Ingest {
     pub time: i64,
     /// Field values in the pipeline's field order.
     pub values: SmallVec<[f64; 8]>,
+    /// The item of a recommend event (empty otherwise).
+    pub text: CompactString,
+    /// A request for the user's recommendations, not a reading (recommend pipelines).
+    pub request: bool,
 }
 
 /// Gathers the profiles of one interval from every shard (see [`Router::profile_collector`]).
@@ -218,6 +246,8 @@ impl DurationHistogram {
 /// Spreads keys over the shards by hash and owns the Arbiters.
 pub struct Router {
     table: RouteTable,
+    /// The recommenders of recommend pipelines, by pipeline name.
+    recommenders: Arc<recommender::RecommenderRegistry>,
     arbiters: Vec<Arbiter>,
     /// The current pipelines; a reload swaps them (readers take a snapshot per message).
     pipelines: Arc<ArcSwap<Pipelines>>,
@@ -233,6 +263,7 @@ impl Router {
         pipelines: Arc<Pipelines>,
         store: Store,
         sink: Arc<dyn OutputSink>,
+        recommenders: Arc<recommender::RecommenderRegistry>,
         runtime: &RuntimeConfig,
     ) -> Router {
         let n = if runtime.shards == 0 {
@@ -257,14 +288,15 @@ impl Router {
         let mut arbiters = Vec::with_capacity(n);
         for _ in 0..n {
             let arbiter = Arbiter::new();
-            let (p, st, si, sa) = (
+            let (p, st, si, sa, re) = (
                 pipelines.clone(),
                 store.clone(),
                 sink.clone(),
                 stats.clone(),
+                recommenders.clone(),
             );
             let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_| {
-                Shard::new(p, st, si, sa, settings)
+                Shard::new(p, st, si, sa, re, settings)
             });
             shards.push(addr);
             arbiters.push(arbiter);
@@ -283,6 +315,7 @@ impl Router {
         let _ = table.set(route_table.clone());
         Router {
             table: route_table,
+            recommenders,
             arbiters,
             pipelines: current,
             store,
@@ -299,6 +332,33 @@ impl Router {
     /// the reading (counted as `mailbox_full`).
     pub fn route(&self, pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) {
         self.table.route(pipeline, reading, default_time);
+    }
+
+    /// A request to a recommend pipeline: a user's list goes through the user's key actor
+    /// (which has the history), similar items straight to the pipeline's recommender. A full
+    /// mailbox drops the request (counted as `mailbox_full`).
+    pub fn request(&self, pipeline: &Pipeline, request: crate::pipeline::Request, time: i64) {
+        match request {
+            crate::pipeline::Request::User(user) => {
+                self.table.route_user_request(pipeline, &user, time)
+            }
+            crate::pipeline::Request::Item(item) => {
+                let sent = self
+                    .recommenders
+                    .get(&pipeline.name)
+                    .is_some_and(|r| r.try_send(recommender::SimilarItems { item, time }).is_ok());
+                if !sent {
+                    pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
+                        tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a request: the recommender's mailbox is full")
+                    });
+                }
+            }
+        }
+    }
+
+    /// The recommenders of recommend pipelines.
+    pub fn recommenders(&self) -> &Arc<recommender::RecommenderRegistry> {
+        &self.recommenders
     }
 
     /// Ask every shard to write its changed key states, then flush the store. Being queued

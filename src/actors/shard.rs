@@ -48,6 +48,7 @@ pub struct ShardSettings {
 /// The key directory of one Arbiter.
 pub struct Shard {
     pipelines: Arc<Pipelines>,
+    recommenders: Arc<super::recommender::RecommenderRegistry>,
     store: Store,
     sink: Arc<dyn OutputSink>,
     stats: Arc<EngineStats>,
@@ -65,11 +66,13 @@ impl Shard {
         store: Store,
         sink: Arc<dyn OutputSink>,
         stats: Arc<EngineStats>,
+        recommenders: Arc<super::recommender::RecommenderRegistry>,
         settings: ShardSettings,
     ) -> Shard {
         let cap = NonZeroUsize::new(settings.max_resident).unwrap_or(NonZeroUsize::MIN);
         Shard {
             pipelines,
+            recommenders,
             store,
             sink,
             stats,
@@ -108,11 +111,15 @@ impl Shard {
     fn activate(&mut self, id: &KeyId, ctx: &mut Context<Self>) -> Option<Addr<KeyActor>> {
         let pipeline = self.pipelines.get_shared(id.0)?;
         let state = self.load_state(id.0, &id.1)?;
+        let recommender = pipeline
+            .is_recommend()
+            .then(|| self.recommenders.get(&pipeline.name))
+            .flatten();
         let (store, sink) = (self.store.clone(), self.sink.clone());
         let (key, cap) = (id.1.clone(), self.settings.mailbox_capacity);
         let addr = KeyActor::create(move |kctx| {
             kctx.set_mailbox_capacity(cap);
-            KeyActor::new(pipeline, key, state, store, sink)
+            KeyActor::new(pipeline, key, state, store, sink, recommender)
         });
         self.stats.activated.fetch_add(1, Ordering::Relaxed);
         self.gauge(id.0, 1);

@@ -153,7 +153,8 @@ fn drop_reason_names_are_stable_and_indexed() {
             "mailbox_full",
             "bad_label",
             "bad_csv",
-            "bad_senml"
+            "bad_senml",
+            "bad_event"
         ]
     );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
@@ -1023,7 +1024,8 @@ fn reading_buf_is_reused_across_decodes() {
         ReadingBuf {
             key: "y".into(),
             time_ms: Some(30),
-            values: vec![5.0, 6.0]
+            values: vec![5.0, 6.0],
+            text: String::new(),
         }
     );
 }

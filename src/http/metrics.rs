@@ -16,6 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::actors::classifier::ClassifierStats;
+use crate::actors::recommender::{RecommenderRegistry, RecommenderStats};
 use crate::actors::{EngineStats, CHECKPOINT_BUCKETS};
 use crate::codec::DropReason;
 use crate::mqtt::{MqttStatus, Publisher};
@@ -34,6 +35,8 @@ pub struct DaemonCollector {
     pub publisher: Publisher,
     /// The classifiers' counters.
     pub classifiers: Vec<Arc<ClassifierStats>>,
+    /// The recommenders (read at scrape time: a reload may change them).
+    pub recommenders: Arc<RecommenderRegistry>,
 }
 
 impl std::fmt::Debug for DaemonCollector {
@@ -390,6 +393,64 @@ impl Collector for DaemonCollector {
             "Live classes (k-means clusters), by classifier",
             MetricType::Gauge,
             per_classifier(&|c| c.classes.load(Relaxed))
+                .into_iter()
+                .map(|(l, v)| (l, ConstGauge::new(v as i64))),
+        )?;
+        let recommenders = self.recommenders.stats();
+        let per_recommender = |get: &dyn Fn(&RecommenderStats) -> u64| {
+            recommenders
+                .iter()
+                .map(|r| (vec![("pipeline", r.pipeline.as_str())], get(r)))
+                .collect::<Vec<_>>()
+        };
+        for (name, help, get) in [
+            (
+                "edgeflow_recommender_events",
+                "History changes applied to the item similarities, by pipeline",
+                &(|r: &RecommenderStats| r.events.load(Relaxed))
+                    as &dyn Fn(&RecommenderStats) -> u64,
+            ),
+            (
+                "edgeflow_recommender_requests",
+                "User and item requests answered, by pipeline",
+                &|r: &RecommenderStats| r.requests.load(Relaxed),
+            ),
+            (
+                "edgeflow_recommender_lists",
+                "Recommendation and similar-item lists published, by pipeline",
+                &|r: &RecommenderStats| r.lists.load(Relaxed),
+            ),
+            (
+                "edgeflow_recommender_snapshots",
+                "Snapshots of the item similarities written to the store, by pipeline",
+                &|r: &RecommenderStats| r.snapshots.load(Relaxed),
+            ),
+        ] {
+            family(
+                &mut e,
+                name,
+                help,
+                MetricType::Counter,
+                per_recommender(get)
+                    .into_iter()
+                    .map(|(l, v)| (l, ConstCounter::new(v))),
+            )?;
+        }
+        family(
+            &mut e,
+            "edgeflow_recommender_items",
+            "Items tracked by the item similarities, by pipeline",
+            MetricType::Gauge,
+            per_recommender(&|r| r.items.load(Relaxed))
+                .into_iter()
+                .map(|(l, v)| (l, ConstGauge::new(v as i64))),
+        )?;
+        family(
+            &mut e,
+            "edgeflow_recommender_memory_bytes",
+            "Heap bytes of the item similarities, by pipeline",
+            MetricType::Gauge,
+            per_recommender(&|r| r.memory_bytes.load(Relaxed))
                 .into_iter()
                 .map(|(l, v)| (l, ConstGauge::new(v as i64))),
         )?;

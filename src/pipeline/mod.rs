@@ -780,7 +780,12 @@ impl Pipelines {
     /// Hand a message on a recommend pipeline's request topic to `f`, for every pipeline whose
     /// request filters match (a bad request is counted as `bad_event` and logged). Returns
     /// whether any did: then the message is not a reading.
-    pub fn dispatch_request(&self, topic: &str, payload: &[u8], mut f: impl FnMut(&Pipeline, Request)) -> bool {
+    pub fn dispatch_request(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        mut f: impl FnMut(&Pipeline, Request),
+    ) -> bool {
         let mut matched = false;
         for p in self.iter().filter(|p| p.matches_request(topic)) {
             matched = true;

@@ -127,7 +127,8 @@ impl Recommender {
     /// A request for the items most similar to `item` (an empty list for an unknown item).
     pub fn on_item_request(&mut self, item: &str, time: i64, emit: &mut Publish<'_>) {
         self.counts.requests += 1;
-        self.similarity.similar_items(item, self.top_n, &mut self.list);
+        self.similarity
+            .similar_items(item, self.top_n, &mut self.list);
         self.similar_topic
             .render(&self.pipeline, item, SIMILAR_FIELD, &mut self.topic);
         self.payload.clear();
@@ -156,13 +157,18 @@ impl Recommender {
         let popular = self.list.is_empty();
         if popular {
             // Nothing known near the user's items yet: the most popular items they lack.
-            self.similarity.popular(self.top_n + history, &mut self.list);
+            self.similarity
+                .popular(self.top_n + history, &mut self.list);
             self.list
                 .retain(|s| !items.clone().any(|(item, _)| item == s.item.as_str()));
             self.list.truncate(self.top_n);
         }
-        self.user_topic
-            .render(&self.pipeline, user, RECOMMEND_OUTPUT_FIELD, &mut self.topic);
+        self.user_topic.render(
+            &self.pipeline,
+            user,
+            RECOMMEND_OUTPUT_FIELD,
+            &mut self.topic,
+        );
         self.payload.clear();
         let mut obj = JsonObject::start(&mut self.payload);
         obj.str("pipeline", &self.pipeline)
@@ -179,6 +185,18 @@ impl Recommender {
         obj.end();
         self.counts.lists += 1;
         emit(&self.topic, &self.payload, self.qos, false);
+    }
+
+    /// Take over `old`'s similarities and counters (a reload rebuilt the pipeline) if they
+    /// were made with the same parameters. Returns whether it did.
+    pub fn adopt(&mut self, old: Recommender) -> bool {
+        if old.similarity.params() != self.similarity.params() {
+            return false;
+        }
+        self.similarity = old.similarity;
+        self.counts = old.counts;
+        self.dirty = old.dirty;
+        true
     }
 
     /// Whether anything changed since the last [`encode`](Self::encode).

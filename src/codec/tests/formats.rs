@@ -50,6 +50,7 @@ fn reading(key: &str, time_ms: Option<i64>, values: &[f64]) -> ReadingBuf {
         key: key.into(),
         time_ms,
         values: values.to_vec(),
+        text: String::new(),
     }
 }
 
