@@ -308,19 +308,15 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
                 p.memory_bound() as f64 / 1e6,
                 format_duration(r.snapshot_interval)
             )?;
+            let requests = r.requests.join(", ");
+            let lists = match (r.publish_on_event, r.requests.is_empty()) {
+                (true, true) => "after each event of the user (no request topics)".to_owned(),
+                (true, false) => format!("after each event of the user and on request ({requests})"),
+                (false, _) => format!("on request only ({requests})"),
+            };
             writeln!(
                 out,
-                "    lists: {}; requests on {}; similar items on {}",
-                if r.publish_on_event {
-                    "after every event and on request"
-                } else {
-                    "on request only"
-                },
-                if r.requests.is_empty() {
-                    "no topic".to_owned()
-                } else {
-                    r.requests.join(", ")
-                },
+                "    lists: {lists}; similar items on {}",
                 r.similar_output,
             )
         }

@@ -95,12 +95,24 @@ pub(super) fn recommend(
         top_n: m.int_as("top_n", 1..=MAX_TOP_N as i64).unwrap_or(d.top_n),
     };
     model_validation(m, params.validate());
+    // Absent or `[]` (a mistyped value is reported as such).
+    let no_request_topics = m
+        .helper
+        .table
+        .get("requests")
+        .is_none_or(|value| value.as_array().is_some_and(|list| list.is_empty()));
     let requests = requests(m, topics);
     let publish_on_event = match m.string("publish") {
         None => true,
         Some(publish) => match publish.value.as_str() {
             "event" => true,
-            "request" => false,
+            "request" => {
+                if no_request_topics {
+                    let message = "model.publish = \"request\" publishes lists only when asked, but model.requests gives no topic to ask on (add e.g. requests = [\"shop/requests\"], or publish = \"event\")";
+                    m.error(publish.span, message.into());
+                }
+                false
+            }
             other => {
                 let message = format!(
                     "model.publish must be \"event\" (a user's list after each of their events, and on request) or \"request\" (only on request) (got \"{other}\")"
@@ -241,9 +253,20 @@ fn event_weights(m: &mut Section<'_>) -> Option<Spanned<Vec<(String, f64)>>> {
     let mut entries: Vec<_> = table.into_iter().collect();
     entries.sort_by_key(|(key, _)| key.span.start);
     let mut weights: Vec<(String, f64)> = Vec::with_capacity(entries.len());
+    // Every name so far, valid or not: a duplicate is one whatever its first entry's value.
+    let mut names: Vec<String> = Vec::with_capacity(entries.len());
     for (key, mut value) in entries {
         let name = key.name.to_string();
         let shown = dotted(&name);
+        if let Some(first) = names.iter().find(|other| other.eq_ignore_ascii_case(&name)) {
+            let message = format!(
+                "model.event_weights.{shown} is the same event type as model.event_weights.{} (event types are matched ignoring ASCII case)",
+                dotted(first)
+            );
+            m.error(key.span, message);
+            continue;
+        }
+        names.push(name.clone());
         let weight = match value.take() {
             ValueInner::Integer(integer) => integer as f64,
             ValueInner::Float(float) => float,
@@ -262,14 +285,6 @@ fn event_weights(m: &mut Section<'_>) -> Option<Spanned<Vec<(String, f64)>>> {
         } else if !(weight > 0.0 && weight <= MAX_WEIGHT) {
             Some(format!(
                 "model.event_weights.{shown} must be {WEIGHT_RANGE} (got {weight})"
-            ))
-        } else if let Some((first, _)) = weights
-            .iter()
-            .find(|(other, _)| other.eq_ignore_ascii_case(&name))
-        {
-            Some(format!(
-                "model.event_weights.{shown} is the same event type as model.event_weights.{} (event types are matched ignoring ASCII case)",
-                dotted(first)
             ))
         } else {
             None
