@@ -101,6 +101,7 @@
 
 mod csv;
 mod error;
+mod event;
 mod json;
 mod label;
 pub mod pointer;
@@ -115,14 +116,19 @@ use serde::de::DeserializeSeed;
 use smallvec::SmallVec;
 
 use crate::config::{KeySource, ModelConfig, PayloadFormat, PipelineConfig, TimeUnit};
-use csv::{CsvPlan, LineProblem, Lines};
+use csv::{CsvPlan, LineOut, LineProblem, Lines};
 pub use error::{DecodeError, DropReason};
 use error::{
-    Element, LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL, EXPECTED_NUMBER,
+    Element, Found, LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL,
+    EXPECTED_NUMBER,
+};
+use event::{
+    item_from_float, item_from_text, weight_from_number, weight_from_text, EventProblem,
+    EventWeights,
 };
 use json::{
-    BatchSeed, FieldProblem, KeySlot, LabelProblem, NodeSeed, Outcome, TargetRole, TimeSlot, Walk,
-    WalkConfig,
+    BatchSeed, FieldProblem, FieldRole, KeySlot, LabelProblem, NodeSeed, Outcome, Roles, TimeSlot,
+    Walk, WalkConfig, MAX_ROLES,
 };
 use label::{LabelNumber, LabelSet};
 use pointer::{parse_pointer, PathTree, Target, ROOT};
@@ -133,16 +139,22 @@ use senml::{Pack, Record, RecordValue, SenmlValue};
 /// After a failed decode its contents are unspecified (partly written).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ReadingBuf {
-    /// The key (sensor id) of the reading.
+    /// The key (sensor id) of the reading; a recommend pipeline's user.
     pub key: String,
+    /// The item of a recommend pipeline's event (a string item as sent, an integer item as its
+    /// decimal text); empty otherwise. Like `key`, it is rewritten for every reading, reusing
+    /// its capacity.
+    pub text: String,
     /// Event time in Unix milliseconds; `None` when the pipeline has no time source.
     pub time_ms: Option<i64>,
     /// One value per configured field, in the pipeline's field order.
     ///
     /// `NaN` means "absent optional field": a regression target or classification label
-    /// that was missing or `null` (predict, do not learn). It never comes from input: NaN and
-    /// infinite inputs are dropped (`non_finite`, `malformed_json`). A label is 1.0 (positive)
-    /// or 0.0 (negative).
+    /// that was missing or `null` (predict, do not learn), or a recommend event's weight that
+    /// was missing or `null` (weight 1). It never comes from input: NaN and infinite inputs
+    /// are dropped (`non_finite`, `malformed_json`). A label is 1.0 (positive) or 0.0
+    /// (negative). A recommend event's item is 0.0 (its text is in `text`); its weight is in
+    /// (0, 1024].
     pub values: Vec<f64>,
 }
 
@@ -164,13 +176,18 @@ enum KeyPlan {
     BaseName,
 }
 
-/// How the model's target field is read, when it is not a plain required number.
+/// How a field the model kind gives a role is read, instead of as a plain required number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TargetPlan {
+enum RolePlan {
     /// A regression target: missing or `null` is `NaN`.
     Optional,
     /// A classification label, matched against [`Decoder::labels`].
     Label,
+    /// A recommend event's item: text into [`ReadingBuf::text`], required.
+    Item,
+    /// A recommend event's weight: a number, or an event type of [`Decoder::event_weights`];
+    /// missing or `null` is `NaN`.
+    Weight,
 }
 
 /// Where the time comes from, compiled.
@@ -221,17 +238,20 @@ pub struct Decoder {
     key: KeyPlan,
     /// Not used for `format = "senml"` (records carry their time).
     time: Option<TimePlan>,
-    /// The target field's index and plan, unless it is a plain required number (forecast).
-    target: Option<(usize, TargetPlan)>,
+    /// The fields with a role and their plans: the regression target, the classification
+    /// label, or a recommend pipeline's item and weight. None for forecast and kmeans.
+    roles: [Option<(usize, RolePlan)>; MAX_ROLES],
     /// The label lists of a classification pipeline (empty otherwise); shared with errors.
     labels: Arc<LabelSet>,
+    /// The event types of a recommend pipeline (empty otherwise); shared with errors.
+    event_weights: Arc<EventWeights>,
     /// The JSON pointers (`format = "json"`).
     tree: PathTree,
 }
 
 impl Decoder {
-    /// Compiles the decoder of pipeline `p`; `p.model` decides how its target field is read
-    /// (see the module documentation).
+    /// Compiles the decoder of pipeline `p`; `p.model` decides how its target field (or a
+    /// recommend pipeline's item and weight) is read (see the module documentation).
     ///
     /// The config is expected to be validated; nothing here fails. A pointer the format cannot
     /// resolve anyway (not valid RFC 6901, no such CSV column, not a SenML value) makes every
@@ -292,56 +312,85 @@ impl Decoder {
                 p.fields.iter().map(|f| record_name(&f.pointer)).collect(),
             )),
         };
-        let (plan, labels) = match &p.model {
-            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) | ModelConfig::Recommend(_) => {
-                (None, LabelSet::new(&[], &[]))
+        let index = |name: &str| p.fields.iter().position(|f| f.name == name);
+        let target = |plan: RolePlan| {
+            let role = p.model.target().and_then(index).map(|i| (i, plan));
+            [role, None]
+        };
+        let no_labels = || LabelSet::new(&[], &[]);
+        let (roles, labels, event_weights) = match &p.model {
+            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) => {
+                ([None; MAX_ROLES], no_labels(), EventWeights::new(&[]))
             }
-            ModelConfig::Regression(_) => (Some(TargetPlan::Optional), LabelSet::new(&[], &[])),
+            ModelConfig::Regression(_) => (
+                target(RolePlan::Optional),
+                no_labels(),
+                EventWeights::new(&[]),
+            ),
             ModelConfig::Classification(c) => (
-                Some(TargetPlan::Label),
+                target(RolePlan::Label),
                 LabelSet::new(&c.positive, &c.negative),
+                EventWeights::new(&[]),
+            ),
+            ModelConfig::Recommend(r) => (
+                [
+                    index(&r.item).map(|i| (i, RolePlan::Item)),
+                    r.weight
+                        .as_deref()
+                        .and_then(index)
+                        .map(|i| (i, RolePlan::Weight)),
+                ],
+                no_labels(),
+                EventWeights::new(&r.event_weights),
             ),
         };
-        let target = plan.zip(p.model.target()).and_then(|(plan, target_name)| {
-            p.fields
-                .iter()
-                .position(|f| f.name == target_name)
-                .map(|index| (index, plan))
-        });
         Decoder {
             format,
             max_payload_bytes: p.max_payload_bytes,
             fields,
             key,
             time,
-            target,
+            roles,
             labels: Arc::new(labels),
+            event_weights: Arc::new(event_weights),
             tree,
         }
     }
 
-    /// The role of the target field in a walk.
-    fn target_role(&self) -> Option<(usize, TargetRole<'_>)> {
-        self.target.map(|(index, plan)| {
-            let role = match plan {
-                TargetPlan::Optional => TargetRole::Optional,
-                TargetPlan::Label => TargetRole::Label(&self.labels),
-            };
-            (index, role)
-        })
+    /// The fields with a role, as a walk reads them.
+    fn roles(&self) -> Roles<'_> {
+        Roles(self.roles.map(|slot| {
+            slot.map(|(index, plan)| {
+                let role = match plan {
+                    RolePlan::Optional => FieldRole::Optional,
+                    RolePlan::Label => FieldRole::Label(&self.labels),
+                    RolePlan::Item => FieldRole::Item,
+                    RolePlan::Weight => FieldRole::Weight(&self.event_weights),
+                };
+                (index, role)
+            })
+        }))
     }
 
-    /// The role of field `i`, when it is the target with a special role.
-    fn role(&self, i: usize) -> Option<TargetRole<'_>> {
-        self.target_role()
-            .and_then(|(index, role)| (index == i).then_some(role))
+    /// The role of field `i`, if it has one.
+    fn role(&self, i: usize) -> Option<FieldRole<'_>> {
+        self.roles().of(i)
+    }
+
+    /// The plan of field `i`, if it has a role.
+    fn plan(&self, i: usize) -> Option<RolePlan> {
+        self.roles
+            .iter()
+            .flatten()
+            .find(|(index, _)| *index == i)
+            .map(|&(_, plan)| plan)
     }
 
     fn walk_config(&self) -> WalkConfig<'_> {
         WalkConfig {
             tree: &self.tree,
             time_unit: self.time_unit(),
-            target: self.target_role(),
+            roles: self.roles(),
         }
     }
 
@@ -371,6 +420,7 @@ impl Decoder {
         mut on_error: impl FnMut(DecodeError),
     ) {
         out.key.clear();
+        out.text.clear();
         out.time_ms = None;
         out.values.clear();
         let text = match self.payload_text(topic, payload, &mut out.key) {
@@ -532,14 +582,25 @@ impl Decoder {
             ));
         }
         out.values.resize(self.fields.len(), value);
-        if let Some((index, TargetPlan::Label)) = self.target {
-            match self.labels.classify_number(LabelNumber::Float(value)) {
-                Ok(positive) => out.values[index] = f64::from(u8::from(positive)),
-                Err(text) => {
-                    let problem = LabelProblem::Unknown(LabelText::Number(text));
-                    return Err(self.bad_label(index, problem));
+        for &(index, plan) in self.roles.iter().flatten() {
+            out.values[index] = match plan {
+                RolePlan::Optional => value,
+                RolePlan::Label => match self.labels.classify_number(LabelNumber::Float(value)) {
+                    Ok(positive) => f64::from(u8::from(positive)),
+                    Err(text) => {
+                        let problem = LabelProblem::Unknown(LabelText::Number(text));
+                        return Err(self.bad_label(index, problem));
+                    }
+                },
+                // Not a combination the config allows (recommend events are JSON); the number
+                // is read as an integer item, or as a weight.
+                RolePlan::Item => item_from_float(value, &mut out.text)
+                    .map(|()| 0.0)
+                    .map_err(|problem| self.bad_event(index, problem))?,
+                RolePlan::Weight => {
+                    weight_from_number(value).map_err(|problem| self.bad_event(index, problem))?
                 }
-            }
+            };
         }
         Ok(())
     }
@@ -547,7 +608,12 @@ impl Decoder {
     fn decode_json(&self, text: &str, out: &mut ReadingBuf) -> Result<(), DecodeError> {
         // NaN marks "not found yet": a JSON number never decodes to NaN.
         out.values.resize(self.fields.len(), f64::NAN);
-        let mut walk = Walk::new(self.walk_config(), &mut out.values, &mut out.key);
+        let mut walk = Walk::new(
+            self.walk_config(),
+            &mut out.values,
+            &mut out.key,
+            &mut out.text,
+        );
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let parsed = NodeSeed {
             walk: &mut walk,
@@ -615,11 +681,15 @@ impl Decoder {
     ) {
         out.values.resize(self.fields.len(), f64::NAN);
         let mut lines = Lines::new(plan, text);
-        while let Some(line) =
-            lines.next_line(&mut out.key, &mut out.values, self.time_unit(), |i| {
-                self.role(i)
-            })
-        {
+        loop {
+            let line_out = LineOut {
+                key: &mut out.key,
+                text: &mut out.text,
+                values: &mut out.values,
+            };
+            let Some(line) = lines.next_line(line_out, self.time_unit(), |i| self.role(i)) else {
+                break;
+            };
             let result = match line.outcome {
                 Ok(outcome) => self.finish(outcome, out),
                 Err(problem) => Err(csv_error(problem)),
@@ -674,6 +744,7 @@ impl Decoder {
         values: &[Option<SenmlValue>],
         out: &mut ReadingBuf,
     ) -> Result<(), DecodeError> {
+        out.text.clear();
         match &self.key {
             KeyPlan::RecordName => {
                 out.key.clear();
@@ -702,15 +773,14 @@ impl Decoder {
                 _ => None,
             };
             out.values[i] = match found {
-                Some(found) => self.senml_value(i, found)?,
-                None if self.is_optional(i) => f64::NAN,
-                None => {
-                    let problem = Problem::SenmlNoValue {
+                Some(found) => self.senml_value(i, found, &mut out.text)?,
+                None => self.absent(
+                    i,
+                    Problem::SenmlNoValue {
                         wanted: value.label(),
                         found: record.value.label(),
-                    };
-                    return Err(self.field_error(i, DropReason::MissingField, problem));
-                }
+                    },
+                )?,
             };
         }
         Ok(())
@@ -776,6 +846,7 @@ impl Decoder {
         out: &mut ReadingBuf,
     ) -> Result<(), DecodeError> {
         let first = &pack.records[group[0]];
+        out.text.clear();
         match &self.key {
             KeyPlan::BaseName => {
                 let base = pack.base_name(first);
@@ -810,11 +881,8 @@ impl Decoder {
                 (RecordValue::None, sum) => Seen::Number(sum.unwrap_or(f64::NAN)),
             });
             out.values[i] = match found {
-                Some(found) => self.senml_value(i, found)?,
-                None if self.is_optional(i) => f64::NAN,
-                None => {
-                    return Err(self.field_error(i, DropReason::MissingField, Problem::Missing))
-                }
+                Some(found) => self.senml_value(i, found, &mut out.text)?,
+                None => self.absent(i, Problem::Missing)?,
             };
         }
         Ok(())
@@ -840,15 +908,44 @@ impl Decoder {
         }
     }
 
-    /// The value of field `i` from a SenML record, by the field's role.
-    fn senml_value(&self, i: usize, found: Seen<'_>) -> Result<f64, DecodeError> {
+    /// The value of field `i` from a SenML record, by the field's role (an item is written
+    /// into `text`).
+    fn senml_value(
+        &self,
+        i: usize,
+        found: Seen<'_>,
+        text: &mut String,
+    ) -> Result<f64, DecodeError> {
         let one_or_zero = |b: bool| f64::from(u8::from(b));
+        let event = |result: Result<f64, EventProblem>| {
+            result.map_err(|problem| self.bad_event(i, problem))
+        };
         match (self.role(i), found) {
+            // Not a combination the config allows (recommend events are JSON): read as JSON
+            // would be, a number being an item only when it is an integer.
+            (Some(FieldRole::Item), Seen::Text(s)) => event(item_from_text(s, text).map(|()| 0.0)),
+            (Some(FieldRole::Item), Seen::Number(x)) => {
+                event(item_from_float(x, text).map(|()| 0.0))
+            }
+            (Some(FieldRole::Item), Seen::Bool(_)) => {
+                event(Err(EventProblem::ItemType(Found::Bool)))
+            }
+            (Some(FieldRole::Item), Seen::Data) => event(Err(EventProblem::ItemSenmlValue("vd"))),
+            (Some(FieldRole::Weight(weights)), Seen::Text(s)) => {
+                event(weight_from_text(weights, s))
+            }
+            (Some(FieldRole::Weight(_)), Seen::Number(x)) => event(weight_from_number(x)),
+            (Some(FieldRole::Weight(_)), Seen::Bool(_)) => {
+                event(Err(EventProblem::WeightType(Found::Bool)))
+            }
+            (Some(FieldRole::Weight(_)), Seen::Data) => {
+                event(Err(EventProblem::WeightSenmlValue("vd")))
+            }
             (_, Seen::Number(x)) if !x.is_finite() => {
                 Err(self.field_error(i, DropReason::NonFinite, Problem::NonFinite))
             }
             (_, Seen::Bool(b)) => Ok(one_or_zero(b)),
-            (Some(TargetRole::Label(labels)), Seen::Number(x)) => {
+            (Some(FieldRole::Label(labels)), Seen::Number(x)) => {
                 match labels.classify_number(LabelNumber::Float(x)) {
                     Ok(positive) => Ok(one_or_zero(positive)),
                     Err(text) => {
@@ -856,14 +953,14 @@ impl Decoder {
                     }
                 }
             }
-            (Some(TargetRole::Label(labels)), Seen::Text(s)) => {
+            (Some(FieldRole::Label(labels)), Seen::Text(s)) => {
                 match labels.classify(s) {
                     Some(positive) => Ok(one_or_zero(positive)),
                     None => Err(self
                         .bad_label(i, LabelProblem::Unknown(LabelText::String(Snippet::new(s))))),
                 }
             }
-            (Some(TargetRole::Label(_)), Seen::Data) => {
+            (Some(FieldRole::Label(_)), Seen::Data) => {
                 Err(self.bad_label(i, LabelProblem::SenmlValue("vd")))
             }
             (_, Seen::Number(x)) => Ok(x),
@@ -886,9 +983,22 @@ impl Decoder {
         }
     }
 
-    /// Whether field `i` may be absent (the regression target or a label).
+    /// Whether field `i` may be absent (the regression target, a label or a weight).
     fn is_optional(&self, i: usize) -> bool {
-        self.target.is_some_and(|(target, _)| target == i)
+        matches!(
+            self.plan(i),
+            Some(RolePlan::Optional | RolePlan::Label | RolePlan::Weight)
+        )
+    }
+
+    /// The value of field `i` when a SenML reading lacks it: `NaN` if it is optional, else the
+    /// error (`bad_event` for an item, `missing_field` with `problem` for anything else).
+    fn absent(&self, i: usize, problem: Problem) -> Result<f64, DecodeError> {
+        match self.plan(i) {
+            _ if self.is_optional(i) => Ok(f64::NAN),
+            Some(RolePlan::Item) => Err(self.bad_event(i, EventProblem::MissingItem)),
+            _ => Err(self.field_error(i, DropReason::MissingField, problem)),
+        }
     }
 
     fn field_error(&self, i: usize, reason: DropReason, problem: Problem) -> DecodeError {
@@ -1008,6 +1118,7 @@ impl Decoder {
                     ),
                     FieldProblem::NonFinite => (DropReason::NonFinite, Problem::NonFinite),
                     FieldProblem::BadLabel(problem) => return Err(self.bad_label(i, problem)),
+                    FieldProblem::BadEvent(problem) => return Err(self.bad_event(i, problem)),
                     FieldProblem::NotANumberText(text) => {
                         (DropReason::NotANumber, Problem::NotANumberText(text))
                     }
@@ -1018,8 +1129,12 @@ impl Decoder {
                 _ if value.is_nan() && !field.pointer_valid => {
                     (DropReason::MissingField, self.unresolved_pointer())
                 }
-                // The optional target and a label may be absent (predict only).
+                // The optional target and a label may be absent (predict only), and so may a
+                // weight (weight 1).
                 _ if value.is_nan() && self.is_optional(i) => continue,
+                _ if value.is_nan() && self.plan(i) == Some(RolePlan::Item) => {
+                    return Err(self.bad_event(i, EventProblem::MissingItem));
+                }
                 _ if value.is_nan() => (DropReason::MissingField, Problem::Missing),
                 _ => continue,
             };
@@ -1045,6 +1160,15 @@ impl Decoder {
             },
         };
         self.field_error(index, DropReason::BadLabel, problem)
+    }
+
+    /// The `bad_event` error of field `index` (a recommend event's item or weight).
+    fn bad_event(&self, index: usize, problem: EventProblem) -> DecodeError {
+        let problem = Problem::BadEvent {
+            problem,
+            weights: self.event_weights.clone(),
+        };
+        self.field_error(index, DropReason::BadEvent, problem)
     }
 }
 

@@ -153,7 +153,8 @@ fn drop_reason_names_are_stable_and_indexed() {
             "mailbox_full",
             "bad_label",
             "bad_csv",
-            "bad_senml"
+            "bad_senml",
+            "bad_event"
         ]
     );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
@@ -1022,6 +1023,7 @@ fn reading_buf_is_reused_across_decodes() {
         out,
         ReadingBuf {
             key: "y".into(),
+            text: String::new(),
             time_ms: Some(30),
             values: vec![5.0, 6.0]
         }
@@ -1158,3 +1160,4 @@ fn warm_decode_does_not_allocate() {
 }
 
 mod formats;
+mod recommend;

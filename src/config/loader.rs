@@ -2245,7 +2245,9 @@ fn anomaly(a: &mut Section<'_>, kind: Option<Kind>) -> AnomalyParams {
     if let Some(kind @ (Kind::Classification | Kind::KMeans | Kind::Recommend)) = kind {
         let span = a.span;
         let instead = match kind {
-            Kind::KMeans => "; a clustering publishes each reading's distance to its cluster instead",
+            Kind::KMeans => {
+                "; a clustering publishes each reading's distance to its cluster instead"
+            }
             Kind::Recommend => "; a recommender predicts no value of an event",
             _ => "",
         };

@@ -311,7 +311,9 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
             let requests = r.requests.join(", ");
             let lists = match (r.publish_on_event, r.requests.is_empty()) {
                 (true, true) => "after each event of the user (no request topics)".to_owned(),
-                (true, false) => format!("after each event of the user and on request ({requests})"),
+                (true, false) => {
+                    format!("after each event of the user and on request ({requests})")
+                }
                 (false, _) => format!("on request only ({requests})"),
             };
             writeln!(

@@ -147,7 +147,8 @@ pub(super) fn recommend(
         params,
         requests,
         publish_on_event,
-        similar_output: similar_output.map_or_else(|| DEFAULT_SIMILAR_OUTPUT.to_owned(), |v| v.value),
+        similar_output: similar_output
+            .map_or_else(|| DEFAULT_SIMILAR_OUTPUT.to_owned(), |v| v.value),
         snapshot_interval,
     })
 }
@@ -196,7 +197,11 @@ enum Weight {
 fn weight(m: &mut Section<'_>, fields: Option<&[FieldConfig]>, item: Option<&String>) -> Weight {
     let given = m.helper.contains("weight");
     let Some(weight) = m.string("weight") else {
-        return if given { Weight::Unusable } else { Weight::None };
+        return if given {
+            Weight::Unusable
+        } else {
+            Weight::None
+        };
     };
     let problem = if item == Some(&weight.value) {
         Some(format!(
@@ -291,7 +296,11 @@ fn event_weights(m: &mut Section<'_>) -> Option<Spanned<Vec<(String, f64)>>> {
         };
         match message {
             Some(message) => {
-                let at = if name.is_empty() { key.span } else { value.span };
+                let at = if name.is_empty() {
+                    key.span
+                } else {
+                    value.span
+                };
                 m.error(at, message);
             }
             None => weights.push((name, weight)),
