@@ -67,15 +67,32 @@
 //!     matched the same way. A CSV cell is matched as a string, then as a number, then as
 //!     `true`/`false`; a SenML `vb` is a boolean, `vs` a string, `v` a number.
 //!   - `kmeans` has no target: every field is a required number.
+//!   - `recommend` has no target either: the key is the user, and its only fields are the item
+//!     (`model.item`) and, optionally, the weight (`model.weight`); see `event.rs`.
+//!     - The **item** is text, written into [`ReadingBuf::text`] (its slot in `values` is 0.0):
+//!       a JSON string of 1 to 64 bytes as is, a JSON integer as its decimal text (`3012` →
+//!       `"3012"`, like an integer key). Missing, `null`, `""`, longer than 64 bytes, a
+//!       boolean, a non-integer number (`1.5`, also `1.0`), an object or an array is
+//!       `bad_event`.
+//!     - The **weight** is a JSON number in (0, 1024], or a string looked up in
+//!       `model.event_weights`, ignoring ASCII case (`"View"` is `view`) and otherwise exactly
+//!       (no trimming): that event type's weight. Missing or `null` gives `NaN` (the runtime
+//!       weighs the event 1). A number out of range, an unknown event type (the message lists
+//!       the known ones), a boolean, an object or an array is `bad_event`.
 //!
-//!   Features stay required numbers (a reading without one is `missing_field`). `NaN` in `values` therefore only ever means "absent
-//!   optional target": input never produces it (JSON has no NaN literal, `NaN`/`Infinity` are
-//!   `malformed_json`, numbers beyond the f64 range are `non_finite`, and a number payload or
-//!   CSV cell of `nan` is `non_finite`).
+//!     A CSV cell is an item as its text, a weight as a number or else an event type (an empty
+//!     cell is missing); a SenML `vs` is read as a string, `v` as a number (an integer item).
+//!     Config validation only allows JSON for recommend events.
+//!
+//!   Features stay required numbers (a reading without one is `missing_field`). `NaN` in
+//!   `values` therefore only ever means "absent optional target or weight": input never
+//!   produces it (JSON has no NaN literal, `NaN`/`Infinity` are `malformed_json`, numbers
+//!   beyond the f64 range are `non_finite`, and a number payload or CSV cell of `nan` is
+//!   `non_finite`).
 //!
 //! When several things are wrong, the error reported is, in this order: size, UTF-8, topic key,
 //! JSON syntax (SenML structure), then per reading: CSV syntax, key, time, then the first field
-//! in config order (a bad label counts as a problem of its field).
+//! in config order (a bad label, item or weight counts as a problem of its field).
 //!
 //! # Allocation
 //!
@@ -83,21 +100,24 @@
 //! into a tree of path segments (`pointer::PathTree`) at construction; the JSON is read by a
 //! `DeserializeSeed` that borrows member names from the payload and skips everything off the
 //! configured paths with `IgnoredAny` (no `serde_json::Value`, no owned strings); the key is
-//! copied (or an integer key formatted) into `out.key` and the values written into
-//! `out.values`, reusing their capacity. serde_json allocates its scratch buffer (once per
+//! copied (or an integer key formatted) into `out.key`, a recommend event's item likewise into
+//! `out.text`, and the values written into `out.values`, reusing their capacity. serde_json allocates its scratch buffer (once per
 //! payload, a few bytes) only for a string with escape sequences on a configured path or a
 //! member name with escapes, and for containers nested two or more deep inside a skipped
 //! member; a `malformed_json` error also allocates. Labels are matched against lists
 //! lowercased once at construction, a number label formatted into a stack buffer (only a
-//! number whose text exceeds 40 bytes is formatted on the heap).
+//! number whose text exceeds 40 bytes is formatted on the heap). Event types are compared in
+//! place (`eq_ignore_ascii_case`); a `bad_event` error shares the pipeline's event types by
+//! `Arc` and keeps at most 32 bytes of the offending text inline, so it allocates nothing
+//! either.
 //!
 //! A JSON batch is parsed twice (once to check the whole array, once to make the readings),
 //! with the same allocation profile as a single document. CSV lines are read straight from
-//! the payload (only a label cell with `""` escapes is copied). A SenML pack is resolved into
+//! the payload (only a label or event-type cell with `""` escapes is copied). A SenML pack is resolved into
 //! a list kept on the stack up to 16 records (strings borrowed from the payload unless they
 //! have escapes); a larger pack allocates that list, and grouped packs a list of indices. The
-//! tests `warm_decode_does_not_allocate`, `warm_batch_and_csv_decode_does_not_allocate` and
-//! `senml_allocations_are_bounded` check these.
+//! tests `warm_decode_does_not_allocate`, `warm_batch_and_csv_decode_does_not_allocate`,
+//! `warm_recommend_decode_does_not_allocate` and `senml_allocations_are_bounded` check these.
 
 mod csv;
 mod error;

@@ -120,6 +120,7 @@ fn every_bad_item_is_bad_event_naming_the_field_and_what_was_found() {
         ("true", "a boolean"),
         ("1.5", "a non-integer number"),
         ("1e3", "a non-integer number"),
+        ("1.0", "a non-integer number"),
         ("{\"id\":1}", "an object"),
         ("[\"a\"]", "an array"),
         ("\"\"", "an empty string"),
