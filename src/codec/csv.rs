@@ -429,12 +429,15 @@ fn item(cell: Cell<'_>, text: &mut String) -> Result<f64, FieldProblem> {
         .map_err(FieldProblem::BadEvent)
 }
 
-/// A cell read as a recommend event's weight: a number (blanks around it ignored) in
-/// (0, 1024], else an event type (the cell's text).
+/// A cell read as a recommend event's weight: a finite number (blanks around it ignored) in
+/// (0, 1024], else an event type (the cell's text). A cell such as `inf` that is no event type
+/// is a weight out of range.
 fn weight(weights: &EventWeights, cell: Cell<'_>) -> Result<f64, FieldProblem> {
-    let result = match cell.raw.trim_ascii().parse::<f64>() {
-        Ok(number) => weight_from_number(number),
-        Err(_) => weight_from_text(weights, &cell.text()),
+    let number = cell.raw.trim_ascii().parse::<f64>();
+    let result = match number {
+        Ok(number) if number.is_finite() => weight_from_number(number),
+        _ => weight_from_text(weights, &cell.text())
+            .or_else(|unknown| number.map_or(Err(unknown), weight_from_number)),
     };
     result.map_err(FieldProblem::BadEvent)
 }

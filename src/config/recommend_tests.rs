@@ -470,3 +470,32 @@ fn summary_describes_a_recommend_model() {
     let expected = "lists: after each event of the user (no request topics); similar items on";
     assert!(summary.contains(expected), "{expected}\nnot in\n{summary}");
 }
+
+#[test]
+fn mutated_recommend_configs_never_panic() {
+    // Every single-character deletion and a few replacements of a full recommend config: the
+    // loader answers with a config or located errors, never a panic.
+    let text = weighted(
+        "event_weights = { view = 1, cart = 3 }\nhistory = 5\nrequests = [\"shop/ask\"]\npublish = \"request\"\nsimilar_output = \"s/{key}\"\nsnapshot_interval = \"1m\"\n",
+    );
+    assert!(parse(&text).is_ok());
+    let chars: Vec<char> = text.chars().collect();
+    for index in 0..chars.len() {
+        for replacement in [None, Some('"'), Some('['), Some('0'), Some('{'), Some('#')] {
+            let mut mutated = chars.clone();
+            match replacement {
+                None => {
+                    mutated.remove(index);
+                }
+                Some(c) => mutated[index] = c,
+            }
+            let mutated: String = mutated.into_iter().collect();
+            if let Err(errors) = parse(&mutated) {
+                assert!(!errors.errors.is_empty());
+                for error in &errors.errors {
+                    assert!(error.line >= 1 && error.col >= 1, "{error}");
+                }
+            }
+        }
+    }
+}

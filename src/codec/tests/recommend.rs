@@ -367,7 +367,7 @@ fn csv_cells_are_items_and_weights() {
     });
     let d = Decoder::new(&p);
     let payload =
-        "u1,sku-1,view\nu1, 3012 ,2.5\nu2,\"a,\"\"b\",CART\nu3,c,\nu4,,view\nu5,d,refund\nu6,e,0\n";
+        "u1,sku-1,view\nu1, 3012 ,2.5\nu2,\"a,\"\"b\",CART\nu3,c,\nu4,,view\nu5,d,refund\nu6,e,0\nu7,f,inf\n";
     let mut readings = Vec::new();
     let mut errors = Vec::new();
     let mut out = ReadingBuf::default();
@@ -403,6 +403,7 @@ fn csv_cells_are_items_and_weights() {
             (DropReason::BadEvent, "line 5: field \"item\" (/item): not present (every event needs an item (a string of 1 to 64 bytes, or an integer))".to_owned()),
             (DropReason::BadEvent, "line 6: field \"type\" (/type): the event type \"refund\" is not in event_weights (known: \"view\", \"cart\"; ASCII case is ignored)".to_owned()),
             (DropReason::BadEvent, "line 7: field \"type\" (/type): the weight 0 is out of range (accepted: greater than 0 and at most 1024)".to_owned()),
+            (DropReason::BadEvent, "line 8: field \"type\" (/type): the weight inf is out of range (accepted: greater than 0 and at most 1024)".to_owned()),
         ]
     );
 }
