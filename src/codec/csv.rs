@@ -17,9 +17,10 @@ use std::borrow::Cow;
 use memchr::{memchr, memchr2};
 
 use super::error::{LabelText, Snippet};
+use super::event::{check_item, weight_from_number, weight_from_text, EventWeights};
 use super::json::{
-    time_from_number, time_from_rfc3339, FieldProblem, KeySlot, LabelProblem, Number, Outcome,
-    TargetRole, TimeSlot,
+    time_from_number, time_from_rfc3339, FieldProblem, FieldRole, KeySlot, LabelProblem, Number,
+    Outcome, TimeSlot,
 };
 use super::label::{LabelNumber, LabelSet};
 use super::pointer::{parse_pointer, Target};
@@ -177,15 +178,15 @@ impl<'t, 'p> Lines<'t, 'p> {
     }
 
     /// Reads the next line that is not blank (nor a skipped header), writing its key into
-    /// `key` and its fields into `values` (which must hold `NaN` for each field), as
-    /// `role(i)` says field `i` is read. `None` at the end of the payload.
+    /// `key`, a recommend event's item into `text` and its fields into `values`, as `role(i)`
+    /// says field `i` is read. `None` at the end of the payload.
     pub(crate) fn next_line(
         &mut self,
-        key: &mut String,
-        values: &mut [f64],
+        out: LineOut<'_>,
         time_unit: TimeUnit,
-        role: impl Fn(usize) -> Option<TargetRole<'p>>,
+        role: impl Fn(usize) -> Option<FieldRole<'p>>,
     ) -> Option<Line> {
+        let LineOut { key, text, values } = out;
         let columns = self.plan.columns.len();
         while self.pos < self.text.len() {
             let number = self.line;
@@ -200,6 +201,7 @@ impl<'t, 'p> Lines<'t, 'p> {
                 field_problem: None,
             };
             values.fill(f64::NAN);
+            text.clear();
             loop {
                 let (cell, end) = self.next_cell();
                 match cell {
@@ -212,7 +214,12 @@ impl<'t, 'p> Lines<'t, 'p> {
                         }
                         if let Some(targets) = self.plan.targets.get(cells) {
                             for &target in targets {
-                                row.cell(target, cell, key, values, time_unit, &role);
+                                let out = LineOut {
+                                    key: &mut *key,
+                                    text: &mut *text,
+                                    values: &mut *values,
+                                };
+                                row.cell(target, cell, out, time_unit, &role);
                             }
                         }
                     }
@@ -346,6 +353,14 @@ impl<'t, 'p> Lines<'t, 'p> {
     }
 }
 
+/// Where a line's cells go: the key, a recommend event's item, and one value per field (each
+/// reset to `NaN`, "missing", when the line starts).
+pub(crate) struct LineOut<'o> {
+    pub key: &'o mut String,
+    pub text: &'o mut String,
+    pub values: &'o mut [f64],
+}
+
 /// What the cells of one line gave so far.
 struct Row {
     key_slot: KeySlot,
@@ -365,19 +380,21 @@ impl Row {
         &mut self,
         target: Target,
         cell: Cell<'_>,
-        key: &mut String,
-        values: &mut [f64],
+        out: LineOut<'_>,
         time_unit: TimeUnit,
-        role: &impl Fn(usize) -> Option<TargetRole<'p>>,
+        role: &impl Fn(usize) -> Option<FieldRole<'p>>,
     ) {
+        let LineOut { key, text, values } = out;
         match target {
             Target::Field(i) => {
                 // An empty cell leaves the field `NaN`: missing (or absent, for the optional
-                // target and a label).
+                // target, a label and a weight).
                 let result = match role(i) {
                     _ if cell.raw.trim_ascii().is_empty() => return,
-                    Some(TargetRole::Label(labels)) => label(labels, cell),
-                    _ => number(cell),
+                    Some(FieldRole::Label(labels)) => label(labels, cell),
+                    Some(FieldRole::Item) => item(cell, text),
+                    Some(FieldRole::Weight(weights)) => weight(weights, cell),
+                    Some(FieldRole::Optional) | None => number(cell),
                 };
                 match result {
                     Ok(value) => {
@@ -400,6 +417,29 @@ impl Row {
             Target::Time => self.time_slot = time(cell.raw.trim_ascii(), time_unit),
         }
     }
+}
+
+/// A cell read as a recommend event's item: its text (unescaped), 1 to 64 bytes, into `text`.
+fn item(cell: Cell<'_>, text: &mut String) -> Result<f64, FieldProblem> {
+    // Checked on the unescaped copy (an over-long item grows `text` once, then never again).
+    text.clear();
+    cell.push_to(text);
+    check_item(text)
+        .map(|()| 0.0)
+        .map_err(FieldProblem::BadEvent)
+}
+
+/// A cell read as a recommend event's weight: a finite number (blanks around it ignored) in
+/// (0, 1024], else an event type (the cell's text). A cell such as `inf` that is no event type
+/// is a weight out of range.
+fn weight(weights: &EventWeights, cell: Cell<'_>) -> Result<f64, FieldProblem> {
+    let number = cell.raw.trim_ascii().parse::<f64>();
+    let result = match number {
+        Ok(number) if number.is_finite() => weight_from_number(number),
+        _ => weight_from_text(weights, &cell.text())
+            .or_else(|unknown| number.map_or(Err(unknown), weight_from_number)),
+    };
+    result.map_err(FieldProblem::BadEvent)
 }
 
 /// A cell read as a number: f64 syntax, blanks around it ignored.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::event::{EventProblem, EventWeights, ShownEvent};
 use super::label::{LabelSet, NumberText};
 
 /// Why a reading was dropped; each has a stable snake_case name used in logs and metrics.
@@ -431,6 +432,12 @@ pub(crate) enum Problem {
     InvalidSenmlName(Snippet),
     /// A resolved SenML time beyond the range of milliseconds kept.
     SenmlTimeOutOfRange,
+    /// A recommend event's item or weight that cannot be used (`weights`: the pipeline's
+    /// event types, listed in messages about the weight).
+    BadEvent {
+        problem: EventProblem,
+        weights: Arc<EventWeights>,
+    },
 }
 
 /// The text of a label that matched no list, as found in the payload.
@@ -548,6 +555,9 @@ impl fmt::Display for Problem {
                 "{name} is not a valid SenML name (RFC 8428: letters, digits, '-', ':', '.', '/' and '_', starting with a letter or a digit)"
             ),
             Problem::SenmlTimeOutOfRange => f.write_str("the resolved time is out of range"),
+            Problem::BadEvent { problem, weights } => {
+                fmt::Display::fmt(&ShownEvent { problem, weights }, f)
+            }
         }
     }
 }

@@ -23,6 +23,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::error::{Found, LabelText, Snippet};
+use super::event::{
+    item_from_integer, item_from_text, weight_from_number, weight_from_text, EventProblem,
+    EventWeights,
+};
 use super::label::{LabelNumber, LabelSet};
 use super::pointer::{PathTree, Segment, Target, ROOT};
 use super::ReadingBuf;
@@ -57,6 +61,8 @@ pub(crate) enum FieldProblem {
     Wrong(Found),
     NonFinite,
     BadLabel(LabelProblem),
+    /// A recommend event's item or weight that cannot be used.
+    BadEvent(EventProblem),
     /// A text (a CSV cell) that is not a number.
     NotANumberText(Snippet),
     /// A text (a CSV cell) that is `nan`, `inf` or beyond the f64 range.
@@ -87,16 +93,41 @@ pub(crate) struct Outcome {
 pub(crate) struct WalkConfig<'a> {
     pub tree: &'a PathTree,
     pub time_unit: TimeUnit,
-    pub target: Option<(usize, TargetRole<'a>)>,
+    pub roles: Roles<'a>,
 }
 
-/// How the model's target field differs from a plain (required) number.
+/// How a field the model kind gives a role is read, instead of as a plain required number.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum TargetRole<'a> {
+pub(crate) enum FieldRole<'a> {
     /// A regression target: a number, or missing/`null` (left `NaN`: predict only).
     Optional,
     /// A classification label: `true`/`false` or a listed text, or missing/`null` (`NaN`).
     Label(&'a LabelSet),
+    /// A recommend event's item: a string (1 to 64 bytes) or an integer, as text into
+    /// [`ReadingBuf::text`]; its value is 0.0. Required.
+    Item,
+    /// A recommend event's weight: a number in (0, 1024] or an event type of these weights, or
+    /// missing/`null` (`NaN`: weight 1).
+    Weight(&'a EventWeights),
+}
+
+/// Most fields with a role in one pipeline: a recommend pipeline's item and weight (other
+/// kinds have at most one, their target).
+pub(crate) const MAX_ROLES: usize = 2;
+
+/// The fields with a role, by index: a small fixed array, so a walk copies it for free.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Roles<'a>(pub [Option<(usize, FieldRole<'a>)>; MAX_ROLES]);
+
+impl<'a> Roles<'a> {
+    /// The role of field `i`, if it has one.
+    pub(crate) fn of(&self, i: usize) -> Option<FieldRole<'a>> {
+        self.0
+            .iter()
+            .flatten()
+            .find(|(index, _)| *index == i)
+            .map(|&(_, role)| role)
+    }
 }
 
 /// The state of one walk over one payload.
@@ -104,13 +135,15 @@ pub(crate) struct Walk<'a> {
     pub tree: &'a PathTree,
     pub time_unit: TimeUnit,
     /// One slot per field, `NaN` until the field is found (JSON cannot produce NaN); an
-    /// optional target that is missing or `null` stays `NaN`.
+    /// optional target, label or weight that is missing or `null` stays `NaN`.
     pub values: &'a mut [f64],
-    /// The target field's index and role, unless it is a plain required number.
-    pub target: Option<(usize, TargetRole<'a>)>,
+    /// The fields with a role (read otherwise than as a required number).
+    pub roles: Roles<'a>,
     /// The lowest-indexed field that had the wrong type.
     pub field_problem: Option<(usize, FieldProblem)>,
     pub key: &'a mut String,
+    /// The item of a recommend event (cleared when the walk starts).
+    pub text: &'a mut String,
     pub key_slot: KeySlot,
     pub time_slot: TimeSlot,
 }
@@ -148,15 +181,23 @@ const MAX_FLOAT_MILLIS: f64 = 9.0e18;
 const AUTO_MILLIS_THRESHOLD: f64 = 1e11;
 
 impl<'a> Walk<'a> {
-    /// A walk writing into `values` (one per field, all `NaN`) and `key`.
-    pub fn new(config: WalkConfig<'a>, values: &'a mut [f64], key: &'a mut String) -> Self {
+    /// A walk writing into `values` (one per field, all `NaN`), `key` and `text` (an item; it
+    /// is cleared here, once per reading).
+    pub fn new(
+        config: WalkConfig<'a>,
+        values: &'a mut [f64],
+        key: &'a mut String,
+        text: &'a mut String,
+    ) -> Self {
+        text.clear();
         Walk {
             tree: config.tree,
             time_unit: config.time_unit,
             values,
-            target: config.target,
+            roles: config.roles,
             field_problem: None,
             key,
+            text,
             key_slot: KeySlot::Missing,
             time_slot: TimeSlot::Missing,
         }
@@ -178,10 +219,17 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// The role of field `i` when it is the target with a special role.
-    fn role(&self, i: usize) -> Option<TargetRole<'a>> {
-        self.target
-            .and_then(|(index, role)| (index == i).then_some(role))
+    /// The role of field `i`, if it has one.
+    fn role(&self, i: usize) -> Option<FieldRole<'a>> {
+        self.roles.of(i)
+    }
+
+    /// Field `i` (the item or the weight) read as `result`: its value, or its problem.
+    fn event_value(&mut self, i: usize, result: Result<f64, EventProblem>) {
+        match result {
+            Ok(value) => self.set_value(i, value),
+            Err(problem) => self.field_problem(i, FieldProblem::BadEvent(problem)),
+        }
     }
 
     fn set_value(&mut self, i: usize, value: f64) {
@@ -196,10 +244,16 @@ impl<'a> Walk<'a> {
             match target {
                 Target::Field(i) => {
                     let problem = match self.role(i) {
-                        Some(TargetRole::Label(_)) => {
+                        Some(FieldRole::Label(_)) => {
                             FieldProblem::BadLabel(LabelProblem::Wrong(found))
                         }
-                        _ => FieldProblem::Wrong(found),
+                        Some(FieldRole::Item) => {
+                            FieldProblem::BadEvent(EventProblem::ItemType(found))
+                        }
+                        Some(FieldRole::Weight(_)) => {
+                            FieldProblem::BadEvent(EventProblem::WeightType(found))
+                        }
+                        Some(FieldRole::Optional) | None => FieldProblem::Wrong(found),
                     };
                     self.field_problem(i, problem);
                 }
@@ -209,10 +263,16 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// `null`: "absent" for the optional target and a label, wrong everywhere else.
+    /// `null`: "absent" for the optional target, a label and a weight, wrong everywhere else.
     fn null(&mut self, targets: &[Target]) {
         for &target in targets {
             match target {
+                Target::Field(i) if matches!(self.role(i), Some(FieldRole::Item)) => {
+                    self.field_problem(
+                        i,
+                        FieldProblem::BadEvent(EventProblem::ItemType(Found::Null)),
+                    );
+                }
                 // Like a later duplicate member, `null` overwrites an earlier value.
                 Target::Field(i) if self.role(i).is_some() => self.set_value(i, f64::NAN),
                 Target::Field(i) => self.field_problem(i, FieldProblem::Wrong(Found::Null)),
@@ -227,8 +287,16 @@ impl<'a> Walk<'a> {
         for &target in targets {
             match target {
                 Target::Field(i) => match self.role(i) {
-                    Some(TargetRole::Label(_)) => self.set_value(i, f64::from(u8::from(value))),
-                    _ => self.field_problem(i, FieldProblem::Wrong(Found::Bool)),
+                    Some(FieldRole::Label(_)) => self.set_value(i, f64::from(u8::from(value))),
+                    Some(FieldRole::Item) => {
+                        self.event_value(i, Err(EventProblem::ItemType(Found::Bool)));
+                    }
+                    Some(FieldRole::Weight(_)) => {
+                        self.event_value(i, Err(EventProblem::WeightType(Found::Bool)));
+                    }
+                    Some(FieldRole::Optional) | None => {
+                        self.field_problem(i, FieldProblem::Wrong(Found::Bool));
+                    }
                 },
                 Target::Key => self.key_slot = KeySlot::Wrong(Found::Bool),
                 Target::Time => self.time_slot = TimeSlot::Wrong(Found::Bool),
@@ -240,7 +308,24 @@ impl<'a> Walk<'a> {
         for &target in targets {
             match target {
                 Target::Field(i) => match self.role(i) {
-                    Some(TargetRole::Label(labels)) => {
+                    Some(FieldRole::Item) => match number {
+                        Number::Unsigned(v) => {
+                            item_from_integer(v, self.text);
+                            self.set_value(i, 0.0);
+                        }
+                        Number::Signed(v) => {
+                            item_from_integer(v, self.text);
+                            self.set_value(i, 0.0);
+                        }
+                        Number::Float(_) => {
+                            let problem = EventProblem::ItemType(Found::NonIntegerNumber);
+                            self.event_value(i, Err(problem));
+                        }
+                    },
+                    Some(FieldRole::Weight(_)) => {
+                        self.event_value(i, weight_from_number(number.as_f64()));
+                    }
+                    Some(FieldRole::Label(labels)) => {
                         match labels.classify_number(number.as_label()) {
                             Ok(positive) => self.set_value(i, f64::from(u8::from(positive))),
                             Err(text) => self.field_problem(
@@ -285,7 +370,14 @@ impl<'a> Walk<'a> {
         for &target in targets {
             match target {
                 Target::Field(i) => match self.role(i) {
-                    Some(TargetRole::Label(labels)) => match labels.classify(s) {
+                    Some(FieldRole::Item) => {
+                        let item = item_from_text(s, self.text);
+                        self.event_value(i, item.map(|()| 0.0));
+                    }
+                    Some(FieldRole::Weight(weights)) => {
+                        self.event_value(i, weight_from_text(weights, s));
+                    }
+                    Some(FieldRole::Label(labels)) => match labels.classify(s) {
                         Some(positive) => self.set_value(i, f64::from(u8::from(positive))),
                         None => self.field_problem(
                             i,
@@ -518,7 +610,12 @@ impl<'de, F: FnMut(usize, &mut ReadingBuf, Outcome)> Visitor<'de> for BatchSeed<
         loop {
             // NaN marks "not found yet", as for a single document.
             self.out.values.fill(f64::NAN);
-            let mut walk = Walk::new(self.config, &mut self.out.values, &mut self.out.key);
+            let mut walk = Walk::new(
+                self.config,
+                &mut self.out.values,
+                &mut self.out.key,
+                &mut self.out.text,
+            );
             let element = seq.next_element_seed(NodeSeed {
                 walk: &mut walk,
                 node: ROOT,

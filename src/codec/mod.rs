@@ -67,15 +67,32 @@
 //!     matched the same way. A CSV cell is matched as a string, then as a number, then as
 //!     `true`/`false`; a SenML `vb` is a boolean, `vs` a string, `v` a number.
 //!   - `kmeans` has no target: every field is a required number.
+//!   - `recommend` has no target either: the key is the user, and its only fields are the item
+//!     (`model.item`) and, optionally, the weight (`model.weight`); see `event.rs`.
+//!     - The **item** is text, written into [`ReadingBuf::text`] (its slot in `values` is 0.0):
+//!       a JSON string of 1 to 64 bytes as is, a JSON integer as its decimal text (`3012` →
+//!       `"3012"`, like an integer key). Missing, `null`, `""`, longer than 64 bytes, a
+//!       boolean, a non-integer number (`1.5`, also `1.0`), an object or an array is
+//!       `bad_event`.
+//!     - The **weight** is a JSON number in (0, 1024], or a string looked up in
+//!       `model.event_weights`, ignoring ASCII case (`"View"` is `view`) and otherwise exactly
+//!       (no trimming): that event type's weight. Missing or `null` gives `NaN` (the runtime
+//!       weighs the event 1). A number out of range, an unknown event type (the message lists
+//!       the known ones), a boolean, an object or an array is `bad_event`.
 //!
-//!   Features stay required numbers (a reading without one is `missing_field`). `NaN` in `values` therefore only ever means "absent
-//!   optional target": input never produces it (JSON has no NaN literal, `NaN`/`Infinity` are
-//!   `malformed_json`, numbers beyond the f64 range are `non_finite`, and a number payload or
-//!   CSV cell of `nan` is `non_finite`).
+//!     A CSV cell is an item as its text, a weight as a number or else an event type (an empty
+//!     cell is missing); a SenML `vs` is read as a string, `v` as a number (an integer item).
+//!     Config validation only allows JSON for recommend events.
+//!
+//!   Features stay required numbers (a reading without one is `missing_field`). `NaN` in
+//!   `values` therefore only ever means "absent optional target or weight": input never
+//!   produces it (JSON has no NaN literal, `NaN`/`Infinity` are `malformed_json`, numbers
+//!   beyond the f64 range are `non_finite`, and a number payload or CSV cell of `nan` is
+//!   `non_finite`).
 //!
 //! When several things are wrong, the error reported is, in this order: size, UTF-8, topic key,
 //! JSON syntax (SenML structure), then per reading: CSV syntax, key, time, then the first field
-//! in config order (a bad label counts as a problem of its field).
+//! in config order (a bad label, item or weight counts as a problem of its field).
 //!
 //! # Allocation
 //!
@@ -83,24 +100,28 @@
 //! into a tree of path segments (`pointer::PathTree`) at construction; the JSON is read by a
 //! `DeserializeSeed` that borrows member names from the payload and skips everything off the
 //! configured paths with `IgnoredAny` (no `serde_json::Value`, no owned strings); the key is
-//! copied (or an integer key formatted) into `out.key` and the values written into
-//! `out.values`, reusing their capacity. serde_json allocates its scratch buffer (once per
+//! copied (or an integer key formatted) into `out.key`, a recommend event's item likewise into
+//! `out.text`, and the values written into `out.values`, reusing their capacity. serde_json allocates its scratch buffer (once per
 //! payload, a few bytes) only for a string with escape sequences on a configured path or a
 //! member name with escapes, and for containers nested two or more deep inside a skipped
 //! member; a `malformed_json` error also allocates. Labels are matched against lists
 //! lowercased once at construction, a number label formatted into a stack buffer (only a
-//! number whose text exceeds 40 bytes is formatted on the heap).
+//! number whose text exceeds 40 bytes is formatted on the heap). Event types are compared in
+//! place (`eq_ignore_ascii_case`); a `bad_event` error shares the pipeline's event types by
+//! `Arc` and keeps at most 32 bytes of the offending text inline, so it allocates nothing
+//! either.
 //!
 //! A JSON batch is parsed twice (once to check the whole array, once to make the readings),
 //! with the same allocation profile as a single document. CSV lines are read straight from
-//! the payload (only a label cell with `""` escapes is copied). A SenML pack is resolved into
+//! the payload (only a label or event-type cell with `""` escapes is copied). A SenML pack is resolved into
 //! a list kept on the stack up to 16 records (strings borrowed from the payload unless they
 //! have escapes); a larger pack allocates that list, and grouped packs a list of indices. The
-//! tests `warm_decode_does_not_allocate`, `warm_batch_and_csv_decode_does_not_allocate` and
-//! `senml_allocations_are_bounded` check these.
+//! tests `warm_decode_does_not_allocate`, `warm_batch_and_csv_decode_does_not_allocate`,
+//! `warm_recommend_decode_does_not_allocate` and `senml_allocations_are_bounded` check these.
 
 mod csv;
 mod error;
+mod event;
 mod json;
 mod label;
 pub mod pointer;
@@ -115,14 +136,19 @@ use serde::de::DeserializeSeed;
 use smallvec::SmallVec;
 
 use crate::config::{KeySource, ModelConfig, PayloadFormat, PipelineConfig, TimeUnit};
-use csv::{CsvPlan, LineProblem, Lines};
+use csv::{CsvPlan, LineOut, LineProblem, Lines};
 pub use error::{DecodeError, DropReason};
 use error::{
-    Element, LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL, EXPECTED_NUMBER,
+    Element, Found, LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL,
+    EXPECTED_NUMBER,
+};
+use event::{
+    item_from_float, item_from_text, weight_from_number, weight_from_text, EventProblem,
+    EventWeights,
 };
 use json::{
-    BatchSeed, FieldProblem, KeySlot, LabelProblem, NodeSeed, Outcome, TargetRole, TimeSlot, Walk,
-    WalkConfig,
+    BatchSeed, FieldProblem, FieldRole, KeySlot, LabelProblem, NodeSeed, Outcome, Roles, TimeSlot,
+    Walk, WalkConfig, MAX_ROLES,
 };
 use label::{LabelNumber, LabelSet};
 use pointer::{parse_pointer, PathTree, Target, ROOT};
@@ -133,16 +159,22 @@ use senml::{Pack, Record, RecordValue, SenmlValue};
 /// After a failed decode its contents are unspecified (partly written).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ReadingBuf {
-    /// The key (sensor id) of the reading.
+    /// The key (sensor id) of the reading; a recommend pipeline's user.
     pub key: String,
+    /// The item of a recommend pipeline's event (a string item as sent, an integer item as its
+    /// decimal text); empty otherwise. Like `key`, it is rewritten for every reading, reusing
+    /// its capacity.
+    pub text: String,
     /// Event time in Unix milliseconds; `None` when the pipeline has no time source.
     pub time_ms: Option<i64>,
     /// One value per configured field, in the pipeline's field order.
     ///
     /// `NaN` means "absent optional field": a regression target or classification label
-    /// that was missing or `null` (predict, do not learn). It never comes from input: NaN and
-    /// infinite inputs are dropped (`non_finite`, `malformed_json`). A label is 1.0 (positive)
-    /// or 0.0 (negative).
+    /// that was missing or `null` (predict, do not learn), or a recommend event's weight that
+    /// was missing or `null` (weight 1). It never comes from input: NaN and infinite inputs
+    /// are dropped (`non_finite`, `malformed_json`). A label is 1.0 (positive) or 0.0
+    /// (negative). A recommend event's item is 0.0 (its text is in `text`); its weight is in
+    /// (0, 1024].
     pub values: Vec<f64>,
     /// The item of a recommend pipeline's event; empty otherwise.
     pub text: String,
@@ -166,13 +198,18 @@ enum KeyPlan {
     BaseName,
 }
 
-/// How the model's target field is read, when it is not a plain required number.
+/// How a field the model kind gives a role is read, instead of as a plain required number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TargetPlan {
+enum RolePlan {
     /// A regression target: missing or `null` is `NaN`.
     Optional,
     /// A classification label, matched against [`Decoder::labels`].
     Label,
+    /// A recommend event's item: text into [`ReadingBuf::text`], required.
+    Item,
+    /// A recommend event's weight: a number, or an event type of [`Decoder::event_weights`];
+    /// missing or `null` is `NaN`.
+    Weight,
 }
 
 /// Where the time comes from, compiled.
@@ -223,17 +260,20 @@ pub struct Decoder {
     key: KeyPlan,
     /// Not used for `format = "senml"` (records carry their time).
     time: Option<TimePlan>,
-    /// The target field's index and plan, unless it is a plain required number (forecast).
-    target: Option<(usize, TargetPlan)>,
+    /// The fields with a role and their plans: the regression target, the classification
+    /// label, or a recommend pipeline's item and weight. None for forecast and kmeans.
+    roles: [Option<(usize, RolePlan)>; MAX_ROLES],
     /// The label lists of a classification pipeline (empty otherwise); shared with errors.
     labels: Arc<LabelSet>,
+    /// The event types of a recommend pipeline (empty otherwise); shared with errors.
+    event_weights: Arc<EventWeights>,
     /// The JSON pointers (`format = "json"`).
     tree: PathTree,
 }
 
 impl Decoder {
-    /// Compiles the decoder of pipeline `p`; `p.model` decides how its target field is read
-    /// (see the module documentation).
+    /// Compiles the decoder of pipeline `p`; `p.model` decides how its target field (or a
+    /// recommend pipeline's item and weight) is read (see the module documentation).
     ///
     /// The config is expected to be validated; nothing here fails. A pointer the format cannot
     /// resolve anyway (not valid RFC 6901, no such CSV column, not a SenML value) makes every
@@ -294,56 +334,85 @@ impl Decoder {
                 p.fields.iter().map(|f| record_name(&f.pointer)).collect(),
             )),
         };
-        let (plan, labels) = match &p.model {
-            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) | ModelConfig::Recommend(_) => {
-                (None, LabelSet::new(&[], &[]))
+        let index = |name: &str| p.fields.iter().position(|f| f.name == name);
+        let target = |plan: RolePlan| {
+            let role = p.model.target().and_then(index).map(|i| (i, plan));
+            [role, None]
+        };
+        let no_labels = || LabelSet::new(&[], &[]);
+        let (roles, labels, event_weights) = match &p.model {
+            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) => {
+                ([None; MAX_ROLES], no_labels(), EventWeights::new(&[]))
             }
-            ModelConfig::Regression(_) => (Some(TargetPlan::Optional), LabelSet::new(&[], &[])),
+            ModelConfig::Regression(_) => (
+                target(RolePlan::Optional),
+                no_labels(),
+                EventWeights::new(&[]),
+            ),
             ModelConfig::Classification(c) => (
-                Some(TargetPlan::Label),
+                target(RolePlan::Label),
                 LabelSet::new(&c.positive, &c.negative),
+                EventWeights::new(&[]),
+            ),
+            ModelConfig::Recommend(r) => (
+                [
+                    index(&r.item).map(|i| (i, RolePlan::Item)),
+                    r.weight
+                        .as_deref()
+                        .and_then(index)
+                        .map(|i| (i, RolePlan::Weight)),
+                ],
+                no_labels(),
+                EventWeights::new(&r.event_weights),
             ),
         };
-        let target = plan.zip(p.model.target()).and_then(|(plan, target_name)| {
-            p.fields
-                .iter()
-                .position(|f| f.name == target_name)
-                .map(|index| (index, plan))
-        });
         Decoder {
             format,
             max_payload_bytes: p.max_payload_bytes,
             fields,
             key,
             time,
-            target,
+            roles,
             labels: Arc::new(labels),
+            event_weights: Arc::new(event_weights),
             tree,
         }
     }
 
-    /// The role of the target field in a walk.
-    fn target_role(&self) -> Option<(usize, TargetRole<'_>)> {
-        self.target.map(|(index, plan)| {
-            let role = match plan {
-                TargetPlan::Optional => TargetRole::Optional,
-                TargetPlan::Label => TargetRole::Label(&self.labels),
-            };
-            (index, role)
-        })
+    /// The fields with a role, as a walk reads them.
+    fn roles(&self) -> Roles<'_> {
+        Roles(self.roles.map(|slot| {
+            slot.map(|(index, plan)| {
+                let role = match plan {
+                    RolePlan::Optional => FieldRole::Optional,
+                    RolePlan::Label => FieldRole::Label(&self.labels),
+                    RolePlan::Item => FieldRole::Item,
+                    RolePlan::Weight => FieldRole::Weight(&self.event_weights),
+                };
+                (index, role)
+            })
+        }))
     }
 
-    /// The role of field `i`, when it is the target with a special role.
-    fn role(&self, i: usize) -> Option<TargetRole<'_>> {
-        self.target_role()
-            .and_then(|(index, role)| (index == i).then_some(role))
+    /// The role of field `i`, if it has one.
+    fn role(&self, i: usize) -> Option<FieldRole<'_>> {
+        self.roles().of(i)
+    }
+
+    /// The plan of field `i`, if it has a role.
+    fn plan(&self, i: usize) -> Option<RolePlan> {
+        self.roles
+            .iter()
+            .flatten()
+            .find(|(index, _)| *index == i)
+            .map(|&(_, plan)| plan)
     }
 
     fn walk_config(&self) -> WalkConfig<'_> {
         WalkConfig {
             tree: &self.tree,
             time_unit: self.time_unit(),
-            target: self.target_role(),
+            roles: self.roles(),
         }
     }
 
@@ -373,6 +442,7 @@ impl Decoder {
         mut on_error: impl FnMut(DecodeError),
     ) {
         out.key.clear();
+        out.text.clear();
         out.time_ms = None;
         out.values.clear();
         let text = match self.payload_text(topic, payload, &mut out.key) {
@@ -534,14 +604,25 @@ impl Decoder {
             ));
         }
         out.values.resize(self.fields.len(), value);
-        if let Some((index, TargetPlan::Label)) = self.target {
-            match self.labels.classify_number(LabelNumber::Float(value)) {
-                Ok(positive) => out.values[index] = f64::from(u8::from(positive)),
-                Err(text) => {
-                    let problem = LabelProblem::Unknown(LabelText::Number(text));
-                    return Err(self.bad_label(index, problem));
+        for &(index, plan) in self.roles.iter().flatten() {
+            out.values[index] = match plan {
+                RolePlan::Optional => value,
+                RolePlan::Label => match self.labels.classify_number(LabelNumber::Float(value)) {
+                    Ok(positive) => f64::from(u8::from(positive)),
+                    Err(text) => {
+                        let problem = LabelProblem::Unknown(LabelText::Number(text));
+                        return Err(self.bad_label(index, problem));
+                    }
+                },
+                // Not a combination the config allows (recommend events are JSON); the number
+                // is read as an integer item, or as a weight.
+                RolePlan::Item => item_from_float(value, &mut out.text)
+                    .map(|()| 0.0)
+                    .map_err(|problem| self.bad_event(index, problem))?,
+                RolePlan::Weight => {
+                    weight_from_number(value).map_err(|problem| self.bad_event(index, problem))?
                 }
-            }
+            };
         }
         Ok(())
     }
@@ -549,7 +630,12 @@ impl Decoder {
     fn decode_json(&self, text: &str, out: &mut ReadingBuf) -> Result<(), DecodeError> {
         // NaN marks "not found yet": a JSON number never decodes to NaN.
         out.values.resize(self.fields.len(), f64::NAN);
-        let mut walk = Walk::new(self.walk_config(), &mut out.values, &mut out.key);
+        let mut walk = Walk::new(
+            self.walk_config(),
+            &mut out.values,
+            &mut out.key,
+            &mut out.text,
+        );
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let parsed = NodeSeed {
             walk: &mut walk,
@@ -617,11 +703,15 @@ impl Decoder {
     ) {
         out.values.resize(self.fields.len(), f64::NAN);
         let mut lines = Lines::new(plan, text);
-        while let Some(line) =
-            lines.next_line(&mut out.key, &mut out.values, self.time_unit(), |i| {
-                self.role(i)
-            })
-        {
+        loop {
+            let line_out = LineOut {
+                key: &mut out.key,
+                text: &mut out.text,
+                values: &mut out.values,
+            };
+            let Some(line) = lines.next_line(line_out, self.time_unit(), |i| self.role(i)) else {
+                break;
+            };
             let result = match line.outcome {
                 Ok(outcome) => self.finish(outcome, out),
                 Err(problem) => Err(csv_error(problem)),
@@ -676,6 +766,7 @@ impl Decoder {
         values: &[Option<SenmlValue>],
         out: &mut ReadingBuf,
     ) -> Result<(), DecodeError> {
+        out.text.clear();
         match &self.key {
             KeyPlan::RecordName => {
                 out.key.clear();
@@ -704,15 +795,14 @@ impl Decoder {
                 _ => None,
             };
             out.values[i] = match found {
-                Some(found) => self.senml_value(i, found)?,
-                None if self.is_optional(i) => f64::NAN,
-                None => {
-                    let problem = Problem::SenmlNoValue {
+                Some(found) => self.senml_value(i, found, &mut out.text)?,
+                None => self.absent(
+                    i,
+                    Problem::SenmlNoValue {
                         wanted: value.label(),
                         found: record.value.label(),
-                    };
-                    return Err(self.field_error(i, DropReason::MissingField, problem));
-                }
+                    },
+                )?,
             };
         }
         Ok(())
@@ -778,6 +868,7 @@ impl Decoder {
         out: &mut ReadingBuf,
     ) -> Result<(), DecodeError> {
         let first = &pack.records[group[0]];
+        out.text.clear();
         match &self.key {
             KeyPlan::BaseName => {
                 let base = pack.base_name(first);
@@ -812,11 +903,8 @@ impl Decoder {
                 (RecordValue::None, sum) => Seen::Number(sum.unwrap_or(f64::NAN)),
             });
             out.values[i] = match found {
-                Some(found) => self.senml_value(i, found)?,
-                None if self.is_optional(i) => f64::NAN,
-                None => {
-                    return Err(self.field_error(i, DropReason::MissingField, Problem::Missing))
-                }
+                Some(found) => self.senml_value(i, found, &mut out.text)?,
+                None => self.absent(i, Problem::Missing)?,
             };
         }
         Ok(())
@@ -842,15 +930,44 @@ impl Decoder {
         }
     }
 
-    /// The value of field `i` from a SenML record, by the field's role.
-    fn senml_value(&self, i: usize, found: Seen<'_>) -> Result<f64, DecodeError> {
+    /// The value of field `i` from a SenML record, by the field's role (an item is written
+    /// into `text`).
+    fn senml_value(
+        &self,
+        i: usize,
+        found: Seen<'_>,
+        text: &mut String,
+    ) -> Result<f64, DecodeError> {
         let one_or_zero = |b: bool| f64::from(u8::from(b));
+        let event = |result: Result<f64, EventProblem>| {
+            result.map_err(|problem| self.bad_event(i, problem))
+        };
         match (self.role(i), found) {
+            // Not a combination the config allows (recommend events are JSON): read as JSON
+            // would be, a number being an item only when it is an integer.
+            (Some(FieldRole::Item), Seen::Text(s)) => event(item_from_text(s, text).map(|()| 0.0)),
+            (Some(FieldRole::Item), Seen::Number(x)) => {
+                event(item_from_float(x, text).map(|()| 0.0))
+            }
+            (Some(FieldRole::Item), Seen::Bool(_)) => {
+                event(Err(EventProblem::ItemType(Found::Bool)))
+            }
+            (Some(FieldRole::Item), Seen::Data) => event(Err(EventProblem::ItemSenmlValue("vd"))),
+            (Some(FieldRole::Weight(weights)), Seen::Text(s)) => {
+                event(weight_from_text(weights, s))
+            }
+            (Some(FieldRole::Weight(_)), Seen::Number(x)) => event(weight_from_number(x)),
+            (Some(FieldRole::Weight(_)), Seen::Bool(_)) => {
+                event(Err(EventProblem::WeightType(Found::Bool)))
+            }
+            (Some(FieldRole::Weight(_)), Seen::Data) => {
+                event(Err(EventProblem::WeightSenmlValue("vd")))
+            }
             (_, Seen::Number(x)) if !x.is_finite() => {
                 Err(self.field_error(i, DropReason::NonFinite, Problem::NonFinite))
             }
             (_, Seen::Bool(b)) => Ok(one_or_zero(b)),
-            (Some(TargetRole::Label(labels)), Seen::Number(x)) => {
+            (Some(FieldRole::Label(labels)), Seen::Number(x)) => {
                 match labels.classify_number(LabelNumber::Float(x)) {
                     Ok(positive) => Ok(one_or_zero(positive)),
                     Err(text) => {
@@ -858,14 +975,14 @@ impl Decoder {
                     }
                 }
             }
-            (Some(TargetRole::Label(labels)), Seen::Text(s)) => {
+            (Some(FieldRole::Label(labels)), Seen::Text(s)) => {
                 match labels.classify(s) {
                     Some(positive) => Ok(one_or_zero(positive)),
                     None => Err(self
                         .bad_label(i, LabelProblem::Unknown(LabelText::String(Snippet::new(s))))),
                 }
             }
-            (Some(TargetRole::Label(_)), Seen::Data) => {
+            (Some(FieldRole::Label(_)), Seen::Data) => {
                 Err(self.bad_label(i, LabelProblem::SenmlValue("vd")))
             }
             (_, Seen::Number(x)) => Ok(x),
@@ -888,9 +1005,22 @@ impl Decoder {
         }
     }
 
-    /// Whether field `i` may be absent (the regression target or a label).
+    /// Whether field `i` may be absent (the regression target, a label or a weight).
     fn is_optional(&self, i: usize) -> bool {
-        self.target.is_some_and(|(target, _)| target == i)
+        matches!(
+            self.plan(i),
+            Some(RolePlan::Optional | RolePlan::Label | RolePlan::Weight)
+        )
+    }
+
+    /// The value of field `i` when a SenML reading lacks it: `NaN` if it is optional, else the
+    /// error (`bad_event` for an item, `missing_field` with `problem` for anything else).
+    fn absent(&self, i: usize, problem: Problem) -> Result<f64, DecodeError> {
+        match self.plan(i) {
+            _ if self.is_optional(i) => Ok(f64::NAN),
+            Some(RolePlan::Item) => Err(self.bad_event(i, EventProblem::MissingItem)),
+            _ => Err(self.field_error(i, DropReason::MissingField, problem)),
+        }
     }
 
     fn field_error(&self, i: usize, reason: DropReason, problem: Problem) -> DecodeError {
@@ -1010,6 +1140,7 @@ impl Decoder {
                     ),
                     FieldProblem::NonFinite => (DropReason::NonFinite, Problem::NonFinite),
                     FieldProblem::BadLabel(problem) => return Err(self.bad_label(i, problem)),
+                    FieldProblem::BadEvent(problem) => return Err(self.bad_event(i, problem)),
                     FieldProblem::NotANumberText(text) => {
                         (DropReason::NotANumber, Problem::NotANumberText(text))
                     }
@@ -1020,8 +1151,12 @@ impl Decoder {
                 _ if value.is_nan() && !field.pointer_valid => {
                     (DropReason::MissingField, self.unresolved_pointer())
                 }
-                // The optional target and a label may be absent (predict only).
+                // The optional target and a label may be absent (predict only), and so may a
+                // weight (weight 1).
                 _ if value.is_nan() && self.is_optional(i) => continue,
+                _ if value.is_nan() && self.plan(i) == Some(RolePlan::Item) => {
+                    return Err(self.bad_event(i, EventProblem::MissingItem));
+                }
                 _ if value.is_nan() => (DropReason::MissingField, Problem::Missing),
                 _ => continue,
             };
@@ -1047,6 +1182,15 @@ impl Decoder {
             },
         };
         self.field_error(index, DropReason::BadLabel, problem)
+    }
+
+    /// The `bad_event` error of field `index` (a recommend event's item or weight).
+    fn bad_event(&self, index: usize, problem: EventProblem) -> DecodeError {
+        let problem = Problem::BadEvent {
+            problem,
+            weights: self.event_weights.clone(),
+        };
+        self.field_error(index, DropReason::BadEvent, problem)
     }
 }
 

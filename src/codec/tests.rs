@@ -1023,6 +1023,7 @@ fn reading_buf_is_reused_across_decodes() {
         out,
         ReadingBuf {
             key: "y".into(),
+            text: String::new(),
             time_ms: Some(30),
             values: vec![5.0, 6.0],
             text: String::new(),
@@ -1160,3 +1161,4 @@ fn warm_decode_does_not_allocate() {
 }
 
 mod formats;
+mod recommend;

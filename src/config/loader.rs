@@ -17,6 +17,7 @@ use toml_span::{DeserError, Deserialize, ErrorKind, Span, Spanned};
 
 mod classifiers;
 mod operators;
+mod recommend;
 
 use super::error::LineIndex;
 use super::rules;
@@ -895,13 +896,37 @@ fn chain_problems(
     valid
 }
 
-/// `"forecast" | "regression" | "classification" | "kmeans"`, for messages.
+/// `"forecast" | "regression" | "classification" | "kmeans" | "recommend"`, for messages.
 fn accepted_kinds() -> String {
     Kind::ALL
         .iter()
         .map(|kind| format!("\"{}\"", kind.name()))
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+/// The span of the value of `key` in `s`, before it is read (`None`: not written).
+fn written_span(s: &Section<'_>, key: &str) -> Option<Span> {
+    s.helper.table.get(key).map(|value| value.span)
+}
+
+/// The keys of the sub-table `key` of `s` as written, in file order, with their spans, before
+/// it is read (empty when `key` is absent or not a table).
+fn written_keys(s: &Section<'_>, key: &str) -> Vec<Spanned<String>> {
+    let mut keys: Vec<Spanned<String>> = s
+        .helper
+        .table
+        .get(key)
+        .and_then(|value| value.as_table())
+        .map(|table| {
+            table
+                .keys()
+                .map(|name| Spanned::with_span(name.name.to_string(), name.span))
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort_by_key(|name| name.span.start);
+    keys
 }
 
 /// One `[[pipelines]]` entry. Also returns its name (when valid) for the uniqueness check and
@@ -947,6 +972,8 @@ fn pipeline(
         }
         None => topics(&mut s),
     };
+    // Read before `format` and `operators` take them: a recommend model rejects them there.
+    let format_span = written_span(&s, "format");
     let format = format(&mut s);
     // A chained pipeline reads another pipeline's output messages, whose `key` and `time`
     // members are the natural defaults.
@@ -978,7 +1005,9 @@ fn pipeline(
         (Some(PayloadFormat::Senml), Some(KeySource::RecordName)) => Some(OneValue::SenmlRecord),
         _ => None,
     };
+    let field_keys = written_keys(&s, "fields");
     let (fields, string_fields) = fields(&mut s, format.as_ref(), key.as_ref());
+    let operators_span = written_span(&s, "operators");
     let (operators, model_fields) = operators::operators(&mut s, fields.as_deref());
     let output = s.string("output");
     if let Some(output) = &output {
@@ -1001,6 +1030,7 @@ fn pipeline(
             section,
             model_fields.as_deref(),
             one_value,
+            topics.as_deref().unwrap_or(&[]),
             &component,
             problems,
         ),
@@ -1017,6 +1047,18 @@ fn pipeline(
             (None, None)
         }
     };
+    if kind == Some(Kind::Recommend) {
+        let recommend = match &model {
+            Some(ModelConfig::Recommend(r)) => Some(r),
+            _ => None,
+        };
+        let written = recommend::Written {
+            format: format.as_ref().zip(format_span),
+            operators: operators_span,
+            field_keys: &field_keys,
+        };
+        recommend::pipeline_rules(&mut s, &written, recommend);
+    }
     let anomaly = s.table("anomaly", "anomaly.").map(|mut section| {
         let params = anomaly(&mut section, kind);
         section.finish(&component, problems);
@@ -1522,15 +1564,17 @@ enum Kind {
     Regression,
     Classification,
     KMeans,
+    Recommend,
 }
 
 impl Kind {
     /// Every kind, in the order messages list them.
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 5] = [
         Kind::Forecast,
         Kind::Regression,
         Kind::Classification,
         Kind::KMeans,
+        Kind::Recommend,
     ];
 
     fn name(self) -> &'static str {
@@ -1539,11 +1583,13 @@ impl Kind {
             Kind::Regression => "regression",
             Kind::Classification => "classification",
             Kind::KMeans => "kmeans",
+            Kind::Recommend => "recommend",
         }
     }
 
     /// The keys of `[pipelines.model]` besides `kind` and `target` this kind reads (every kind
-    /// but `kmeans` reads `target`).
+    /// but `kmeans` and `recommend` reads `target`; those two reject it with a message of
+    /// their own).
     fn parameters(self) -> &'static [&'static str] {
         match self {
             Kind::Forecast => &[
@@ -1589,6 +1635,7 @@ impl Kind {
                 "lloyd_iterations",
                 "dying_fraction",
             ],
+            Kind::Recommend => recommend::PARAMETERS,
         }
     }
 }
@@ -1600,6 +1647,7 @@ fn model(
     mut m: Section<'_>,
     fields: Option<&[FieldConfig]>,
     one_value: Option<OneValue>,
+    topics: &[Spanned<String>],
     component: &str,
     problems: &mut Problems<'_>,
 ) -> (Option<ModelConfig>, Option<Kind>) {
@@ -1648,6 +1696,7 @@ fn model(
         Kind::Classification => classification(&mut m, fields, feature_fields, number_payload)
             .map(ModelConfig::Classification),
         Kind::KMeans => kmeans(&mut m, fields).map(ModelConfig::KMeans),
+        Kind::Recommend => recommend::recommend(&mut m, fields, topics).map(ModelConfig::Recommend),
     };
     reject_other_kinds(&mut m, kind);
     m.finish(component, problems);
@@ -2193,12 +2242,14 @@ fn anomaly(a: &mut Section<'_>, kind: Option<Kind>) -> AnomalyParams {
         .unwrap_or(d.threshold);
     let learn_anomalies = a.bool("learn_anomalies").unwrap_or(d.learn_anomalies);
     let warmup = a.int_as("warmup", 0..=i64::MAX).unwrap_or(d.warmup);
-    if let Some(kind @ (Kind::Classification | Kind::KMeans)) = kind {
+    if let Some(kind @ (Kind::Classification | Kind::KMeans | Kind::Recommend)) = kind {
         let span = a.span;
-        let instead = if kind == Kind::KMeans {
-            "; a clustering publishes each reading's distance to its cluster instead"
-        } else {
-            ""
+        let instead = match kind {
+            Kind::KMeans => {
+                "; a clustering publishes each reading's distance to its cluster instead"
+            }
+            Kind::Recommend => "; a recommender predicts no value of an event",
+            _ => "",
         };
         let message = format!(
             "anomaly detection is not available with model.kind \"{}\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value{instead}; remove [pipelines.anomaly])",

@@ -72,14 +72,18 @@
 //!                             # senml, other keys: required, "/record" relative to the base name
 //! output = "edgeflow/{pipeline}/{key}/{field}/forecast"  # placeholders {pipeline} {key} {field};
 //!                             # default by kind: …/{field}/forecast, …/{field}/prediction,
-//!                             # …/{field}/class, "edgeflow/{pipeline}/{key}/cluster" (kmeans);
-//!                             # {field} is the target ("cluster" for kmeans)
+//!                             # …/{field}/class, "edgeflow/{pipeline}/{key}/cluster" (kmeans),
+//!                             # "edgeflow/{pipeline}/{key}/recommendations" (recommend);
+//!                             # {field} is the target ("cluster" for kmeans, "recommendations"
+//!                             # for recommend)
 //! output_qos = 0              # 0 or 1
 //! max_payload_bytes = 65536   # ≥ 1; larger payloads are dropped
 //!
 //! [pipelines.model]           # required
 //! kind = "forecast"           # required: "forecast" | "regression" | "classification" | "kmeans"
-//! target = "temp"             # required; one of the pipeline's fields (kmeans: none, an error)
+//!                             # | "recommend"
+//! target = "temp"             # required; one of the pipeline's fields (kmeans, recommend: none,
+//!                             # an error)
 //! # Keys of another kind are errors ("model.lags is not a parameter of kind \"regression\"").
 //! # format = "number" payloads allow kind = "forecast" or "kmeans" only (a bare number has one
 //! # field), and so does format = "senml" with key = "name" (each record is a reading with one
@@ -132,6 +136,26 @@
 //! # scale = true              # standardise the features (running, decayed mean and σ)
 //! # lloyd_iterations = 10     # 0..=100 on the warm-up readings
 //! # dying_fraction = 1e-6     # 0..=0.5: lighter clusters (vs the heaviest) are re-seeded
+//!
+//! # kind = "recommend": events (user = the key, item, weight) → each user's recent items →
+//! # item-item cosine similarities → top-N lists. Only with format = "json"; `fields` are the
+//! # item and the weight and nothing else; no [[pipelines.operators]], no [pipelines.anomaly].
+//! # item = "item"             # required: the field of the item (a string of 1..=64 bytes, or
+//! #                           # an integer taken as its decimal text)
+//! # weight = "type"           # optional, another field: a number in (0, 1024], or an event
+//! #                           # type looked up in event_weights; missing/null weighs 1
+//! # event_weights = { view = 1, cart = 3, purchase = 5 }  # only with weight; ≥ 1 entry, each
+//! #                           # in (0, 1024]; types matched ignoring ASCII case, so no two
+//! #                           # may differ only in case
+//! # history = 20              # 1..=100 recent items per user
+//! # max_items = 10000         # 2..=1000000 items tracked (least recently seen forgotten)
+//! # max_neighbours = 100      # 1..=10000 co-occurrences kept per item
+//! # top_n = 10                # 1..=1000: length of the published lists
+//! # requests = []             # MQTT filters of request messages; none may overlap `topics`
+//! # publish = "event"         # "event" (after each event and on request) | "request" (only on
+//! #                           # request: needs requests)
+//! # similar_output = "edgeflow/{pipeline}/items/{key}/similar"  # {pipeline} {key} (the item)
+//! # snapshot_interval = "15m" # ≥ 1s: how often the similarities are saved
 //!
 //! [pipelines.anomaly]         # optional; only with kind = "forecast" or "regression"
 //! threshold = 4.0             # finite, > 0: flag |residual| > threshold · robust scale
@@ -219,5 +243,7 @@ fn single(path: &Path, line: usize, col: usize, message: String) -> ConfigErrors
 
 #[cfg(test)]
 mod operator_tests;
+#[cfg(test)]
+mod recommend_tests;
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,27 @@ pub(crate) fn filter_has_level(filter: &str, level: usize) -> bool {
             .is_some_and(|hash| hash <= level)
 }
 
+/// Whether some topic matches both (valid) filters. A shared subscription's prefix is not
+/// part of the topics it matches; a filter starting with a wildcard does not match topics
+/// starting with `$` (MQTT 3.1.1 §4.7.2).
+pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (filter_levels(a), filter_levels(b));
+    let dollar = |levels: &[&str]| levels.first().is_some_and(|l| l.starts_with('$'));
+    let wildcard_first = |levels: &[&str]| levels.first().is_some_and(|l| *l == "+" || *l == "#");
+    if (dollar(&a) && wildcard_first(&b)) || (dollar(&b) && wildcard_first(&a)) {
+        return false;
+    }
+    let mut level = 0;
+    loop {
+        match (a.get(level), b.get(level)) {
+            // `#` matches the rest, and its parent level too (`a/#` matches `a`).
+            (Some(&"#"), _) | (_, Some(&"#")) | (None, None) => return true,
+            (Some(x), Some(y)) if *x == "+" || *y == "+" || x == y => level += 1,
+            _ => return false,
+        }
+    }
+}
+
 /// The number of levels of a filter, as shown in messages.
 pub(crate) fn filter_level_count(filter: &str) -> usize {
     filter_levels(filter).len()
@@ -260,6 +281,35 @@ mod tests {
             "$share/+/a",
         ] {
             assert!(topic_filter_problem(filter).is_some(), "{filter}");
+        }
+    }
+
+    #[test]
+    fn overlapping_filters_share_a_topic() {
+        for (a, b) in [
+            ("shop/requests", "shop/requests"),
+            ("shop/#", "shop/requests"),
+            ("shop/+/events", "shop/+/+"),
+            ("shop/+/events", "shop/u1/#"),
+            ("#", "anything/at/all"),
+            ("shop/#", "shop"),
+            ("$share/g/shop/+", "shop/requests"),
+            ("$SYS/x", "$SYS/+"),
+        ] {
+            assert!(filters_overlap(a, b), "{a} and {b}");
+            assert!(filters_overlap(b, a), "{b} and {a}");
+        }
+        for (a, b) in [
+            ("shop/+/events", "shop/requests"),
+            ("shop/events", "shop/requests"),
+            ("shop/+", "shop/a/b"),
+            ("shop", "shop/requests"),
+            ("#", "$SYS/x"),
+            ("+/x", "$SYS/x"),
+            ("a/+/c", "a/b/d"),
+        ] {
+            assert!(!filters_overlap(a, b), "{a} and {b}");
+            assert!(!filters_overlap(b, a), "{b} and {a}");
         }
     }
 

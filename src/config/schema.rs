@@ -524,8 +524,14 @@ pub struct RecommendConfig {
 pub const DEFAULT_SIMILAR_OUTPUT: &str = "edgeflow/{pipeline}/items/{key}/similar";
 /// Default topic template of a recommend pipeline's user lists.
 pub const DEFAULT_RECOMMEND_OUTPUT: &str = "edgeflow/{pipeline}/{key}/recommendations";
-/// Default interval between snapshots of a recommender's item similarities.
-pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
+/// Default interval between snapshots of a recommender's item similarities: 15 minutes.
+///
+/// A snapshot rewrites the whole similarity model, which is up to ~14 MB with the default
+/// budget (10,000 items × 100 neighbours, see `RecommendParams::memory_bound`). Gateways keep
+/// their store on SD cards or eMMC with limited write endurance, so the default writes that
+/// about 100 times a day rather than every few minutes. The model is also written at shutdown;
+/// a crash loses at most the similarity updates since the last snapshot.
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 /// The `field` of a `kind = "kmeans"` pipeline's output messages (and its `{field}` in topic
 /// templates): a clustering has no target, and what it publishes is a cluster.

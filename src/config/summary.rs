@@ -5,14 +5,14 @@ use std::fmt::Write as _;
 use humantime::format_duration;
 
 use super::schema::{Config, KeySource, ModelConfig, PayloadFormat, TimeUnit};
-use crate::model::{LinearAlgorithm, LogisticAlgorithm, SeasonSpec};
+use crate::model::{LinearAlgorithm, LogisticAlgorithm, SeasonSpec, MAX_WEIGHT};
 
 impl Config {
     /// A multi-line, human-readable summary: the broker (or the embedded one and its port),
     /// the store, the runtime sizing, the simulator if any, and for each pipeline its topics,
     /// format, key, time, fields, model (kind, target, features, parameters, explanations, a
-    /// clustering's warm-up),
-    /// anomaly detection and output template.
+    /// clustering's warm-up, a recommender's weights, budget and topics), anomaly detection and
+    /// output template.
     ///
     /// Meant for people (`edgeflow check`); the layout may change, do not parse it.
     pub fn summary(&self) -> String {
@@ -279,43 +279,47 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
         }
         ModelConfig::Recommend(r) => {
             let p = &r.params;
-            let weight = match &r.weight {
-                None => "every event weighs 1".to_string(),
-                Some(field) if r.event_weights.is_empty() => format!("weight {field}"),
-                Some(field) => format!(
-                    "weight {field} (events: {})",
+            writeln!(
+                out,
+                "    model: recommend items (field {}) to users (the key); history {} items, top {}",
+                r.item, p.history, p.top_n
+            )?;
+            match &r.weight {
+                None => writeln!(out, "    weight: every event weighs 1")?,
+                Some(field) if r.event_weights.is_empty() => writeln!(
+                    out,
+                    "    weight: field {field}, a number in (0, {MAX_WEIGHT}]; missing weighs 1"
+                )?,
+                Some(field) => writeln!(
+                    out,
+                    "    weight: field {field}, a number in (0, {MAX_WEIGHT}] or an event type ({}; ASCII case ignored); missing weighs 1",
                     r.event_weights
                         .iter()
                         .map(|(event, w)| format!("{event} = {w}"))
                         .collect::<Vec<_>>()
                         .join(", ")
-                ),
+                )?,
+            }
+            writeln!(
+                out,
+                "    similarities: at most {} items with {} neighbours each (≤ {:.1} MB), saved every {}",
+                p.max_items,
+                p.max_neighbours,
+                p.memory_bound() as f64 / 1e6,
+                format_duration(r.snapshot_interval)
+            )?;
+            let requests = r.requests.join(", ");
+            let lists = match (r.publish_on_event, r.requests.is_empty()) {
+                (true, true) => "after each event of the user (no request topics)".to_owned(),
+                (true, false) => {
+                    format!("after each event of the user and on request ({requests})")
+                }
+                (false, _) => format!("on request only ({requests})"),
             };
             writeln!(
                 out,
-                "    model: recommend items {} to users (the key); {weight}; history {}, top {}, at most {} items with {} neighbours each (≤ {:.1} MB)",
-                r.item,
-                p.history,
-                p.top_n,
-                p.max_items,
-                p.max_neighbours,
-                p.memory_bound() as f64 / 1e6
-            )?;
-            writeln!(
-                out,
-                "    lists: {}; requests on {}; similar items on {}; similarities saved every {}",
-                if r.publish_on_event {
-                    "after every event and on request"
-                } else {
-                    "on request only"
-                },
-                if r.requests.is_empty() {
-                    "no topic".to_string()
-                } else {
-                    r.requests.join(", ")
-                },
+                "    lists: {lists}; similar items on {}",
                 r.similar_output,
-                format_duration(r.snapshot_interval)
             )
         }
     }

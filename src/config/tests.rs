@@ -349,7 +349,7 @@ fn missing_required_keys_are_reported_at_the_table() {
         errors(text),
         [
             "1:1: pipeline \"a\": missing required key \"fields\" (format = \"json\" reads each field by JSON pointer, e.g. fields = { temp = \"/value\" })",
-            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\" | \"regression\" | \"classification\" | \"kmeans\")",
+            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\")",
         ]
     );
 }
@@ -559,7 +559,7 @@ fn unsupported_model_kind_lists_the_accepted_kinds() {
     let text = PIPELINE.replace("kind = \"forecast\"", "kind = \"dbscan\"\nk = 3");
     assert_eq!(
         errors(&text),
-        ["7:8: pipeline \"temperature\": model.kind \"dbscan\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\" | \"kmeans\")"]
+        ["7:8: pipeline \"temperature\": model.kind \"dbscan\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\")"]
     );
 }
 

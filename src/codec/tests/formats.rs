@@ -48,6 +48,7 @@ fn reasons(errors: &[DecodeError]) -> Vec<DropReason> {
 fn reading(key: &str, time_ms: Option<i64>, values: &[f64]) -> ReadingBuf {
     ReadingBuf {
         key: key.into(),
+        text: String::new(),
         time_ms,
         values: values.to_vec(),
         text: String::new(),
