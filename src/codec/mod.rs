@@ -176,8 +176,6 @@ pub struct ReadingBuf {
     /// (negative). A recommend event's item is 0.0 (its text is in `text`); its weight is in
     /// (0, 1024].
     pub values: Vec<f64>,
-    /// The item of a recommend pipeline's event; empty otherwise.
-    pub text: String,
 }
 
 /// A configured field as the decoder keeps it: names shared with errors without copying.

@@ -1026,7 +1026,6 @@ fn reading_buf_is_reused_across_decodes() {
             text: String::new(),
             time_ms: Some(30),
             values: vec![5.0, 6.0],
-            text: String::new(),
         }
     );
 }

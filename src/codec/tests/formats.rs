@@ -51,7 +51,6 @@ fn reading(key: &str, time_ms: Option<i64>, values: &[f64]) -> ReadingBuf {
         text: String::new(),
         time_ms,
         values: values.to_vec(),
-        text: String::new(),
     }
 }
 
