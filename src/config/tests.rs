@@ -1698,7 +1698,7 @@ mod tls {
     #[test]
     fn file_without_certificates_is_reported_at_its_key() {
         let dir = tempfile::tempdir().unwrap();
-        let files = test_pki::write(dir.path(), "test CA");
+        test_pki::write(dir.path(), "test CA");
         std::fs::write(dir.path().join("empty.pem"), "not PEM at all\n").unwrap();
         let text = format!(
             "[mqtt.tls]\nca_file = \"ca.pem\"\nclient_cert = \"empty.pem\"\nclient_key = \"client.key\"\n{PIPELINE}"
@@ -1719,7 +1719,6 @@ mod tls {
             ),
             "{errors:?}"
         );
-        drop(files);
     }
 
     #[test]

@@ -418,7 +418,11 @@ pub(crate) fn describe_connection_error(
 ) -> (FailureKind, String) {
     use rumqttc::ConnectReturnCode as Code;
     match error {
-        ConnectionError::Io(e) | ConnectionError::MqttState(StateError::Io(e)) => describe_io(e),
+        // Reads surface I/O errors (TLS alerts included) through the packet decoder too.
+        ConnectionError::Io(e)
+        | ConnectionError::MqttState(
+            StateError::Io(e) | StateError::Deserialization(rumqttc::Error::Io(e)),
+        ) => describe_io(e),
         ConnectionError::Tls(rumqttc::TlsError::Io(e)) => match tls::rustls_cause(e) {
             Some(cause) => (FailureKind::Tls, tls::describe_tls(cause)),
             None => {
