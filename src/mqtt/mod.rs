@@ -427,7 +427,10 @@ pub(crate) fn describe_connection_error(
             Some(cause) => (FailureKind::Tls, tls::describe_tls(cause)),
             None => {
                 let (kind, message) = describe_io(e);
-                (kind, format!("during the TLS handshake: {message}"))
+                (
+                    kind,
+                    format!("{message} during the TLS handshake (is the port a TLS listener?)"),
+                )
             }
         },
         ConnectionError::Tls(rumqttc::TlsError::TLS(cause)) => {

@@ -318,8 +318,8 @@ pub(crate) fn show(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
-/// Certificates for tests: a CA, a server certificate for `localhost`/127.0.0.1 and a client
-/// certificate, all signed by the CA, written as PEM files.
+/// Certificates for tests: a CA, a client certificate and its key, and the key of a server
+/// certificate (to test a key that does not match), written as PEM files.
 #[cfg(test)]
 pub(crate) mod test_pki {
     use std::path::{Path, PathBuf};
