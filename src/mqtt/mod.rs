@@ -1,5 +1,10 @@
 //! MQTT: the broker connection, the hand-off to ingest, the publish queue and the embedded broker.
 //!
+//! The connection is plain TCP, or TLS with `[mqtt.tls]` ([`tls`]: rustls with the ring
+//! provider, CA file or system roots, optional client certificate). Every connection failure
+//! is logged with a reason an operator can act on and kept in [`MqttStatus`] as a
+//! [`ConnectionFailure`] (refused credentials, TLS, network, protocol).
+//!
 //! # Tasks
 //!
 //! [`connect`] returns a [`Publisher`] handle and two futures the caller spawns:
