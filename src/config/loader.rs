@@ -724,11 +724,14 @@ fn tls(s: &mut Section<'_>, embedded: bool, context: &Context<'_>) -> Option<Tls
             written.span,
         ))
     };
+    // Written but unusable (wrong type, empty): already reported, and not to be replaced by
+    // the system trust store when the files are checked.
+    let ca_written = s.helper.contains("ca_file");
     let ca_file = path(s, "ca_file");
     let client_cert = path(s, "client_cert");
     let client_key = path(s, "client_key");
-    let server_name = s.string("server_name");
-    if let Some(name) = &server_name {
+    let mut server_name = s.string("server_name");
+    if let Some(name) = server_name.take() {
         if let Err(error) = ServerName::try_from(name.value.as_str()) {
             s.error(
                 name.span,
@@ -737,6 +740,8 @@ fn tls(s: &mut Section<'_>, embedded: bool, context: &Context<'_>) -> Option<Tls
                     name.value
                 ),
             );
+        } else {
+            server_name = Some(name);
         }
     }
     let client_auth = match (&client_cert, &client_key) {
@@ -772,7 +777,9 @@ fn tls(s: &mut Section<'_>, embedded: bool, context: &Context<'_>) -> Option<Tls
         client_auth,
         server_name: server_name.as_ref().map(|v| v.value.clone()),
     };
-    if context.files == Files::Check && !embedded && s.problems.is_empty() {
+    // Each file is checked unless its own key already has a problem: a user fixing the
+    // config should see a bad `ca_file` and an unpaired `client_cert` in one run.
+    if context.files == Files::Check && !embedded && (config.ca_file.is_some() || !ca_written) {
         match crate::mqtt::tls::client_config(&config) {
             Ok(_) => {}
             Err(crate::mqtt::MqttError::Tls {

@@ -1747,6 +1747,27 @@ mod tls {
     }
 
     #[test]
+    fn file_problems_are_reported_with_the_other_tls_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[mqtt.tls]\nca_file = \"missing.pem\"\nclient_cert = \"gw.pem\"\nserver_name = \"a b\"\n{PIPELINE}"
+        );
+        assert_eq!(
+            errors_in(dir.path(), &text),
+            [
+                "2:11: [mqtt]: tls.ca_file \"DIR/missing.pem\": cannot read the file: No such file or directory (os error 2)",
+                "3:15: [mqtt]: tls.client_cert is set but tls.client_key is not (a client certificate needs its private key: set both or neither)",
+                "4:15: [mqtt]: tls.server_name must be a DNS name or an IP address (got \"a b\": invalid dns name)",
+            ]
+        );
+        // An unusable ca_file is not silently replaced by the system trust store.
+        assert_eq!(
+            errors(&format!("[mqtt.tls]\nca_file = 7\n{PIPELINE}")),
+            ["2:11: [mqtt]: tls.ca_file must be a string (got an integer)"]
+        );
+    }
+
+    #[test]
     fn tls_with_the_embedded_broker_is_rejected() {
         assert_eq!(
             errors(&format!("[mqtt]\nembedded = true\n[mqtt.tls]\nca_file = \"ca.pem\"\n{PIPELINE}")),
