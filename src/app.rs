@@ -50,6 +50,9 @@ pub enum AppError {
     /// The HTTP listener could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The MQTT client could not be set up (a `[mqtt.tls]` file cannot be read or used).
+    #[error("MQTT client: {0}")]
+    Client(mqtt::MqttError),
 }
 
 /// Sends key actors' outputs to the MQTT publisher queue.
@@ -119,9 +122,10 @@ impl Daemon {
     /// Start every part of the daemon (see the module doc for the order).
     ///
     /// # Errors
-    /// [`AppError`] when the embedded broker, the store or a pipeline cannot start. An
-    /// unreachable external broker is not an error: the event loop keeps retrying with back-off
-    /// and says so in the log.
+    /// [`AppError`] when the embedded broker, the store, a pipeline or the MQTT client (its TLS
+    /// files) cannot start. An unreachable external broker is not an error, nor is one that
+    /// refuses the connection: the event loop keeps retrying with back-off, says so in the log
+    /// and records the reason in [`MqttStatus::last_failure`].
     pub async fn start(config: Config) -> Result<Daemon, AppError> {
         let broker = if config.mqtt.embedded {
             Some(mqtt::start_embedded(
@@ -147,7 +151,8 @@ impl Daemon {
             ingest_tx,
             status.clone(),
             connection_stop.clone(),
-        );
+        )
+        .map_err(AppError::Client)?;
         let sink: Arc<dyn OutputSink> = Arc::new(MqttSink(publisher.clone()));
         let recommenders = Arc::new(RecommenderRegistry::default());
         for p in pipelines.iter().filter(|p| p.is_recommend()) {

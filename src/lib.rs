@@ -9,8 +9,9 @@
 //! In the order a reading flows through the modules:
 //!
 //! - [`config`] — the TOML schema and its validation (every error, with `file:line:col`).
-//! - [`mqtt`] — the broker connection: one task owns the rumqttc event loop, reconnects with
-//!   back-off, resubscribes; the bounded publisher queue; the embedded rumqttd broker.
+//! - [`mqtt`] — the broker connection (TCP, or TLS through rustls with the ring provider):
+//!   one task owns the rumqttc event loop, reconnects with back-off, resubscribes; the bounded
+//!   publisher queue; the embedded rumqttd broker.
 //! - [`codec`] — payload decoding (JSON by pointer and JSON batches, bare numbers, CSV lines,
 //!   SenML packs) into a reusable reading buffer, one callback per reading, and the reasons a
 //!   reading is dropped.

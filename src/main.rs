@@ -107,12 +107,21 @@ fn init_logging() {
         .try_init();
 }
 
-fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|errors| {
+/// Load `path` with `load` (`config::load`, or `config::load_offline` for commands that do not
+/// connect), printing every problem on failure.
+fn load_config_with(
+    path: &Path,
+    load: fn(&Path) -> Result<Config, config::ConfigErrors>,
+) -> Result<Config, ExitCode> {
+    load(path).map_err(|errors| {
         eprint!("{errors}");
         eprintln!("{}: {} error(s)", path.display(), errors.errors.len());
         ExitCode::from(2)
     })
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    load_config_with(path, config::load)
 }
 
 fn main() -> ExitCode {
@@ -137,7 +146,7 @@ fn main() -> ExitCode {
             config,
             input,
             summary,
-        } => match load_config(&config) {
+        } => match load_config_with(&config, config::load_offline) {
             Ok(c) => replay(&c, &input, summary.as_deref()),
             Err(code) => return code,
         },
@@ -169,10 +178,12 @@ fn main() -> ExitCode {
             };
             simulate(mqtt, sim, count)
         }
-        Command::Inspect { config, pipeline } => match load_config(&config) {
-            Ok(c) => inspect(&c, pipeline.as_deref()),
-            Err(code) => return code,
-        },
+        Command::Inspect { config, pipeline } => {
+            match load_config_with(&config, config::load_offline) {
+                Ok(c) => inspect(&c, pipeline.as_deref()),
+                Err(code) => return code,
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

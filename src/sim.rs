@@ -185,8 +185,9 @@ impl Fleet {
 ///
 /// # Errors
 ///
-/// [`MqttError::InvalidTopic`] when the topic template does not give a valid topic, and
-/// [`MqttError::InvalidSimulation`] for no sensors or a rate that is not a positive number.
+/// [`MqttError::InvalidTopic`] when the topic template does not give a valid topic,
+/// [`MqttError::InvalidSimulation`] for no sensors or a rate that is not a positive number, and
+/// [`MqttError::Tls`] when the files of `[mqtt.tls]` cannot be used.
 pub async fn run_simulator(
     mqtt: &MqttConfig,
     sim: &SimulateConfig,
@@ -219,7 +220,7 @@ pub async fn run_simulator(
     // Nothing is subscribed, so nothing arrives; the receiver is kept open until the end.
     let (ingest_tx, _ingest_rx) = tokio::sync::mpsc::channel(1);
     let (publisher, event_loop, publisher_task) = mqtt::connection::connect_with_options(
-        mqtt::mqtt_options(mqtt, Some("sim")),
+        mqtt::mqtt_options(mqtt, Some("sim"))?,
         mqtt,
         Vec::new(),
         ingest_tx,
@@ -315,12 +316,19 @@ pub async fn run_output_monitor(
     every: Duration,
     shutdown: CancellationToken,
 ) {
+    let options = match mqtt::mqtt_options(mqtt, Some("monitor")) {
+        Ok(options) => options,
+        Err(e) => {
+            warn!("output monitor not started: {e}");
+            return;
+        }
+    };
     let stop = shutdown.child_token();
     let status = Arc::new(MqttStatus::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<mqtt::Incoming>(256);
     let subscriptions = filters.iter().map(|f| (f.clone(), 0)).collect();
     let (_publisher, event_loop, publisher_task) = mqtt::connection::connect_with_options(
-        mqtt::mqtt_options(mqtt, Some("monitor")),
+        options,
         mqtt,
         subscriptions,
         tx,

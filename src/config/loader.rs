@@ -11,6 +11,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use toml_span::de_helpers::{expected, TableHelper};
 use toml_span::value::{Key, Value, ValueInner};
 use toml_span::{DeserError, Deserialize, ErrorKind, Span, Spanned};
@@ -22,11 +23,11 @@ mod recommend;
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    default_output, ClassificationConfig, Config, CsvConfig, FieldConfig, ForecastConfig,
-    HttpConfig, KMeansConfig, KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig,
-    RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit,
-    DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS,
-    DEFAULT_SENML_VALUE, SENML_VALUES,
+    default_output, ClassificationConfig, ClientAuthConfig, Config, CsvConfig, FieldConfig,
+    ForecastConfig, HttpConfig, KMeansConfig, KeySource, ModelConfig, MqttConfig, PayloadFormat,
+    PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig, TimeSource,
+    TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT, SENML_VALUES,
 };
 use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
 use crate::model::{
@@ -34,6 +35,7 @@ use crate::model::{
     LogisticParams, ModelError, SeasonSpec, MAX_CLUSTERS, MAX_FEATURES, MAX_HORIZON, MAX_LAGS,
     MAX_SEASON_BINS, MAX_SEASON_STEPS,
 };
+use crate::mqtt::TlsSetting;
 
 /// Longest accepted duration. Durations end up in `Instant + Duration` arithmetic and
 /// timers, which panic or misbehave near `Duration::MAX`; a year is beyond any sane setting.
@@ -53,8 +55,31 @@ pub(crate) struct Problem {
     pub(crate) message: String,
 }
 
+/// Whether the loader opens the files a configuration names (the PEM files of `[mqtt.tls]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Files {
+    /// Read and parse them, reporting a missing or malformed file at its key.
+    Check,
+    /// Leave them alone (commands that never connect to the broker: replay, inspect).
+    Skip,
+}
+
+/// What the table readers need to know besides the table.
+struct Context<'a> {
+    /// Relative paths in the file are relative to this directory (the config file's).
+    dir: &'a Path,
+    files: Files,
+}
+
+impl Context<'_> {
+    fn resolve(&self, written: &str) -> PathBuf {
+        // `join` keeps an absolute path as it is.
+        self.dir.join(written)
+    }
+}
+
 /// Reads `text` (already parsed as UTF-8, BOM removed) into a [`Config`].
-pub(crate) fn load_text(source: &Path, text: &str) -> Result<Config, Vec<Problem>> {
+pub(crate) fn load_text(source: &Path, text: &str, files: Files) -> Result<Config, Vec<Problem>> {
     let lines = LineIndex::new(text);
     let mut root = match toml_span::parse(text) {
         Ok(root) => root,
@@ -65,7 +90,11 @@ pub(crate) fn load_text(source: &Path, text: &str) -> Result<Config, Vec<Problem
         lines,
         list: Vec::new(),
     };
-    let config = config(&mut root, source, &mut problems);
+    let context = Context {
+        dir: source.parent().unwrap_or(Path::new("")),
+        files,
+    };
+    let config = config(&mut root, source, &context, &mut problems);
     let mut list = problems.list;
     match config {
         Some(config) if list.is_empty() => Ok(config),
@@ -524,7 +553,12 @@ fn optional_table<'de, T>(
 }
 
 /// The root table.
-fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> Option<Config> {
+fn config(
+    root: &mut Value<'_>,
+    source: &Path,
+    context: &Context<'_>,
+    problems: &mut Problems<'_>,
+) -> Option<Config> {
     let mut top = match Section::open(root, "") {
         Ok(top) => top,
         Err(found) => {
@@ -536,7 +570,7 @@ fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> O
             return None;
         }
     };
-    let mqtt = optional_table(&mut top, "mqtt", problems, mqtt).unwrap_or_default();
+    let mqtt = optional_table(&mut top, "mqtt", problems, |s| mqtt(s, context)).unwrap_or_default();
     let store = optional_table(&mut top, "store", problems, store).unwrap_or_default();
     let runtime = optional_table(&mut top, "runtime", problems, runtime).unwrap_or_default();
     let http = optional_table(&mut top, "http", problems, http).unwrap_or_default();
@@ -557,11 +591,10 @@ fn config(root: &mut Value<'_>, source: &Path, problems: &mut Problems<'_>) -> O
 }
 
 /// `[mqtt]`
-fn mqtt(s: &mut Section<'_>) -> MqttConfig {
+fn mqtt(s: &mut Section<'_>, context: &Context<'_>) -> MqttConfig {
     let d = MqttConfig::default();
     let embedded = s.bool("embedded").unwrap_or(d.embedded);
-    let host = s.string("host");
-    // The embedded broker always listens on 127.0.0.1, so `host` does not matter then.
+    let host = s.string("host"); // The embedded broker always listens on 127.0.0.1, so `host` does not matter then.
     if let Some(host) = host
         .as_ref()
         .filter(|h| h.value.trim().is_empty() && !embedded)
@@ -571,7 +604,7 @@ fn mqtt(s: &mut Section<'_>) -> MqttConfig {
             "host must not be empty (a host name or IP address of the broker)".into(),
         );
     }
-    let port = s.int_as("port", 1..=65_535).unwrap_or(d.port);
+    let port = s.int_as::<u16>("port", 1..=65_535);
     let client_id = s.string("client_id");
     if let Some(id) = client_id.as_ref().filter(|id| id.value.is_empty()) {
         s.error(
@@ -626,10 +659,45 @@ fn mqtt(s: &mut Section<'_>) -> MqttConfig {
     let publish_queue = s
         .int_as("publish_queue", 1..=i64::MAX)
         .unwrap_or(d.publish_queue);
+    let tls = s.table("tls", "tls.").and_then(|mut section| {
+        let tls = tls(&mut section, embedded, context);
+        let span = section.span;
+        section.report_into(s);
+        tls.map(|tls| (tls, span))
+    });
+    if let Some((_, span)) = tls.as_ref().filter(|_| embedded) {
+        s.error(
+            *span,
+            "tls cannot be used with embedded = true: the embedded broker listens without TLS \
+             on 127.0.0.1 (remove [mqtt.tls] or set tls.enabled = false)"
+                .into(),
+        );
+    }
+    // rumqttc verifies the broker's certificate for the host it connects to (unless
+    // tls.server_name says otherwise), and needs it as a DNS name or IP address even then.
+    if let Some(host) = host
+        .as_ref()
+        .filter(|h| tls.is_some() && !embedded && !h.value.trim().is_empty())
+        .filter(|h| ServerName::try_from(h.value.as_str()).is_err())
+    {
+        s.error(
+            host.span,
+            format!(
+                "host \"{}\" cannot be used with TLS: it must be a DNS name or an IP address \
+                 (the broker's certificate is checked against it)",
+                host.value
+            ),
+        );
+    }
+    let default_port = if tls.is_some() && !embedded {
+        DEFAULT_TLS_PORT
+    } else {
+        d.port
+    };
     MqttConfig {
         embedded,
         host: host.map_or(d.host, |v| v.value),
-        port,
+        port: port.unwrap_or(default_port),
         client_id: client_id.map_or(d.client_id, |v| v.value),
         username: username.map(|v| v.value),
         password: password.map(|v| v.value),
@@ -640,7 +708,108 @@ fn mqtt(s: &mut Section<'_>) -> MqttConfig {
         reconnect_max: max,
         ingest_queue,
         publish_queue,
+        tls: tls.map(|(tls, _)| tls),
     }
+}
+
+/// `[mqtt.tls]`: `None` when `enabled = false`. With [`Files::Check`] (and no other problem in
+/// the table) the PEM files are read and the TLS client configuration is built, so that a
+/// missing or malformed file is reported at its key by `edgeflow check`.
+fn tls(s: &mut Section<'_>, embedded: bool, context: &Context<'_>) -> Option<TlsConfig> {
+    let enabled = s.bool("enabled").unwrap_or(true);
+    let path = |s: &mut Section<'_>, key: &'static str| {
+        let written = s.string(key)?;
+        if written.value.is_empty() {
+            s.error(
+                written.span,
+                format!("tls.{key} must not be empty (the path of a PEM file)"),
+            );
+            return None;
+        }
+        Some(Spanned::with_span(
+            context.resolve(&written.value),
+            written.span,
+        ))
+    };
+    // Written but unusable (wrong type, empty): already reported, and not to be replaced by
+    // the system trust store when the files are checked.
+    let ca_written = s.helper.contains("ca_file");
+    let ca_file = path(s, "ca_file");
+    let client_cert = path(s, "client_cert");
+    let client_key = path(s, "client_key");
+    let mut server_name = s.string("server_name");
+    if let Some(name) = server_name.take() {
+        if let Err(error) = ServerName::try_from(name.value.as_str()) {
+            s.error(
+                name.span,
+                format!(
+                    "tls.server_name must be a DNS name or an IP address (got \"{}\": {error})",
+                    name.value
+                ),
+            );
+        } else {
+            server_name = Some(name);
+        }
+    }
+    let client_auth = match (&client_cert, &client_key) {
+        (Some(cert), Some(key)) => Some(ClientAuthConfig {
+            cert_file: cert.value.clone(),
+            key_file: key.value.clone(),
+        }),
+        (Some(cert), None) => {
+            s.error(
+                cert.span,
+                "tls.client_cert is set but tls.client_key is not (a client certificate needs \
+                 its private key: set both or neither)"
+                    .into(),
+            );
+            None
+        }
+        (None, Some(key)) => {
+            s.error(
+                key.span,
+                "tls.client_key is set but tls.client_cert is not (a client key needs its \
+                 certificate: set both or neither)"
+                    .into(),
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    if !enabled {
+        return None;
+    }
+    let config = TlsConfig {
+        ca_file: ca_file.as_ref().map(|v| v.value.clone()),
+        client_auth,
+        server_name: server_name.as_ref().map(|v| v.value.clone()),
+    };
+    // Each file is checked unless its own key already has a problem: a user fixing the
+    // config should see a bad `ca_file` and an unpaired `client_cert` in one run.
+    if context.files == Files::Check && !embedded && (config.ca_file.is_some() || !ca_written) {
+        match crate::mqtt::tls::client_config(&config) {
+            Ok(_) => {}
+            Err(crate::mqtt::MqttError::Tls {
+                setting,
+                path,
+                reason,
+            }) => {
+                let span = match setting {
+                    TlsSetting::CaFile => ca_file.as_ref().map(|v| v.span),
+                    TlsSetting::ClientCert => client_cert.as_ref().map(|v| v.span),
+                    TlsSetting::ClientKey => client_key.as_ref().map(|v| v.span),
+                    TlsSetting::ServerName => server_name.as_ref().map(|v| v.span),
+                }
+                .unwrap_or(s.span);
+                let file = path
+                    .map(|p| format!(" \"{}\"", p.display()))
+                    .unwrap_or_default();
+                s.error(span, format!("tls.{setting}{file}: {reason}"));
+            }
+            Err(other) => s.error(s.span, other.to_string()),
+        }
+    }
+    Some(config)
 }
 
 /// `[store]`

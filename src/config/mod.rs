@@ -33,6 +33,14 @@
 //! ingest_queue = 4096         # ≥ 1
 //! publish_queue = 4096        # ≥ 1
 //!
+//! [mqtt.tls]                  # optional; present = TLS to the broker (not with embedded)
+//! enabled = true              # false: plaintext, the table is kept but ignored
+//! # ca_file = "ca.pem"        # PEM CA bundle to trust; default: the system trust store
+//! # client_cert = "gw.pem"    # PEM client certificate (+ chain), with client_key: both or neither
+//! # client_key = "gw.key"     # PEM private key, unencrypted (PKCS#8, PKCS#1 or SEC1)
+//! # server_name = "broker.example"  # name the broker's certificate is checked for; default: host
+//! # Relative paths start at the config file's directory. With TLS, port defaults to 8883.
+//!
 //! [store]                     # optional
 //! data_dir = "data"           # non-empty; relative to the working directory
 //! checkpoint_interval = "1s"  # ≥ 10ms
@@ -175,18 +183,33 @@ pub use error::{ConfigError, ConfigErrors};
 pub use schema::*;
 
 use error::LineIndex;
+use loader::Files;
 
-/// Load and validate a config file.
+/// Load and validate a config file, including the files it names: the PEM files of
+/// `[mqtt.tls]` are read and parsed, and a problem with one is reported at its key.
 ///
 /// # Errors
 /// Every problem in the file, each with its location. A file that cannot be read gives one
 /// error at 1:1 with the I/O error; a file that is not UTF-8 gives one error where the
 /// first invalid byte is.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, Files::Check)
+}
+
+/// [`load`] for commands that never connect to the broker (`replay`, `inspect`): the files
+/// named in `[mqtt.tls]` are not opened, so a gateway's config can be replayed elsewhere.
+///
+/// # Errors
+/// As [`load`], less the problems of the TLS files.
+pub fn load_offline(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, Files::Skip)
+}
+
+fn load_with(path: &Path, files: Files) -> Result<Config, ConfigErrors> {
     let bytes = std::fs::read(path)
         .map_err(|error| single(path, 1, 1, format!("cannot read the config file: {error}")))?;
     match String::from_utf8(bytes) {
-        Ok(text) => parse_str(path, &text),
+        Ok(text) => parse_with(path, &text, files),
         Err(error) => {
             let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
             // `valid_up_to` is by definition a valid prefix; the fallback only keeps this
@@ -203,15 +226,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Same as [`load`] from a string (`path` is used in messages and `Config::source` only).
+/// Same as [`load`] from a string. `path` is used in messages and `Config::source`, and its
+/// directory is where relative paths in `[mqtt.tls]` start from.
 ///
 /// # Errors
 /// Every problem in `text`, each with its location, in file order.
 pub fn parse_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(path, text, Files::Check)
+}
+
+fn parse_with(path: &Path, text: &str, files: Files) -> Result<Config, ConfigErrors> {
     // Editors on Windows may write a byte-order mark; TOML parsers reject it, users do not
     // see it. Columns are unaffected: no editor counts it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    loader::load_text(path, text).map_err(|problems| {
+    loader::load_text(path, text, files).map_err(|problems| {
         let lines = LineIndex::new(text);
         ConfigErrors {
             errors: problems

@@ -39,7 +39,8 @@ pub struct MqttConfig {
     pub embedded: bool,
     /// Broker host name or address (ignored when `embedded`; the embedded broker is on 127.0.0.1).
     pub host: String,
-    /// Broker TCP port (also the embedded broker's listen port).
+    /// Broker TCP port (also the embedded broker's listen port). The loader's default is 1883,
+    /// or [`DEFAULT_TLS_PORT`] with `[mqtt.tls]`.
     pub port: u16,
     /// MQTT client id of the daemon.
     pub client_id: String,
@@ -61,6 +62,35 @@ pub struct MqttConfig {
     pub ingest_queue: usize,
     /// Capacity of the bounded queue of outgoing messages.
     pub publish_queue: usize,
+    /// `[mqtt.tls]`: TLS to the broker; `None`: plaintext TCP. Never used with `embedded`
+    /// (the embedded broker listens in plaintext on 127.0.0.1; the loader rejects the pair).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[mqtt.tls]`: TLS (1.2 or 1.3, rustls with the ring provider) to the broker.
+///
+/// Paths are resolved by the loader: a relative path in the file is relative to the directory
+/// of the configuration file, so these are the paths actually opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates trusted to sign the broker's certificate; `None`: the
+    /// system's trust store (e.g. Debian's `ca-certificates`).
+    pub ca_file: Option<PathBuf>,
+    /// Certificate and private key presented to the broker (mutual TLS); `None`: no client
+    /// certificate.
+    pub client_auth: Option<ClientAuthConfig>,
+    /// The name the broker's certificate must be valid for; `None`: `host`. The name sent in
+    /// SNI is always `host`.
+    pub server_name: Option<String>,
+}
+
+/// `client_cert` and `client_key` of `[mqtt.tls]` (both or neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthConfig {
+    /// PEM file with the client certificate, optionally followed by its intermediates.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1; not encrypted).
+    pub key_file: PathBuf,
 }
 
 /// `[store]`
@@ -660,6 +690,7 @@ impl Default for MqttConfig {
             reconnect_max: Duration::from_secs(30),
             ingest_queue: 4096,
             publish_queue: 4096,
+            tls: None,
         }
     }
 }
@@ -732,6 +763,8 @@ impl Default for ClassificationConfig {
     }
 }
 
+/// Default `[mqtt] port` when `[mqtt.tls]` is on (the IANA port of MQTT over TLS).
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 /// Default output topic template.
 pub const DEFAULT_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{field}/forecast";
 /// Default output topic template of `kind = "regression"`.

@@ -9,10 +9,11 @@ use crate::model::{LinearAlgorithm, LogisticAlgorithm, SeasonSpec, MAX_WEIGHT};
 
 impl Config {
     /// A multi-line, human-readable summary: the broker (or the embedded one and its port),
-    /// the store, the runtime sizing, the simulator if any, and for each pipeline its topics,
-    /// format, key, time, fields, model (kind, target, features, parameters, explanations, a
-    /// clustering's warm-up, a recommender's weights, budget and topics), anomaly detection and
-    /// output template.
+    /// TLS (on or off; the CA, client certificate and name checked), the store, the runtime
+    /// sizing, the simulator if any, and for each pipeline its topics, format, key, time,
+    /// fields, model (kind, target, features, parameters, explanations, a clustering's
+    /// warm-up, a recommender's weights, budget and topics), anomaly detection and output
+    /// template.
     ///
     /// Meant for people (`edgeflow check`); the layout may change, do not parse it.
     pub fn summary(&self) -> String {
@@ -44,6 +45,29 @@ impl Config {
             mqtt.subscribe_qos,
             mqtt.max_packet_bytes
         )?;
+        match &mqtt.tls {
+            None => writeln!(out, "mqtt tls: off (plaintext)")?,
+            Some(tls) => {
+                write!(out, "mqtt tls: on, trusting ")?;
+                match &tls.ca_file {
+                    Some(path) => write!(out, "the CA certificates in {}", path.display())?,
+                    None => write!(out, "the system's CA certificates")?,
+                }
+                match &tls.client_auth {
+                    Some(auth) => write!(
+                        out,
+                        ", client certificate {} (key {})",
+                        auth.cert_file.display(),
+                        auth.key_file.display()
+                    )?,
+                    None => write!(out, ", no client certificate")?,
+                }
+                match &tls.server_name {
+                    Some(name) => writeln!(out, ", broker certificate checked for \"{name}\"")?,
+                    None => writeln!(out, ", broker certificate checked for \"{}\"", mqtt.host)?,
+                }
+            }
+        }
         writeln!(
             out,
             "store: data dir {}, checkpoint every {}, cache {} bytes",

@@ -128,6 +128,7 @@ target = "value"
             reconnect_max: Duration::from_secs(60),
             ingest_queue: 100,
             publish_queue: 200,
+            tls: None,
         },
         store: StoreConfig {
             data_dir: PathBuf::from("/var/lib/edgeflow"),
@@ -298,7 +299,7 @@ fn unknown_keys_are_each_reported_at_the_key() {
     let text = format!("[mqtt]\nhots = \"x\"\nprot = 1\n[sotre]\n{PIPELINE}lag = 3\n");
     let accepted = "embedded, host, port, client_id, username, password, keep_alive, \
                     max_packet_bytes, subscribe_qos, reconnect_min, reconnect_max, \
-                    ingest_queue, publish_queue";
+                    ingest_queue, publish_queue, tls";
     assert_eq!(
         errors(&text),
         [
@@ -1785,4 +1786,241 @@ fn http_defaults_to_loopback_and_rejects_a_bad_address() {
             "3:1: [http]: unknown key \"port\" (accepted keys: enabled, listen)",
         ]
     );
+}
+
+/// `[mqtt.tls]` tests: the PEM files live in a temporary directory next to the config file,
+/// named relative to it.
+mod tls {
+    use super::*;
+    use crate::mqtt::tls::test_pki;
+
+    /// Parse `text` as `dir/gw.toml`.
+    fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        parse_str(&dir.join("gw.toml"), text)
+    }
+
+    /// The errors of `text` parsed as `dir/gw.toml`, as `line:col: message`, with `dir`
+    /// written as `DIR`.
+    fn errors_in(dir: &Path, text: &str) -> Vec<String> {
+        match parse_in(dir, text) {
+            Ok(config) => panic!("expected errors, got {config:#?}"),
+            Err(errors) => errors
+                .errors
+                .iter()
+                .map(|e| {
+                    format!("{}:{}: {}", e.line, e.col, e.message)
+                        .replace(&dir.display().to_string(), "DIR")
+                })
+                .collect(),
+        }
+    }
+
+    const MUTUAL: &str = "[mqtt]\nhost = \"localhost\"\nusername = \"gw\"\npassword = \"s3cret\"\n\
+                          [mqtt.tls]\nca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\n\
+                          client_key = \"client.key\"\n";
+
+    #[test]
+    fn tls_table_turns_tls_on_with_paths_relative_to_the_config_and_port_8883() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = test_pki::write(dir.path(), "test CA");
+        let config = parse_in(dir.path(), &format!("{MUTUAL}{PIPELINE}")).unwrap();
+        assert_eq!(config.mqtt.port, DEFAULT_TLS_PORT);
+        assert_eq!(config.mqtt.username.as_deref(), Some("gw"));
+        assert_eq!(
+            config.mqtt.tls,
+            Some(TlsConfig {
+                ca_file: Some(files.ca.clone()),
+                client_auth: Some(ClientAuthConfig {
+                    cert_file: files.client_cert.clone(),
+                    key_file: files.client_key.clone(),
+                }),
+                server_name: None,
+            })
+        );
+        let summary = config.summary();
+        assert!(
+            summary.contains(&format!(
+                "mqtt tls: on, trusting the CA certificates in {}, client certificate {} (key {}), broker certificate checked for \"localhost\"",
+                files.ca.display(),
+                files.client_cert.display(),
+                files.client_key.display()
+            )),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn explicit_port_and_server_name_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        test_pki::write(dir.path(), "test CA");
+        let text = format!(
+            "[mqtt]\nhost = \"10.0.0.5\"\nport = 18883\n[mqtt.tls]\nca_file = \"ca.pem\"\nserver_name = \"broker.site.example\"\n{PIPELINE}"
+        );
+        let config = parse_in(dir.path(), &text).unwrap();
+        assert_eq!(config.mqtt.port, 18883);
+        let tls = config.mqtt.tls.as_ref().unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("broker.site.example"));
+        assert_eq!(tls.client_auth, None);
+        assert!(config.summary().contains(
+            "no client certificate, broker certificate checked for \"broker.site.example\""
+        ));
+    }
+
+    #[test]
+    fn without_tls_the_summary_says_plaintext() {
+        let summary = valid(PIPELINE).summary();
+        assert!(summary.contains("mqtt tls: off (plaintext)"), "{summary}");
+    }
+
+    #[test]
+    fn enabled_false_keeps_plaintext_and_reads_no_file() {
+        let config = valid(&format!(
+            "[mqtt.tls]\nenabled = false\nca_file = \"missing.pem\"\n{PIPELINE}"
+        ));
+        assert_eq!(config.mqtt.tls, None);
+        assert_eq!(config.mqtt.port, 1883);
+    }
+
+    #[test]
+    fn missing_file_is_reported_at_its_key_with_the_resolved_path() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            errors_in(
+                dir.path(),
+                &format!("[mqtt.tls]\nca_file = \"missing.pem\"\n{PIPELINE}")
+            ),
+            ["2:11: [mqtt]: tls.ca_file \"DIR/missing.pem\": cannot read the file: No such file or directory (os error 2)"]
+        );
+    }
+
+    #[test]
+    fn file_without_certificates_is_reported_at_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        test_pki::write(dir.path(), "test CA");
+        std::fs::write(dir.path().join("empty.pem"), "not PEM at all\n").unwrap();
+        let text = format!(
+            "[mqtt.tls]\nca_file = \"ca.pem\"\nclient_cert = \"empty.pem\"\nclient_key = \"client.key\"\n{PIPELINE}"
+        );
+        assert_eq!(
+            errors_in(dir.path(), &text),
+            ["3:15: [mqtt]: tls.client_cert \"DIR/empty.pem\": no certificate in the file (expected PEM blocks \"-----BEGIN CERTIFICATE-----\")"]
+        );
+        // A certificate where the key should be.
+        let text = format!(
+            "[mqtt.tls]\nca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.pem\"\n{PIPELINE}"
+        );
+        let errors = errors_in(dir.path(), &text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "4:14: [mqtt]: tls.client_key \"DIR/client.pem\": no private key in the file"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_reported_at_client_key() {
+        let dir = tempfile::tempdir().unwrap();
+        test_pki::write(dir.path(), "test CA");
+        let text = format!(
+            "[mqtt.tls]\nca_file = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"server.key\"\n{PIPELINE}"
+        );
+        assert_eq!(
+            errors_in(dir.path(), &text),
+            ["4:14: [mqtt]: tls.client_key \"DIR/server.key\": the key does not belong to the certificate in tls.client_cert (DIR/client.pem)"]
+        );
+    }
+
+    #[test]
+    fn client_cert_and_key_come_in_pairs() {
+        assert_eq!(
+            errors(&format!("[mqtt.tls]\nclient_cert = \"gw.pem\"\n{PIPELINE}")),
+            ["2:15: [mqtt]: tls.client_cert is set but tls.client_key is not (a client certificate needs its private key: set both or neither)"]
+        );
+        assert_eq!(
+            errors(&format!("[mqtt.tls]\nclient_key = \"gw.key\"\n{PIPELINE}")),
+            ["2:14: [mqtt]: tls.client_key is set but tls.client_cert is not (a client key needs its certificate: set both or neither)"]
+        );
+    }
+
+    #[test]
+    fn file_problems_are_reported_with_the_other_tls_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[mqtt.tls]\nca_file = \"missing.pem\"\nclient_cert = \"gw.pem\"\nserver_name = \"a b\"\n{PIPELINE}"
+        );
+        assert_eq!(
+            errors_in(dir.path(), &text),
+            [
+                "2:11: [mqtt]: tls.ca_file \"DIR/missing.pem\": cannot read the file: No such file or directory (os error 2)",
+                "3:15: [mqtt]: tls.client_cert is set but tls.client_key is not (a client certificate needs its private key: set both or neither)",
+                "4:15: [mqtt]: tls.server_name must be a DNS name or an IP address (got \"a b\": invalid dns name)",
+            ]
+        );
+        // An unusable ca_file is not silently replaced by the system trust store.
+        assert_eq!(
+            errors(&format!("[mqtt.tls]\nca_file = 7\n{PIPELINE}")),
+            ["2:11: [mqtt]: tls.ca_file must be a string (got an integer)"]
+        );
+    }
+
+    #[test]
+    fn tls_with_the_embedded_broker_is_rejected() {
+        assert_eq!(
+            errors(&format!("[mqtt]\nembedded = true\n[mqtt.tls]\nca_file = \"ca.pem\"\n{PIPELINE}")),
+            ["3:1: [mqtt]: tls cannot be used with embedded = true: the embedded broker listens without TLS on 127.0.0.1 (remove [mqtt.tls] or set tls.enabled = false)"]
+        );
+    }
+
+    #[test]
+    fn names_must_be_dns_names_or_addresses() {
+        assert_eq!(
+            errors(&format!(
+                "[mqtt]\nhost = \"broker host\"\n[mqtt.tls]\nserver_name = \"not a name\"\n{PIPELINE}"
+            )),
+            [
+                "2:8: [mqtt]: host \"broker host\" cannot be used with TLS: it must be a DNS name or an IP address (the broker's certificate is checked against it)",
+                "4:15: [mqtt]: tls.server_name must be a DNS name or an IP address (got \"not a name\": invalid dns name)",
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_keys_are_checked_like_any_other() {
+        let accepted = "enabled, ca_file, client_cert, client_key, server_name";
+        assert_eq!(
+            errors(&format!(
+                "[mqtt.tls]\ncafile = \"ca.pem\"\nenabled = \"yes\"\nca_file = \"\"\n{PIPELINE}"
+            )),
+            [
+                format!("2:1: [mqtt]: unknown key \"tls.cafile\" (accepted keys: {accepted})"),
+                "3:11: [mqtt]: tls.enabled must be true or false (got a string)".into(),
+                "4:11: [mqtt]: tls.ca_file must not be empty (the path of a PEM file)".into(),
+            ]
+        );
+        assert_eq!(
+            errors(&format!("[mqtt]\ntls = true\n{PIPELINE}")),
+            ["2:7: [mqtt]: tls must be a table (got a boolean)"]
+        );
+    }
+
+    #[test]
+    fn offline_loading_does_not_open_the_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(
+            &path,
+            format!("[mqtt.tls]\nca_file = \"/nonexistent/ca.pem\"\n{PIPELINE}"),
+        )
+        .unwrap();
+        let config = load_offline(&path).unwrap();
+        assert_eq!(
+            config.mqtt.tls.and_then(|tls| tls.ca_file),
+            Some(PathBuf::from("/nonexistent/ca.pem"))
+        );
+        let errors = load(&path).unwrap_err();
+        assert_eq!(errors.errors.len(), 1);
+        assert_eq!((errors.errors[0].line, errors.errors[0].col), (2, 11));
+    }
 }

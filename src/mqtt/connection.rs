@@ -31,25 +31,37 @@ use crate::config::MqttConfig;
 /// filters or QoS values are logged and skipped (config validation rejects them earlier).
 /// Received messages go to `ingest` with `try_send`; see the [module docs](super) for what
 /// happens when it is full or closed, and for the shutdown order.
+///
+/// Every connection error is counted in `status` ([`MqttStatus::reconnects`]) and kept as its
+/// [`MqttStatus::last_failure`], with the message that was logged.
+///
+/// # Errors
+///
+/// [`MqttError::Tls`](super::MqttError::Tls) when the files of `[mqtt.tls]` cannot be read or
+/// used; nothing has been started then.
+#[allow(clippy::type_complexity)]
 pub fn connect(
     cfg: &MqttConfig,
     subscriptions: Vec<(String, u8)>,
     ingest: mpsc::Sender<Incoming>,
     status: Arc<MqttStatus>,
     shutdown: CancellationToken,
-) -> (
-    Publisher,
-    impl Future<Output = ()> + Send + 'static,
-    impl Future<Output = ()> + Send + 'static,
-) {
-    connect_with_options(
-        mqtt_options(cfg, None),
+) -> Result<
+    (
+        Publisher,
+        impl Future<Output = ()> + Send + 'static,
+        impl Future<Output = ()> + Send + 'static,
+    ),
+    super::MqttError,
+> {
+    Ok(connect_with_options(
+        mqtt_options(cfg, None)?,
         cfg,
         subscriptions,
         ingest,
         status,
         shutdown,
-    )
+    ))
 }
 
 /// [`connect`] with prepared options (the simulator uses its own client id).
@@ -67,7 +79,12 @@ pub(crate) fn connect_with_options(
 ) {
     let capacity = options.request_channel_capacity();
     // Several clients share a process in the demo (daemon, simulator, monitor): name them.
-    let broker = format!("{} as {:?}", broker_address(cfg), options.client_id());
+    let tls = if matches!(options.transport(), rumqttc::Transport::Tls(_)) {
+        " over TLS"
+    } else {
+        ""
+    };
+    let broker = format!("{}{tls} as {:?}", broker_address(cfg), options.client_id());
     let (client, eventloop) = AsyncClient::new(options, capacity);
     let (connected_tx, connected_rx) = watch::channel(false);
     // Cancelled when the event-loop task returns, for whatever reason: lets the publisher task
@@ -273,9 +290,9 @@ impl EventLoopTask {
                     let was_connected = self.status.connected.swap(false, Ordering::Relaxed);
                     self.status.subscribed.store(false, Ordering::Relaxed);
                     self.connected.send_replace(false);
-                    self.status.reconnects.fetch_add(1, Ordering::Relaxed);
                     let delay = self.backoff.next_delay();
-                    let reason = describe_connection_error(&e, self.max_packet_bytes);
+                    let (kind, reason) = describe_connection_error(&e, self.max_packet_bytes);
+                    self.status.record_failure(kind, reason.clone());
                     if was_connected {
                         warn!(
                             "lost connection to MQTT broker {}: {reason}; reconnecting in {}",

@@ -1,5 +1,10 @@
 //! MQTT: the broker connection, the hand-off to ingest, the publish queue and the embedded broker.
 //!
+//! The connection is plain TCP, or TLS with `[mqtt.tls]` ([`tls`]: rustls with the ring
+//! provider, CA file or system roots, optional client certificate). Every connection failure
+//! is logged with a reason an operator can act on and kept in [`MqttStatus`] as a
+//! [`ConnectionFailure`] (refused credentials, TLS, network, protocol).
+//!
 //! # Tasks
 //!
 //! [`connect`] returns a [`Publisher`] handle and two futures the caller spawns:
@@ -37,18 +42,21 @@
 pub(crate) mod connection;
 pub mod embedded;
 mod publisher;
+pub mod tls;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rumqttc::{ConnectionError, MqttOptions, StateError};
+use rumqttc::{ConnectionError, MqttOptions, StateError, TlsConfiguration, Transport};
+use tokio::sync::watch;
 
 use crate::config::MqttConfig;
 
 pub use connection::connect;
 pub use embedded::{free_local_port, start_embedded, EmbeddedBroker};
 pub use publisher::Publisher;
+pub use tls::TlsSetting;
 
 /// One message received from the broker, as handed to the ingest side.
 ///
@@ -137,6 +145,22 @@ pub enum MqttError {
         /// What is wrong.
         reason: String,
     },
+    /// A `[mqtt.tls]` setting or file that cannot be used.
+    #[error("[mqtt] tls.{setting}{}: {reason}", tls::show(path))]
+    Tls {
+        /// The setting at fault.
+        setting: TlsSetting,
+        /// The file, when the problem is in one.
+        path: Option<std::path::PathBuf>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the ring crypto provider (a build problem, not a configuration one).
+    #[error("cannot set up TLS with the ring crypto provider: {reason}")]
+    TlsProvider {
+        /// rustls' message.
+        reason: String,
+    },
     /// The connection tasks have stopped; nothing more can be published.
     #[error("the MQTT connection has been shut down; no more messages can be published")]
     Closed,
@@ -174,9 +198,63 @@ pub struct MqttStatus {
     pub publish_dropped: AtomicU64,
     /// True once the SubAcks of the current session have arrived (and while it lasts).
     pub subscribed: AtomicBool,
+    /// The most recent connection failure (kept after a successful reconnect): see
+    /// [`MqttStatus::last_failure`] and [`MqttStatus::watch_failures`].
+    failure: watch::Sender<Option<ConnectionFailure>>,
+}
+
+/// Why a connection attempt or a session failed, for health checks and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The broker refused the credentials: CONNACK "bad user name or password" or "not
+    /// authorized" (Mosquitto answers a wrong password with the latter).
+    Unauthorized,
+    /// The broker refused the connection for another reason (client id, protocol version,
+    /// server unavailable).
+    Refused,
+    /// TLS: the handshake failed, a certificate was not trusted or not valid for the name,
+    /// or the broker rejected the client certificate.
+    Tls,
+    /// TCP: connection refused, reset or timed out, name resolution failed.
+    Network,
+    /// The session broke for an MQTT reason (keep-alive, a malformed or too large packet).
+    Protocol,
+}
+
+/// One connection failure: its kind, the message the daemon logged, and its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionFailure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// The reason as logged (`broker rejected the user name or password ...`).
+    pub message: String,
+    /// How many connection failures there have been so far (equals
+    /// [`MqttStatus::reconnects`] right after it was recorded); grows with each retry.
+    pub count: u64,
 }
 
 impl MqttStatus {
+    /// The most recent connection failure, if there was one.
+    pub fn last_failure(&self) -> Option<ConnectionFailure> {
+        self.failure.borrow().clone()
+    }
+
+    /// A receiver that sees every new failure (e.g. `wait_for(|f| ...)` in tests and health
+    /// checks), starting with the current one.
+    pub fn watch_failures(&self) -> watch::Receiver<Option<ConnectionFailure>> {
+        self.failure.subscribe()
+    }
+
+    /// Count a failure and publish it to [`MqttStatus::watch_failures`].
+    pub(crate) fn record_failure(&self, kind: FailureKind, message: String) {
+        let count = self.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+        self.failure.send_replace(Some(ConnectionFailure {
+            kind,
+            message,
+            count,
+        }));
+    }
+
     /// A consistent-enough copy of all fields, for logs and tests.
     pub fn snapshot(&self) -> MqttStatusSnapshot {
         MqttStatusSnapshot {
@@ -242,9 +320,17 @@ pub fn broker_address(cfg: &MqttConfig) -> String {
 /// Client id is `cfg.client_id`, or `"{client_id}-{suffix}"` with a suffix (the simulator uses
 /// `Some("sim")`, so both can share one broker). Sets credentials, keep-alive, the packet size
 /// limit in both directions (rumqttc's default of 10 KiB is too small for batches), a clean
-/// session (subscriptions are renewed on every ConnAck) and a small request channel
-/// ([`REQUEST_CHANNEL_CAPACITY`]).
-pub fn mqtt_options(cfg: &MqttConfig, client_id_suffix: Option<&str>) -> MqttOptions {
+/// session (subscriptions are renewed on every ConnAck), a small request channel
+/// ([`REQUEST_CHANNEL_CAPACITY`]) and, with `[mqtt.tls]` (never with the embedded broker), the
+/// TLS transport of [`tls::client_config`].
+///
+/// # Errors
+///
+/// [`MqttError::Tls`] when a file of `[mqtt.tls]` cannot be read or used.
+pub fn mqtt_options(
+    cfg: &MqttConfig,
+    client_id_suffix: Option<&str>,
+) -> Result<MqttOptions, MqttError> {
     let client_id = match client_id_suffix {
         Some(suffix) => format!("{}-{}", cfg.client_id, suffix),
         None => cfg.client_id.clone(),
@@ -270,7 +356,11 @@ pub fn mqtt_options(cfg: &MqttConfig, client_id_suffix: Option<&str>) -> MqttOpt
     if let Some(username) = &cfg.username {
         options.set_credentials(username.clone(), cfg.password.clone().unwrap_or_default());
     }
-    options
+    if let Some(tls) = cfg.tls.as_ref().filter(|_| !cfg.embedded) {
+        let config = tls::client_config(tls)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    }
+    Ok(options)
 }
 
 /// Check a subscription filter the way MQTT (and rumqttc) does.
@@ -325,52 +415,93 @@ pub fn publish_packet_size(topic: &str, payload_len: usize, qos: u8) -> usize {
     1 + length_bytes + remaining
 }
 
-/// A short, human description of a connection error, for the reconnect warning.
+/// A short, human description of a connection error and its kind, for the reconnect warning
+/// and [`MqttStatus::last_failure`].
 pub(crate) fn describe_connection_error(
     error: &ConnectionError,
     max_packet_bytes: usize,
-) -> String {
+) -> (FailureKind, String) {
     use rumqttc::ConnectReturnCode as Code;
     match error {
-        ConnectionError::Io(e) => describe_io(e),
-        ConnectionError::NetworkTimeout => "connection timed out".into(),
-        ConnectionError::FlushTimeout => "timed out writing to the broker".into(),
+        // Reads surface I/O errors (TLS alerts included) through the packet decoder too.
+        ConnectionError::Io(e)
+        | ConnectionError::MqttState(
+            StateError::Io(e) | StateError::Deserialization(rumqttc::Error::Io(e)),
+        ) => describe_io(e),
+        ConnectionError::Tls(rumqttc::TlsError::Io(e)) => match tls::rustls_cause(e) {
+            Some(cause) => (FailureKind::Tls, tls::describe_tls(cause)),
+            None => {
+                let (kind, message) = describe_io(e);
+                (
+                    kind,
+                    format!("{message} during the TLS handshake (is the port a TLS listener?)"),
+                )
+            }
+        },
+        ConnectionError::Tls(rumqttc::TlsError::TLS(cause)) => {
+            (FailureKind::Tls, tls::describe_tls(cause))
+        }
+        ConnectionError::Tls(other) => (FailureKind::Tls, format!("TLS: {other}")),
+        ConnectionError::NetworkTimeout => (FailureKind::Network, "connection timed out".into()),
+        ConnectionError::FlushTimeout => (
+            FailureKind::Network,
+            "timed out writing to the broker".into(),
+        ),
         ConnectionError::ConnectionRefused(code) => match code {
-            Code::BadUserNamePassword => {
-                "broker rejected the user name or password ([mqtt] username/password)".into()
-            }
-            Code::NotAuthorized => "broker refused: not authorized".into(),
-            Code::BadClientId => "broker rejected the client id ([mqtt] client_id)".into(),
-            Code::RefusedProtocolVersion => {
-                "broker refused MQTT 3.1.1 (protocol version not supported)".into()
-            }
-            Code::ServiceUnavailable => "broker unavailable".into(),
-            Code::Success => "broker refused the connection".into(),
-        },
-        ConnectionError::MqttState(StateError::Io(e)) => describe_io(e),
-        ConnectionError::MqttState(StateError::ConnectionAborted) => {
-            "connection closed by the broker".into()
-        }
-        ConnectionError::MqttState(StateError::AwaitPingResp) => {
-            "broker did not answer a ping (keep-alive)".into()
-        }
-        ConnectionError::MqttState(StateError::Deserialization(e)) => match e {
-            rumqttc::Error::PayloadSizeLimitExceeded(size) => format!(
-                "received a packet of {size} bytes, more than max_packet_bytes = \
-                 {max_packet_bytes}"
+            Code::BadUserNamePassword => (
+                FailureKind::Unauthorized,
+                "broker rejected the user name or password ([mqtt] username/password)".into(),
             ),
-            rumqttc::Error::OutgoingPacketTooLarge { pkt_size, max } => {
-                format!("a packet of {pkt_size} bytes exceeds max_packet_bytes = {max}")
-            }
-            other => format!("protocol error: {other}"),
+            Code::NotAuthorized => (
+                FailureKind::Unauthorized,
+                "broker refused: not authorized (check [mqtt] username/password, and that the \
+                 broker allows this user or anonymous clients)"
+                    .into(),
+            ),
+            Code::BadClientId => (
+                FailureKind::Refused,
+                "broker rejected the client id ([mqtt] client_id)".into(),
+            ),
+            Code::RefusedProtocolVersion => (
+                FailureKind::Refused,
+                "broker refused MQTT 3.1.1 (protocol version not supported)".into(),
+            ),
+            Code::ServiceUnavailable => (FailureKind::Refused, "broker unavailable".into()),
+            Code::Success => (FailureKind::Refused, "broker refused the connection".into()),
         },
-        other => other.to_string(),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => (
+            FailureKind::Network,
+            "connection closed by the broker".into(),
+        ),
+        ConnectionError::MqttState(StateError::AwaitPingResp) => (
+            FailureKind::Protocol,
+            "broker did not answer a ping (keep-alive)".into(),
+        ),
+        ConnectionError::MqttState(StateError::Deserialization(e)) => {
+            let message = match e {
+                rumqttc::Error::PayloadSizeLimitExceeded(size) => format!(
+                    "received a packet of {size} bytes, more than max_packet_bytes = \
+                     {max_packet_bytes}"
+                ),
+                rumqttc::Error::OutgoingPacketTooLarge { pkt_size, max } => {
+                    format!("a packet of {pkt_size} bytes exceeds max_packet_bytes = {max}")
+                }
+                other => format!("protocol error: {other}"),
+            };
+            (FailureKind::Protocol, message)
+        }
+        other => (FailureKind::Protocol, other.to_string()),
     }
 }
 
-fn describe_io(e: &std::io::Error) -> String {
+fn describe_io(e: &std::io::Error) -> (FailureKind, String) {
     use std::io::ErrorKind as Kind;
-    match e.kind() {
+    // A TLS alert from the broker (e.g. it rejected the client certificate) arrives on the
+    // first read after the handshake, as an I/O error.
+    if let Some(cause) = tls::rustls_cause(e) {
+        return (FailureKind::Tls, tls::describe_tls(cause));
+    }
+    let message = match e.kind() {
         Kind::ConnectionRefused
         | Kind::ConnectionReset
         | Kind::ConnectionAborted
@@ -378,7 +509,8 @@ fn describe_io(e: &std::io::Error) -> String {
         | Kind::UnexpectedEof
         | Kind::BrokenPipe => e.kind().to_string(),
         _ => e.to_string(),
-    }
+    };
+    (FailureKind::Network, message)
 }
 
 /// Counts events and says when a summary line is due: at most one per `interval`.
@@ -461,7 +593,7 @@ mod tests {
             max_packet_bytes: 123_456,
             ..MqttConfig::default()
         };
-        let options = mqtt_options(&cfg, Some("sim"));
+        let options = mqtt_options(&cfg, Some("sim")).unwrap();
         assert_eq!(options.client_id(), "edgeflow-sim");
         assert_eq!(options.max_packet_size(), 123_456);
         assert!(options.clean_session());
@@ -483,7 +615,7 @@ mod tests {
             ..MqttConfig::default()
         };
         assert_eq!(
-            mqtt_options(&cfg, None).broker_address(),
+            mqtt_options(&cfg, None).unwrap().broker_address(),
             ("127.0.0.1".to_string(), 18830)
         );
         assert_eq!(broker_address(&cfg), "127.0.0.1:18830");

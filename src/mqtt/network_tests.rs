@@ -134,7 +134,8 @@ fn spawn_connection(
         ingest,
         Arc::clone(&status),
         shutdown.clone(),
-    );
+    )
+    .expect("plaintext options");
     Connection {
         publisher,
         status,
@@ -383,7 +384,8 @@ async fn try_publish_beyond_capacity_returns_false_and_counts() {
         ingest_tx,
         Arc::clone(&status),
         CancellationToken::new(),
-    );
+    )
+    .expect("plaintext options");
     for i in 0..4 {
         assert!(publisher.try_publish(outgoing(&format!("q/{i}"), "x")));
     }

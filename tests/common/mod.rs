@@ -138,7 +138,11 @@ pub struct TestClient {
 impl TestClient {
     /// Connect to `host:port` (retrying until the broker answers).
     pub async fn connect(host: &str, port: u16, id: &str) -> TestClient {
-        let mut opts = MqttOptions::new(id, host, port);
+        TestClient::connect_with(MqttOptions::new(id, host, port)).await
+    }
+
+    /// Connect with prepared options (credentials, TLS), retrying until the broker answers.
+    pub async fn connect_with(mut opts: MqttOptions) -> TestClient {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
@@ -223,6 +227,15 @@ pub struct RunningDaemon {
 impl RunningDaemon {
     /// Start the daemon and wait until its subscriptions are acknowledged.
     pub async fn start(config: Config) -> RunningDaemon {
+        Self::start_then(config, true).await
+    }
+
+    /// Start the daemon without waiting for a broker session (for brokers that refuse it).
+    pub async fn start_connecting(config: Config) -> RunningDaemon {
+        Self::start_then(config, false).await
+    }
+
+    async fn start_then(config: Config, wait_subscribed: bool) -> RunningDaemon {
         let stop = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let token = stop.clone();
@@ -230,7 +243,9 @@ impl RunningDaemon {
             let system = actix_rt::System::new();
             system.block_on(async move {
                 let daemon = Daemon::start(config).await.map_err(|e| e.to_string())?;
-                daemon.subscribed().await;
+                if wait_subscribed {
+                    daemon.subscribed().await;
+                }
                 let _ = tx.send(daemon.handle());
                 token.cancelled().await;
                 daemon.shutdown().await.map_err(|e| e.to_string())
