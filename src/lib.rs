@@ -2,8 +2,9 @@
 //!
 //! edgeflow subscribes to MQTT topics, decodes sensor readings, gives every key (sensor) its
 //! own actor holding an online model, persists model state in sled, and publishes forecasts,
-//! predictions, classifications or cluster assignments back over MQTT. Pipelines are declared
-//! in TOML.
+//! predictions, classifications or cluster assignments back over MQTT. Supervising actors
+//! classify devices by their profiles (streaming k-means) and recommend items (item-item
+//! cosine over co-occurrence). Pipelines are declared in TOML.
 //!
 //! # Layout
 //! In the order a reading flows through the modules:
@@ -18,9 +19,11 @@
 //! - [`ops`] — the per-key operators between decoding and the model: filter and map
 //!   expressions, event-time windows, dedupe.
 //! - [`pipeline`] — a pipeline compiled from config: topic matching, decoding, the per-key
-//!   test-then-train step and the output message; shared by every driver.
+//!   test-then-train step and the output message; key profiles, the classifier and the
+//!   recommender (pure, driven by actors or by replay); shared by every driver.
 //! - [`actors`] — the router, one shard per Arbiter, one `KeyActor` per key (activated from
-//!   the store, passivated when idle or over budget), checkpoints.
+//!   the store, passivated when idle or over budget), checkpoints; the supervisors: a
+//!   `ClassifierSupervisor` per classifier, a `RecommenderActor` per recommend pipeline.
 //! - [`model`] — online models (pure: no I/O, no actors).
 //! - [`store`] — sled behind a narrow interface; state encoding with a version tag.
 //! - [`http`] — `/metrics` (Prometheus), `/health`, `/keys/{pipeline}/{key}`.
