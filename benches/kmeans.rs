@@ -15,13 +15,14 @@
 //! per second of this thread's CPU time (`/proc/thread-self/schedstat`), with the wall-clock
 //! figure next to it. A counting global allocator reports allocations per batch or update.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use edgeflow::model::{adjusted_rand_index, KMeansParams, OnlineKMeans, StreamingKMeans};
 use ndarray::Array2;
+use support::{allocations, thread_cpu_ns, CountingAllocator, XorShift};
 
 const FEATURES: usize = 8;
 const K: usize = 8;
@@ -37,64 +38,8 @@ const TARGET_MS: f64 = 20.0;
 /// First batches timed together (≈ 10 ms each: about half a second).
 const SEEDINGS_PER_ROUND: usize = 48;
 
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts this thread's heap allocations, so the bench also checks what the models promise
-/// (no allocation per update once buffers are sized).
-struct CountingAllocator;
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread local
-// without destructor, so touching it never allocates or recurses.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
-
-/// A small xorshift generator: the bench needs no dev-dependency for its inputs.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Roughly normal (sum of four uniforms, centred).
-    fn next_normal(&mut self) -> f64 {
-        (self.next_f64() + self.next_f64() + self.next_f64() + self.next_f64() - 2.0) * 1.7
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next_f64() * n as f64) as usize).min(n - 1)
-    }
-}
 
 /// Profiles of 8 device classes: class centres uniform in [−10, 10] per feature (unit noise),
 /// in mixed units (offsets up to 1e3, scales from 0.01 to 50).
@@ -138,16 +83,9 @@ impl Fleet {
     }
 }
 
-/// CPU time of this thread in nanoseconds (Linux `/proc/thread-self/schedstat`), so that the
-/// figure is not diluted when other processes share the cores; `None` elsewhere.
-fn thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 /// One timed round: `(wall seconds, CPU seconds, allocations)` of `work`.
 fn timed(work: impl FnOnce()) -> (f64, f64, u64) {
-    let allocations_before = ALLOCATIONS.with(Cell::get);
+    let allocations_before = support::allocations();
     let start = Instant::now();
     let cpu_start = thread_cpu_ns();
     work();
@@ -158,7 +96,7 @@ fn timed(work: impl FnOnce()) -> (f64, f64, u64) {
     };
     // The clock and /proc reads allocate a little; per batch that rounds to 0 unless the model
     // itself allocates.
-    (wall, cpu, ALLOCATIONS.with(Cell::get) - allocations_before)
+    (wall, cpu, allocations() - allocations_before)
 }
 
 fn streaming_params() -> KMeansParams {
@@ -282,7 +220,7 @@ fn bench_online(fleet: &Fleet, rng: &mut XorShift) {
     for _ in 0..ROUNDS {
         let start = Instant::now();
         let cpu_start = thread_cpu_ns();
-        let allocations_before = ALLOCATIONS.with(Cell::get);
+        let allocations_before = support::allocations();
         let mut done = 0u64;
         while start.elapsed() < Duration::from_secs(1) {
             for _ in 0..16 {
@@ -297,7 +235,7 @@ fn bench_online(fleet: &Fleet, rng: &mut XorShift) {
             (Some(begin), Some(end)) if end > begin => (end - begin) as f64 * 1.0e-9,
             _ => seconds,
         };
-        allocations += ALLOCATIONS.with(Cell::get) - allocations_before;
+        allocations += support::allocations() - allocations_before;
         updates += done;
         best_wall = best_wall.max(done as f64 / seconds / 1.0e6);
         best_cpu = best_cpu.max(done as f64 / cpu_seconds / 1.0e6);

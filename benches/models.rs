@@ -10,8 +10,8 @@
 //! `/proc/thread-self/schedstat`) is the headline because it is not diluted when other
 //! processes share the cores; the wall-clock rate is printed next to it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use edgeflow::model::{
     ForecastParams, Forecaster, LinearAlgorithm, LinearParams, LinearRegression, LogisticAlgorithm,
     LogisticParams, LogisticRegression, OnlineModel,
 };
+use support::{allocations, thread_cpu_ns, CountingAllocator, XorShift};
 
 const FEATURES: usize = 8;
 const READINGS: usize = 4096;
@@ -28,60 +29,8 @@ const ROUNDS: usize = 3;
 /// Readings between two clock reads.
 const BATCH: usize = READINGS * 16;
 
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts this thread's heap allocations, so the bench also checks that updates allocate
-/// nothing (the models promise no allocation per update).
-struct CountingAllocator;
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread local
-// without destructor, so touching it never allocates or recurses.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
-
-/// A small xorshift generator: the bench needs no dev-dependency for its inputs.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Roughly normal (sum of four uniforms, centred).
-    fn next_normal(&mut self) -> f64 {
-        (self.next_f64() + self.next_f64() + self.next_f64() + self.next_f64() - 2.0) * 1.7
-    }
-}
 
 struct Inputs {
     features: Vec<[f64; FEATURES]>,
@@ -121,13 +70,6 @@ fn inputs() -> Inputs {
     inputs
 }
 
-/// CPU time of this thread in nanoseconds (Linux `/proc/thread-self/schedstat`), so that the
-/// rate is not diluted when other processes share the cores; `None` elsewhere.
-fn thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 /// Runs `step(i)` for i = 0, 1, 2, … for [`ROUNDS`] rounds of at least [`MIN_DURATION`] and
 /// prints the best rate per second of wall time and per second of this thread's CPU time.
 fn measure(name: &str, target_millions: Option<f64>, mut step: impl FnMut(usize)) {
@@ -135,7 +77,7 @@ fn measure(name: &str, target_millions: Option<f64>, mut step: impl FnMut(usize)
     for i in 0..READINGS {
         step(i);
     }
-    let allocations_before = ALLOCATIONS.with(Cell::get);
+    let allocations_before = allocations();
     let mut updates = 0usize;
     // Best of ROUNDS rounds: on a shared machine the slowest rounds measure the neighbours.
     let (mut wall, mut cpu) = (0.0f64, 0.0f64);
@@ -165,7 +107,7 @@ fn measure(name: &str, target_millions: Option<f64>, mut step: impl FnMut(usize)
     };
     // The clock and /proc reads between rounds allocate a little; per update that rounds to 0
     // unless the model itself allocates.
-    let allocations = ALLOCATIONS.with(Cell::get) - allocations_before;
+    let allocations = allocations() - allocations_before;
     println!(
         "{name:<20} {cpu:7.2} M updates/s per CPU-second ({:5.1} ns/update; wall clock {wall:6.2} M/s)  {verdict}; {:.4} allocations/update",
         1.0e3 / cpu,

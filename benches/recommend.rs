@@ -15,13 +15,14 @@
 //! headline because it is not diluted when other processes share the cores; the wall-clock
 //! rate is printed next to it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
 use edgeflow::model::{ItemSimilarity, RecommendParams, ScoredItem, UserHistory};
+use support::{allocations, thread_cpu_ns, CountingAllocator, XorShift};
 
 const USERS: usize = 50_000;
 const EVENTS: usize = 1 << 22;
@@ -35,63 +36,8 @@ const BATCH: usize = 1 << 16;
 /// Events per CPU-second the recommender must sustain on one core.
 const TARGET_EVENTS_PER_SECOND: f64 = 200_000.0;
 
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts this thread's heap allocations, so the bench also checks that a warm event
-/// allocates nothing.
-struct CountingAllocator;
-
-// SAFETY: forwards to the system allocator; the counter is a const-initialised thread local
-// without destructor, so touching it never allocates or recurses.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
-
-/// A small xorshift generator: the bench needs no dev-dependency for its inputs.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Event {
@@ -127,13 +73,6 @@ fn events(items: usize, seed: u64) -> Vec<Event> {
         .collect()
 }
 
-/// CPU time of this thread in nanoseconds (Linux `/proc/thread-self/schedstat`); `None`
-/// elsewhere.
-fn thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 struct Measurement {
     /// Best operations per CPU-second.
     cpu_rate: f64,
@@ -147,7 +86,7 @@ struct Measurement {
 /// Runs `step(i)` for i = 0, 1, 2, … for [`ROUNDS`] rounds of at least [`MIN_DURATION`]; `i`
 /// continues across rounds (the model keeps evolving).
 fn measure(mut step: impl FnMut(usize)) -> Measurement {
-    let allocations_before = ALLOCATIONS.with(Cell::get);
+    let allocations_before = allocations();
     let (mut next, mut operations) = (0usize, 0usize);
     let (mut wall_rate, mut cpu_rate) = (0.0f64, 0.0f64);
     for _ in 0..ROUNDS {
@@ -172,7 +111,7 @@ fn measure(mut step: impl FnMut(usize)) -> Measurement {
     }
     // The clock and /proc reads between rounds allocate a little; per operation that rounds
     // to 0 unless the code under test allocates.
-    let allocations = ALLOCATIONS.with(Cell::get) - allocations_before;
+    let allocations = allocations() - allocations_before;
     Measurement {
         cpu_rate,
         wall_rate,

@@ -260,6 +260,20 @@ fn request_lists(outputs: &[(String, serde_json::Value)]) -> BTreeMap<String, se
         .collect()
 }
 
+/// One message per topic, without its `time` (arrival time in the daemon, line number in
+/// replay).
+fn without_time(
+    got: BTreeMap<String, Vec<serde_json::Value>>,
+) -> BTreeMap<String, serde_json::Value> {
+    got.into_iter()
+        .map(|(t, mut list)| {
+            let mut m = list.pop().expect("one per topic");
+            m.as_object_mut().map(|o| o.remove("time"));
+            (t, m)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_lists_over_mqtt_equal_replay_and_survive_a_restart() {
     let port = edgeflow::mqtt::free_local_port().expect("free port");
@@ -283,15 +297,7 @@ async fn daemon_lists_over_mqtt_equal_replay_and_survive_a_restart() {
     client.publish_all(&stream).await;
     client.receive(stream.len()).await; // one list per event
     client.publish_all(&requests).await;
-    let got = client.receive(requests.len()).await;
-    let daemon_lists: BTreeMap<String, serde_json::Value> = got
-        .into_iter()
-        .map(|(t, mut list)| {
-            let mut m = list.pop().expect("one per topic");
-            m.as_object_mut().map(|o| o.remove("time"));
-            (t, m)
-        })
-        .collect();
+    let daemon_lists = without_time(client.receive(requests.len()).await);
 
     // Users are processed on two shards, so the recommender sees their events interleaved in
     // another order than replay; the similarities (and so the lists on request) do not depend
@@ -306,15 +312,7 @@ async fn daemon_lists_over_mqtt_equal_replay_and_survive_a_restart() {
     // snapshot written at shutdown; the same requests give the same lists.
     let daemon = RunningDaemon::start(config).await;
     client.publish_all(&requests).await;
-    let got = client.receive(requests.len()).await;
-    let again: BTreeMap<String, serde_json::Value> = got
-        .into_iter()
-        .map(|(t, mut list)| {
-            let mut m = list.pop().expect("one per topic");
-            m.as_object_mut().map(|o| o.remove("time"));
-            (t, m)
-        })
-        .collect();
+    let again = without_time(client.receive(requests.len()).await);
     assert_eq!(again, daemon_lists);
     daemon.shutdown().await;
 }

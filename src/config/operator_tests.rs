@@ -1,8 +1,8 @@
 //! Loader tests of `[[pipelines.operators]]` and `from`: one per rule, with exact locations.
 
-use std::path::Path;
 use std::time::Duration;
 
+use super::tests::{errors, valid};
 use super::*;
 
 /// A pipeline reading `t` and `rh`, with `ops` (TOML text) before a forecast of `target`.
@@ -18,28 +18,6 @@ kind = "forecast"
 target = "{target}"
 "#
     )
-}
-
-fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    parse_str(Path::new("gw.toml"), text)
-}
-
-fn errors(text: &str) -> Vec<String> {
-    match parse(text) {
-        Ok(config) => panic!("expected errors, got {config:#?}"),
-        Err(errors) => errors
-            .errors
-            .iter()
-            .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
-            .collect(),
-    }
-}
-
-fn valid(text: &str) -> Config {
-    match parse(text) {
-        Ok(config) => config,
-        Err(errors) => panic!("expected a valid config, got:\n{errors}"),
-    }
 }
 
 #[test]

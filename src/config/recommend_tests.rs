@@ -1,8 +1,8 @@
 //! Loader tests of `kind = "recommend"`: one per rule, with exact locations and messages.
 
-use std::path::Path;
 use std::time::Duration;
 
+use super::tests::{errors, parse, valid};
 use super::*;
 use crate::model::RecommendParams;
 
@@ -31,29 +31,6 @@ fn unweighted(extra: &str) -> String {
         .replace(", type = \"/type\"", "")
         .replace("weight = \"type\"\n", "")
         + extra
-}
-
-fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    parse_str(Path::new("gw.toml"), text)
-}
-
-fn valid(text: &str) -> Config {
-    match parse(text) {
-        Ok(config) => config,
-        Err(errors) => panic!("expected a valid config, got:\n{errors}"),
-    }
-}
-
-/// The errors as `line:col: message`, in the order reported.
-fn errors(text: &str) -> Vec<String> {
-    match parse(text) {
-        Ok(config) => panic!("expected errors, got {config:#?}"),
-        Err(errors) => errors
-            .errors
-            .iter()
-            .map(|e| format!("{}:{}: {}", e.line, e.col, e.message))
-            .collect(),
-    }
 }
 
 fn recommend_of(config: &Config) -> &RecommendConfig {

@@ -21,11 +21,13 @@ kind = "forecast"
 target = "temp"
 "#;
 
-fn parse(text: &str) -> Result<Config, ConfigErrors> {
+/// Parse `text` as the file `gw.toml` (shared by the config test modules).
+pub(super) fn parse(text: &str) -> Result<Config, ConfigErrors> {
     parse_str(Path::new("gw.toml"), text)
 }
 
-fn valid(text: &str) -> Config {
+/// A config that must be valid.
+pub(super) fn valid(text: &str) -> Config {
     match parse(text) {
         Ok(config) => config,
         Err(errors) => panic!("expected a valid config, got:\n{errors}"),
@@ -33,7 +35,7 @@ fn valid(text: &str) -> Config {
 }
 
 /// The errors as `line:col: message`, in the order reported.
-fn errors(text: &str) -> Vec<String> {
+pub(super) fn errors(text: &str) -> Vec<String> {
     match parse(text) {
         Ok(config) => panic!("expected errors, got {config:#?}"),
         Err(errors) => errors
