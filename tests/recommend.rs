@@ -316,3 +316,57 @@ async fn daemon_lists_over_mqtt_equal_replay_and_survive_a_restart() {
     assert_eq!(again, daemon_lists);
     daemon.shutdown().await;
 }
+
+#[test]
+fn the_example_config_recommends_for_the_shop_and_the_vending_fleet() {
+    let config = load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/recommend.toml"
+    )));
+    let shop = |user: &str, sku: &str, kind: &str, t: i64| {
+        (
+            "shop/kiosk-1/events".to_string(),
+            format!("{{\"user\":\"{user}\",\"ts\":{t},\"sku\":\"{sku}\",\"type\":\"{kind}\"}}"),
+        )
+    };
+    let sale = |card: &str, product: u32, qty: u32, t: i64| {
+        (
+            "vending/m7/sales".to_string(),
+            format!("{{\"card\":\"{card}\",\"ts\":{t},\"product\":{product},\"qty\":{qty}}}"),
+        )
+    };
+    let t0 = 1_764_064_800_000;
+    let input = vec![
+        shop("ann", "mug", "purchase", t0),
+        shop("ann", "tea", "cart", t0 + 1),
+        shop("bob", "mug", "View", t0 + 2),
+        // An event type the shop does not weigh: dropped as bad_event.
+        shop("bob", "kettle", "return", t0 + 3),
+        sale("c-1", 3012, 2, 1_764_064_800),
+        sale("c-1", 3020, 1, 1_764_064_801),
+        sale("c-2", 3012, 1, 1_764_064_802),
+        ("vending/requests".to_string(), r#"{"user":"c-2"}"#.to_string()),
+        ("shop/requests".to_string(), r#"{"item":"mug"}"#.to_string()),
+    ];
+    let (outputs, summary) = replay(&config, &input);
+    // The shop publishes after each of its 3 valid events; the vending pipeline only on request.
+    let topics: Vec<&str> = outputs.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "edgeflow/shop/ann/recommendations",
+            "edgeflow/shop/ann/recommendations",
+            "edgeflow/shop/bob/recommendations",
+            "vending/c-2/suggestions",
+            "edgeflow/shop/items/mug/similar",
+        ]
+    );
+    // bob viewed the mug that ann bought with tea: bob is recommended tea.
+    assert_eq!(names(&outputs[2].1), ["tea"]);
+    // c-2 bought 3012 like c-1, who also bought 3020.
+    assert_eq!(names(&outputs[3].1), ["3020"]);
+    assert_eq!(names(&outputs[4].1), ["tea"]);
+    let shop_summary = &summary.pipelines[0];
+    assert_eq!(shop_summary.decode_errors.get("bad_event"), Some(&1));
+    assert_eq!(summary.pipelines[1].recommender.as_ref().map(|r| r.lists), Some(1));
+}
