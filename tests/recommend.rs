@@ -345,7 +345,10 @@ fn the_example_config_recommends_for_the_shop_and_the_vending_fleet() {
         sale("c-1", 3012, 2, 1_764_064_800),
         sale("c-1", 3020, 1, 1_764_064_801),
         sale("c-2", 3012, 1, 1_764_064_802),
-        ("vending/requests".to_string(), r#"{"user":"c-2"}"#.to_string()),
+        (
+            "vending/requests".to_string(),
+            r#"{"user":"c-2"}"#.to_string(),
+        ),
         ("shop/requests".to_string(), r#"{"item":"mug"}"#.to_string()),
     ];
     let (outputs, summary) = replay(&config, &input);
@@ -368,5 +371,8 @@ fn the_example_config_recommends_for_the_shop_and_the_vending_fleet() {
     assert_eq!(names(&outputs[4].1), ["tea"]);
     let shop_summary = &summary.pipelines[0];
     assert_eq!(shop_summary.decode_errors.get("bad_event"), Some(&1));
-    assert_eq!(summary.pipelines[1].recommender.as_ref().map(|r| r.lists), Some(1));
+    assert_eq!(
+        summary.pipelines[1].recommender.as_ref().map(|r| r.lists),
+        Some(1)
+    );
 }
