@@ -1497,9 +1497,16 @@ fn mutated_configs_never_panic() {
         "[mqtt]\nusername = \"u\"\npassword = \"p\"\nkeep_alive = \"30s\"\n[simulate]\nrate = 5\n{PIPELINE}lags = 4\n{}",
         PIPELINE.replace("temperature\"", "other\"")
     );
+    assert_mutations_answer(&text, &['"', '[', '0', 'é', '#']);
+}
+
+/// Every copy of `text` with one character removed, or replaced by one of `replacements`,
+/// parses to a config or to located errors (shared by the config test modules).
+pub(super) fn assert_mutations_answer(text: &str, replacements: &[char]) {
     let chars: Vec<char> = text.chars().collect();
     for index in 0..chars.len() {
-        for replacement in [None, Some('"'), Some('['), Some('0'), Some('é'), Some('#')] {
+        let replacements = std::iter::once(None).chain(replacements.iter().copied().map(Some));
+        for replacement in replacements {
             let mut mutated = chars.clone();
             match replacement {
                 None => {
