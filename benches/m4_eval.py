@@ -326,7 +326,7 @@ def edgeflow_forecast(exe: Path, series: list[Series], params: dict[str, str],
                                                         float(s.train[-1]), rel_tol=1e-9):
             ec.die(TOOL, f"key {s.sid}: its last message with a horizon is for time "
                          f"{p.get('time')} (observed {p.get('observed')}), not for the last "
-                         f"training reading (time {want_ms}, value {s.train[-1]!r}); the "
+                         f"training reading (time {want_ms}, value {float(s.train[-1])!r}); the "
                          f"forecast would not start at the forecast origin. With "
                          f"`horizon_every`, make sure the last reading of every key carries a "
                          f"horizon.")
