@@ -350,6 +350,11 @@ def edgeflow_forecast(exe: Path, series: list[Series], params: dict[str, str],
         note.append(f"{no_interval} of {f.size} steps without an interval (null lower/upper)")
     if warming:
         note.append(f"{warming} keys still `warming_up` at the origin")
+    neg = f < 0
+    if neg.any() and all(np.all(s.train >= 0) for s in series):
+        note.append(f"{int(neg.any(axis=1).sum())} series with negative forecasts "
+                    f"({int(neg.sum())} steps; sMAPE 200 at each of them) although every "
+                    "training value is ≥ 0")
     fc = Forecast("edgeflow", f, lo, hi, seconds=rep.seconds, note="; ".join(note))
     info = {"readings": readings, "keys": ps.get("keys"), "seconds": rep.seconds,
             "output_lines": rep.lines, "one_step_mae": ps.get("mae"),
