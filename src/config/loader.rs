@@ -24,7 +24,8 @@ use super::error::LineIndex;
 use super::rules;
 use super::schema::{
     default_output, ClassificationConfig, ClientAuthConfig, Config, CsvConfig, FieldConfig,
-    ForecastConfig, HttpConfig, KMeansConfig, KeySource, ModelConfig, MqttConfig, PayloadFormat,
+    ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig, KeySource, ModelConfig, MqttConfig,
+    PayloadFormat,
     PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig, TimeSource,
     TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT, SENML_VALUES,
@@ -32,8 +33,8 @@ use super::schema::{
 use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
 use crate::model::{
     AnomalyParams, ForecastParams, KMeansParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
-    LogisticParams, ModelError, SeasonSpec, MAX_CLUSTERS, MAX_FEATURES, MAX_HORIZON, MAX_LAGS,
-    MAX_SEASON_BINS, MAX_SEASON_STEPS,
+    LogisticParams, ModelError, SeasonSpec, Seasons, MAX_CLUSTERS, MAX_FEATURES, MAX_HORIZON,
+    MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS,
 };
 use crate::mqtt::TlsSetting;
 
@@ -2040,56 +2041,140 @@ fn forecast(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Option<Forec
             "greater than 0 and at most 1",
         )
         .unwrap_or(d.damping);
-    let season = season(m);
+    let seasons = season(m);
+    let min = m.number_s("min", f64::is_finite, "a finite number");
+    let max = m.number_s("max", f64::is_finite, "a finite number");
+    if let (Some(low), Some(high)) = (&min, &max) {
+        if low.value >= high.value {
+            let message = format!(
+                "model.max must be above model.min (got min = {} and max = {})",
+                low.value, high.value
+            );
+            m.error(high.span, message);
+        }
+    }
+    let (min, max) = (min.map(|v| v.value), max.map(|v| v.value));
+    let horizon_every = horizon_every(m, horizon);
     let params = ForecastParams {
         lags,
         forgetting,
         interval_z,
-        season,
+        seasons,
         horizon,
         damping,
+        min,
+        max,
     };
     model_validation(m, params.validate());
     Some(ForecastConfig {
         target: target?.value,
         params,
+        horizon_every,
     })
 }
 
-/// `season` (a number of readings or a duration) and `season_bins` (duration seasons only).
-fn season(m: &mut Section<'_>) -> Option<SeasonSpec> {
+/// `horizon_every`: a number of readings or a duration of event time between the messages
+/// that carry the whole horizon (forecasts with `horizon > 1` only).
+fn horizon_every(m: &mut Section<'_>, horizon: usize) -> Option<HorizonEvery> {
+    let given = m.take("horizon_every")?;
+    let (_, mut value) = given;
+    let span = value.span;
+    let every = match value.take() {
+        ValueInner::Integer(readings) if readings >= 1 => {
+            Some(HorizonEvery::Readings(readings.unsigned_abs()))
+        }
+        ValueInner::String(text) => match humantime::parse_duration(&text) {
+            Ok(interval) if interval >= Duration::from_millis(1) && interval <= MAX_DURATION => {
+                Some(HorizonEvery::Interval(interval))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if every.is_none() {
+        let message = "model.horizon_every must be a number of readings (≥ 1) such as 10 or a duration of event time such as \"15m\" (at least 1ms, at most a year)".to_owned();
+        m.error(span, message);
+    } else if horizon == 1 {
+        let message = "model.horizon_every only applies with horizon > 1 (the one-step forecast is in every message)".to_owned();
+        m.error(span, message);
+        return None;
+    }
+    every
+}
+
+/// `season` (a number of readings, a duration, or a list of up to three of one kind) and
+/// `season_bins` (duration seasons only).
+fn season(m: &mut Section<'_>) -> Seasons {
     // A mistyped `season` must not also cause "season_bins without season".
     let season_given = m.helper.contains("season");
-    let season = m.get::<SeasonValue>("season");
+    let season = m.get::<SeasonValues>("season");
     let bins = m.int("season_bins", 2..=MAX_SEASON_BINS as i64);
     let Some(season) = season else {
         if let (Some(bins), false) = (&bins, season_given) {
             let message = "model.season_bins is set but season is not (season_bins divides a duration season such as season = \"1d\" into phase bins)";
             m.error(bins.span, message.into());
         }
-        return None;
+        return Seasons::NONE;
     };
-    match season.value {
-        SeasonValue::Steps(steps) => {
-            if let Some(bins) = &bins {
-                let message = format!(
-                    "model.season_bins only applies to a duration season such as season = \"1d\" (season = {steps} counts readings and has no bins)"
-                );
-                m.error(bins.span, message);
-            }
-            match usize::try_from(steps) {
-                Ok(steps) if (2..=MAX_SEASON_STEPS).contains(&steps) => {
-                    Some(SeasonSpec::Steps(steps))
-                }
-                _ => {
-                    let message = format!(
-                        "model.season must be between 2 and {MAX_SEASON_STEPS} readings, or a duration such as \"1d\" (got {steps})"
-                    );
-                    m.error(season.span, message);
-                    None
-                }
-            }
+    let values = &season.value.0;
+    if values.len() > MAX_SEASONS || values.is_empty() {
+        let message = format!(
+            "model.season takes 1 to {MAX_SEASONS} seasons, such as 24, \"1d\" or [24, 168] (got {})",
+            values.len()
+        );
+        m.error(season.span, message);
+        return Seasons::NONE;
+    }
+    let steps = values
+        .iter()
+        .filter(|v| matches!(v.value, SeasonValue::Steps(_)))
+        .count();
+    if steps != 0 && steps != values.len() {
+        let message = "model.season must list numbers of readings ([24, 168]) or durations ([\"1d\", \"7d\"]), not a mix".to_owned();
+        m.error(season.span, message);
+        return Seasons::NONE;
+    }
+    if let (Some(bins), true) = (&bins, steps > 0) {
+        let message = format!(
+            "model.season_bins only applies to a duration season such as season = \"1d\" (season = {} counts readings and has no bins)",
+            season_text(values)
+        );
+        m.error(bins.span, message);
+    }
+    let bins = bins
+        .and_then(|bins| usize::try_from(bins.value).ok())
+        .unwrap_or(DEFAULT_SEASON_BINS);
+    let mut specs = Vec::with_capacity(values.len());
+    for value in values {
+        if let Some(spec) = season_spec(m, value, bins) {
+            specs.push(spec);
         }
+    }
+    if specs.len() != values.len() {
+        return Seasons::NONE;
+    }
+    match Seasons::new(&specs) {
+        Ok(seasons) => seasons,
+        Err(problem) => {
+            m.error(season.span, format!("model.season: {problem}"));
+            Seasons::NONE
+        }
+    }
+}
+
+/// One season of the `season` key, range-checked.
+fn season_spec(m: &mut Section<'_>, value: &Spanned<SeasonValue>, bins: usize) -> Option<SeasonSpec> {
+    match value.value {
+        SeasonValue::Steps(steps) => match usize::try_from(steps) {
+            Ok(steps) if (2..=MAX_SEASON_STEPS).contains(&steps) => Some(SeasonSpec::Steps(steps)),
+            _ => {
+                let message = format!(
+                    "model.season must be between 2 and {MAX_SEASON_STEPS} readings, or a duration such as \"1d\" (got {steps})"
+                );
+                m.error(value.span, message);
+                None
+            }
+        },
         SeasonValue::Period(period) => {
             let shown = humantime::format_duration(period);
             let problem = if period < Duration::from_millis(1) {
@@ -2102,16 +2187,32 @@ fn season(m: &mut Section<'_>) -> Option<SeasonSpec> {
                 None
             };
             if let Some(problem) = problem {
-                m.error(season.span, format!("model.season must be {problem}"));
+                m.error(value.span, format!("model.season must be {problem}"));
                 return None;
             }
             // At most a year of milliseconds (checked above): far inside u64.
             let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
-            let bins = bins
-                .and_then(|bins| usize::try_from(bins.value).ok())
-                .unwrap_or(DEFAULT_SEASON_BINS);
             Some(SeasonSpec::Duration { period_ms, bins })
         }
+    }
+}
+
+/// The seasons as written, for messages: `24` or `[24, 168]`.
+fn season_text(values: &[Spanned<SeasonValue>]) -> String {
+    let one = |value: &SeasonValue| match value {
+        SeasonValue::Steps(steps) => steps.to_string(),
+        SeasonValue::Period(period) => format!("\"{}\"", humantime::format_duration(*period)),
+    };
+    match values {
+        [single] => one(&single.value),
+        _ => format!(
+            "[{}]",
+            values
+                .iter()
+                .map(|v| one(&v.value))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -2465,26 +2566,57 @@ enum SeasonValue {
     Period(Duration),
 }
 
-impl<'de> Deserialize<'de> for SeasonValue {
-    fn deserialize(value: &mut Value<'de>) -> Result<Self, DeserError> {
-        let span = value.span;
-        match value.take() {
+impl SeasonValue {
+    fn parse(inner: ValueInner<'_>, span: Span) -> Result<Self, toml_span::Error> {
+        match inner {
             ValueInner::Integer(steps) => Ok(SeasonValue::Steps(steps)),
             ValueInner::String(text) => match humantime::parse_duration(&text) {
                 Ok(period) => Ok(SeasonValue::Period(period)),
-                Err(error) => Err(custom(
+                Err(error) => Err(custom_error(
                     span,
                     format!(
                         "must be a number of readings such as 48 or a duration such as \"1d\" (got \"{text}\": {error})"
                     ),
                 )),
             },
-            other => Err(expected(
-                "a number of readings such as 48 or a duration string such as \"1d\"",
-                other,
+            other => Err(custom_error(
                 span,
-            )
-            .into()),
+                format!(
+                    "must be a number of readings such as 48, a duration string such as \"1d\", or a list of them such as [24, 168] (got {})",
+                    a(other.type_str())
+                ),
+            )),
+        }
+    }
+}
+
+/// `season = 48`, `"1d"` or a list of such, each with its span, before range checks.
+struct SeasonValues(Vec<Spanned<SeasonValue>>);
+
+impl<'de> Deserialize<'de> for SeasonValues {
+    fn deserialize(value: &mut Value<'de>) -> Result<Self, DeserError> {
+        let span = value.span;
+        match value.take() {
+            ValueInner::Array(items) => {
+                let mut seasons = Vec::with_capacity(items.len());
+                let mut errors = Vec::new();
+                for mut item in items {
+                    let item_span = item.span;
+                    match SeasonValue::parse(item.take(), item_span) {
+                        Ok(season) => seasons.push(Spanned::with_span(season, item_span)),
+                        Err(error) => errors.push(error),
+                    }
+                }
+                if errors.is_empty() {
+                    Ok(SeasonValues(seasons))
+                } else {
+                    Err(DeserError { errors })
+                }
+            }
+            other => {
+                let season = SeasonValue::parse(other, span).map_err(DeserError::from)?;
+                Ok(SeasonValues(vec![Spanned::with_span(season, span)]))
+            }
         }
     }
 }

@@ -621,6 +621,32 @@ pub struct ForecastConfig {
     /// The forecaster's parameters, checked by the loader (they pass
     /// [`ForecastParams::validate`]).
     pub params: ForecastParams,
+    /// Which messages carry the `horizon` array (`horizon > 1`): every one when `None`.
+    pub horizon_every: Option<HorizonEvery>,
+}
+
+/// `horizon_every`: how often a forecast message carries the whole horizon; the one-step
+/// fields are in every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HorizonEvery {
+    /// Every n-th reading of the key (its `updates` a multiple of n).
+    Readings(u64),
+    /// The first reading of each interval of event time (`⌊time / interval⌋` changed).
+    Interval(std::time::Duration),
+}
+
+impl HorizonEvery {
+    /// Whether the message of a reading at `time` (ms), the key's previous reading at
+    /// `previous_time` and `updates` values learnt carries the horizon.
+    pub fn publishes(&self, updates: u64, time: i64, previous_time: i64) -> bool {
+        match *self {
+            HorizonEvery::Readings(n) => n <= 1 || updates % n == 0,
+            HorizonEvery::Interval(interval) => {
+                let ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1);
+                previous_time == i64::MIN || time.div_euclid(ms) != previous_time.div_euclid(ms)
+            }
+        }
+    }
 }
 
 /// `kind = "regression"`

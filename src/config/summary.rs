@@ -218,17 +218,41 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
     match model {
         ModelConfig::Forecast(forecast) => {
             let p = &forecast.params;
-            let season = match p.season {
-                None => "no season".to_owned(),
-                Some(SeasonSpec::Steps(steps)) => format!("season {steps} readings"),
-                Some(SeasonSpec::Duration { period_ms, bins }) => format!(
-                    "season {} in {bins} bins",
-                    format_duration(std::time::Duration::from_millis(period_ms))
-                ),
+            let season = if p.seasons.is_empty() {
+                "no season".to_owned()
+            } else {
+                let names: Vec<String> = p
+                    .seasons
+                    .as_slice()
+                    .iter()
+                    .map(|spec| match *spec {
+                        SeasonSpec::Steps(steps) => format!("{steps} readings"),
+                        SeasonSpec::Duration { period_ms, bins } => format!(
+                            "{} in {bins} bins",
+                            format_duration(std::time::Duration::from_millis(period_ms))
+                        ),
+                    })
+                    .collect();
+                format!("season {}", names.join(" and "))
+            };
+            let bounds = match (p.min, p.max) {
+                (None, None) => String::new(),
+                (Some(min), None) => format!(", min {min}"),
+                (None, Some(max)) => format!(", max {max}"),
+                (Some(min), Some(max)) => format!(", min {min}, max {max}"),
+            };
+            let every = match forecast.horizon_every {
+                None => String::new(),
+                Some(crate::config::HorizonEvery::Readings(n)) => {
+                    format!(", horizon every {n} readings")
+                }
+                Some(crate::config::HorizonEvery::Interval(interval)) => {
+                    format!(", horizon every {}", format_duration(interval))
+                }
             };
             writeln!(
                 out,
-                "    model: forecast of {} (lags {}, forgetting {}, interval z {}, horizon {}, damping {}, {season})",
+                "    model: forecast of {} (lags {}, forgetting {}, interval z {}, horizon {}, damping {}, {season}{bounds}{every})",
                 forecast.target, p.lags, p.forgetting, p.interval_z, p.horizon, p.damping
             )
         }

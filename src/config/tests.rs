@@ -7,7 +7,7 @@ use super::*;
 use crate::model::{
     AnomalyParams, ForecastParams, Forecaster, KMeansParams, LinearAlgorithm, LinearParams,
     LinearRegression, LogisticAlgorithm, LogisticParams, LogisticRegression, OnlineKMeans,
-    SeasonSpec,
+    SeasonSpec, Seasons,
 };
 
 /// A minimal valid pipeline, appended to configs that test something else.
@@ -184,6 +184,7 @@ target = "value"
                         interval_z: 2.5,
                         ..ForecastParams::default()
                     },
+                    horizon_every: None,
                 }),
                 from: None,
                 operators: Vec::new(),
@@ -763,7 +764,7 @@ features = ["temp", "hour"]
 #[test]
 fn full_forecast_config_parses_every_parameter() {
     let text = format!(
-        "{PIPELINE}lags = 32\nforgetting = 0.9\ninterval_z = 10\nhorizon = 64\ndamping = 1\nseason = \"1d\"\nseason_bins = 1440\n[pipelines.anomaly]\nthreshold = 3.5\nlearn_anomalies = true\nwarmup = 0\n"
+        "{PIPELINE}lags = 32\nforgetting = 0.9\ninterval_z = 10\nhorizon = 64\ndamping = 1\nseason = \"1d\"\nseason_bins = 1440\nmin = -40\nmax = 125.5\nhorizon_every = \"15m\"\n[pipelines.anomaly]\nthreshold = 3.5\nlearn_anomalies = true\nwarmup = 0\n"
     );
     let config = valid(&text);
     let pipeline = &config.pipelines[0];
@@ -771,18 +772,21 @@ fn full_forecast_config_parses_every_parameter() {
         lags: 32,
         forgetting: 0.9,
         interval_z: 10.0,
-        season: Some(SeasonSpec::Duration {
+        seasons: Seasons::one(SeasonSpec::Duration {
             period_ms: 86_400_000,
             bins: 1440,
         }),
         horizon: 64,
         damping: 1.0,
+        min: Some(-40.0),
+        max: Some(125.5),
     };
     assert_eq!(
         pipeline.model,
         ModelConfig::Forecast(ForecastConfig {
             target: "temp".into(),
             params,
+            horizon_every: Some(HorizonEvery::Interval(Duration::from_secs(900))),
         })
     );
     assert_eq!(
@@ -800,18 +804,63 @@ fn full_forecast_config_parses_every_parameter() {
     let ModelConfig::Forecast(forecast) = &steps.pipelines[0].model else {
         panic!("not a forecast: {:?}", steps.pipelines[0].model);
     };
-    assert_eq!(forecast.params.season, Some(SeasonSpec::Steps(10_000)));
+    assert_eq!(
+        forecast.params.seasons,
+        Seasons::one(SeasonSpec::Steps(10_000))
+    );
     let duration = valid(&format!("{PIPELINE}season = \"1h 30m\"\n"));
     let ModelConfig::Forecast(forecast) = &duration.pipelines[0].model else {
         panic!("not a forecast: {:?}", duration.pipelines[0].model);
     };
     assert_eq!(
-        forecast.params.season,
-        Some(SeasonSpec::Duration {
+        forecast.params.seasons,
+        Seasons::one(SeasonSpec::Duration {
             period_ms: 5_400_000,
             bins: DEFAULT_SEASON_BINS,
         })
     );
+    // Two seasons, in any order, shortest first; a horizon every n readings.
+    let two = valid(&format!(
+        "{PIPELINE}season = [168, 24]\nhorizon = 48\nhorizon_every = 6\n"
+    ));
+    let ModelConfig::Forecast(forecast) = &two.pipelines[0].model else {
+        panic!("not a forecast: {:?}", two.pipelines[0].model);
+    };
+    assert_eq!(
+        forecast.params.seasons.as_slice(),
+        [SeasonSpec::Steps(24), SeasonSpec::Steps(168)]
+    );
+    assert_eq!(forecast.horizon_every, Some(HorizonEvery::Readings(6)));
+    let durations = valid(&format!("{PIPELINE}season = [\"1d\", \"7d\"]\n"));
+    let ModelConfig::Forecast(forecast) = &durations.pipelines[0].model else {
+        panic!("not a forecast: {:?}", durations.pipelines[0].model);
+    };
+    assert_eq!(forecast.params.seasons.as_slice().len(), 2);
+}
+
+#[test]
+fn bad_forecast_seasons_bounds_and_horizon_every_are_located() {
+    for (extra, expected) in [
+        ("season = [24, \"1d\"]", "not a mix"),
+        ("season = [24, 168, 336, 672]", "1 to 3 seasons"),
+        ("season = []", "1 to 3 seasons"),
+        ("season = [24, 24]", "same length"),
+        ("season = [24, 1]", "between 2 and 10000"),
+        ("season = [24, true]", "list of them such as [24, 168]"),
+        ("season = [24, 168]\nseason_bins = 12", "only applies to a duration season"),
+        ("min = 10\nmax = 5", "model.max must be above model.min"),
+        ("min = \"zero\"", "min must be"),
+        ("horizon_every = 5", "only applies with horizon > 1"),
+        ("horizon = 4\nhorizon_every = 0", "horizon_every must be"),
+        ("horizon = 4\nhorizon_every = \"soon\"", "horizon_every must be"),
+    ] {
+        let text = format!("{PIPELINE}{extra}\n");
+        let errors = errors(&text);
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{extra}: {errors:?}"
+        );
+    }
 }
 
 #[test]

@@ -203,7 +203,7 @@ impl<'de> Deserialize<'de> for AnomalyDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::forecast::{ForecastParams, Forecaster, SeasonSpec};
+    use crate::model::forecast::{ForecastParams, Forecaster, SeasonSpec, Seasons};
     use crate::model::OnlineModel;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
@@ -231,7 +231,7 @@ mod tests {
         for seed in [1, 2, 3] {
             let mut rng = SmallRng::seed_from_u64(seed);
             let params = ForecastParams {
-                season: Some(SeasonSpec::Steps(48)),
+                seasons: Seasons::one(SeasonSpec::Steps(48)),
                 ..ForecastParams::default()
             };
             let mut model = Forecaster::new(params).expect("valid");

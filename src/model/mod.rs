@@ -7,8 +7,10 @@
 //! a model by serialising it (postcard behind a version tag); a restored model continues bit for
 //! bit where the original left off.
 //!
-//! - [`forecast`]: [`Forecaster`], an online blend of last-value, damped trend/Holt–Winters,
-//!   seasonal and RLS autoregressive forecasters, 1..=horizon steps ahead.
+//! - [`forecast`]: [`Forecaster`], an online blend of last-value, seasonal naive, damped
+//!   trend/Holt–Winters, drift and seasonal RLS autoregressive forecasters (on `y` and `ln y`),
+//!   weighted per band of horizon steps by their own errors there, 1..=horizon steps ahead,
+//!   with intervals calibrated on the errors seen.
 //! - [`anomaly`]: [`AnomalyDetector`], flags readings whose forecast residual exceeds a robust
 //!   scale.
 //! - [`linear`]: [`LinearRegression`], online linear regression over up to [`MAX_FEATURES`]
@@ -40,8 +42,8 @@ pub mod scaler;
 
 pub use anomaly::{AnomalyDetector, AnomalyParams, AnomalyVerdict};
 pub use forecast::{
-    ForecastParams, Forecaster, SeasonSpec, MAX_HORIZON, MAX_LAGS, MAX_SEASON_BINS,
-    MAX_SEASON_STEPS, MEMBER_NAMES,
+    ForecastParams, Forecaster, SeasonSpec, Seasons, MAX_HORIZON, MAX_LAGS, MAX_SEASONS,
+    MAX_SEASON_BINS, MAX_SEASON_STEPS, MEMBER_NAMES,
 };
 pub use kmeans::{
     adjusted_rand_index, Assignment, KMeansParams, OnlineKMeans, StreamingKMeans, MAX_CLUSTERS,

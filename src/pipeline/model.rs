@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::operators::OperatorState;
 use super::output::JsonObject;
 use super::stats::PipelineStats;
-use crate::config::{ModelConfig, PipelineConfig};
+use crate::config::{HorizonEvery, ModelConfig, PipelineConfig};
 use crate::model::{
     AnomalyDetector, AnomalyParams, AnomalyVerdict, ClassificationMetrics, ClusteringMetrics,
     Contribution, Forecaster, LinearRegression, LogisticRegression, ModelError, OnlineKMeans,
@@ -168,6 +168,8 @@ pub(crate) struct ModelSpec {
     pub explain: Option<usize>,
     /// Probability from which the predicted label is positive.
     pub threshold: f64,
+    /// Forecasts: which messages carry the whole horizon (every one when `None`).
+    pub horizon_every: Option<HorizonEvery>,
 }
 
 impl ModelSpec {
@@ -246,6 +248,10 @@ impl ModelSpec {
             feature_names: cfg.model.features().to_vec(),
             explain,
             threshold,
+            horizon_every: match &cfg.model {
+                ModelConfig::Forecast(f) => f.horizon_every,
+                _ => None,
+            },
         })
     }
 }
@@ -319,6 +325,7 @@ impl ModelSpec {
                 .map(|&i| values.get(i).copied().unwrap_or(f64::NAN)),
         );
         let x = x.as_slice();
+        let previous_time = state.last_time;
         state.last_time = time;
         match &mut state.model {
             KeyModel::Forecast {
@@ -332,34 +339,43 @@ impl ModelSpec {
                     metrics.update(target, p.value);
                 }
                 let verdict = score_anomaly(anomaly, error, stats);
-                if should_learn(anomaly, verdict) {
-                    model.learn_at(time, target);
-                } else {
-                    model.skip_at(time);
-                }
+                let params = model.params();
+                let steps = params.horizon.min(MAX_HORIZON);
+                let publish_horizon = steps > 1
+                    && self.horizon_every.is_none_or(|every| {
+                        every.publishes(model.updates() + 1, time, previous_time)
+                    });
                 let empty = Prediction {
                     value: 0.0,
                     lower: 0.0,
                     upper: 0.0,
                 };
-                horizon.resize(model.params().horizon.min(MAX_HORIZON), empty);
-                let n = model.forecast_into(horizon);
+                // Only the first step is computed when the horizon is not published.
+                horizon.resize(if publish_horizon { steps } else { 1 }, empty);
+                let n = if should_learn(anomaly, verdict) {
+                    model.learn_forecast_at(time, target, horizon)
+                } else {
+                    model.skip_forecast_at(time, horizon)
+                };
+                let calibrated = model.calibrated_steps();
                 let next = (n > 0).then_some(horizon[0]);
+                let bound = |k: usize, value: f64| (k < calibrated).then_some(value);
                 obj.f64("observed", Some(target))
                     .f64("error", error)
                     .f64("forecast", next.map(|p| p.value))
-                    .f64("lower", next.map(|p| p.lower))
-                    .f64("upper", next.map(|p| p.upper))
+                    .f64("lower", next.and_then(|p| bound(0, p.lower)))
+                    .f64("upper", next.and_then(|p| bound(0, p.upper)))
+                    .bool("warming_up", Some(calibrated < n.max(1)))
                     .u64("updates", model.updates())
                     .f64("mae", Some(metrics.mae()))
                     .f64("rmse", Some(metrics.rmse()));
-                if model.params().horizon > 1 {
+                if publish_horizon {
                     obj.array_of_objects("horizon", n, |k, step| {
                         let p = horizon[k];
                         step.u64("step", k as u64 + 1)
                             .f64("forecast", Some(p.value))
-                            .f64("lower", Some(p.lower))
-                            .f64("upper", Some(p.upper));
+                            .f64("lower", bound(k, p.lower))
+                            .f64("upper", bound(k, p.upper));
                     });
                 }
                 write_anomaly(obj, anomaly.is_some(), verdict);

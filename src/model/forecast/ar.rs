@@ -1,12 +1,25 @@
-//! The `ar` member: recursive least squares (RLS) with a forgetting factor on the last `lags`
-//! values plus an intercept.
+//! The `ar` and `ar_log` members: recursive least squares (RLS) with a forgetting factor on a
+//! set of lagged values plus an intercept.
+//!
+//! # The lags
+//! [`LagSet`] holds the lags, built once from the parameters: the short lags `1..=lags`, and for
+//! every step season `m` the lags `m − 1, m, m + 1` (plus `2m − 1, 2m, 2m + 1` for the shortest
+//! season). A seasonal lag and its two neighbours let the regression express the seasonal
+//! naive forecast (`y_{t+1−m}`), the seasonal random walk with drift
+//! (`y_t + y_{t+1−m} − y_{t−m}`) and a cycle whose period is not exactly `m` readings (real
+//! daily cycles drift by an hour a day on some M4 series), and the second season back averages
+//! out one noisy day. This is a sparse seasonal AR (SARIMA's autoregressive part, estimated
+//! online). On the M4 Hourly dev half it is by far the strongest member (BENCHMARKS.md).
 //!
 //! # Why RLS
 //! RLS needs no learning rate, converges in a few dozen samples and, with the internal
 //! normalisation below, does not care whether the series is in pascals (1e5) or in volts
-//! (1e-3). Its O(p²) cost is fine for p = lags + 1 ≤ 33.
+//! (1e-3). Its O(p²) cost is fine for p ≤ 45 inputs.
 //!
 //! # How the pieces fit
+//! - **History.** A ring of the last `max lag` values (in the member's own units: the `ar_log`
+//!   member is fed `ln y`). The parent's `seasonal` member reads the seasonal naive forecast from
+//!   the `ar` ring, so the values are kept once.
 //! - **Normalisation.** Inputs and target are centred and scaled by a running mean and
 //!   standard deviation (`z = (y − m) / s`) so that the intercept and the lag columns are not
 //!   nearly collinear at a large offset, and so that the initial covariance and the covariance
@@ -35,7 +48,7 @@
 //!   `δ·I` if it ever stops being positive on its diagonal.
 //! - **Spikes and level shifts** are handled by the blend (see the parent module): this member
 //!   learns the clipped value the blend hands it, and after a level shift the blend puts the raw
-//!   values back into the window ([`ArMember::restore_recent`]) and opens the intercept
+//!   values back into the ring ([`ArMember::restore_recent`]) and opens the intercept
 //!   ([`ArMember::open_intercept`]).
 //!
 //! Nothing on the update path allocates: the input and gain vectors live on the stack.
@@ -43,10 +56,13 @@
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_HORIZON, MAX_LAGS};
+use super::{SeasonSpec, Seasons, MAX_HORIZON, MAX_LAGS, MAX_SEASONS};
 
+/// Lags of the regression at most: the short lags, three per season and three for the second
+/// multiple of the shortest season.
+pub(super) const MAX_AR_LAGS: usize = MAX_LAGS + 3 * MAX_SEASONS + 3;
 /// Inputs of the regression at most: the lags plus the intercept.
-const MAX_INPUTS: usize = MAX_LAGS + 1;
+const MAX_INPUTS: usize = MAX_AR_LAGS + 1;
 /// Initial covariance δ (in normalised units): a weak prior, |w| of a few units is plausible.
 pub(super) const INITIAL_COVARIANCE: f64 = 100.0;
 /// The normalisation scale is at least this fraction of |mean| (a constant signal has s = 0).
@@ -54,14 +70,73 @@ const SCALE_FLOOR_RELATIVE: f64 = 1e-9;
 /// … and at least this (a constant zero signal has m = s = 0).
 const SCALE_FLOOR_ABSOLUTE: f64 = 1e-30;
 
-/// State of the RLS member. Field order is the postcard format: append only.
+/// The lags of the `ar` members, ascending and distinct; derived from the parameters (not
+/// stored with the state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LagSet {
+    lags: [u32; MAX_AR_LAGS],
+    len: usize,
+}
+
+impl LagSet {
+    /// The short lags `1..=short`, and the seasonal lags of every step season in `seasons`.
+    pub(super) fn new(short: usize, seasons: &Seasons) -> Self {
+        let mut set = Self {
+            lags: [0; MAX_AR_LAGS],
+            len: 0,
+        };
+        for lag in 1..=short.min(MAX_LAGS) {
+            set.insert(lag);
+        }
+        for (index, spec) in seasons.as_slice().iter().enumerate() {
+            if let SeasonSpec::Steps(m) = *spec {
+                for lag in [m - 1, m, m + 1] {
+                    set.insert(lag);
+                }
+                if index == 0 {
+                    for lag in [2 * m - 1, 2 * m, 2 * m + 1] {
+                        set.insert(lag);
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    fn insert(&mut self, lag: usize) {
+        let Ok(lag) = u32::try_from(lag) else { return };
+        if lag == 0 || self.len == MAX_AR_LAGS {
+            return;
+        }
+        let present = &self.lags[..self.len];
+        if let Err(at) = present.binary_search(&lag) {
+            self.lags.copy_within(at..self.len, at + 1);
+            self.lags[at] = lag;
+            self.len += 1;
+        }
+    }
+
+    /// The lags, ascending.
+    pub(super) fn as_slice(&self) -> &[u32] {
+        &self.lags[..self.len]
+    }
+
+    /// The largest lag: the length of the history ring.
+    pub(super) fn max(&self) -> usize {
+        self.as_slice().last().map_or(1, |&lag| lag as usize)
+    }
+}
+
+/// State of an RLS member. Field order is the postcard format: append only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct ArMember {
-    /// The last `lags` values, most recent first; only the first `filled` are valid.
-    pub(super) window: Array1<f64>,
-    /// Number of valid entries of `window`.
+    /// The last `max lag` values (ring); `history[head]` is overwritten next.
+    pub(super) history: Array1<f64>,
+    /// Index of the oldest value (the next one to be overwritten).
+    head: usize,
+    /// Number of valid values in the ring.
     pub(super) filled: usize,
-    /// RLS weights in normalised units: `lags` lag coefficients, then the intercept.
+    /// RLS weights in normalised units: one per lag of the [`LagSet`], then the intercept.
     pub(super) weights: Array1<f64>,
     /// RLS inverse-correlation matrix P, p × p, symmetric.
     pub(super) covariance: Array2<f64>,
@@ -74,10 +149,11 @@ pub(super) struct ArMember {
 }
 
 impl ArMember {
-    pub(super) fn new(lags: usize) -> Self {
-        let inputs = lags + 1;
+    pub(super) fn new(lags: &LagSet) -> Self {
+        let inputs = lags.as_slice().len() + 1;
         Self {
-            window: Array1::zeros(lags),
+            history: Array1::zeros(lags.max()),
+            head: 0,
             filled: 0,
             weights: Array1::zeros(inputs),
             covariance: Array2::eye(inputs) * INITIAL_COVARIANCE,
@@ -87,12 +163,36 @@ impl ArMember {
         }
     }
 
+    /// Number of lag inputs.
     fn lags(&self) -> usize {
-        self.window.len()
+        self.weights.len().saturating_sub(1)
     }
 
-    fn window_full(&self) -> bool {
-        self.filled == self.lags()
+    /// Whether every lag has a value.
+    pub(super) fn ready(&self) -> bool {
+        self.filled == self.history.len()
+    }
+
+    /// Whether the regression has learnt from at least twice as many readings as it has inputs
+    /// since every lag had a value: before that its forecasts (iterated ones above all) are
+    /// the transient of a fresh RLS, and scoring them would hold the member's weight down long
+    /// after it has converged.
+    pub(super) fn trained(&self) -> bool {
+        self.ready() && self.count >= (self.history.len() + 2 * self.weights.len()) as u64
+    }
+
+    /// The value `lag` readings back (1 = the latest); `None` beyond what the ring holds.
+    pub(super) fn value_at_lag(&self, lag: usize) -> Option<f64> {
+        let n = self.history.len();
+        if lag == 0 || lag > self.filled {
+            return None;
+        }
+        // head is the oldest slot, so the latest is head − 1.
+        let mut index = self.head + n - lag;
+        if index >= n {
+            index -= n;
+        }
+        self.history.get(index).copied()
     }
 
     /// Normalisation scale s.
@@ -103,7 +203,7 @@ impl ArMember {
             .max(SCALE_FLOOR_ABSOLUTE)
     }
 
-    /// The lag coefficients, most recent lag first.
+    /// The lag coefficients, in the order of the [`LagSet`].
     pub(super) fn lag_coefficients(&self) -> &[f64] {
         let lags = self.lags();
         self.weights
@@ -120,86 +220,100 @@ impl ArMember {
         (1.0 - lag_sum) * self.mean + self.scale() * intercept
     }
 
-    /// One-step forecast; `None` until the window is full.
-    pub(super) fn forecast(&self) -> Option<f64> {
-        if !self.window_full() {
-            return None;
+    /// The normalised inputs of the regression for the next value: `x[..lags]` and the
+    /// intercept's 1. `false` until every lag has a value.
+    fn inputs(&self, lags: &LagSet, x: &mut [f64; MAX_INPUTS]) -> bool {
+        let count = self.lags();
+        if !self.ready() || lags.as_slice().len() != count {
+            return false;
         }
-        let window = self.window.as_slice()?;
-        let weights = self.weights.as_slice()?;
-        let lags = self.lags();
-        let scale = self.scale();
-        let inv_scale = 1.0 / scale;
-        let mut normalised = weights.get(lags).copied().unwrap_or(0.0);
-        for (weight, value) in weights.iter().zip(window) {
-            normalised += weight * ((value - self.mean) * inv_scale);
+        let inv_scale = 1.0 / self.scale();
+        for (xi, &lag) in x.iter_mut().zip(lags.as_slice()) {
+            *xi = (self.value_at_lag(lag as usize).unwrap_or(self.mean) - self.mean) * inv_scale;
         }
-        Some(self.mean + scale * normalised)
+        x[count] = 1.0;
+        true
+    }
+
+    /// The forecast in original units for the normalised inputs `x`.
+    fn predict_inputs(&self, x: &[f64; MAX_INPUTS]) -> f64 {
+        let normalised: f64 = self.weights.iter().zip(x).map(|(w, xi)| w * xi).sum();
+        self.mean + self.scale() * normalised
     }
 
     /// Forecasts 1..=`out.len()` steps ahead by iterating the one-step model on its own
-    /// forecasts. Returns `false` (and leaves `out` alone) until the window is full.
-    pub(super) fn forecast_steps(&self, out: &mut [f64]) -> bool {
-        let (Some(window), Some(weights)) = (self.window.as_slice(), self.weights.as_slice())
-        else {
+    /// forecasts. Returns `false` (and leaves `out` alone) until every lag has a value.
+    pub(super) fn forecast_steps(&self, lags: &LagSet, out: &mut [f64]) -> bool {
+        let Some(weights) = self.weights.as_slice() else {
             return false;
         };
-        if !self.window_full() || out.len() > MAX_HORIZON {
+        let count = self.lags();
+        if !self.ready() || out.len() > MAX_HORIZON || lags.as_slice().len() != count {
             return false;
         }
-        let lags = self.lags();
         let scale = self.scale();
         let inv_scale = 1.0 / scale;
-        let intercept = weights.get(lags).copied().unwrap_or(0.0);
-        // Normalised history, oldest first: the window, then the forecasts as they are made.
-        let mut history = [0.0; MAX_LAGS + MAX_HORIZON];
-        for (slot, value) in history.iter_mut().zip(window.iter().rev()) {
-            *slot = (value - self.mean) * inv_scale;
-        }
-        for (step, forecast) in out.iter_mut().enumerate() {
-            let recent = &history[step..step + lags];
+        let intercept = weights.get(count).copied().unwrap_or(0.0);
+        // Normalised forecasts as they are made; lag k of step h reads forecast h − k when
+        // k < h, else the ring at lag k − h + 1.
+        let mut path = [0.0; MAX_HORIZON];
+        for step in 0..out.len() {
             let mut normalised = intercept;
-            for (weight, z) in weights.iter().zip(recent.iter().rev()) {
+            for (weight, &lag) in weights.iter().zip(lags.as_slice()) {
+                let lag = lag as usize;
+                let z = if lag <= step {
+                    path[step - lag]
+                } else {
+                    let value = self.value_at_lag(lag - step).unwrap_or(self.mean);
+                    (value - self.mean) * inv_scale
+                };
                 normalised += weight * z;
             }
-            history[step + lags] = normalised;
-            *forecast = self.mean + scale * normalised;
+            path[step] = normalised;
+            out[step] = self.mean + scale * normalised;
         }
         true
     }
 
     /// Learn the (possibly clipped) value `y`: one RLS step on the a priori error, then the
-    /// normalisation and the window.
-    pub(super) fn learn(&mut self, y: f64, forgetting: f64) {
-        if let Some(forecast) = self.forecast() {
-            self.rls_update(y - forecast, forgetting);
+    /// normalisation and the ring.
+    pub(super) fn learn(&mut self, lags: &LagSet, y: f64, forgetting: f64) {
+        let mut x = [0.0; MAX_INPUTS];
+        if self.inputs(lags, &mut x) {
+            let forecast = self.predict_inputs(&x);
+            self.rls_update(&mut x, y - forecast, forgetting);
         }
         self.update_normalisation(y, forgetting);
         self.push(y);
     }
 
-    /// Move the window on by an imputed value without learning from it.
+    /// Move the ring on by an imputed value without learning from it.
     pub(super) fn skip(&mut self, value: f64) {
         self.push(value);
     }
 
-    /// Overwrite the most recent `raw.len()` window entries (most recent first) with `raw`:
-    /// the blend puts back readings it clipped once it knows they were a level shift.
+    /// Overwrite the most recent `raw.len()` values (most recent first) with `raw`: the blend
+    /// puts back readings it clipped once it knows they were a level shift.
     pub(super) fn restore_recent(&mut self, raw: &[f64]) {
-        let count = raw.len().min(self.filled);
-        for (slot, value) in self.window.iter_mut().zip(raw).take(count) {
-            *slot = *value;
+        let n = self.history.len();
+        for (back, &value) in raw.iter().enumerate().take(self.filled) {
+            let mut index = self.head + n - 1 - back;
+            if index >= n {
+                index -= n;
+            }
+            if let Some(slot) = self.history.get_mut(index) {
+                *slot = value;
+            }
         }
     }
 
     fn push(&mut self, value: f64) {
-        if let Some(window) = self.window.as_slice_mut() {
-            if !window.is_empty() {
-                window.copy_within(..window.len() - 1, 1);
-                window[0] = value;
-            }
+        let n = self.history.len();
+        if let Some(slot) = self.history.get_mut(self.head) {
+            *slot = value;
+            self.head = if self.head + 1 == n { 0 } else { self.head + 1 };
+            self.filled = (self.filled + 1).min(n);
         }
-        self.filled = (self.filled + 1).min(self.lags());
     }
 
     /// Fold `value` into the running mean and variance, then re-anchor the intercept weight so
@@ -212,7 +326,7 @@ impl ArMember {
         let delta = value - self.mean;
         self.mean += alpha * delta;
         self.variance = (1.0 - alpha) * (self.variance + alpha * delta * delta);
-        if !self.window_full() {
+        if !self.ready() {
             // Weights are still untrained (zero): the model's prior forecast is the running mean.
             return;
         }
@@ -268,31 +382,23 @@ impl ArMember {
         self.cap_covariance();
     }
 
-    /// One RLS step with the a priori `error` (original units) of the current window.
-    fn rls_update(&mut self, error: f64, lambda: f64) {
+    /// One RLS step with the a priori `error` (original units) of the inputs `x` (normalised,
+    /// from [`ArMember::inputs`]).
+    fn rls_update(&mut self, x_buffer: &mut [f64; MAX_INPUTS], error: f64, lambda: f64) {
         let lags = self.lags();
         let inputs = lags + 1;
         let inv_scale = 1.0 / self.scale();
-        let mean = self.mean;
-        let (Some(window), Some(weights), Some(p)) = (
-            self.window.as_slice(),
-            self.weights.as_slice_mut(),
-            self.covariance.as_slice_mut(),
-        ) else {
+        let (Some(weights), Some(p)) = (self.weights.as_slice_mut(), self.covariance.as_slice_mut())
+        else {
             return;
         };
         if inputs > MAX_INPUTS || weights.len() != inputs || p.len() != inputs * inputs {
             return;
         }
 
-        let mut x_buffer = [0.0; MAX_INPUTS];
         let mut gain_buffer = [0.0; MAX_INPUTS];
         let x = &mut x_buffer[..inputs];
         let g = &mut gain_buffer[..inputs];
-        for (xi, value) in x.iter_mut().zip(window) {
-            *xi = (value - mean) * inv_scale;
-        }
-        x[lags] = 1.0;
 
         // g = P x, d = λ + xᵀ P x
         let mut denominator = lambda;
@@ -426,18 +532,22 @@ impl ArMember {
         }
     }
 
-    /// Whether a deserialised member for `lags` lags can run without panicking or producing
+    /// Whether a deserialised member for `lags` can run without panicking or producing
     /// non-finite forecasts; the error says what does not fit.
-    pub(super) fn check(&self, lags: usize) -> Result<(), String> {
-        let inputs = lags + 1;
-        if self.window.len() != lags || !self.window.is_standard_layout() {
+    pub(super) fn check(&self, lags: &LagSet) -> Result<(), String> {
+        let inputs = lags.as_slice().len() + 1;
+        let ring = lags.max();
+        if self.history.len() != ring || !self.history.is_standard_layout() {
             return Err(format!(
-                "ar window has {} values, expected {lags}",
-                self.window.len()
+                "ar history has {} values, expected {ring}",
+                self.history.len()
             ));
         }
-        if self.filled > lags {
-            return Err(format!("{} filled of a {lags}-value window", self.filled));
+        if self.filled > ring || (ring > 0 && self.head >= ring) {
+            return Err(format!(
+                "ar ring position {} / filled {} out of {ring}",
+                self.head, self.filled
+            ));
         }
         if self.weights.len() != inputs || !self.weights.is_standard_layout() {
             return Err(format!("{} weights, expected {inputs}", self.weights.len()));
@@ -450,7 +560,7 @@ impl ArMember {
         }
         let scalars = [self.mean, self.variance];
         let all_finite = self
-            .window
+            .history
             .iter()
             .chain(self.weights.iter())
             .chain(self.covariance.iter())

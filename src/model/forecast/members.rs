@@ -1,31 +1,38 @@
-//! The simple members of the blend (`trend`, `seasonal`; `last` is one number kept by the
-//! parent) and the clock that places future readings in the season.
+//! The simple members of the blend (`trend`, `drift`, the duration `seasonal` profile; `last`
+//! is one number kept by the parent and the step `seasonal` member reads the `ar` ring) and the
+//! clock that places future readings in a season.
 //!
 //! - **`trend`**: damped-trend exponential smoothing (Holt with damping φ) in error-correction
-//!   form: with the a priori error `e = y − (ℓ + φb + s)`, `ℓ ← ℓ + φb + α e`,
-//!   `b ← φb + αβ e`, and, when a season is configured, an additive seasonal index per slot
-//!   `s ← s + γ(1 − α) e` (Holt–Winters). The k-step forecast is `ℓ + (φ + … + φᵏ) b + s(k)`.
-//!   On a slot's first visit its index is set so the error is zero (the level then carries on
-//!   unchanged), so the first season builds the profile instead of dragging the level around.
-//!   Fixed, conservative gains α = 0.1, β = 0.05, γ = 0.05 (a grid search on seasonal series
-//!   with trend and noise; larger slope or index gains leave the stable region of additive
-//!   Holt–Winters for long seasons): the blend, not this member, copes with series they do not
-//!   suit. Should the state ever stop being finite the member restarts from the current value.
-//!   One such series is a ramp (a cumulative counter): with φ < 1 the slope only holds up under
-//!   a standing error e (`b = αβe / (1 − φ)` at the fixed point), and the level keeps pace
-//!   when `φb + αe` = the slope c, so `e = c (1 − φ) / (α(1 − φ) + αβφ)` ≈ 2.9c at the
-//!   defaults, worse than `last`; it vanishes only for φ = 1. The `ar` member (a unit root
-//!   plus an intercept) is exact on a ramp and the blend follows it.
-//! - **`seasonal`**: for [`SeasonSpec::Steps`] the seasonal naive forecast, the value one
-//!   season before the target step (a ring of the last `n` values). For
-//!   [`SeasonSpec::Duration`] a seasonal profile: an exponentially weighted average of the values
-//!   seen in each phase bin (weights `1/visits`, then at least 0.2), memory O(bins) whatever
-//!   the sampling.
+//!   form: with the a priori error `e = z − (ℓ + φb + s)`, `ℓ ← ℓ + φb + α e`,
+//!   `b ← φb + αβ e`, and, when a season is configured, a seasonal index per slot of the
+//!   shortest season `s ← s + γ(1 − α) e` (Holt–Winters). The k-step forecast is
+//!   `ℓ + (φ + … + φᵏ) b + s(k)`. The member works on `z = ln y` while every value seen is
+//!   positive — multiplicative seasonality and trend, the common case for loads, flows and
+//!   counts, whose daily swing grows with their level — and restarts on `z = y` (additive) at
+//!   the first value ≤ 0. On a slot's first visit its index is set so the error is zero (the
+//!   level then carries on unchanged), so the first season builds the profile instead of
+//!   dragging the level around. Fixed, conservative gains (α = 0.1, β = 0.05, γ = 0.05): the
+//!   blend, not this member, copes with series they do not suit. Should the state ever stop
+//!   being finite the member restarts from the current value. One such series is a ramp (a
+//!   cumulative counter): with φ < 1 the slope only holds up under a standing error e
+//!   (`b = αβe / (1 − φ)` at the fixed point), and the level keeps pace when `φb + αe` = the
+//!   slope c, so `e = c (1 − φ) / (α(1 − φ) + αβφ)` ≈ 2.9c at the defaults; it vanishes only
+//!   for φ = 1. The `ar` member (a unit root plus an intercept) is exact on a ramp and the
+//!   blend follows it.
+//! - **`drift`**: the last value plus the recent trend, `y_t + (φ + … + φᵏ) d` with `d` an
+//!   exponentially weighted mean of the last differences (weights `1/n`, then 0.3: a memory of
+//!   about three readings). It forecasts a trend from the second reading on, which is what
+//!   short series (a few readings per key: growth curves, batch measurements) need while the
+//!   other members still learn.
+//! - **`seasonal`** for [`SeasonSpec::Duration`] seasons: a seasonal profile per season, an
+//!   exponentially weighted average of the values seen in each phase bin (weights `1/visits`,
+//!   then at least 0.2), memory O(bins) whatever the sampling. The forecast is the profile of
+//!   the longest season whose bin of the target time has been seen.
 
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
-use super::SeasonSpec;
+use super::{SeasonSpec, Seasons};
 
 /// Level gain α of the `trend` member.
 pub(super) const LEVEL_GAIN: f64 = 0.1;
@@ -33,155 +40,131 @@ pub(super) const LEVEL_GAIN: f64 = 0.1;
 pub(super) const SLOPE_GAIN: f64 = 0.05;
 /// Seasonal-index gain γ of the `trend` member.
 const INDEX_GAIN: f64 = 0.05;
+/// Smallest weight of a new difference in the `drift` member's slope.
+const DRIFT_MIN_WEIGHT: f64 = 0.3;
 /// Smallest weight of a new value in a duration profile bin.
 const PROFILE_MIN_WEIGHT: f64 = 0.2;
 /// Smallest weight of a new interval in the mean interval between readings.
 const INTERVAL_MIN_WEIGHT: f64 = 0.05;
 
-/// The seasonal state shared by the `seasonal` and `trend` members, laid out by slot: a
-/// position in the ring ([`SeasonSpec::Steps`]) or a phase bin ([`SeasonSpec::Duration`]).
-/// All arrays are empty without a season. Field order is the postcard format: append only.
+/// The seasonal state of the `trend` and duration `seasonal` members. All arrays are empty
+/// without a season. Field order is the postcard format: append only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Season {
-    /// Steps: the last `n` values (ring); Duration: EW average value per bin.
-    pub(super) values: Array1<f64>,
-    /// Seasonal indices of the `trend` member (Holt–Winters), same layout.
+    /// Seasonal indices of the `trend` member (Holt–Winters), one per slot of the shortest
+    /// season (its steps, or its bins), in the member's units (`ln y` or `y`).
     pub(super) indices: Array1<f64>,
-    /// Duration: values seen per bin (saturating); Steps: empty.
+    /// Duration seasons: EW average value per phase bin, the seasons' bins one after another
+    /// (shortest season first).
+    pub(super) profiles: Array1<f64>,
+    /// Duration seasons: values seen per bin (saturating), same layout as `profiles`.
     visits: Array1<u32>,
-    /// Steps: the slot the next value goes to (holding the value one season before it).
-    head: usize,
-    /// Steps: slots written so far, at most `n`.
-    filled: usize,
+}
+
+/// Slots of the `trend` member's indices and bins of the duration profiles for `seasons`.
+fn shape(seasons: &Seasons) -> (usize, usize) {
+    let slots = match seasons.primary() {
+        None => 0,
+        Some(SeasonSpec::Steps(steps)) => steps,
+        Some(SeasonSpec::Duration { bins, .. }) => bins,
+    };
+    let bins = seasons
+        .as_slice()
+        .iter()
+        .map(|spec| match *spec {
+            SeasonSpec::Steps(_) => 0,
+            SeasonSpec::Duration { bins, .. } => bins,
+        })
+        .sum();
+    (slots, bins)
 }
 
 impl Season {
-    pub(super) fn new(spec: Option<SeasonSpec>) -> Self {
-        let (slots, bins) = match spec {
-            None => (0, 0),
-            Some(SeasonSpec::Steps(steps)) => (steps, 0),
-            Some(SeasonSpec::Duration { bins, .. }) => (bins, bins),
-        };
+    pub(super) fn new(seasons: &Seasons) -> Self {
+        let (slots, bins) = shape(seasons);
         Self {
-            values: Array1::zeros(slots),
             indices: Array1::zeros(slots),
+            profiles: Array1::zeros(bins),
             visits: Array1::zeros(bins),
-            head: 0,
-            filled: 0,
         }
     }
 
-    /// Whether `slot` has held a value.
-    pub(super) fn seen(&self, slot: usize) -> bool {
-        if self.visits.is_empty() {
-            self.filled == self.values.len() || slot < self.filled
-        } else {
-            self.visits.get(slot).is_some_and(|&visits| visits > 0)
-        }
-    }
-
-    /// The slot of the value `steps` readings after the last one, if it can be placed.
-    pub(super) fn slot_ahead(
-        &self,
-        spec: Option<SeasonSpec>,
-        clock: &Clock,
-        steps: usize,
-    ) -> Option<usize> {
-        match spec? {
-            SeasonSpec::Steps(n) => Some((self.head + (steps - 1) % n) % n),
+    /// The `trend` member's slot of the reading `position` (0-based count of readings, learnt
+    /// or skipped) at `time_ms`.
+    pub(super) fn slot(seasons: &Seasons, position: u64, time_ms: Option<i64>) -> Option<usize> {
+        match seasons.primary()? {
+            SeasonSpec::Steps(n) => Some((position % n as u64) as usize),
             SeasonSpec::Duration { period_ms, bins } => {
-                Some(phase_bin(clock.time_ahead(steps)?, period_ms, bins))
+                Some(phase_bin(time_ms?, period_ms, bins))
             }
         }
     }
 
-    /// The slot of a reading at `time_ms` that is about to be learnt.
-    pub(super) fn slot_at(&self, spec: Option<SeasonSpec>, time_ms: i64) -> Option<usize> {
-        match spec? {
-            SeasonSpec::Steps(_) => Some(self.head),
-            SeasonSpec::Duration { period_ms, bins } => Some(phase_bin(time_ms, period_ms, bins)),
+    /// Whether the `trend` member's `slot` has been visited, `position` readings in.
+    pub(super) fn seen(&self, seasons: &Seasons, slot: usize, position: u64) -> bool {
+        match seasons.primary() {
+            None => false,
+            Some(SeasonSpec::Steps(n)) => position >= n as u64 || (slot as u64) < position,
+            Some(SeasonSpec::Duration { .. }) => {
+                self.visits.get(slot).is_some_and(|&visits| visits > 0)
+            }
         }
     }
 
-    /// The `seasonal` member's forecast for `slot`: `None` for a slot never seen.
-    pub(super) fn seasonal_forecast(&self, slot: Option<usize>) -> Option<f64> {
-        let slot = slot?;
-        if self.seen(slot) {
-            self.values.get(slot).copied()
-        } else {
-            None
+    /// The duration `seasonal` member's forecast for a reading at `time_ms`: the profile of the
+    /// longest season whose bin has been seen; `None` when none has (or without a duration
+    /// season).
+    pub(super) fn profile_forecast(&self, seasons: &Seasons, time_ms: i64) -> Option<f64> {
+        let mut offset = 0;
+        let mut found = None;
+        for spec in seasons.as_slice() {
+            let SeasonSpec::Duration { period_ms, bins } = *spec else {
+                return None;
+            };
+            let index = offset + phase_bin(time_ms, period_ms, bins);
+            if self.visits.get(index).is_some_and(|&visits| visits > 0) {
+                found = self.profiles.get(index).copied();
+            }
+            offset += bins;
+        }
+        found
+    }
+
+    /// Fold the value `y` of a reading at `time_ms` into the duration profiles.
+    pub(super) fn record_profiles(&mut self, seasons: &Seasons, time_ms: i64, y: f64) {
+        let mut offset = 0;
+        for spec in seasons.as_slice() {
+            let SeasonSpec::Duration { period_ms, bins } = *spec else {
+                return;
+            };
+            let index = offset + phase_bin(time_ms, period_ms, bins);
+            if let (Some(value), Some(visits)) =
+                (self.profiles.get_mut(index), self.visits.get_mut(index))
+            {
+                *visits = visits.saturating_add(1);
+                let weight = (1.0 / f64::from(*visits)).max(PROFILE_MIN_WEIGHT);
+                *value += weight * (y - *value);
+            }
+            offset += bins;
         }
     }
 
-    /// Record the value `y` of the reading in `slot` (after the `trend` member has used the
-    /// slot's seen state).
-    pub(super) fn record(&mut self, slot: Option<usize>, y: f64) {
-        let Some(slot) = slot else { return };
-        if self.visits.is_empty() {
-            if let Some(value) = self.values.get_mut(slot) {
-                *value = y;
-            }
-            let n = self.values.len();
-            if n > 0 {
-                self.head = (slot + 1) % n;
-                self.filled = (self.filled + 1).min(n);
-            }
-        } else if let (Some(value), Some(visits)) =
-            (self.values.get_mut(slot), self.visits.get_mut(slot))
+    /// Whether a deserialised season fits `seasons`; the error says what does not.
+    pub(super) fn check(&self, seasons: &Seasons) -> Result<(), String> {
+        let (slots, bins) = shape(seasons);
+        if self.indices.len() != slots || self.profiles.len() != bins || self.visits.len() != bins
         {
-            *visits = visits.saturating_add(1);
-            let weight = (1.0 / f64::from(*visits)).max(PROFILE_MIN_WEIGHT);
-            *value += weight * (y - *value);
-        }
-    }
-
-    /// Steps: move the ring on by an imputed value (no profile update for a duration season:
-    /// time alone places its readings).
-    pub(super) fn skip(&mut self, slot: Option<usize>, value: f64) {
-        if self.visits.is_empty() {
-            self.record(slot, value);
-        }
-    }
-
-    /// Steps: overwrite the most recent `raw.len()` values (most recent first) with `raw`.
-    pub(super) fn restore_recent(&mut self, raw: &[f64]) {
-        let n = self.values.len();
-        if !self.visits.is_empty() || n == 0 {
-            return;
-        }
-        for (back, &value) in raw.iter().enumerate().take(self.filled) {
-            let slot = (self.head + n - 1 - back % n) % n;
-            if let Some(entry) = self.values.get_mut(slot) {
-                *entry = value;
-            }
-        }
-    }
-
-    /// Whether a deserialised season fits `spec`; the error says what does not.
-    pub(super) fn check(&self, spec: Option<SeasonSpec>) -> Result<(), String> {
-        let (slots, bins) = match spec {
-            None => (0, 0),
-            Some(SeasonSpec::Steps(steps)) => (steps, 0),
-            Some(SeasonSpec::Duration { bins, .. }) => (bins, bins),
-        };
-        if self.values.len() != slots || self.indices.len() != slots || self.visits.len() != bins {
             return Err(format!(
-                "season has {}/{}/{} slots, expected {slots}/{slots}/{bins}",
-                self.values.len(),
+                "season has {}/{}/{} slots, expected {slots}/{bins}/{bins}",
                 self.indices.len(),
+                self.profiles.len(),
                 self.visits.len()
             ));
         }
-        if (slots > 0 && self.head >= slots) || self.filled > slots {
-            return Err(format!(
-                "season position {} / filled {} out of {slots} slots",
-                self.head, self.filled
-            ));
-        }
         if !self
-            .values
+            .indices
             .iter()
-            .chain(self.indices.iter())
+            .chain(self.profiles.iter())
             .all(|value| value.is_finite())
         {
             return Err("a seasonal number is not finite".into());
@@ -200,95 +183,117 @@ fn phase_bin(time_ms: i64, period_ms: u64, bins: usize) -> usize {
         .min(bins.saturating_sub(1))
 }
 
-/// The `trend` member: damped Holt (Holt–Winters with the seasonal indices of a [`Season`]).
+/// The `trend` member: damped Holt–Winters with the seasonal indices of a [`Season`], on
+/// `ln y` while the series is positive.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(super) struct Trend {
-    /// Level ℓ.
+    /// Level ℓ (member units).
     pub(super) level: f64,
-    /// Slope b per reading.
+    /// Slope b per reading (member units).
     pub(super) slope: f64,
+    /// The member works on `ln y` (every value so far was positive).
+    pub(super) log: bool,
 }
 
 impl Trend {
-    /// The forecast `ℓ + damped·b + s(slot)`, where `damped = φ + … + φᵏ`. With a season it is
-    /// `None` for a slot not seen yet.
-    pub(super) fn forecast(
-        &self,
-        season: &Season,
-        seasonal: bool,
-        slot: Option<usize>,
-        damped: f64,
-    ) -> Option<f64> {
-        let base = self.level + damped * self.slope;
-        if !seasonal {
-            return Some(base);
+    pub(super) fn new() -> Self {
+        Self {
+            level: 0.0,
+            slope: 0.0,
+            log: true,
         }
-        let slot = slot?;
-        if !season.seen(slot) {
-            return None;
-        }
-        Some(base + season.indices.get(slot).copied().unwrap_or(0.0))
     }
 
-    /// Learn `y` (the first value when `first`). `shift` re-anchors the level on `y`: the
-    /// blend has recognised a level shift.
+    /// The member's units of a value: `ln y` or `y`.
+    pub(super) fn units(&self, y: f64) -> f64 {
+        if self.log {
+            y.ln()
+        } else {
+            y
+        }
+    }
+
+    /// The forecast `ℓ + damped·b + s(slot)` in original units, where `damped = φ + … + φᵏ`.
+    /// With a season it is `None` for a slot not seen yet.
+    pub(super) fn forecast(&self, index: Option<Option<f64>>, damped: f64) -> Option<f64> {
+        let seasonal = match index {
+            None => 0.0,
+            Some(None) => return None,
+            Some(Some(index)) => index,
+        };
+        let z = self.level + damped * self.slope + seasonal;
+        Some(if self.log { z.exp() } else { z })
+    }
+
+    /// Learn `y` (original units; the first value when `first`). `index` is the seasonal index
+    /// of the reading's slot and whether the slot was seen, `None` without a season. `shift`
+    /// re-anchors the level on `y`: the blend has recognised a level shift.
     pub(super) fn learn(
         &mut self,
-        season: &mut Season,
-        slot: Option<usize>,
+        index: Option<(&mut f64, bool)>,
         y: f64,
         damping: f64,
         first: bool,
         shift: bool,
     ) {
-        if first {
+        if self.log && y <= 0.0 {
+            // Not a positive series after all: restart additive.
+            self.log = false;
             self.level = y;
             self.slope = 0.0;
-            if let Some(index) = slot.and_then(|slot| season.indices.get_mut(slot)) {
+            if let Some((index, _)) = index {
+                *index = 0.0;
+            }
+            return;
+        }
+        let z = self.units(y);
+        if first {
+            self.level = z;
+            self.slope = 0.0;
+            if let Some((index, _)) = index {
                 *index = 0.0;
             }
             return;
         }
         let predicted_level = self.level + damping * self.slope;
-        let seen = slot.is_some_and(|slot| season.seen(slot));
-        let index = slot.and_then(|slot| season.indices.get_mut(slot));
-        match index {
-            Some(index) if !seen => {
+        let restart = match index {
+            Some((index, false)) => {
                 // First visit of the slot: it takes the deviation, the level carries on.
-                *index = y - predicted_level;
+                *index = z - predicted_level;
                 self.level = predicted_level;
                 self.slope *= damping;
+                !index.is_finite()
             }
-            Some(index) => {
-                let error = y - (predicted_level + *index);
+            Some((index, true)) => {
+                let error = z - (predicted_level + *index);
                 if shift {
-                    self.level = y - *index;
+                    self.level = z - *index;
                 } else {
                     self.level = predicted_level + LEVEL_GAIN * error;
                     *index += INDEX_GAIN * (1.0 - LEVEL_GAIN) * error;
                 }
                 self.slope = damping * self.slope + LEVEL_GAIN * SLOPE_GAIN * error;
+                let restart = !index.is_finite();
+                if restart {
+                    *index = 0.0;
+                }
+                restart
             }
             None => {
-                let error = y - predicted_level;
+                let error = z - predicted_level;
                 self.level = if shift {
-                    y
+                    z
                 } else {
                     predicted_level + LEVEL_GAIN * error
                 };
                 self.slope = damping * self.slope + LEVEL_GAIN * SLOPE_GAIN * error;
+                false
             }
-        }
-        let index_finite = slot
-            .and_then(|slot| season.indices.get(slot))
-            .is_none_or(|index| index.is_finite());
-        if !(self.level.is_finite() && self.slope.is_finite() && index_finite) {
+        };
+        if restart || !(self.level.is_finite() && self.slope.is_finite()) {
             // Cannot happen with the gains above and |y| ≤ 1e100; never let it reach a forecast.
-            self.level = y;
+            self.level = z;
             self.slope = 0.0;
-            if let Some(index) = slot.and_then(|slot| season.indices.get_mut(slot)) {
-                *index = 0.0;
-            }
         }
     }
 
@@ -296,6 +301,39 @@ impl Trend {
     pub(super) fn skip(&mut self, damping: f64) {
         self.level += damping * self.slope;
         self.slope *= damping;
+    }
+}
+
+/// The `drift` member's state: the recent trend of the last values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(super) struct Drift {
+    /// EW mean of the last differences `y_t − y_{t−1}`.
+    pub(super) slope: f64,
+    /// Differences folded in.
+    count: u64,
+}
+
+impl Drift {
+    pub(super) fn new() -> Self {
+        Self {
+            slope: 0.0,
+            count: 0,
+        }
+    }
+
+    /// `last + damped·d`; `None` before the first difference.
+    pub(super) fn forecast(&self, last: f64, damped: f64) -> Option<f64> {
+        (self.count > 0).then(|| last + damped * self.slope)
+    }
+
+    /// Learn the difference between the new value and the previous one.
+    pub(super) fn learn(&mut self, difference: f64) {
+        self.count += 1;
+        let weight = (1.0 / self.count as f64).max(DRIFT_MIN_WEIGHT);
+        self.slope += weight * (difference - self.slope);
+        if !self.slope.is_finite() {
+            self.slope = 0.0;
+        }
     }
 }
 
