@@ -48,7 +48,8 @@
 //!   `δ·I` if it ever stops being positive on its diagonal.
 //! - **Spikes and level shifts** are handled by the blend (see the parent module): this member
 //!   learns the clipped value the blend hands it, and after a level shift the blend puts the raw
-//!   values back into the ring ([`ArMember::restore_recent`]) and opens the intercept
+//!   values back into the ring ([`ArMember::restore_recent`]), moves the older history to the
+//!   new level ([`ArMember::shift_level`]) and opens the intercept
 //!   ([`ArMember::open_intercept`]).
 //!
 //! Nothing on the update path allocates: the input and gain vectors live on the stack.
@@ -305,6 +306,29 @@ impl ArMember {
                 *slot = value;
             }
         }
+    }
+
+    /// A level shift by `delta`: every value in the ring but the `recent` latest (already at
+    /// the new level) and the normalisation centre move by `delta`, so that the history reads
+    /// as if the series had always been at the new level. The dynamics (the weights) are
+    /// unchanged and the forecast moves by `delta` at once, instead of the regression taking
+    /// the jump for dynamics (an AR fed a 100 → 24 drop raw forecast 310 and −535 in the
+    /// readings after it on WaterFlow).
+    pub(super) fn shift_level(&mut self, delta: f64, recent: usize) {
+        if !delta.is_finite() {
+            return;
+        }
+        let n = self.history.len();
+        for back in recent..self.filled {
+            let mut index = self.head + n - 1 - back;
+            if index >= n {
+                index -= n;
+            }
+            if let Some(slot) = self.history.get_mut(index) {
+                *slot += delta;
+            }
+        }
+        self.mean += delta;
     }
 
     fn push(&mut self, value: f64) {

@@ -819,11 +819,11 @@ impl ForecasterState {
 
     /// The prediction of step `k` for a published value.
     fn prediction(&self, value: f64, k: usize) -> Prediction {
-        match self.scoring.half_width(&self.derived.bands, k) {
-            Some(half_width) => Prediction {
+        match self.scoring.interval(&self.derived.bands, k, value) {
+            Some((lower, upper)) => Prediction {
                 value,
-                lower: self.params.clamp(value - half_width),
-                upper: self.params.clamp(value + half_width),
+                lower: self.params.clamp(lower),
+                upper: self.params.clamp(upper),
             },
             None => Prediction {
                 value,
@@ -901,8 +901,9 @@ impl ForecasterState {
                 self.pending_offset = 0.0;
             }
             if shift {
-                // Put the clipped readings back as they were: they were the new level.
-                self.restore_clipped();
+                // Put the clipped readings back as they were: they were the new level; the
+                // older history moves to it.
+                self.shift_history(y, forecast);
                 self.resolve_outlier(true);
                 self.outlier_run = 0;
                 self.pending_offset = 0.0;
@@ -929,7 +930,7 @@ impl ForecasterState {
             .and_then(|slot| self.season.indices.get_mut(slot))
             .map(|index| (index, seen));
         self.trend.learn(index, accepted, damping, first, shift);
-        if !first {
+        if !(first || shift) {
             self.drift.learn(accepted - self.last);
         }
         self.season
@@ -937,6 +938,15 @@ impl ForecasterState {
         let lags = self.derived.lags;
         let forgetting = self.params.forgetting;
         self.ar.learn(&lags, accepted, forgetting);
+        if let Some(SeasonSpec::Steps(m)) = self.params.seasons.primary() {
+            if self.position + 1 == m as u64 && !shift {
+                // The first season is complete: the `trend` member starts from it.
+                let ar = &self.ar;
+                let values = (1..=m).rev().filter_map(|lag| ar.value_at_lag(lag));
+                self.trend
+                    .start_from_season(&mut self.season.indices, values, 0);
+            }
+        }
         if self.positive && accepted > 0.0 {
             self.ar_log.learn(&lags, accepted.ln(), forgetting);
         } else {
@@ -1001,21 +1011,29 @@ impl ForecasterState {
         self.fill(&paths, out)
     }
 
-    /// After a level shift: the clipped readings were real, put them back.
-    fn restore_clipped(&mut self) {
+    /// A level shift confirmed by the reading `y`, whose forecast was `forecast`: the clipped
+    /// readings were real, put them back; every older value moves by the shift (`y − forecast`,
+    /// or its ratio in `ln y`), so that the members forecast the new level at once and keep
+    /// their dynamics and seasonal shape; the recent trend was the jump, not a trend.
+    fn shift_history(&mut self, y: f64, forecast: f64) {
         let count = (self.outlier_run as usize)
             .saturating_sub(1)
             .min(MAX_CLIPPED_RUN)
             .min(self.updates as usize);
         let raw = &self.clipped_raw[..count];
+        let delta = y - forecast;
         self.ar.restore_recent(raw);
-        if self.positive && raw.iter().all(|&value| value > 0.0) {
+        self.ar.shift_level(delta, count);
+        if self.positive && y > 0.0 && forecast > 0.0 && raw.iter().all(|&value| value > 0.0) {
             let mut logs = [0.0; MAX_CLIPPED_RUN];
             for (log, &value) in logs.iter_mut().zip(raw) {
                 *log = value.ln();
             }
             self.ar_log.restore_recent(&logs[..count]);
+            self.ar_log.shift_level((y / forecast).ln(), count);
         }
+        self.season.shift_profiles(delta);
+        self.drift.slope = 0.0;
         if let Some(&latest) = raw.first() {
             self.last = latest;
         }

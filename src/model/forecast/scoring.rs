@@ -178,20 +178,54 @@ pub(super) struct Band {
     cycles: Vec<Cycle>,
     /// The blend's forecasts of every cycle, `L` per cycle.
     blend: Array1<f64>,
-    /// Per member: EW mean squared error over the band's steps.
+    /// Per member: EW mean of its RMS error over the band's steps, one sample per cycle (the
+    /// mean absolute error for a one-step band).
     member_mse: [f64; MEMBERS],
     /// Per member: samples (cycles) folded into `member_mse`.
     member_samples: [u32; MEMBERS],
     /// Per member: blend weight, normalised over the members with a sample (0 for others).
     weights: [f64; MEMBERS],
-    /// EW mean squared error of the blend over the band's steps (σ_b²).
-    blend_mse: f64,
-    /// Samples folded into `blend_mse`.
+    /// Samples (cycles) of the blend's errors scored.
     blend_samples: u32,
     /// Blend errors scored.
     blend_errors: u64,
-    /// Conformal multiplier q_b of the interval (in σ).
+    /// The interval from absolute errors: `value ± q σ`.
+    absolute: ErrorModel,
+    /// The interval from relative errors (`ln y − ln value`, positive series only):
+    /// `value · e^{±q σ}`, as wide as the level makes it.
+    relative: ErrorModel,
+}
+
+/// One way of turning the blend's errors into an interval. Field order is the postcard
+/// format: append only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct ErrorModel {
+    /// EW mean absolute error (σ_b) over the band's steps: a scale that a rare large error
+    /// does not inflate for the whole memory (the multiplier covers the tails).
+    scale: f64,
+    /// Samples folded into `mse`.
+    samples: u32,
+    /// Conformal multiplier q_b (in σ).
     quantile: f64,
+    /// EW mean interval score of this model's intervals (Gneiting–Raftery: width plus 2/α
+    /// times the miss), the lower the better.
+    score: f64,
+}
+
+impl ErrorModel {
+    fn new(z: f64) -> Self {
+        Self {
+            scale: 0.0,
+            samples: 0,
+            // The Gaussian multiplier of a mean absolute error: z·√(π/2).
+            quantile: z * (std::f64::consts::PI / 2.0).sqrt(),
+            score: 0.0,
+        }
+    }
+
+    fn numbers(&self) -> [f64; 3] {
+        [self.scale, self.quantile, self.score]
+    }
 }
 
 /// The h-step scoring of every member and of the blend (see the module documentation).
@@ -214,10 +248,10 @@ impl Scoring {
                     member_mse: [0.0; MEMBERS],
                     member_samples: [0; MEMBERS],
                     weights: [0.0; MEMBERS],
-                    blend_mse: 0.0,
                     blend_samples: 0,
                     blend_errors: 0,
-                    quantile: z,
+                    absolute: ErrorModel::new(z),
+                    relative: ErrorModel::new(z),
                 }
             })
             .collect();
@@ -264,12 +298,16 @@ impl Scoring {
 
     /// Score cycle `index` of band `b` against its target `y`.
     fn score(&mut self, bands: &Bands, b: usize, index: usize, length: usize, y: f64, alpha: f64) {
-        // The interval scale of each step before this sample changes it.
         let (_, end) = bands.get(b);
-        let mut sigmas = [0.0; super::MAX_HORIZON];
+        // The interval of each step before this sample changes it: (σ absolute, σ relative).
+        let mut sigmas = [(0.0, 0.0); super::MAX_HORIZON];
         let steps = length.min(super::MAX_HORIZON);
         for (j, sigma) in sigmas.iter_mut().take(steps).enumerate() {
-            *sigma = self.sigma(bands, end - j).unwrap_or(0.0);
+            let k = end - j;
+            *sigma = (
+                self.sigma(bands, k, Kind::Absolute).unwrap_or(0.0),
+                self.sigma(bands, k, Kind::Relative).unwrap_or(0.0),
+            );
         }
         let Some(band) = self.bands.get_mut(b) else {
             return;
@@ -300,7 +338,7 @@ impl Scoring {
             .iter()
             .zip(&band.member_samples)
             .filter(|(_, &n)| n > 0)
-            .map(|(&mse, _)| mse)
+            .map(|(&rmse, _)| rmse * rmse)
             .fold(f64::INFINITY, f64::min);
         let cap = SAMPLE_CAP * sample_best.max(if band_best.is_finite() { band_best } else { 0.0 });
         for (m, sample) in samples.iter().enumerate() {
@@ -308,36 +346,24 @@ impl Scoring {
             let mse = if cap > 0.0 { mse.min(cap) } else { mse };
             band.member_samples[m] = band.member_samples[m].saturating_add(1);
             let weight = sample_weight(band.member_samples[m]);
-            band.member_mse[m] += weight * (mse - band.member_mse[m]);
+            band.member_mse[m] += weight * (mse.sqrt() - band.member_mse[m]);
         }
         band.refresh_weights();
 
         let count = (cycle.count as usize).min(length);
         if count > 0 {
             let offset = index * length;
-            let (mut sum_sq, mut beyond, mut judged) = (0.0, 0usize, 0usize);
-            for j in 0..count {
-                let forecast = band.blend.get(offset + j).copied().unwrap_or(y);
-                let error = y - forecast;
-                sum_sq += error * error;
-                let sigma = sigmas.get(j).copied().unwrap_or(0.0);
-                if sigma > 0.0 {
-                    judged += 1;
-                    beyond += usize::from(error.abs() > band.quantile * sigma);
-                }
-            }
-            let mse = sum_sq / count as f64;
-            if mse.is_finite() {
-                band.blend_samples = band.blend_samples.saturating_add(1);
-                band.blend_errors += count as u64;
-                let weight = sample_weight(band.blend_samples);
-                band.blend_mse += weight * (mse - band.blend_mse);
-            }
-            if judged > 0 {
-                let share = beyond as f64 / judged as f64;
-                band.quantile = (band.quantile + QUANTILE_STEP * (share - alpha))
-                    .clamp(QUANTILE_RANGE.0, QUANTILE_RANGE.1);
-            }
+            let forecasts = band
+                .blend
+                .as_slice()
+                .and_then(|all| all.get(offset..offset + count))
+                .unwrap_or(&[]);
+            let sigmas = &sigmas[..count.min(steps)];
+            band.blend_samples = band.blend_samples.saturating_add(1);
+            band.blend_errors += count as u64;
+            let weight = sample_weight(band.blend_samples);
+            band.absolute.learn(forecasts, sigmas, y, alpha, weight, Kind::Absolute);
+            band.relative.learn(forecasts, sigmas, y, alpha, weight, Kind::Relative);
         }
         if let Some(slot) = band.cycles.get_mut(index) {
             *slot = Cycle::free();
@@ -421,13 +447,13 @@ impl Scoring {
             .map(|band| &band.weights)
     }
 
-    /// Root mean squared error of each member over step `k`'s band; `None` for a member
-    /// without a sample.
+    /// The score of each member over step `k`'s band (the EW mean of its per-cycle RMS
+    /// errors: its mean absolute error for step 1); `None` for a member without a sample.
     pub(super) fn member_rmse(&self, bands: &Bands, k: usize) -> [Option<f64>; MEMBERS] {
         let mut out = [None; MEMBERS];
         if let Some(band) = self.bands.get(bands.band_of(k)) {
             for (m, entry) in out.iter_mut().enumerate() {
-                *entry = (band.member_samples[m] > 0).then(|| band.member_mse[m].sqrt());
+                *entry = (band.member_samples[m] > 0).then(|| band.member_mse[m]);
             }
         }
         out
@@ -437,19 +463,25 @@ impl Scoring {
         band.blend_samples >= 2 && band.blend_errors >= CALIBRATION_ERRORS
     }
 
-    /// σ(h): the blend's error scale at step `k`, interpolated between the calibrated bands;
+    /// σ(h) of error model `kind` at step `k`, interpolated between the calibrated bands;
     /// `None` before any band is.
-    fn sigma(&self, bands: &Bands, k: usize) -> Option<f64> {
+    fn sigma(&self, bands: &Bands, k: usize, kind: Kind) -> Option<f64> {
         let log_k = (k.max(1) as f64).ln();
         let mut below: Option<(f64, f64)> = None;
         let mut above: Option<(f64, f64)> = None;
+        let mut constant = false;
         for (b, band) in self.bands.iter().enumerate() {
-            if !Self::calibrated(band) || !(band.blend_mse > 0.0) {
+            let model = band.model(kind);
+            if !Self::calibrated(band) || model.samples < 2 {
+                continue;
+            }
+            if !(model.scale > 0.0) {
+                constant = true;
                 continue;
             }
             let (start, end) = bands.get(b);
             let centre = 0.5 * ((start as f64).ln() + (end as f64).ln());
-            let point = (centre, 0.5 * band.blend_mse.ln());
+            let point = (centre, model.scale.ln());
             if centre <= log_k {
                 below = Some(point);
             } else if above.is_none() {
@@ -461,14 +493,8 @@ impl Scoring {
             // Past the last calibrated centre: a random walk's √h growth.
             (Some((c0, s0)), None) => s0 + 0.5 * (log_k - c0),
             (None, Some((_, s1))) => s1,
-            (None, None) => {
-                // A constant series: calibrated with zero error.
-                let constant = self
-                    .bands
-                    .iter()
-                    .any(|band| Self::calibrated(band) && band.blend_mse == 0.0);
-                return constant.then_some(0.0);
-            }
+            // A constant series: calibrated with zero error.
+            (None, None) => return constant.then_some(0.0),
         };
         Some(log_sigma.exp())
     }
@@ -480,13 +506,23 @@ impl Scoring {
             .is_some_and(Self::calibrated)
     }
 
-    /// The interval half-width of step `k`, `q_b · σ(k)`; `None` until its band is calibrated.
-    pub(super) fn half_width(&self, bands: &Bands, k: usize) -> Option<f64> {
+    /// The interval `(lower, upper)` of step `k` around the published `value`: from the error
+    /// model of its band with the lower interval score; `None` until the band is calibrated.
+    pub(super) fn interval(&self, bands: &Bands, k: usize, value: f64) -> Option<(f64, f64)> {
         if !self.has_interval(bands, k) {
             return None;
         }
         let band = self.bands.get(bands.band_of(k))?;
-        Some(band.quantile * self.sigma(bands, k)?)
+        let relative = band.relative.samples >= 2
+            && value > 0.0
+            && band.relative.score < band.absolute.score;
+        if relative {
+            let spread = band.relative.quantile * self.sigma(bands, k, Kind::Relative)?;
+            Some((value * (-spread).exp(), value * spread.exp()))
+        } else {
+            let half_width = band.absolute.quantile * self.sigma(bands, k, Kind::Absolute)?;
+            Some((value - half_width, value + half_width))
+        }
     }
 
     /// Whether a deserialised scoring fits `bands`; the error says what does not.
@@ -518,7 +554,8 @@ impl Scoring {
                 .chain(band.blend.iter().copied())
                 .chain(band.member_mse)
                 .chain(band.weights)
-                .chain([band.blend_mse, band.quantile])
+                .chain(band.absolute.numbers())
+                .chain(band.relative.numbers())
                 .all(f64::is_finite);
             let cycles_ok = band
                 .cycles
@@ -528,9 +565,11 @@ impl Scoring {
                 .member_mse
                 .iter()
                 .chain(&band.weights)
-                .chain([&band.blend_mse])
+                .chain([&band.absolute.scale, &band.relative.scale])
+                .chain([&band.absolute.score, &band.relative.score])
                 .all(|&value| value >= 0.0)
-                && band.quantile > 0.0;
+                && band.absolute.quantile > 0.0
+                && band.relative.quantile > 0.0;
             if !(numbers_ok && cycles_ok && signs_ok) {
                 return Err(format!("band {b} holds an impossible number"));
             }
@@ -539,7 +578,82 @@ impl Scoring {
     }
 }
 
+/// Which error model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Absolute,
+    Relative,
+}
+
+impl ErrorModel {
+    /// Fold one cycle's blend `forecasts` (step e first) against the target `y`: the squared
+    /// errors into σ², the share beyond the interval into q (against `sigmas`, the scales at
+    /// each step before this sample: `.0` absolute, `.1` relative), and the interval score.
+    fn learn(
+        &mut self,
+        forecasts: &[f64],
+        sigmas: &[(f64, f64)],
+        y: f64,
+        alpha: f64,
+        weight: f64,
+        kind: Kind,
+    ) {
+        let (mut sum_abs, mut counted) = (0.0, 0usize);
+        let (mut beyond, mut judged, mut score) = (0usize, 0usize, 0.0);
+        for (j, &forecast) in forecasts.iter().enumerate() {
+            let error = match kind {
+                Kind::Absolute => y - forecast,
+                Kind::Relative if y > 0.0 && forecast > 0.0 => (y / forecast).ln(),
+                Kind::Relative => continue,
+            };
+            sum_abs += error.abs();
+            counted += 1;
+            let sigma = sigmas.get(j).map_or(0.0, |s| match kind {
+                Kind::Absolute => s.0,
+                Kind::Relative => s.1,
+            });
+            if sigma > 0.0 {
+                judged += 1;
+                let spread = self.quantile * sigma;
+                beyond += usize::from(error.abs() > spread);
+                let (lower, upper) = match kind {
+                    Kind::Absolute => (forecast - spread, forecast + spread),
+                    Kind::Relative => (forecast * (-spread).exp(), forecast * spread.exp()),
+                };
+                let miss = (lower - y).max(0.0) + (y - upper).max(0.0);
+                score += (upper - lower) + 2.0 / alpha.max(1e-9) * miss;
+            }
+        }
+        if counted > 0 {
+            let mae = sum_abs / counted as f64;
+            if mae.is_finite() {
+                self.samples = self.samples.saturating_add(1);
+                self.scale += weight * (mae - self.scale);
+            }
+        }
+        if judged > 0 {
+            let share = beyond as f64 / judged as f64;
+            self.quantile = (self.quantile + QUANTILE_STEP * (share - alpha))
+                .clamp(QUANTILE_RANGE.0, QUANTILE_RANGE.1);
+            let mean_score = score / judged as f64;
+            if mean_score.is_finite() {
+                self.score += weight * (mean_score - self.score);
+            }
+        } else if kind == Kind::Relative && counted < forecasts.len() {
+            // A value ≤ 0: this series has no relative intervals.
+            self.score = f64::MAX;
+        }
+    }
+}
+
 impl Band {
+    fn model(&self, kind: Kind) -> &ErrorModel {
+        match kind {
+            Kind::Absolute => &self.absolute,
+            Kind::Relative => &self.relative,
+        }
+    }
+
     /// Recompute the weights from the members' errors (see the module documentation).
     fn refresh_weights(&mut self) {
         let best = self
