@@ -64,6 +64,11 @@ use super::{SeasonSpec, Seasons, MAX_HORIZON, MAX_LAGS, MAX_SEASONS};
 pub(super) const MAX_AR_LAGS: usize = MAX_LAGS + 3 * MAX_SEASONS + 3;
 /// Inputs of the regression at most: the lags plus the intercept.
 const MAX_INPUTS: usize = MAX_AR_LAGS + 1;
+/// Errors beyond this many mean absolute errors are clipped before the RLS learns them
+/// (≈ 3.75 σ for Gaussian errors: almost never in normal operation).
+const HUBER_SCALES: f64 = 3.0;
+/// Errors learnt unclipped first, to set the scale.
+const HUBER_WARMUP: u64 = 10;
 /// Initial covariance δ (in normalised units): a weak prior, |w| of a few units is plausible.
 pub(super) const INITIAL_COVARIANCE: f64 = 100.0;
 /// The normalisation scale is at least this fraction of |mean| (a constant signal has s = 0).
@@ -147,6 +152,10 @@ pub(super) struct ArMember {
     variance: f64,
     /// Values folded into the normalisation.
     count: u64,
+    /// Running mean absolute a priori error (original units), the Huber scale.
+    error_scale: f64,
+    /// Errors folded into `error_scale`.
+    errors: u64,
 }
 
 impl ArMember {
@@ -161,6 +170,8 @@ impl ArMember {
             mean: 0.0,
             variance: 0.0,
             count: 0,
+            error_scale: 0.0,
+            errors: 0,
         }
     }
 
@@ -282,10 +293,33 @@ impl ArMember {
         let mut x = [0.0; MAX_INPUTS];
         if self.inputs(lags, &mut x) {
             let forecast = self.predict_inputs(&x);
-            self.rls_update(&mut x, y - forecast, forgetting);
+            let error = self.robust_error(y - forecast);
+            self.rls_update(&mut x, error, forgetting);
         }
         self.update_normalisation(y, forgetting);
         self.push(y);
+    }
+
+    /// The a priori error the regression learns from: clipped at [`HUBER_SCALES`] times the
+    /// running mean absolute error (Huber's robust regression, online), so that a burst of
+    /// large errors — a ramp the blend did not clip, the readings around a level shift —
+    /// moves the weights by a bounded amount instead of wrecking them for hundreds of
+    /// readings. The scale itself learns from the clipped errors, weights `1/n`, then 0.01.
+    fn robust_error(&mut self, error: f64) -> f64 {
+        let size = error.abs();
+        if !size.is_finite() {
+            return 0.0;
+        }
+        self.errors += 1;
+        let limit = HUBER_SCALES * self.error_scale;
+        let clipped = if self.errors > HUBER_WARMUP && size > limit {
+            limit.copysign(error)
+        } else {
+            error
+        };
+        let weight = (1.0 / self.errors as f64).max(0.01);
+        self.error_scale += weight * (clipped.abs() - self.error_scale);
+        clipped
     }
 
     /// Move the ring on by an imputed value without learning from it.
@@ -582,7 +616,7 @@ impl ArMember {
                 self.covariance.dim()
             ));
         }
-        let scalars = [self.mean, self.variance];
+        let scalars = [self.mean, self.variance, self.error_scale];
         let all_finite = self
             .history
             .iter()
@@ -593,7 +627,7 @@ impl ArMember {
         if !all_finite {
             return Err("an ar number is not finite".into());
         }
-        if self.variance < 0.0 {
+        if self.variance < 0.0 || self.error_scale < 0.0 {
             return Err("the ar variance is negative".into());
         }
         if self.covariance.diag().iter().any(|&pii| pii <= 0.0) {

@@ -12,8 +12,8 @@
 //!   the first value ≤ 0. On a slot's first visit its index is set so the error is zero (the
 //!   level then carries on unchanged), so the first season builds the profile instead of
 //!   dragging the level around; at the end of the first season of a step season the member
-//!   restarts from the least-squares line through it (the classical start: level and slope of
-//!   the line, indices the deviations from it). Fixed gains (α = 0.3, β = 0.1, γ = 0.5): a
+//!   restarts from it (the classical start: the season's mean and mean difference give the
+//!   level and slope, the deviations from that line the indices). Fixed gains (α = 0.3, β = 0.1, γ = 0.5): a
 //!   responsive member — a slow Holt–Winters (α = 0.1, γ = 0.05) was the weakest member on
 //!   every real series tried, and the `ar` members already give the smooth seasonal
 //!   forecasts; the blend copes with series these gains do not suit. Should the state ever stop
@@ -309,10 +309,11 @@ impl Trend {
     }
 
     /// Start afresh from the first full season of a step season: `values` are its `m` values,
-    /// oldest first (original units). The level and slope are those of the least-squares line
-    /// through the season (the classical Holt–Winters start), and each slot's index is its
-    /// value's deviation from the line, so the first season's growth is taken for a trend
-    /// and not for seasonality. `first_slot` is the slot of the oldest value.
+    /// oldest first (original units). The classical Holt–Winters start: the level is the
+    /// season's mean carried to its end, the slope the mean of its differences, and each
+    /// slot's index its value's deviation from that line, so the first season's growth is
+    /// taken for a trend and not for seasonality. `first_slot` is the slot of the oldest
+    /// value.
     pub(super) fn start_from_season(
         &mut self,
         indices: &mut ndarray::Array1<f64>,
@@ -320,36 +321,37 @@ impl Trend {
         first_slot: usize,
     ) {
         let m = indices.len();
-        if m < 2 {
-            return;
-        }
         let z = |y: f64| if self.log { y.ln() } else { y };
-        let (mut sum, mut sum_t, mut sum_tz, mut sum_tt, mut count) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for (t, y) in values.clone().enumerate() {
-            let (t, value) = (t as f64, z(y));
+        let (mut sum, mut count) = (0.0, 0usize);
+        let (mut first, mut last) = (None, None);
+        for y in values.clone() {
+            let value = z(y);
             sum += value;
-            sum_t += t;
-            sum_tz += t * value;
-            sum_tt += t * t;
-            count += 1.0;
+            count += 1;
+            first = first.or(Some(value));
+            last = Some(value);
         }
-        let denominator = count * sum_tt - sum_t * sum_t;
-        if count < 2.0 || denominator <= 0.0 {
+        let (Some(first), Some(last)) = (first, last) else {
+            return;
+        };
+        if count < 2 || count != m {
             return;
         }
-        let slope = (count * sum_tz - sum_t * sum) / denominator;
-        let intercept = (sum - slope * sum_t) / count;
-        if !(slope.is_finite() && intercept.is_finite()) {
+        let n = count as f64;
+        let slope = (last - first) / (n - 1.0);
+        let mean = sum / n;
+        // The line through the season's mean at its middle, with that slope.
+        let line = |t: usize| mean + slope * (t as f64 - (n - 1.0) / 2.0);
+        if !(slope.is_finite() && mean.is_finite()) {
             return;
         }
         for (t, y) in values.enumerate() {
-            let line = intercept + slope * t as f64;
             if let Some(index) = indices.get_mut((first_slot + t) % m) {
-                *index = z(y) - line;
+                *index = z(y) - line(t);
             }
         }
         self.slope = slope;
-        self.level = intercept + slope * (count - 1.0);
+        self.level = line(count - 1);
     }
 
     /// Move on by one reading without learning from it.

@@ -438,6 +438,9 @@ struct ForecasterState {
     shift_events: u32,
     /// Accepted learn calls.
     updates: u64,
+    /// Sum of the clipped errors of the current run of outliers (what the members learnt of
+    /// them), 0 outside a run.
+    run_clipping: f64,
     /// Smallest accepted value so far.
     low: f64,
     /// Largest accepted value so far.
@@ -491,6 +494,7 @@ impl Forecaster {
                 shift_rate: 0.5,
                 shift_events: 0,
                 updates: 0,
+                run_clipping: 0.0,
                 low: 0.0,
                 high: 0.0,
                 derived,
@@ -809,7 +813,7 @@ impl ForecasterState {
     /// The published point forecast for a blend value: the outlier offset when outliers of
     /// this key tend to be shifts, then the bounds.
     fn published(&self, blend: f64) -> f64 {
-        let offset = if self.shift_rate > 0.5 {
+        let offset = if self.shift_rate >= 0.5 {
             self.pending_offset
         } else {
             0.0
@@ -883,9 +887,10 @@ impl ForecasterState {
             if established && error.abs() > threshold {
                 self.outlier_run = self.outlier_run.saturating_add(1);
                 let run = self.outlier_run as usize;
-                // A second outlier nearer the first than the forecast: a new level (or a
-                // new regime), not two spikes.
-                let consistent = run >= 2 && (y - self.clipped_raw[0]).abs() < error.abs();
+                // A second outlier at less than half its distance to the forecast from the
+                // first one: a new level (or a new regime), not two spikes.
+                let apart = (y - self.clipped_raw[0]).abs();
+                let consistent = run >= 2 && (apart < 0.5 * error.abs() || apart <= threshold);
                 if consistent || run > MAX_CLIPPED_RUN {
                     shift = true;
                 } else {
@@ -894,19 +899,23 @@ impl ForecasterState {
                     self.clipped_raw.copy_within(..MAX_CLIPPED_RUN - 1, 1);
                     self.clipped_raw[0] = y;
                     self.pending_offset = y - accepted;
+                    self.run_clipping += scored_error;
                 }
             } else if self.outlier_run > 0 {
                 self.resolve_outlier(false);
                 self.outlier_run = 0;
                 self.pending_offset = 0.0;
+                self.run_clipping = 0.0;
             }
             if shift {
                 // Put the clipped readings back as they were: they were the new level; the
                 // older history moves to it.
-                self.shift_history(y, forecast);
+                // The forecast has already moved by the clipped part of the run's outliers.
+                self.shift_history(y, forecast - self.run_clipping);
                 self.resolve_outlier(true);
                 self.outlier_run = 0;
                 self.pending_offset = 0.0;
+                self.run_clipping = 0.0;
                 scored_error = error.clamp(-threshold, threshold);
                 // Forecasts made before the shift say nothing about the members' skill.
                 self.scoring.drop_pending();
@@ -992,6 +1001,7 @@ impl ForecasterState {
         // The clipped readings are no longer the most recent ones.
         self.outlier_run = 0;
         self.pending_offset = 0.0;
+        self.run_clipping = 0.0;
         self.record_origin(out)
     }
 
@@ -1063,6 +1073,7 @@ impl ForecasterState {
             self.shift_rate,
             self.low,
             self.high,
+            self.run_clipping,
         ];
         if !scalars
             .iter()
@@ -1116,6 +1127,10 @@ mod tests;
 impl Forecaster {
     #[doc(hidden)]
     pub fn debug_scoring(&self) -> String {
+        if std::env::var("BRIEF").is_ok() {
+            let st = &self.state;
+            return format!("run {} mse {:.3} resid {} last {:.2} offset {:.2} rate {:.2} clip {:.2}", st.outlier_run, st.mean_sq_error, st.residuals, st.last, st.pending_offset, st.shift_rate, st.run_clipping);
+        }
         format!("{:?}", self.state.scoring)
     }
 }

@@ -64,8 +64,8 @@ use super::MEMBERS;
 pub(super) const MAX_BANDS: usize = 7;
 /// η of the exponential weights on relative excess error, for a member with many samples.
 const SHARPNESS: f64 = 10.0;
-/// Samples at which a member's η is half of [`SHARPNESS`].
-const SHARPNESS_HALF_SAMPLES: f64 = 2.0;
+/// Pseudo-samples of the worst member's score a member's score is shrunk with.
+const PRIOR_SAMPLES: f64 = 3.0;
 /// Smallest weight of a new sample per step of a band (memory ≈ 100 readings)…
 const SAMPLE_WEIGHT_PER_STEP: f64 = 0.01;
 /// … and at most this (at least 20 samples).
@@ -656,30 +656,42 @@ impl Band {
 
     /// Recompute the weights from the members' errors (see the module documentation).
     fn refresh_weights(&mut self) {
-        let best = self
+        // A member's score shrunk towards the worst member's by `PRIOR_SAMPLES` pseudo-samples:
+        // a member with one lucky sample does not take the weight from one that has been good
+        // for a hundred; after a few samples its own errors decide.
+        let worst = self
             .member_mse
             .iter()
             .zip(&self.member_samples)
             .filter(|(_, &samples)| samples > 0)
-            .map(|(&mse, _)| mse)
-            .fold(f64::INFINITY, f64::min);
-        if !best.is_finite() {
+            .map(|(&score, _)| score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        if !worst.is_finite() {
             self.weights = [0.0; MEMBERS];
             return;
         }
+        let mut shrunk = [f64::INFINITY; MEMBERS];
+        for ((out, &score), &samples) in shrunk
+            .iter_mut()
+            .zip(&self.member_mse)
+            .zip(&self.member_samples)
+        {
+            if samples > 0 {
+                let n = f64::from(samples);
+                *out = (n * score + PRIOR_SAMPLES * worst) / (n + PRIOR_SAMPLES);
+            }
+        }
+        let best = shrunk.iter().copied().fold(f64::INFINITY, f64::min);
         let reference = best.max(f64::MIN_POSITIVE);
         let mut total = 0.0;
-        for m in 0..MEMBERS {
-            let samples = self.member_samples[m];
-            self.weights[m] = if samples > 0 {
-                let n = f64::from(samples);
-                let sharpness = SHARPNESS * n / (n + SHARPNESS_HALF_SAMPLES);
-                let excess = ((self.member_mse[m] - best) / reference).min(100.0);
-                (-sharpness * excess).exp()
+        for (weight, &score) in self.weights.iter_mut().zip(&shrunk) {
+            *weight = if score.is_finite() {
+                let excess = ((score - best) / reference).min(100.0);
+                (-SHARPNESS * excess).exp()
             } else {
                 0.0
             };
-            total += self.weights[m];
+            total += *weight;
         }
         if total > 0.0 {
             for weight in &mut self.weights {
