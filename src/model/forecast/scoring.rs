@@ -65,7 +65,7 @@ pub(super) const MAX_BANDS: usize = 7;
 /// η of the exponential weights on relative excess error, for a member with many samples.
 const SHARPNESS: f64 = 10.0;
 /// Pseudo-samples of the worst member's score a member's score is shrunk with.
-const PRIOR_SAMPLES: f64 = 3.0;
+const PRIOR_SAMPLES: f64 = 1.0;
 /// Smallest weight of a new sample per step of a band (memory ≈ 100 readings)…
 const SAMPLE_WEIGHT_PER_STEP: f64 = 0.01;
 /// … and at most this (at least 20 samples).
