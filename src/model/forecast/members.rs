@@ -153,13 +153,6 @@ impl Season {
         }
     }
 
-    /// A level shift by `delta`: the duration profiles move with it.
-    pub(super) fn shift_profiles(&mut self, delta: f64) {
-        if delta.is_finite() {
-            self.profiles += delta;
-        }
-    }
-
     /// Whether a deserialised season fits `seasons`; the error says what does not.
     pub(super) fn check(&self, seasons: &Seasons) -> Result<(), String> {
         let (slots, bins) = shape(seasons);

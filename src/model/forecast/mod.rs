@@ -881,7 +881,11 @@ impl ForecasterState {
             let forecasts = self.member_forecasts(1, &paths);
             let forecast = self.blend(1, &forecasts);
             let error = y - forecast;
-            let threshold = CLIP_SIGMAS * self.mean_sq_error.sqrt();
+            // Floored at a relative 1e-9 of the level: rounding noise on a constant series is
+            // not an outlier.
+            let threshold = (CLIP_SIGMAS * self.mean_sq_error.sqrt())
+                .max(1e-9 * y.abs().max(forecast.abs()))
+                .max(f64::MIN_POSITIVE);
             let established = self.residuals >= self.clip_warmup();
             let mut scored_error = error;
             if established && error.abs() > threshold {
@@ -1022,9 +1026,9 @@ impl ForecasterState {
     }
 
     /// A level shift confirmed by the reading `y`, whose forecast was `forecast`: the clipped
-    /// readings were real, put them back; every older value moves by the shift (`y − forecast`,
-    /// or its ratio in `ln y`), so that the members forecast the new level at once and keep
-    /// their dynamics and seasonal shape; the recent trend was the jump, not a trend.
+    /// readings were real, put them back; the older short-term past moves by the shift
+    /// (`y − forecast`, or its ratio in `ln y`), so that the members forecast the new level at
+    /// once and keep their dynamics; the recent trend was the jump, not a trend.
     fn shift_history(&mut self, y: f64, forecast: f64) {
         let count = (self.outlier_run as usize)
             .saturating_sub(1)
@@ -1033,16 +1037,16 @@ impl ForecasterState {
         let raw = &self.clipped_raw[..count];
         let delta = y - forecast;
         self.ar.restore_recent(raw);
-        self.ar.shift_level(delta, count);
+        let short = self.params.lags;
+        self.ar.shift_level(delta, count, short);
         if self.positive && y > 0.0 && forecast > 0.0 && raw.iter().all(|&value| value > 0.0) {
             let mut logs = [0.0; MAX_CLIPPED_RUN];
             for (log, &value) in logs.iter_mut().zip(raw) {
                 *log = value.ln();
             }
             self.ar_log.restore_recent(&logs[..count]);
-            self.ar_log.shift_level((y / forecast).ln(), count);
+            self.ar_log.shift_level((y / forecast).ln(), count, short);
         }
-        self.season.shift_profiles(delta);
         self.drift.slope = 0.0;
         if let Some(&latest) = raw.first() {
             self.last = latest;
