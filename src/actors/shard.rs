@@ -92,7 +92,7 @@ impl Shard {
                     Some(state)
                 }
                 Ok(None) => {
-                    tracing::info!(pipeline = %p.name, key, "stored state was made with other model parameters; starting the key afresh");
+                    tracing::info!(pipeline = %p.name, key, "stored state was made with other model parameters (or by an older forecaster); starting the key afresh");
                     Some(p.new_state())
                 }
                 Err(e) => {

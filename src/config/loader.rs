@@ -25,10 +25,10 @@ use super::rules;
 use super::schema::{
     default_output, ClassificationConfig, ClientAuthConfig, Config, CsvConfig, FieldConfig,
     ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig, KeySource, ModelConfig, MqttConfig,
-    PayloadFormat,
-    PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig, TimeSource,
-    TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES,
-    DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT, SENML_VALUES,
+    PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig,
+    TimeSource, TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT,
+    SENML_VALUES,
 };
 use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
 use crate::model::{
@@ -2163,7 +2163,11 @@ fn season(m: &mut Section<'_>) -> Seasons {
 }
 
 /// One season of the `season` key, range-checked.
-fn season_spec(m: &mut Section<'_>, value: &Spanned<SeasonValue>, bins: usize) -> Option<SeasonSpec> {
+fn season_spec(
+    m: &mut Section<'_>,
+    value: &Spanned<SeasonValue>,
+    bins: usize,
+) -> Option<SeasonSpec> {
     match value.value {
         SeasonValue::Steps(steps) => match usize::try_from(steps) {
             Ok(steps) if (2..=MAX_SEASON_STEPS).contains(&steps) => Some(SeasonSpec::Steps(steps)),

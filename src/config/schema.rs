@@ -642,7 +642,9 @@ impl HorizonEvery {
         match *self {
             HorizonEvery::Readings(n) => n <= 1 || updates % n == 0,
             HorizonEvery::Interval(interval) => {
-                let ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1);
+                let ms = i64::try_from(interval.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1);
                 previous_time == i64::MIN || time.div_euclid(ms) != previous_time.div_euclid(ms)
             }
         }

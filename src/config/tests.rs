@@ -309,7 +309,7 @@ fn unknown_keys_are_each_reported_at_the_key() {
             format!("2:1: [mqtt]: unknown key \"hots\" (accepted keys: {accepted})"),
             format!("3:1: [mqtt]: unknown key \"prot\" (accepted keys: {accepted})"),
             "4:2: unknown key \"sotre\" (accepted keys: mqtt, store, runtime, http, simulate, pipelines, classifiers)".into(),
-            "13:1: pipeline \"temperature\": unknown key \"model.lag\" (accepted keys: kind, target, lags, forgetting, interval_z, horizon, damping, season, season_bins)".into(),
+            "13:1: pipeline \"temperature\": unknown key \"model.lag\" (accepted keys: kind, target, lags, forgetting, interval_z, horizon, damping, season, season_bins, min, max, horizon_every)".into(),
         ]
     );
 }
@@ -847,12 +847,18 @@ fn bad_forecast_seasons_bounds_and_horizon_every_are_located() {
         ("season = [24, 24]", "same length"),
         ("season = [24, 1]", "between 2 and 10000"),
         ("season = [24, true]", "list of them such as [24, 168]"),
-        ("season = [24, 168]\nseason_bins = 12", "only applies to a duration season"),
+        (
+            "season = [24, 168]\nseason_bins = 12",
+            "only applies to a duration season",
+        ),
         ("min = 10\nmax = 5", "model.max must be above model.min"),
         ("min = \"zero\"", "min must be"),
         ("horizon_every = 5", "only applies with horizon > 1"),
         ("horizon = 4\nhorizon_every = 0", "horizon_every must be"),
-        ("horizon = 4\nhorizon_every = \"soon\"", "horizon_every must be"),
+        (
+            "horizon = 4\nhorizon_every = \"soon\"",
+            "horizon_every must be",
+        ),
     ] {
         let text = format!("{PIPELINE}{extra}\n");
         let errors = errors(&text);
@@ -1134,7 +1140,7 @@ fn forecast_parameters_out_of_range_are_reported_at_each_key() {
     let text = format!("{PIPELINE}season = 2.5\n");
     assert_eq!(
         errors(&text),
-        ["9:10: pipeline \"temperature\": model.season must be a number of readings such as 48 or a duration string such as \"1d\" (got a float)"]
+        ["9:10: pipeline \"temperature\": model.season must be a number of readings such as 48, a duration string such as \"1d\", or a list of them such as [24, 168] (got a float)"]
     );
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
 use crate::config::{ClassifierConfig, Config, PipelineConfig};
 use crate::model::{ClassificationMetrics, ClusteringMetrics, RegressionMetrics};
-use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError};
+use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError, STATE_VERSION};
 pub use model::{KeyModel, KeyState, Scratch};
 use model::{KeyStateV1, ModelSpec, Outcome};
 use operators::{apply_one, MapBuffers, Operator, Operators, Stopped};
@@ -293,13 +293,22 @@ impl Pipeline {
     }
 
     /// Decode a stored state. A state made with another model kind or other parameters (the
-    /// config changed) is not used: `Ok(None)` tells the caller to start the key afresh. A
+    /// config changed), or a forecast state of versions 1–2 (the forecaster before the
+    /// band-scored blend), is not used: `Ok(None)` tells the caller to start the key afresh. A
     /// state whose operators were configured differently keeps its model and starts its
-    /// operators afresh. States of version 1 (before operators) are read too.
+    /// operators afresh. States of versions 1 (before operators) and 2 are read too.
     ///
     /// # Errors
     /// [`StoreError`] when the bytes are not a state of this or an older readable version.
     pub fn restore_state(&self, bytes: &[u8]) -> Result<Option<KeyState>, StoreError> {
+        // Versions 1 and 2 hold the forecaster before the band-scored blend, whose state
+        // cannot be carried over: such a key starts afresh. Every other kind reads as it is.
+        // The model is the first field, its kind the first byte (variant 0: forecast).
+        if let Some((&version, body)) = bytes.split_first() {
+            if version < STATE_VERSION && body.first() == Some(&0) {
+                return Ok(None);
+            }
+        }
         let mut state: KeyState = match decode_legacy_state::<KeyStateV1>(bytes, 1)? {
             Some(old) => KeyState {
                 model: old.model,
@@ -307,7 +316,10 @@ impl Pipeline {
                 operators: Vec::new(),
                 operators_fingerprint: !self.operators.fingerprint,
             },
-            None => decode_state(bytes)?,
+            None => match decode_legacy_state::<KeyState>(bytes, 2)? {
+                Some(state) => state,
+                None => decode_state(bytes)?,
+            },
         };
         if !state.model.same_config(&self.spec.prototype) {
             return Ok(None);
@@ -859,14 +871,17 @@ pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json
             metrics,
         } => {
             let forecast = model.predict_one(&[]);
+            // As published: no bounds until the one-step interval is calibrated.
+            let bounds = forecast.filter(|_| model.calibrated_steps() > 0);
             serde_json::json!({
                 "kind": "forecast",
                 "scored": metrics.count,
                 "mae": metrics.mae(),
                 "rmse": metrics.rmse(),
                 "forecast": forecast.map(|p| p.value),
-                "lower": forecast.map(|p| p.lower),
-                "upper": forecast.map(|p| p.upper),
+                "lower": bounds.map(|p| p.lower),
+                "upper": bounds.map(|p| p.upper),
+                "warming_up": model.calibrated_steps() == 0,
                 "members": model.member_weights().iter().map(|(n, w)| serde_json::json!({"member": n, "weight": w})).collect::<Vec<_>>(),
                 "anomaly_scale": anomaly.as_ref().and_then(|a| a.scale()),
             })
@@ -969,9 +984,46 @@ mod tests {
     }
 
     #[test]
+    fn version_1_and_2_forecast_states_start_afresh_and_other_kinds_are_read() {
+        // The forecaster before the band-scored blend (versions 1 and 2) cannot be carried
+        // over; whatever its bytes, such a key starts afresh.
+        let forecast = pipeline("kind = \"forecast\"\ntarget = \"y\"", "");
+        let mut state = forecast.new_state();
+        run_process(&forecast, &mut state, 50);
+        let mut bytes = Vec::new();
+        forecast.encode_state(&state, &mut bytes).expect("encodes");
+        assert_eq!(bytes[0], STATE_VERSION);
+        for version in [1, 2] {
+            let mut old = bytes.clone();
+            old[0] = version;
+            assert_eq!(forecast.restore_state(&old).expect("reads"), None);
+        }
+        assert_eq!(forecast.restore_state(&bytes).expect("reads"), Some(state));
+        // A regression state of version 2 is the same bytes under another tag.
+        let regression = pipeline(
+            "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
+            "",
+        );
+        let mut state = regression.new_state();
+        run_process(&regression, &mut state, 50);
+        let mut bytes = Vec::new();
+        regression
+            .encode_state(&state, &mut bytes)
+            .expect("encodes");
+        bytes[0] = 2;
+        assert_eq!(
+            regression.restore_state(&bytes).expect("reads v2"),
+            Some(state)
+        );
+    }
+
+    #[test]
     fn version_1_states_are_upgraded_with_fresh_operators() {
-        let window = "[[pipelines.operators]]\nop = \"window\"\nsize = \"1m\"\naggregates = { y = \"mean\" }\n";
-        let p = pipeline("kind = \"forecast\"\ntarget = \"y\"", window);
+        let window = "[[pipelines.operators]]\nop = \"window\"\nsize = \"1m\"\naggregates = { a = \"mean\", b = \"mean\", y = \"mean\" }\n";
+        let p = pipeline(
+            "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
+            window,
+        );
         let mut state = p.new_state();
         run_process(&p, &mut state, 200);
         // What a build before operators wrote: version 1, model and last time only.
@@ -1081,6 +1133,97 @@ mod tests {
             last.get("anomaly").is_none(),
             "no anomaly fields without [pipelines.anomaly]"
         );
+    }
+
+    fn sine_payloads(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|t| {
+                format!(
+                    "{{\"a\":0,\"b\":0,\"y\":{}}}",
+                    20.0 + (t as f64 / 4.0).sin()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forecast_bounds_are_null_and_warming_up_until_calibrated() {
+        let p = pipeline("kind = \"forecast\"\ntarget = \"y\"\nhorizon = 4", "");
+        let mut state = p.new_state();
+        let payloads = sine_payloads(300);
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let out = run(&p, &mut state, &refs);
+        let first = &out[0];
+        assert_eq!(first["warming_up"], true);
+        assert_eq!(first["lower"], serde_json::Value::Null);
+        assert_eq!(first["upper"], serde_json::Value::Null);
+        assert!(first["forecast"].is_number());
+        for step in first["horizon"].as_array().expect("horizon") {
+            assert_eq!(step["lower"], serde_json::Value::Null, "{step}");
+        }
+        let last = &out[299];
+        assert_eq!(last["warming_up"], false, "{last}");
+        for step in last["horizon"].as_array().expect("horizon") {
+            let (lower, forecast, upper) = (
+                step["lower"].as_f64().expect("lower"),
+                step["forecast"].as_f64().expect("forecast"),
+                step["upper"].as_f64().expect("upper"),
+            );
+            assert!(lower < forecast && forecast < upper, "{step}");
+        }
+        // The flag turns off once, when the last published step is calibrated.
+        let flips = out
+            .windows(2)
+            .filter(|pair| pair[0]["warming_up"] != pair[1]["warming_up"])
+            .count();
+        assert_eq!(flips, 1);
+    }
+
+    #[test]
+    fn horizon_every_n_readings_keeps_the_one_step_fields_in_every_message() {
+        let p = pipeline(
+            "kind = \"forecast\"\ntarget = \"y\"\nhorizon = 6\nhorizon_every = 5",
+            "",
+        );
+        let every = pipeline("kind = \"forecast\"\ntarget = \"y\"\nhorizon = 6", "");
+        let (mut state, mut every_state) = (p.new_state(), every.new_state());
+        let payloads = sine_payloads(40);
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let out = run(&p, &mut state, &refs);
+        let full = run(&every, &mut every_state, &refs);
+        for (i, (message, reference)) in out.iter().zip(&full).enumerate() {
+            let updates = message["updates"].as_u64().expect("updates");
+            let has = message.get("horizon").is_some();
+            assert_eq!(has, updates % 5 == 0, "message {i}: {message}");
+            if has {
+                assert_eq!(message["horizon"], reference["horizon"], "message {i}");
+            }
+            for field in ["forecast", "lower", "upper", "error", "mae"] {
+                assert_eq!(message[field], reference[field], "message {i} {field}");
+            }
+        }
+        // The model is the same whether the horizon is published or not.
+        assert_eq!(state.model, every_state.model);
+    }
+
+    #[test]
+    fn horizon_every_interval_publishes_the_first_reading_of_each_interval() {
+        let p = pipeline(
+            "kind = \"forecast\"\ntarget = \"y\"\nhorizon = 3\nhorizon_every = \"10ms\"",
+            "",
+        );
+        let mut state = p.new_state();
+        let payloads = sine_payloads(35);
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        // `run` gives reading i the time i ms: readings 0, 10, 20 and 30 open an interval.
+        let out = run(&p, &mut state, &refs);
+        let with: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.get("horizon").is_some())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(with, [0, 10, 20, 30]);
     }
 
     #[test]

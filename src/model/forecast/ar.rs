@@ -470,7 +470,8 @@ impl ArMember {
         let lags = self.lags();
         let inputs = lags + 1;
         let inv_scale = 1.0 / self.scale();
-        let (Some(weights), Some(p)) = (self.weights.as_slice_mut(), self.covariance.as_slice_mut())
+        let (Some(weights), Some(p)) =
+            (self.weights.as_slice_mut(), self.covariance.as_slice_mut())
         else {
             return;
         };

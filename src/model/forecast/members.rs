@@ -98,9 +98,7 @@ impl Season {
     pub(super) fn slot(seasons: &Seasons, position: u64, time_ms: Option<i64>) -> Option<usize> {
         match seasons.primary()? {
             SeasonSpec::Steps(n) => Some((position % n as u64) as usize),
-            SeasonSpec::Duration { period_ms, bins } => {
-                Some(phase_bin(time_ms?, period_ms, bins))
-            }
+            SeasonSpec::Duration { period_ms, bins } => Some(phase_bin(time_ms?, period_ms, bins)),
         }
     }
 
@@ -156,8 +154,7 @@ impl Season {
     /// Whether a deserialised season fits `seasons`; the error says what does not.
     pub(super) fn check(&self, seasons: &Seasons) -> Result<(), String> {
         let (slots, bins) = shape(seasons);
-        if self.indices.len() != slots || self.profiles.len() != bins || self.visits.len() != bins
-        {
+        if self.indices.len() != slots || self.profiles.len() != bins || self.visits.len() != bins {
             return Err(format!(
                 "season has {}/{}/{} slots, expected {slots}/{bins}/{bins}",
                 self.indices.len(),
@@ -373,7 +370,7 @@ impl Drift {
 
     /// `last + damped·d`; `None` before the first difference.
     pub(super) fn forecast(&self, last: f64, damped: f64) -> Option<f64> {
-        (self.count > 0).then(|| last + damped * self.slope)
+        (self.count > 0).then_some(last + damped * self.slope)
     }
 
     /// Learn the difference between the new value and the previous one.

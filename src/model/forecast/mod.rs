@@ -198,7 +198,10 @@ impl Seasons {
         seasons.len = specs.len() as u8;
         seasons.specs[..specs.len()].sort_by_key(SeasonSpec::length);
         let sorted = seasons.as_slice();
-        if sorted.windows(2).any(|pair| pair[0].length() == pair[1].length()) {
+        if sorted
+            .windows(2)
+            .any(|pair| pair[0].length() == pair[1].length())
+        {
             return Err("two seasons have the same length".into());
         }
         Ok(seasons)
@@ -363,7 +366,8 @@ fn standard_normal_cdf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
     if x >= 0.0 {
         0.5 * (1.0 + erf)
@@ -938,7 +942,8 @@ impl ForecasterState {
             self.season.indices.fill(0.0);
         }
         let slot = Season::slot(&self.params.seasons, self.position, Some(time_ms));
-        let seen = slot.is_some_and(|slot| self.season.seen(&self.params.seasons, slot, self.position));
+        let seen =
+            slot.is_some_and(|slot| self.season.seen(&self.params.seasons, slot, self.position));
         let index = slot
             .and_then(|slot| self.season.indices.get_mut(slot))
             .map(|index| (index, seen));
@@ -1133,7 +1138,16 @@ impl Forecaster {
     pub fn debug_scoring(&self) -> String {
         if std::env::var("BRIEF").is_ok() {
             let st = &self.state;
-            return format!("run {} mse {:.3} resid {} last {:.2} offset {:.2} rate {:.2} clip {:.2}", st.outlier_run, st.mean_sq_error, st.residuals, st.last, st.pending_offset, st.shift_rate, st.run_clipping);
+            return format!(
+                "run {} mse {:.3} resid {} last {:.2} offset {:.2} rate {:.2} clip {:.2}",
+                st.outlier_run,
+                st.mean_sq_error,
+                st.residuals,
+                st.last,
+                st.pending_offset,
+                st.shift_rate,
+                st.run_clipping
+            );
         }
         format!("{:?}", self.state.scoring)
     }

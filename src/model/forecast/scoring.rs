@@ -332,7 +332,11 @@ impl Scoring {
         // Winsorised: a sample counts at most SAMPLE_CAP times the best error (of this sample
         // or of the band so far), so that one wild stretch of a member (a transient, a regime
         // the others also missed) does not hold its weight down for the whole memory.
-        let sample_best = samples.iter().flatten().copied().fold(f64::INFINITY, f64::min);
+        let sample_best = samples
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
         let band_best = band
             .member_mse
             .iter()
@@ -340,7 +344,12 @@ impl Scoring {
             .filter(|(_, &n)| n > 0)
             .map(|(&rmse, _)| rmse * rmse)
             .fold(f64::INFINITY, f64::min);
-        let cap = SAMPLE_CAP * sample_best.max(if band_best.is_finite() { band_best } else { 0.0 });
+        let cap = SAMPLE_CAP
+            * sample_best.max(if band_best.is_finite() {
+                band_best
+            } else {
+                0.0
+            });
         for (m, sample) in samples.iter().enumerate() {
             let Some(mse) = *sample else { continue };
             let mse = if cap > 0.0 { mse.min(cap) } else { mse };
@@ -362,8 +371,10 @@ impl Scoring {
             band.blend_samples = band.blend_samples.saturating_add(1);
             band.blend_errors += count as u64;
             let weight = sample_weight(band.blend_samples);
-            band.absolute.learn(forecasts, sigmas, y, alpha, weight, Kind::Absolute);
-            band.relative.learn(forecasts, sigmas, y, alpha, weight, Kind::Relative);
+            band.absolute
+                .learn(forecasts, sigmas, y, alpha, weight, Kind::Absolute);
+            band.relative
+                .learn(forecasts, sigmas, y, alpha, weight, Kind::Relative);
         }
         if let Some(slot) = band.cycles.get_mut(index) {
             *slot = Cycle::free();
@@ -475,7 +486,7 @@ impl Scoring {
             if !Self::calibrated(band) || model.samples < 2 {
                 continue;
             }
-            if !(model.scale > 0.0) {
+            if model.scale <= 0.0 || model.scale.is_nan() {
                 constant = true;
                 continue;
             }
@@ -513,9 +524,8 @@ impl Scoring {
             return None;
         }
         let band = self.bands.get(bands.band_of(k))?;
-        let relative = band.relative.samples >= 2
-            && value > 0.0
-            && band.relative.score < band.absolute.score;
+        let relative =
+            band.relative.samples >= 2 && value > 0.0 && band.relative.score < band.absolute.score;
         if relative {
             let spread = band.relative.quantile * self.sigma(bands, k, Kind::Relative)?;
             Some((value * (-spread).exp(), value * spread.exp()))

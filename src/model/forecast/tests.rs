@@ -365,8 +365,16 @@ fn far_steps_of_a_daily_series_are_weighted_to_the_seasonal_members() {
             .map_or(0.0, |&(_, _, w)| w)
     };
     // Step 24 is a day ahead: the last value says nothing about it.
-    assert!(weight(HORIZON, "last") < 0.01, "{:?}", model.members_at(HORIZON));
-    assert!(weight(HORIZON, "drift") < 0.01, "{:?}", model.members_at(HORIZON));
+    assert!(
+        weight(HORIZON, "last") < 0.01,
+        "{:?}",
+        model.members_at(HORIZON)
+    );
+    assert!(
+        weight(HORIZON, "drift") < 0.01,
+        "{:?}",
+        model.members_at(HORIZON)
+    );
     let seasonal: f64 = ["seasonal", "trend", "ar", "ar_log"]
         .iter()
         .map(|name| weight(HORIZON, name))
@@ -1004,9 +1012,15 @@ fn a_multiplicative_season_gets_intervals_that_scale_with_the_level() {
             model.learn_one(&[], y);
         }
         let ratio = trough.mae() / peak.mae();
-        assert!(ratio_range.contains(&ratio), "{name}: trough/peak width {ratio}");
+        assert!(
+            ratio_range.contains(&ratio),
+            "{name}: trough/peak width {ratio}"
+        );
         let coverage = inside as f64 / scored as f64;
-        assert!((0.93..=0.97).contains(&coverage), "{name}: coverage {coverage}");
+        assert!(
+            (0.93..=0.97).contains(&coverage),
+            "{name}: coverage {coverage}"
+        );
     }
 }
 
@@ -1050,7 +1064,10 @@ fn two_seasons_forecast_a_weekly_pattern_that_one_season_cannot() {
 #[test]
 fn seasons_are_sorted_and_checked() {
     let two = Seasons::new(&[SeasonSpec::Steps(168), SeasonSpec::Steps(24)]).expect("valid");
-    assert_eq!(two.as_slice(), [SeasonSpec::Steps(24), SeasonSpec::Steps(168)]);
+    assert_eq!(
+        two.as_slice(),
+        [SeasonSpec::Steps(24), SeasonSpec::Steps(168)]
+    );
     assert_eq!(two.primary(), Some(SeasonSpec::Steps(24)));
     assert!(Seasons::new(&[SeasonSpec::Steps(24), SeasonSpec::Steps(24)]).is_err());
     let mixed = [
@@ -1113,28 +1130,125 @@ fn params_validation_rejects_each_bad_param() {
         ..defaults
     };
     let bad = [
-        ("lags", ForecastParams { lags: 0, ..defaults }),
-        ("lags", ForecastParams { lags: 33, ..defaults }),
-        ("forgetting", ForecastParams { forgetting: 0.89, ..defaults }),
-        ("forgetting", ForecastParams { forgetting: 1.01, ..defaults }),
-        ("forgetting", ForecastParams { forgetting: f64::NAN, ..defaults }),
-        ("interval_z", ForecastParams { interval_z: 0.0, ..defaults }),
-        ("interval_z", ForecastParams { interval_z: -1.0, ..defaults }),
-        ("interval_z", ForecastParams { interval_z: f64::INFINITY, ..defaults }),
-        ("horizon", ForecastParams { horizon: 0, ..defaults }),
-        ("horizon", ForecastParams { horizon: 65, ..defaults }),
-        ("damping", ForecastParams { damping: 0.0, ..defaults }),
-        ("damping", ForecastParams { damping: 1.01, ..defaults }),
-        ("damping", ForecastParams { damping: f64::NAN, ..defaults }),
+        (
+            "lags",
+            ForecastParams {
+                lags: 0,
+                ..defaults
+            },
+        ),
+        (
+            "lags",
+            ForecastParams {
+                lags: 33,
+                ..defaults
+            },
+        ),
+        (
+            "forgetting",
+            ForecastParams {
+                forgetting: 0.89,
+                ..defaults
+            },
+        ),
+        (
+            "forgetting",
+            ForecastParams {
+                forgetting: 1.01,
+                ..defaults
+            },
+        ),
+        (
+            "forgetting",
+            ForecastParams {
+                forgetting: f64::NAN,
+                ..defaults
+            },
+        ),
+        (
+            "interval_z",
+            ForecastParams {
+                interval_z: 0.0,
+                ..defaults
+            },
+        ),
+        (
+            "interval_z",
+            ForecastParams {
+                interval_z: -1.0,
+                ..defaults
+            },
+        ),
+        (
+            "interval_z",
+            ForecastParams {
+                interval_z: f64::INFINITY,
+                ..defaults
+            },
+        ),
+        (
+            "horizon",
+            ForecastParams {
+                horizon: 0,
+                ..defaults
+            },
+        ),
+        (
+            "horizon",
+            ForecastParams {
+                horizon: 65,
+                ..defaults
+            },
+        ),
+        (
+            "damping",
+            ForecastParams {
+                damping: 0.0,
+                ..defaults
+            },
+        ),
+        (
+            "damping",
+            ForecastParams {
+                damping: 1.01,
+                ..defaults
+            },
+        ),
+        (
+            "damping",
+            ForecastParams {
+                damping: f64::NAN,
+                ..defaults
+            },
+        ),
         ("season steps", seasonal_params(1)),
         ("season steps", seasonal_params(10_001)),
         ("season period_ms", duration(0, 24)),
         ("season period_ms", duration(u64::MAX, 24)),
         ("season bins", duration(1000, 1)),
         ("season bins", duration(1000, 1441)),
-        ("min", ForecastParams { min: Some(f64::NAN), ..defaults }),
-        ("max", ForecastParams { max: Some(f64::INFINITY), ..defaults }),
-        ("min must be below max", ForecastParams { min: Some(1.0), max: Some(1.0), ..defaults }),
+        (
+            "min",
+            ForecastParams {
+                min: Some(f64::NAN),
+                ..defaults
+            },
+        ),
+        (
+            "max",
+            ForecastParams {
+                max: Some(f64::INFINITY),
+                ..defaults
+            },
+        ),
+        (
+            "min must be below max",
+            ForecastParams {
+                min: Some(1.0),
+                max: Some(1.0),
+                ..defaults
+            },
+        ),
     ];
     for (name, params) in bad {
         match Forecaster::new(params) {
@@ -1145,14 +1259,39 @@ fn params_validation_rejects_each_bad_param() {
         }
     }
     let edges = [
-        ForecastParams { lags: 1, ..defaults },
-        ForecastParams { lags: 32, ..defaults },
-        ForecastParams { forgetting: 0.9, ..defaults },
-        ForecastParams { forgetting: 1.0, ..defaults },
-        ForecastParams { horizon: 64, ..defaults },
-        ForecastParams { damping: 1.0, ..defaults },
-        ForecastParams { damping: 1e-9, ..defaults },
-        ForecastParams { min: Some(-1e9), max: Some(1e9), ..defaults },
+        ForecastParams {
+            lags: 1,
+            ..defaults
+        },
+        ForecastParams {
+            lags: 32,
+            ..defaults
+        },
+        ForecastParams {
+            forgetting: 0.9,
+            ..defaults
+        },
+        ForecastParams {
+            forgetting: 1.0,
+            ..defaults
+        },
+        ForecastParams {
+            horizon: 64,
+            ..defaults
+        },
+        ForecastParams {
+            damping: 1.0,
+            ..defaults
+        },
+        ForecastParams {
+            damping: 1e-9,
+            ..defaults
+        },
+        ForecastParams {
+            min: Some(-1e9),
+            max: Some(1e9),
+            ..defaults
+        },
         seasonal_params(2),
         seasonal_params(10_000),
         duration(1, 2),
@@ -1338,6 +1477,3 @@ fn damped_trend_lags_a_ramp_by_its_steady_state_error() {
         );
     }
 }
-
-
-
