@@ -333,10 +333,11 @@ impl ModelSpec {
                 anomaly,
                 metrics,
             } => {
-                let before = model.predict_one(&[]);
-                let error = before.map(|p| target - p.value);
-                if let Some(p) = before {
-                    metrics.update(target, p.value);
+                // Only the point forecast is scored: its interval was published with it.
+                let before = model.forecast_value();
+                let error = before.map(|value| target - value);
+                if let Some(value) = before {
+                    metrics.update(target, value);
                 }
                 let verdict = score_anomaly(anomaly, error, stats);
                 let params = model.params();

@@ -71,6 +71,8 @@ const HUBER_SCALES: f64 = 3.0;
 const HUBER_FLOOR: f64 = 0.1;
 /// Errors learnt unclipped first, to set the scale.
 const HUBER_WARMUP: u64 = 10;
+/// A growth of the normalisation scale beyond this factor in one reading is carried into P.
+const SCALE_JUMP: f64 = 1.01;
 /// Normalised inputs beyond this skip the RLS step (see [`ArMember::learn`]).
 const MAX_NORMALISED_INPUT: f64 = 1e3;
 /// Initial covariance δ (in normalised units): a weak prior, |w| of a few units is plausible.
@@ -84,8 +86,9 @@ const SCALE_FLOOR_ABSOLUTE: f64 = 1e-30;
 /// stored with the state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LagSet {
-    lags: [u32; MAX_AR_LAGS],
-    len: usize,
+    /// Lags fit in u16: at most 2 × 10 000 + 1 (a key's state holds one, so it is kept small).
+    lags: [u16; MAX_AR_LAGS],
+    len: u8,
 }
 
 impl LagSet {
@@ -114,21 +117,21 @@ impl LagSet {
     }
 
     fn insert(&mut self, lag: usize) {
-        let Ok(lag) = u32::try_from(lag) else { return };
-        if lag == 0 || self.len == MAX_AR_LAGS {
+        let Ok(lag) = u16::try_from(lag) else { return };
+        let len = usize::from(self.len);
+        if lag == 0 || len == MAX_AR_LAGS {
             return;
         }
-        let present = &self.lags[..self.len];
-        if let Err(at) = present.binary_search(&lag) {
-            self.lags.copy_within(at..self.len, at + 1);
+        if let Err(at) = self.lags[..len].binary_search(&lag) {
+            self.lags.copy_within(at..len, at + 1);
             self.lags[at] = lag;
             self.len += 1;
         }
     }
 
     /// The lags, ascending.
-    pub(super) fn as_slice(&self) -> &[u32] {
-        &self.lags[..self.len]
+    pub(super) fn as_slice(&self) -> &[u16] {
+        &self.lags[..usize::from(self.len)]
     }
 
     /// The largest lag: the length of the history ring.
@@ -249,6 +252,12 @@ impl ArMember {
         }
         x[count] = 1.0;
         true
+    }
+
+    /// One-step forecast; `None` until every lag has a value.
+    pub(super) fn forecast(&self, lags: &LagSet) -> Option<f64> {
+        let mut x = [0.0; MAX_INPUTS];
+        self.inputs(lags, &mut x).then(|| self.predict_inputs(&x))
     }
 
     /// The forecast in original units for the normalised inputs `x`.
@@ -411,13 +420,15 @@ impl ArMember {
             }
         }
         self.shift_covariance((old_mean - self.mean) / new_scale);
-        if new_scale > old_scale {
+        if new_scale > SCALE_JUMP * old_scale {
             // The readings learnt so far were at a smaller scale: in the new coordinates their
             // inputs are smaller by old/new, so their information R = P⁻¹ shrinks by its square
             // (P grows, up to the cap: a scale that jumps after a constant stretch starts the
             // regression afresh instead of leaving P at the 1e-13 that the stretch's tiny
             // spread made of it). A shrinking scale is not carried over (it would make P
-            // tiny on a constant stretch and slow the learning when the signal returns).
+            // tiny on a constant stretch and slow the learning when the signal returns), nor
+            // is the reading-to-reading jitter of the running spread (below 1 %: a p² cost
+            // per reading for nothing).
             let growth = new_scale / old_scale;
             self.covariance *= growth * growth;
             self.cap_covariance();

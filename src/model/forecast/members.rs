@@ -33,7 +33,6 @@
 //!   then at least 0.2), memory O(bins) whatever the sampling. The forecast is the profile of
 //!   the longest season whose bin of the target time has been seen.
 
-use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use super::{SeasonSpec, Seasons};
@@ -52,17 +51,18 @@ const PROFILE_MIN_WEIGHT: f64 = 0.2;
 const INTERVAL_MIN_WEIGHT: f64 = 0.05;
 
 /// The seasonal state of the `trend` and duration `seasonal` members. All arrays are empty
-/// without a season. Field order is the postcard format: append only.
+/// without a season (plain vectors, not ndarray: three empty ndarray headers were a tenth of a
+/// key's state). Field order is the postcard format: append only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Season {
     /// Seasonal indices of the `trend` member (Holt–Winters), one per slot of the shortest
     /// season (its steps, or its bins), in the member's units (`ln y` or `y`).
-    pub(super) indices: Array1<f64>,
+    pub(super) indices: Vec<f64>,
     /// Duration seasons: EW average value per phase bin, the seasons' bins one after another
     /// (shortest season first).
-    pub(super) profiles: Array1<f64>,
+    pub(super) profiles: Vec<f64>,
     /// Duration seasons: values seen per bin (saturating), same layout as `profiles`.
-    visits: Array1<u32>,
+    visits: Vec<u32>,
 }
 
 /// Slots of the `trend` member's indices and bins of the duration profiles for `seasons`.
@@ -87,9 +87,9 @@ impl Season {
     pub(super) fn new(seasons: &Seasons) -> Self {
         let (slots, bins) = shape(seasons);
         Self {
-            indices: Array1::zeros(slots),
-            profiles: Array1::zeros(bins),
-            visits: Array1::zeros(bins),
+            indices: vec![0.0; slots],
+            profiles: vec![0.0; bins],
+            visits: vec![0; bins],
         }
     }
 
@@ -306,7 +306,7 @@ impl Trend {
     /// value.
     pub(super) fn start_from_season(
         &mut self,
-        indices: &mut ndarray::Array1<f64>,
+        indices: &mut [f64],
         values: impl Iterator<Item = f64> + Clone,
         first_slot: usize,
     ) {

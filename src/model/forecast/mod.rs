@@ -393,6 +393,8 @@ pub struct Forecaster {
 struct Derived {
     lags: LagSet,
     bands: Bands,
+    /// The interval's nominal miss rate.
+    miss_rate: f64,
 }
 
 impl Derived {
@@ -400,7 +402,28 @@ impl Derived {
         Self {
             lags: LagSet::new(params.lags, &params.seasons),
             bands: Bands::new(params.horizon),
+            miss_rate: params.miss_rate(),
         }
+    }
+}
+
+/// Every member's one-step forecast and the blend of them (before the outlier offset and
+/// the bounds), from one state.
+#[derive(Debug, Clone, Copy)]
+struct OneStep {
+    members: [Option<f64>; MEMBERS],
+    blend: f64,
+}
+
+/// The one-step blend of the current state, computed once per reading where the state changes
+/// and read by the published forecast, the next `predict_one` and the next reading's outlier
+/// test (four computations per reading before). Not stored; always equal (a cache).
+#[derive(Debug, Clone, Copy, Default)]
+struct StepCache(Option<f64>);
+
+impl PartialEq for StepCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 
@@ -415,8 +438,9 @@ struct ForecasterState {
     drift: Drift,
     season: Season,
     ar: ArMember,
-    /// The `ar_log` member, fed `ln y` while `positive`.
-    ar_log: ArMember,
+    /// The `ar_log` member, fed `ln y` while `positive`; only with a step season (without one
+    /// it was the `ar` member's twin and cost a second regression per reading).
+    ar_log: Option<Box<ArMember>>,
     /// Every accepted value so far was > 0 (the `ar_log` member is in use).
     positive: bool,
     clock: Clock,
@@ -451,6 +475,8 @@ struct ForecasterState {
     high: f64,
     #[serde(skip, default = "Derived::placeholder")]
     derived: Derived,
+    #[serde(skip)]
+    cache: StepCache,
 }
 
 impl Derived {
@@ -485,7 +511,8 @@ impl Forecaster {
                 drift: Drift::new(),
                 season: Season::new(&params.seasons),
                 ar: ArMember::new(&derived.lags),
-                ar_log: ArMember::new(&derived.lags),
+                ar_log: matches!(params.seasons.primary(), Some(SeasonSpec::Steps(_)))
+                    .then(|| Box::new(ArMember::new(&derived.lags))),
                 positive: true,
                 clock: Clock::new(),
                 position: 0,
@@ -502,6 +529,7 @@ impl Forecaster {
                 low: 0.0,
                 high: 0.0,
                 derived,
+                cache: StepCache::default(),
             },
         })
     }
@@ -559,6 +587,14 @@ impl Forecaster {
     /// `upper` equal `value`.
     pub fn forecast_into(&self, out: &mut [Prediction]) -> usize {
         self.state.forecast_into(out)
+    }
+
+    /// The published one-step point forecast, without its interval (what
+    /// [`OnlineModel::predict_one`] returns as `value`, for less work); `None` before the first
+    /// value.
+    pub fn forecast_value(&self) -> Option<f64> {
+        let state = &self.state;
+        (state.updates > 0).then(|| state.published(state.one_step_blend()))
     }
 
     /// How many of the first steps have a calibrated interval (0..=horizon): the interval of
@@ -629,7 +665,7 @@ impl Forecaster {
     /// The lags of the `ar` members, ascending (the order of [`lag_coefficients`]).
     ///
     /// [`lag_coefficients`]: Self::lag_coefficients
-    pub fn lags(&self) -> &[u32] {
+    pub fn lags(&self) -> &[u16] {
         self.state.derived.lags.as_slice()
     }
 
@@ -696,10 +732,39 @@ impl ForecasterState {
             ar_log_ready: false,
         };
         paths.ar_ready = self.ar.trained() && self.ar.forecast_steps(lags, &mut paths.ar[..steps]);
-        if self.positive && self.ar_log.trained() {
-            paths.ar_log_ready = self.ar_log.forecast_steps(lags, &mut paths.ar_log[..steps]);
+        if let Some(ar_log) = self
+            .ar_log
+            .as_ref()
+            .filter(|ar| self.positive && ar.trained())
+        {
+            paths.ar_log_ready = ar_log.forecast_steps(lags, &mut paths.ar_log[..steps]);
         }
         paths
+    }
+
+    /// The one-step blend of the current state (before the outlier offset and the bounds),
+    /// from the cache when it has it.
+    fn one_step_blend(&self) -> f64 {
+        match self.cache {
+            StepCache(Some(blend)) => blend,
+            StepCache(None) => self.one_step().blend,
+        }
+    }
+
+    /// The one-step forecasts of the current state.
+    fn one_step(&self) -> OneStep {
+        let lags = &self.derived.lags;
+        let ar = self.ar.trained().then(|| self.ar.forecast(lags)).flatten();
+        let ar_log = self
+            .ar_log
+            .as_ref()
+            .filter(|ar| self.positive && ar.trained())
+            .and_then(|ar| ar.forecast(lags));
+        let members = self.members_with(1, ar, ar_log);
+        OneStep {
+            members,
+            blend: self.blend(1, &members),
+        }
     }
 
     /// The `trend` member's seasonal index for step `k`: `None` without a season, `Some(None)`
@@ -738,17 +803,34 @@ impl ForecasterState {
     /// no forecast, or whose forecast is not a finite number of a sane magnitude, is `None`
     /// (left out of the blend and not scored).
     fn member_forecasts(&self, k: usize, paths: &Paths) -> [Option<f64>; MEMBERS] {
+        let ar = paths
+            .ar_ready
+            .then(|| paths.ar.get(k - 1).copied())
+            .flatten();
+        let ar_log = paths
+            .ar_log_ready
+            .then(|| paths.ar_log.get(k - 1).copied())
+            .flatten();
+        self.members_with(k, ar, ar_log)
+    }
+
+    /// [`member_forecasts`](Self::member_forecasts) given the AR members' forecasts of step
+    /// `k` (`ar_log` in `ln y`).
+    fn members_with(
+        &self,
+        k: usize,
+        ar: Option<f64>,
+        ar_log: Option<f64>,
+    ) -> [Option<f64>; MEMBERS] {
         let damped = damped_sum(self.params.damping, k);
         let mut out = [None; MEMBERS];
         out[LAST] = Some(self.last);
         out[SEASONAL] = self.seasonal_forecast(k);
         out[TREND] = sane(self.trend.forecast(self.trend_index(k), damped));
         out[DRIFT] = sane(self.drift.forecast(self.last, damped));
-        if paths.ar_ready {
-            out[AR] = sane(paths.ar.get(k - 1).copied());
-        }
-        if paths.ar_log_ready && self.positive {
-            out[AR_LOG] = sane(paths.ar_log.get(k - 1).map(|z| z.exp()));
+        out[AR] = sane(ar);
+        if self.positive {
+            out[AR_LOG] = sane(ar_log.map(f64::exp));
         }
         // A forecast far outside everything the series has done is a member gone unstable
         // (an iterated AR with an explosive root, a drift on a spike): leave it out rather
@@ -841,14 +923,18 @@ impl ForecasterState {
         }
     }
 
-    /// Fill `out` (at most `horizon` steps) from `paths`, which must reach that far.
-    fn fill(&self, paths: &Paths, out: &mut [Prediction]) -> usize {
+    /// Fill `out` (at most `horizon` steps): step 1 from `one_step`, the others from `paths`,
+    /// which must reach that far when there are others.
+    fn fill(&self, one_step: f64, paths: Option<&Paths>, out: &mut [Prediction]) -> usize {
         let steps = out.len().min(self.params.horizon);
         for (index, prediction) in out.iter_mut().take(steps).enumerate() {
             let k = index + 1;
-            let forecasts = self.member_forecasts(k, paths);
-            let value = self.published(self.blend(k, &forecasts));
-            *prediction = self.prediction(value, k);
+            let blend = match (k, paths) {
+                (1, _) => one_step,
+                (_, Some(paths)) => self.blend(k, &self.member_forecasts(k, paths)),
+                (_, None) => return index,
+            };
+            *prediction = self.prediction(self.published(blend), k);
         }
         steps
     }
@@ -858,8 +944,9 @@ impl ForecasterState {
             return 0;
         }
         let steps = out.len().min(self.params.horizon);
-        let paths = self.paths(steps);
-        self.fill(&paths, out)
+        let blend = self.one_step_blend();
+        let paths = (steps > 1).then(|| self.paths(steps));
+        self.fill(blend, paths.as_ref(), out)
     }
 
     /// Residuals needed before σ is trusted for clipping: enough for RLS to have converged.
@@ -881,9 +968,7 @@ impl ForecasterState {
         let mut accepted = y;
         let mut shift = false;
         if !first {
-            let paths = self.paths(1);
-            let forecasts = self.member_forecasts(1, &paths);
-            let forecast = self.blend(1, &forecasts);
+            let forecast = self.one_step_blend();
             let error = y - forecast;
             // Floored at a relative 1e-9 of the level: rounding noise on a constant series is
             // not an outlier.
@@ -928,7 +1013,7 @@ impl ForecasterState {
                 // Forecasts made before the shift say nothing about the members' skill.
                 self.scoring.drop_pending();
             } else {
-                let miss_rate = self.params.miss_rate();
+                let miss_rate = self.derived.miss_rate;
                 self.scoring
                     .arrive(&self.derived.bands, Some(accepted), miss_rate);
             }
@@ -955,6 +1040,7 @@ impl ForecasterState {
             .record_profiles(&self.params.seasons, time_ms, accepted);
         let lags = self.derived.lags;
         let forgetting = self.params.forgetting;
+        self.cache = StepCache::default();
         self.ar.learn(&lags, accepted, forgetting);
         if let Some(SeasonSpec::Steps(m)) = self.params.seasons.primary() {
             if self.position + 1 == m as u64 && !shift {
@@ -966,13 +1052,17 @@ impl ForecasterState {
             }
         }
         if self.positive && accepted > 0.0 {
-            self.ar_log.learn(&lags, accepted.ln(), forgetting);
+            if let Some(ar_log) = &mut self.ar_log {
+                ar_log.learn(&lags, accepted.ln(), forgetting);
+            }
         } else {
             self.positive = false;
         }
         if shift {
             self.ar.open_intercept();
-            self.ar_log.open_intercept();
+            if let Some(ar_log) = &mut self.ar_log {
+                ar_log.open_intercept();
+            }
         }
         self.last = accepted;
         if first {
@@ -991,18 +1081,20 @@ impl ForecasterState {
         if self.updates == 0 {
             return 0;
         }
-        let paths = self.paths(1);
-        let forecasts = self.member_forecasts(1, &paths);
-        let imputed = self.blend(1, &forecasts);
-        let miss_rate = self.params.miss_rate();
+        let imputed = self.one_step_blend();
+        self.cache = StepCache::default();
+        let miss_rate = self.derived.miss_rate;
         self.scoring.arrive(&self.derived.bands, None, miss_rate);
         self.trend.skip(self.params.damping);
         self.ar.skip(imputed);
-        if self.positive && imputed > 0.0 {
-            self.ar_log.skip(imputed.ln());
-        } else if self.positive {
+        if let Some(ar_log) = self.ar_log.as_mut().filter(|_| self.positive) {
             // The ring would need ln of a value ≤ 0: keep it in phase with the last value.
-            self.ar_log.skip(self.last.max(f64::MIN_POSITIVE).ln());
+            let value = if imputed > 0.0 {
+                imputed
+            } else {
+                self.last.max(f64::MIN_POSITIVE)
+            };
+            ar_log.skip(value.ln());
         }
         self.last = imputed;
         self.clock.observe(time_ms, false);
@@ -1020,14 +1112,24 @@ impl ForecasterState {
         let bands = self.derived.bands;
         let published = out.len().min(self.params.horizon);
         let needed = self.scoring.max_step_to_record(&bands).max(published);
-        let paths = self.paths(needed);
+        self.cache = StepCache::default();
+        let step = self.one_step();
+        let paths = (needed > 1).then(|| self.paths(needed));
         for b in 0..bands.len() {
             let k = self.scoring.step_to_record(&bands, b);
-            let forecasts = self.member_forecasts(k, &paths);
-            let value = self.published(self.blend(k, &forecasts));
+            let (forecasts, blend) = match (k, &paths) {
+                (1, _) | (_, None) => (step.members, step.blend),
+                (_, Some(paths)) => {
+                    let forecasts = self.member_forecasts(k, paths);
+                    (forecasts, self.blend(k, &forecasts))
+                }
+            };
+            let value = self.published(blend);
             self.scoring.record(&bands, b, &forecasts, value);
         }
-        self.fill(&paths, out)
+        let written = self.fill(step.blend, paths.as_ref(), out);
+        self.cache = StepCache(Some(step.blend));
+        written
     }
 
     /// A level shift confirmed by the reading `y`, whose forecast was `forecast`: the clipped
@@ -1044,13 +1146,14 @@ impl ForecasterState {
         self.ar.restore_recent(raw);
         let short = self.params.lags;
         self.ar.shift_level(delta, count, short);
-        if self.positive && y > 0.0 && forecast > 0.0 && raw.iter().all(|&value| value > 0.0) {
+        let positive = y > 0.0 && forecast > 0.0 && raw.iter().all(|&value| value > 0.0);
+        if let Some(ar_log) = self.ar_log.as_mut().filter(|_| self.positive && positive) {
             let mut logs = [0.0; MAX_CLIPPED_RUN];
             for (log, &value) in logs.iter_mut().zip(raw) {
                 *log = value.ln();
             }
-            self.ar_log.restore_recent(&logs[..count]);
-            self.ar_log.shift_level((y / forecast).ln(), count, short);
+            ar_log.restore_recent(&logs[..count]);
+            ar_log.shift_level((y / forecast).ln(), count, short);
         }
         self.drift.slope = 0.0;
         if let Some(&latest) = raw.first() {
@@ -1068,7 +1171,12 @@ impl ForecasterState {
         let invalid = |what: String| ModelError::InvalidState(what);
         let lags = self.derived.lags;
         self.ar.check(&lags).map_err(invalid)?;
-        self.ar_log.check(&lags).map_err(invalid)?;
+        let wants_log = matches!(self.params.seasons.primary(), Some(SeasonSpec::Steps(_)));
+        match &self.ar_log {
+            Some(ar_log) if wants_log => ar_log.check(&lags).map_err(invalid)?,
+            None if !wants_log => {}
+            _ => return Err(invalid("the ar_log member does not fit the seasons".into())),
+        }
         self.season.check(&self.params.seasons).map_err(invalid)?;
         self.scoring.check(&self.derived.bands).map_err(invalid)?;
         self.clock.check().map_err(invalid)?;

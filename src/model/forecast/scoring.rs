@@ -55,7 +55,6 @@
 //! error distribution (q starts at the Gaussian z). A band's interval is published once it has
 //! scored 20 errors over at least two cycles; before that the step has no interval.
 
-use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use super::MEMBERS;
@@ -64,6 +63,8 @@ use super::MEMBERS;
 pub(super) const MAX_BANDS: usize = 7;
 /// η of the exponential weights on relative excess error, for a member with many samples.
 const SHARPNESS: f64 = 10.0;
+/// Weights below e^−this are 0.
+const NEGLIGIBLE_EXPONENT: f64 = 40.0;
 /// Pseudo-samples of the worst member's score a member's score is shrunk with.
 const PRIOR_SAMPLES: f64 = 1.0;
 /// Smallest weight of a new sample per step of a band (memory ≈ 100 readings)…
@@ -82,8 +83,9 @@ const QUANTILE_RANGE: (f64, f64) = (0.25, 50.0);
 /// The bands `[start, end]` of a horizon; derived from it, not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Bands {
-    bounds: [(usize, usize); MAX_BANDS],
-    len: usize,
+    /// `(start, end)` of each band (steps ≤ 64: a key's state holds one, so it is kept small).
+    bounds: [(u8, u8); MAX_BANDS],
+    len: u8,
 }
 
 impl Bands {
@@ -92,37 +94,45 @@ impl Bands {
             bounds: [(0, 0); MAX_BANDS],
             len: 0,
         };
-        let mut start = 1;
-        while start <= horizon && bands.len < MAX_BANDS {
-            bands.bounds[bands.len] = (start, (2 * start - 1).min(horizon));
-            bands.len += 1;
+        let horizon = horizon.min(super::MAX_HORIZON);
+        let mut list = [(0usize, 0usize); MAX_BANDS];
+        let (mut len, mut start) = (0, 1);
+        while start <= horizon && len < MAX_BANDS {
+            list[len] = (start, (2 * start - 1).min(horizon));
+            len += 1;
             start *= 2;
         }
-        if bands.len >= 2 {
-            let (start, end) = bands.bounds[bands.len - 1];
+        if len >= 2 {
+            let (start, end) = list[len - 1];
             if 2 * (end + 1 - start) < start {
-                bands.len -= 1;
-                bands.bounds[bands.len - 1].1 = end;
+                len -= 1;
+                list[len - 1].1 = end;
             }
         }
+        for (bound, &(start, end)) in bands.bounds.iter_mut().zip(&list[..len]) {
+            // Steps ≤ 64 (the horizon is capped above).
+            *bound = (start as u8, end as u8);
+        }
+        bands.len = len as u8;
         bands
     }
 
     pub(super) fn len(&self) -> usize {
-        self.len
+        usize::from(self.len)
     }
 
     /// `(start, end)` of band `b`.
     pub(super) fn get(&self, b: usize) -> (usize, usize) {
-        self.bounds[b.min(self.len.saturating_sub(1))]
+        let (start, end) = self.bounds[b.min(self.len().saturating_sub(1))];
+        (usize::from(start), usize::from(end))
     }
 
     /// The band of step `k` (≥ 1); the last band for steps beyond the horizon.
     pub(super) fn band_of(&self, k: usize) -> usize {
-        self.bounds[..self.len]
+        self.bounds[..self.len()]
             .iter()
-            .position(|&(_, end)| k <= end)
-            .unwrap_or(self.len.saturating_sub(1))
+            .position(|&(_, end)| k <= usize::from(end))
+            .unwrap_or(self.len().saturating_sub(1))
     }
 
     /// Pending cycles a band holds at most: `⌈e / L⌉`.
@@ -177,7 +187,7 @@ pub(super) struct Band {
     open: u32,
     cycles: Vec<Cycle>,
     /// The blend's forecasts of every cycle, `L` per cycle.
-    blend: Array1<f64>,
+    blend: Vec<f64>,
     /// Per member: EW mean of its RMS error over the band's steps, one sample per cycle (the
     /// mean absolute error for a one-step band).
     member_mse: [f64; MEMBERS],
@@ -244,7 +254,7 @@ impl Scoring {
                     phase: 0,
                     open: 0,
                     cycles: vec![Cycle::free(); cycles],
-                    blend: Array1::zeros(cycles * bands.length(b)),
+                    blend: vec![0.0; cycles * bands.length(b)],
                     member_mse: [0.0; MEMBERS],
                     member_samples: [0; MEMBERS],
                     weights: [0.0; MEMBERS],
@@ -300,9 +310,17 @@ impl Scoring {
     fn score(&mut self, bands: &Bands, b: usize, index: usize, length: usize, y: f64, alpha: f64) {
         let (_, end) = bands.get(b);
         // The interval of each step before this sample changes it: (σ absolute, σ relative).
-        let mut sigmas = [(0.0, 0.0); super::MAX_HORIZON];
+        // A one-step band (scored every reading) does not zero a horizon's worth of buffer.
         let steps = length.min(super::MAX_HORIZON);
-        for (j, sigma) in sigmas.iter_mut().take(steps).enumerate() {
+        let mut one = [(0.0, 0.0); 1];
+        let mut many;
+        let sigmas: &mut [(f64, f64)] = if steps == 1 {
+            &mut one
+        } else {
+            many = [(0.0, 0.0); super::MAX_HORIZON];
+            &mut many[..steps]
+        };
+        for (j, sigma) in sigmas.iter_mut().enumerate() {
             let k = end - j;
             *sigma = (
                 self.sigma(bands, k, Kind::Absolute).unwrap_or(0.0),
@@ -312,20 +330,27 @@ impl Scoring {
         let Some(band) = self.bands.get_mut(b) else {
             return;
         };
-        let Some(cycle) = band.cycles.get(index).cloned() else {
+        let Some(cycle) = band.cycles.get(index) else {
             return;
         };
+        let (reference, sums, squares, counts, stored) = (
+            cycle.reference,
+            cycle.sum,
+            cycle.sum_sq,
+            cycle.n,
+            cycle.count,
+        );
         let sample_weight = |samples: u32| {
             (1.0 / f64::from(samples.max(1)))
                 .max((SAMPLE_WEIGHT_PER_STEP * length as f64).min(SAMPLE_WEIGHT_CAP))
         };
-        let d = y - cycle.reference;
+        let d = y - reference;
         let mut samples = [None; MEMBERS];
         for (m, sample) in samples.iter_mut().enumerate() {
-            let n = cycle.n[m];
+            let n = counts[m];
             if n > 0 {
                 let count = f64::from(n);
-                let total = count * d * d - 2.0 * d * cycle.sum[m] + cycle.sum_sq[m];
+                let total = count * d * d - 2.0 * d * sums[m] + squares[m];
                 *sample = Some((total / count).max(0.0)).filter(|mse| mse.is_finite());
             }
         }
@@ -359,15 +384,11 @@ impl Scoring {
         }
         band.refresh_weights();
 
-        let count = (cycle.count as usize).min(length);
+        let count = (stored as usize).min(length);
         if count > 0 {
             let offset = index * length;
-            let forecasts = band
-                .blend
-                .as_slice()
-                .and_then(|all| all.get(offset..offset + count))
-                .unwrap_or(&[]);
-            let sigmas = &sigmas[..count.min(steps)];
+            let forecasts = band.blend.get(offset..offset + count).unwrap_or(&[]);
+            let sigmas = &sigmas[..count.min(sigmas.len())];
             band.blend_samples = band.blend_samples.saturating_add(1);
             band.blend_errors += count as u64;
             let weight = sample_weight(band.blend_samples);
@@ -477,9 +498,9 @@ impl Scoring {
     /// σ(h) of error model `kind` at step `k`, interpolated between the calibrated bands;
     /// `None` before any band is.
     fn sigma(&self, bands: &Bands, k: usize, kind: Kind) -> Option<f64> {
-        let log_k = (k.max(1) as f64).ln();
-        let mut below: Option<(f64, f64)> = None;
-        let mut above: Option<(f64, f64)> = None;
+        // (band, scale) of the calibrated bands whose centre is at or below k, and above it.
+        let mut below: Option<(usize, f64)> = None;
+        let mut above: Option<(usize, f64)> = None;
         let mut constant = false;
         for (b, band) in self.bands.iter().enumerate() {
             let model = band.model(kind);
@@ -491,23 +512,30 @@ impl Scoring {
                 continue;
             }
             let (start, end) = bands.get(b);
-            let centre = 0.5 * ((start as f64).ln() + (end as f64).ln());
-            let point = (centre, model.scale.ln());
-            if centre <= log_k {
-                below = Some(point);
+            // Centre √(start·end) ≤ k ⇔ start·end ≤ k².
+            if start * end <= k * k {
+                below = Some((b, model.scale));
             } else if above.is_none() {
-                above = Some(point);
+                above = Some((b, model.scale));
             }
         }
-        let log_sigma = match (below, above) {
-            (Some((c0, s0)), Some((c1, s1))) => s0 + (s1 - s0) * (log_k - c0) / (c1 - c0),
-            // Past the last calibrated centre: a random walk's √h growth.
-            (Some((c0, s0)), None) => s0 + 0.5 * (log_k - c0),
-            (None, Some((_, s1))) => s1,
-            // A constant series: calibrated with zero error.
-            (None, None) => return constant.then_some(0.0),
+        let centre = |b: usize| {
+            let (start, end) = bands.get(b);
+            0.5 * ((start as f64).ln() + (end as f64).ln())
         };
-        Some(log_sigma.exp())
+        match (below, above) {
+            // At a band's centre (step 1 of the one-step band: every reading): its scale.
+            (Some((b, scale)), _) if bands.get(b) == (k, k) => Some(scale),
+            (Some((b0, s0)), Some((b1, s1))) => {
+                let (c0, c1, log_k) = (centre(b0), centre(b1), (k as f64).ln());
+                Some(s0 * ((s1 / s0).ln() * (log_k - c0) / (c1 - c0)).exp())
+            }
+            // Past the last calibrated centre: a random walk's √h growth.
+            (Some((b0, s0)), None) => Some(s0 * (0.5 * ((k as f64).ln() - centre(b0))).exp()),
+            (None, Some((_, s1))) => Some(s1),
+            // A constant series: calibrated with zero error.
+            (None, None) => constant.then_some(0.0),
+        }
     }
 
     /// Whether step `k` has an interval: its band is calibrated.
@@ -528,7 +556,8 @@ impl Scoring {
             band.relative.samples >= 2 && value > 0.0 && band.relative.score < band.absolute.score;
         if relative {
             let spread = band.relative.quantile * self.sigma(bands, k, Kind::Relative)?;
-            Some((value * (-spread).exp(), value * spread.exp()))
+            let factor = spread.exp();
+            Some((value / factor, value * factor))
         } else {
             let half_width = band.absolute.quantile * self.sigma(bands, k, Kind::Absolute)?;
             Some((value - half_width, value + half_width))
@@ -628,7 +657,10 @@ impl ErrorModel {
                 beyond += usize::from(error.abs() > spread);
                 let (lower, upper) = match kind {
                     Kind::Absolute => (forecast - spread, forecast + spread),
-                    Kind::Relative => (forecast * (-spread).exp(), forecast * spread.exp()),
+                    Kind::Relative => {
+                        let factor = spread.exp();
+                        (forecast / factor, forecast * factor)
+                    }
                 };
                 let miss = (lower - y).max(0.0) + (y - upper).max(0.0);
                 score += (upper - lower) + 2.0 / alpha.max(1e-9) * miss;
@@ -695,10 +727,14 @@ impl Band {
         let reference = best.max(f64::MIN_POSITIVE);
         let mut total = 0.0;
         for (weight, &score) in self.weights.iter_mut().zip(&shrunk) {
-            *weight = if score.is_finite() {
-                let excess = ((score - best) / reference).min(100.0);
-                (-SHARPNESS * excess).exp()
+            let exponent = SHARPNESS * (score - best) / reference;
+            *weight = if exponent == 0.0 {
+                1.0
+            } else if exponent < NEGLIGIBLE_EXPONENT {
+                (-exponent).exp()
             } else {
+                // e^−40 ≈ 4e−18: nothing a blend of six could notice (and an exp saved on
+                // the one-step band, which is scored every reading).
                 0.0
             };
             total += *weight;

@@ -637,8 +637,15 @@ fn corrupt_state_is_rejected_on_deserialise() {
         assert!(rejected(&bad_shape));
 
         let mut bad_ring = model.clone();
-        bad_ring.state.ar_log.history = ndarray::Array1::zeros(1);
+        bad_ring.state.ar.history = ndarray::Array1::zeros(1);
         assert!(rejected(&bad_ring));
+
+        let mut bad_log = model.clone();
+        bad_log.state.ar_log = match bad_log.state.ar_log {
+            Some(_) => None,
+            None => Some(Box::new(ArMember::new(&bad_log.state.derived.lags))),
+        };
+        assert!(rejected(&bad_log));
 
         let mut bad_number = model.clone();
         bad_number.state.ar.covariance[(1, 2)] = f64::NAN;
