@@ -1,5 +1,6 @@
 //! Per-update throughput of the online models on one core: for every reading,
-//! `predict_one` then `learn_one` (test-then-train, as a `KeyActor` drives them), 8 features.
+//! `predict_one` then `learn_one` (test-then-train, as a `KeyActor` drives them), 8 features;
+//! the forecaster as the pipeline drives it (point forecast, then learn and publish).
 //!
 //!     cargo bench --bench models
 //!
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use edgeflow::model::{
     ForecastParams, Forecaster, LinearAlgorithm, LinearParams, LinearRegression, LogisticAlgorithm,
-    LogisticParams, LogisticRegression, OnlineModel,
+    LogisticParams, LogisticRegression, Prediction, SeasonSpec, Seasons,
 };
 use support::{allocations, thread_cpu_ns, CountingAllocator, XorShift};
 
@@ -169,13 +170,45 @@ fn main() {
         black_box(&model);
     }
 
-    let mut forecaster = match Forecaster::new(ForecastParams::default()) {
-        Ok(model) => model,
-        Err(error) => panic!("bench parameters: {error}"),
+    // The forecaster as the pipeline drives it: the point forecast scored, then one call that
+    // learns and publishes the forecasts (the one-step fields, or the whole horizon).
+    let hourly = |seasons: &[SeasonSpec], horizon| ForecastParams {
+        seasons: match Seasons::new(seasons) {
+            Ok(seasons) => seasons,
+            Err(error) => panic!("bench seasons: {error}"),
+        },
+        horizon,
+        ..ForecastParams::default()
     };
-    measure("forecaster (default)", Some(5.0), |i| {
-        black_box(OnlineModel::predict_one(&forecaster, &[]));
-        OnlineModel::learn_one(&mut forecaster, &[], black_box(inputs.series[i]));
-    });
-    black_box(&forecaster);
+    for (name, params, target) in [
+        ("forecaster (default)", ForecastParams::default(), Some(2.5)),
+        (
+            "forecaster season 24",
+            hourly(&[SeasonSpec::Steps(24)], 1),
+            None,
+        ),
+        (
+            "forecaster season [24, 168], horizon 48",
+            hourly(&[SeasonSpec::Steps(24), SeasonSpec::Steps(168)], 48),
+            None,
+        ),
+    ] {
+        let mut forecaster = match Forecaster::new(params) {
+            Ok(model) => model,
+            Err(error) => panic!("bench parameters: {error}"),
+        };
+        let empty = Prediction {
+            value: 0.0,
+            lower: 0.0,
+            upper: 0.0,
+        };
+        let mut out = vec![empty; params.horizon];
+        let mut time = 0i64;
+        measure(name, target, |i| {
+            black_box(forecaster.forecast_value());
+            time += 3_600_000;
+            black_box(forecaster.learn_forecast_at(time, black_box(inputs.series[i]), &mut out));
+        });
+        black_box(&forecaster);
+    }
 }

@@ -70,7 +70,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use self::ar::{ArMember, LagSet};
 use self::members::{Clock, Drift, Season, Trend};
-use self::scoring::{Bands, Scoring};
+use self::scoring::{Bands, Intervals, Scoring};
 use super::{ModelError, OnlineModel, Prediction};
 
 /// Largest accepted number of short lags.
@@ -907,9 +907,14 @@ impl ForecasterState {
         self.params.clamp(blend + offset)
     }
 
-    /// The prediction of step `k` for a published value.
-    fn prediction(&self, value: f64, k: usize) -> Prediction {
-        match self.scoring.interval(&self.derived.bands, k, value) {
+    /// The prediction of step `k` for a published value; `intervals` for a whole horizon
+    /// (`None`: one step).
+    fn prediction(&self, intervals: Option<&Intervals<'_>>, value: f64, k: usize) -> Prediction {
+        let interval = match intervals {
+            Some(intervals) => intervals.interval(k, value),
+            None => self.scoring.interval(&self.derived.bands, k, value),
+        };
+        match interval {
             Some((lower, upper)) => Prediction {
                 value,
                 lower: self.params.clamp(lower),
@@ -927,6 +932,7 @@ impl ForecasterState {
     /// which must reach that far when there are others.
     fn fill(&self, one_step: f64, paths: Option<&Paths>, out: &mut [Prediction]) -> usize {
         let steps = out.len().min(self.params.horizon);
+        let intervals = (steps > 1).then(|| self.scoring.intervals(&self.derived.bands));
         for (index, prediction) in out.iter_mut().take(steps).enumerate() {
             let k = index + 1;
             let blend = match (k, paths) {
@@ -934,7 +940,7 @@ impl ForecasterState {
                 (_, Some(paths)) => self.blend(k, &self.member_forecasts(k, paths)),
                 (_, None) => return index,
             };
-            *prediction = self.prediction(self.published(blend), k);
+            *prediction = self.prediction(intervals.as_ref(), self.published(blend), k);
         }
         steps
     }

@@ -309,6 +309,10 @@ impl Scoring {
     /// Score cycle `index` of band `b` against its target `y`.
     fn score(&mut self, bands: &Bands, b: usize, index: usize, length: usize, y: f64, alpha: f64) {
         let (_, end) = bands.get(b);
+        let (absolute, relative) = (
+            Lazy::new(|| self.curve(bands, Kind::Absolute)),
+            Lazy::new(|| self.curve(bands, Kind::Relative)),
+        );
         // The interval of each step before this sample changes it: (σ absolute, σ relative).
         // A one-step band (scored every reading) does not zero a horizon's worth of buffer.
         let steps = length.min(super::MAX_HORIZON);
@@ -322,10 +326,17 @@ impl Scoring {
         };
         for (j, sigma) in sigmas.iter_mut().enumerate() {
             let k = end - j;
-            *sigma = (
-                self.sigma(bands, k, Kind::Absolute).unwrap_or(0.0),
-                self.sigma(bands, k, Kind::Relative).unwrap_or(0.0),
-            );
+            *sigma = if steps == 1 {
+                (
+                    self.sigma(bands, k, Kind::Absolute).unwrap_or(0.0),
+                    self.sigma(bands, k, Kind::Relative).unwrap_or(0.0),
+                )
+            } else {
+                (
+                    absolute.get().sigma(k).unwrap_or(0.0),
+                    relative.get().sigma(k).unwrap_or(0.0),
+                )
+            };
         }
         let Some(band) = self.bands.get_mut(b) else {
             return;
@@ -495,8 +506,46 @@ impl Scoring {
         band.blend_samples >= 2 && band.blend_errors >= CALIBRATION_ERRORS
     }
 
+    /// The error scale of model `kind` along the steps: one point per calibrated band.
+    fn curve(&self, bands: &Bands, kind: Kind) -> Curve {
+        let mut curve = Curve {
+            points: [(0, 0.0); MAX_BANDS],
+            len: 0,
+            constant: false,
+        };
+        for (b, band) in self.bands.iter().enumerate() {
+            let model = band.model(kind);
+            if !Self::calibrated(band) || model.samples < 2 {
+                continue;
+            }
+            if model.scale <= 0.0 || model.scale.is_nan() {
+                curve.constant = true;
+                continue;
+            }
+            if let Some(point) = curve.points.get_mut(curve.len) {
+                let (start, end) = bands.get(b);
+                // Steps ≤ 64: start · end fits in u16.
+                *point = ((start * end) as u16, model.scale);
+                curve.len += 1;
+            }
+        }
+        curve
+    }
+
+    /// The intervals of the current state, for any number of steps: each error model's curve
+    /// is built once, on first use.
+    pub(super) fn intervals<'a>(&'a self, bands: &'a Bands) -> Intervals<'a> {
+        Intervals {
+            scoring: self,
+            bands,
+            absolute: std::cell::OnceCell::new(),
+            relative: std::cell::OnceCell::new(),
+        }
+    }
+
     /// σ(h) of error model `kind` at step `k`, interpolated between the calibrated bands;
-    /// `None` before any band is.
+    /// `None` before any band is. The same as [`Curve::sigma`], for one step without building
+    /// a curve (the one-step band is scored and published every reading: this is its path).
     fn sigma(&self, bands: &Bands, k: usize, kind: Kind) -> Option<f64> {
         // (band, scale) of the calibrated bands whose centre is at or below k, and above it.
         let mut below: Option<(usize, f64)> = None;
@@ -538,13 +587,6 @@ impl Scoring {
         }
     }
 
-    /// Whether step `k` has an interval: its band is calibrated.
-    pub(super) fn has_interval(&self, bands: &Bands, k: usize) -> bool {
-        self.bands
-            .get(bands.band_of(k))
-            .is_some_and(Self::calibrated)
-    }
-
     /// The interval `(lower, upper)` of step `k` around the published `value`: from the error
     /// model of its band with the lower interval score; `None` until the band is calibrated.
     pub(super) fn interval(&self, bands: &Bands, k: usize, value: f64) -> Option<(f64, f64)> {
@@ -562,6 +604,13 @@ impl Scoring {
             let half_width = band.absolute.quantile * self.sigma(bands, k, Kind::Absolute)?;
             Some((value - half_width, value + half_width))
         }
+    }
+
+    /// Whether step `k` has an interval: its band is calibrated.
+    pub(super) fn has_interval(&self, bands: &Bands, k: usize) -> bool {
+        self.bands
+            .get(bands.band_of(k))
+            .is_some_and(Self::calibrated)
     }
 
     /// Whether a deserialised scoring fits `bands`; the error says what does not.
@@ -614,6 +663,98 @@ impl Scoring {
             }
         }
         Ok(())
+    }
+}
+
+/// σ(h) of one error model: `(start · end, scale)` of each calibrated band, in step order
+/// (the band's centre is √(start · end)), interpolated linearly in `ln h` and `ln σ`, with `√h`
+/// growth past the last centre. Logs are taken only where a step falls between or beyond
+/// centres, so the one-step band of a one-step forecast (every reading) costs none.
+#[derive(Debug, Clone, Copy)]
+struct Curve {
+    points: [(u16, f64); MAX_BANDS],
+    len: usize,
+    /// A calibrated band had zero error (a constant series).
+    constant: bool,
+}
+
+impl Curve {
+    fn sigma(&self, k: usize) -> Option<f64> {
+        let points = &self.points[..self.len];
+        let Some(&(first, first_scale)) = points.first() else {
+            return self.constant.then_some(0.0);
+        };
+        let squared = k * k;
+        if squared <= usize::from(first) {
+            // At or before the first centre (step 1 of the one-step band: its own scale).
+            return Some(first_scale);
+        }
+        let log_k = (k as f64).ln();
+        let centre = |product: u16| 0.5 * f64::from(product).ln();
+        for pair in points.windows(2) {
+            let ((p0, s0), (p1, s1)) = (pair[0], pair[1]);
+            if squared <= usize::from(p1) {
+                let (c0, c1) = (centre(p0), centre(p1));
+                return Some(s0 * ((s1 / s0).ln() * (log_k - c0) / (c1 - c0)).exp());
+            }
+        }
+        let &(last, last_scale) = points.last()?;
+        // Past the last calibrated centre: a random walk's √h growth.
+        Some(last_scale * (0.5 * (log_k - centre(last))).exp())
+    }
+}
+
+/// The intervals of one state (see [`Scoring::intervals`]).
+pub(super) struct Intervals<'a> {
+    scoring: &'a Scoring,
+    bands: &'a Bands,
+    absolute: std::cell::OnceCell<Curve>,
+    relative: std::cell::OnceCell<Curve>,
+}
+
+impl Intervals<'_> {
+    /// The interval `(lower, upper)` of step `k` around the published `value`: from the error
+    /// model of its band with the lower interval score; `None` until the band is calibrated.
+    pub(super) fn interval(&self, k: usize, value: f64) -> Option<(f64, f64)> {
+        let band = self.scoring.bands.get(self.bands.band_of(k))?;
+        if !Scoring::calibrated(band) {
+            return None;
+        }
+        let relative =
+            band.relative.samples >= 2 && value > 0.0 && band.relative.score < band.absolute.score;
+        let (scoring, bands) = (self.scoring, self.bands);
+        if relative {
+            let curve = self
+                .relative
+                .get_or_init(|| scoring.curve(bands, Kind::Relative));
+            let factor = (band.relative.quantile * curve.sigma(k)?).exp();
+            Some((value / factor, value * factor))
+        } else {
+            let curve = self
+                .absolute
+                .get_or_init(|| scoring.curve(bands, Kind::Absolute));
+            let half_width = band.absolute.quantile * curve.sigma(k)?;
+            Some((value - half_width, value + half_width))
+        }
+    }
+}
+
+/// A curve built on first use (a one-step band needs only its own).
+struct Lazy<F: Fn() -> Curve> {
+    cell: std::cell::OnceCell<Curve>,
+    build: F,
+}
+
+impl<F: Fn() -> Curve> Lazy<F> {
+    fn new(build: F) -> Self {
+        Self {
+            cell: std::cell::OnceCell::new(),
+            build,
+        }
+    }
+
+    fn get(&self) -> &Curve {
+        self.cell.get_or_init(&self.build)
     }
 }
 
