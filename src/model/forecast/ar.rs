@@ -247,8 +247,18 @@ impl ArMember {
             return false;
         }
         let inv_scale = 1.0 / self.scale();
+        let (Some(history), n) = (self.history.as_slice(), self.history.len()) else {
+            return false;
+        };
+        // The ring is full: lag k is at head − k (mod n), head the oldest value.
+        let base = self.head + n;
         for (xi, &lag) in x.iter_mut().zip(lags.as_slice()) {
-            *xi = (self.value_at_lag(lag as usize).unwrap_or(self.mean) - self.mean) * inv_scale;
+            let mut index = base - usize::from(lag);
+            if index >= n {
+                index -= n;
+            }
+            let value = history.get(index).copied().unwrap_or(self.mean);
+            *xi = (value - self.mean) * inv_scale;
         }
         x[count] = 1.0;
         true

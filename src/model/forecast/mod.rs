@@ -1247,22 +1247,3 @@ impl fmt::Display for ForecastParams {
 
 #[cfg(test)]
 mod tests;
-impl Forecaster {
-    #[doc(hidden)]
-    pub fn debug_scoring(&self) -> String {
-        if std::env::var("BRIEF").is_ok() {
-            let st = &self.state;
-            return format!(
-                "run {} mse {:.3} resid {} last {:.2} offset {:.2} rate {:.2} clip {:.2}",
-                st.outlier_run,
-                st.mean_sq_error,
-                st.residuals,
-                st.last,
-                st.pending_offset,
-                st.shift_rate,
-                st.run_clipping
-            );
-        }
-        format!("{:?}", self.state.scoring)
-    }
-}
