@@ -292,6 +292,76 @@ fn anomaly_example_flags_spikes_and_forecasts_the_horizon() {
     assert!(p.mae.expect("mae") < 0.5);
 }
 
+/// Readings of the example's `pump` pipeline: two pumps with noisy sensors around their own
+/// operating points; pump `p2`'s flow drops by a third from reading `drop_at` on (a valve
+/// closing).
+fn pump_stream(n: usize, drop_at: usize) -> Vec<(String, String)> {
+    let mut rng = Rng(11);
+    let mut lines = Vec::new();
+    for i in 0..n {
+        for (pump, base) in [("p1", 1.0), ("p2", 1.3)] {
+            let mut flow = 32.0 * base + 0.5 * rng.normal();
+            if pump == "p2" && i >= drop_at {
+                flow *= 2.0 / 3.0;
+            }
+            let payload = format!(
+                "{{\"ts\":{},\"a1\":{:.4},\"a2\":{:.4},\"current\":{:.3},\"pressure\":{:.3},\"temp\":{:.2},\"thermo\":{:.2},\"voltage\":{:.1},\"flow\":{flow:.3}}}",
+                1_583_749_479_000u64 + 1000 * i as u64,
+                0.027 * base + 0.002 * rng.normal(),
+                0.040 * base + 0.003 * rng.normal(),
+                0.77 * base + 0.05 * rng.normal(),
+                0.38 + 0.02 * rng.normal(),
+                71.2 + 0.3 * rng.normal(),
+                25.0 + 0.2 * rng.normal(),
+                229.0 + 2.0 * rng.normal(),
+            );
+            lines.push((format!("plant/{pump}/pump"), payload));
+        }
+    }
+    lines
+}
+
+#[test]
+fn anomaly_example_flags_the_pump_whose_flow_drops_and_no_other() {
+    let config = example("anomaly.toml");
+    let (summary, outputs) = replay(&config, &pump_stream(2000, 1200));
+    let p = &summary.pipelines[1];
+    assert_eq!(p.kind, "anomaly");
+    assert_eq!(p.keys, 2);
+    let of = |pump: &str| -> Vec<&serde_json::Value> {
+        outputs
+            .iter()
+            .map(|m| &m["payload"])
+            .filter(|m| m["key"] == pump)
+            .collect()
+    };
+    let (p1, p2) = (of("p1"), of("p2"));
+    assert_eq!((p1.len(), p2.len()), (2000, 2000));
+    assert!(
+        p1.iter().all(|m| m["anomaly"] == false),
+        "the healthy pump is never flagged"
+    );
+    assert!(
+        p2[..1200].iter().all(|m| m["anomaly"] == false),
+        "no flag before the drop"
+    );
+    let onset = p2
+        .iter()
+        .position(|m| m["anomaly"] == true)
+        .expect("the drop is flagged");
+    assert!((1200..1210).contains(&onset), "flagged at {onset}");
+    assert_eq!(p2[onset]["anomaly_field"], "flow");
+    assert!(
+        p2[1200..1210].iter().any(|m| m["change"] == true),
+        "a change point at the drop"
+    );
+    assert!(
+        p2[1300]["anomaly"] == true,
+        "still anomalous 100 readings on"
+    );
+    assert!(p2[..300].iter().all(|m| m["warming_up"] == true));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_runs_every_model_kind_like_replay() {
     let port = edgeflow::mqtt::free_local_port().expect("free port");

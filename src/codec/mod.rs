@@ -339,7 +339,7 @@ impl Decoder {
         };
         let no_labels = || LabelSet::new(&[], &[]);
         let (roles, labels, event_weights) = match &p.model {
-            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) => {
+            ModelConfig::Forecast(_) | ModelConfig::KMeans(_) | ModelConfig::Anomaly(_) => {
                 ([None; MAX_ROLES], no_labels(), EventWeights::new(&[]))
             }
             ModelConfig::Regression(_) => (

@@ -23,18 +23,18 @@ mod recommend;
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    default_output, ClassificationConfig, ClientAuthConfig, Config, CsvConfig, FieldConfig,
-    ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig, KeySource, ModelConfig, MqttConfig,
-    PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig, StoreConfig,
-    TimeSource, TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP,
+    default_output, AnomalyModelConfig, ClassificationConfig, ClientAuthConfig, Config, CsvConfig,
+    FieldConfig, ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig, KeySource, ModelConfig,
+    MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig,
+    StoreConfig, TimeSource, TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP,
     DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT,
     SENML_VALUES,
 };
 use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
 use crate::model::{
     AnomalyParams, ForecastParams, KMeansParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
-    LogisticParams, ModelError, SeasonSpec, Seasons, MAX_CLUSTERS, MAX_FEATURES, MAX_HORIZON,
-    MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS,
+    LogisticParams, ModelError, SeasonSpec, Seasons, StateParams, MAX_CLUSTERS, MAX_FEATURES,
+    MAX_HORIZON, MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
 };
 use crate::mqtt::TlsSetting;
 
@@ -1229,8 +1229,23 @@ fn pipeline(
         };
         recommend::pipeline_rules(&mut s, &written, recommend);
     }
+    // With a season of n readings the detector learns two seasons before it flags: what is
+    // normal for each phase is not known before.
+    let longest_season = match &model {
+        Some(ModelConfig::Forecast(f)) => f
+            .params
+            .seasons
+            .as_slice()
+            .iter()
+            .filter_map(|spec| match spec {
+                SeasonSpec::Steps(m) => Some(*m as u64),
+                SeasonSpec::Duration { .. } => None,
+            })
+            .max(),
+        _ => None,
+    };
     let anomaly = s.table("anomaly", "anomaly.").map(|mut section| {
-        let params = anomaly(&mut section, kind);
+        let params = anomaly(&mut section, kind, longest_season);
         section.finish(&component, problems);
         params
     });
@@ -1735,16 +1750,18 @@ enum Kind {
     Classification,
     KMeans,
     Recommend,
+    Anomaly,
 }
 
 impl Kind {
     /// Every kind, in the order messages list them.
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::Forecast,
         Kind::Regression,
         Kind::Classification,
         Kind::KMeans,
         Kind::Recommend,
+        Kind::Anomaly,
     ];
 
     fn name(self) -> &'static str {
@@ -1754,6 +1771,7 @@ impl Kind {
             Kind::Classification => "classification",
             Kind::KMeans => "kmeans",
             Kind::Recommend => "recommend",
+            Kind::Anomaly => "anomaly",
         }
     }
 
@@ -1770,6 +1788,9 @@ impl Kind {
                 "damping",
                 "season",
                 "season_bins",
+                "min",
+                "max",
+                "horizon_every",
             ],
             Kind::Regression => &[
                 "features",
@@ -1806,6 +1827,7 @@ impl Kind {
                 "dying_fraction",
             ],
             Kind::Recommend => recommend::PARAMETERS,
+            Kind::Anomaly => &["features", "threshold", "warmup", "smoothing"],
         }
     }
 }
@@ -1867,6 +1889,7 @@ fn model(
             .map(ModelConfig::Classification),
         Kind::KMeans => kmeans(&mut m, fields).map(ModelConfig::KMeans),
         Kind::Recommend => recommend::recommend(&mut m, fields, topics).map(ModelConfig::Recommend),
+        Kind::Anomaly => anomaly_model(&mut m, fields).map(ModelConfig::Anomaly),
     };
     reject_other_kinds(&mut m, kind);
     m.finish(component, problems);
@@ -2220,6 +2243,48 @@ fn season_text(values: &[Spanned<SeasonValue>]) -> String {
     }
 }
 
+/// `kind = "anomaly"`
+fn anomaly_model(
+    m: &mut Section<'_>,
+    fields: Option<&[FieldConfig]>,
+) -> Option<AnomalyModelConfig> {
+    // Taken from the table directly, so that it is not listed among the accepted keys.
+    if let Some((written, _)) = m.helper.table.remove_entry("target") {
+        let message = "model.target does not apply to kind \"anomaly\": it watches the state of several fields, listed in features (remove target; for the anomalies of one forecast field use kind = \"forecast\" with [pipelines.anomaly])";
+        m.error(written.span, message.into());
+    }
+    let features = features(m, fields, None, "to watch");
+    if let Some(list) = &features {
+        if list.len() > MAX_STATE_FIELDS {
+            let span = m.span;
+            m.error(
+                span,
+                format!("model.features must list at most {MAX_STATE_FIELDS} fields"),
+            );
+        }
+    }
+    let d = StateParams::default();
+    let threshold = m
+        .number(
+            "threshold",
+            |t| t > 0.0 && t < 1.0,
+            "between 0 and 1, exclusive: a rarity such as 0.9999",
+        )
+        .unwrap_or(d.threshold);
+    let warmup = m.int_as("warmup", 0..=i64::MAX).unwrap_or(d.warmup);
+    let smoothing = m.int_as("smoothing", 1..=10_000).unwrap_or(d.smoothing);
+    let params = StateParams {
+        threshold,
+        warmup,
+        smoothing,
+    };
+    model_validation(m, params.validate());
+    Some(AnomalyModelConfig {
+        features: features?,
+        params,
+    })
+}
+
 /// `kind = "regression"`. `feature_fields` is `None` when the feature checks do not apply.
 fn regression(
     m: &mut Section<'_>,
@@ -2504,25 +2569,46 @@ fn non_negative(m: &mut Section<'_>, key: &'static str) -> Option<f64> {
     m.number(key, |v| v.is_finite() && v >= 0.0, "finite and at least 0")
 }
 
-/// `[pipelines.anomaly]`; `kind` is the model's kind when it is known.
-fn anomaly(a: &mut Section<'_>, kind: Option<Kind>) -> AnomalyParams {
+/// `[pipelines.anomaly]`; `kind` is the model's kind when it is known, `season` the longest
+/// season of a forecast in readings (the default warm-up is at least two of it).
+fn anomaly(a: &mut Section<'_>, kind: Option<Kind>, season: Option<u64>) -> AnomalyParams {
     let d = AnomalyParams::default();
-    let threshold = a
-        .number(
-            "threshold",
-            |t| t.is_finite() && t > 0.0,
-            "a finite number greater than 0",
-        )
-        .unwrap_or(d.threshold);
+    let threshold_given = a.number_s("threshold", |t| t.is_finite(), "a number");
+    let threshold = match threshold_given {
+        Some(t) if t.value > 0.0 && t.value < 1.0 => t.value,
+        Some(t) => {
+            // The scale of earlier versions was robust σ (default 4): say how to convert.
+            let hint = if t.value >= 1.0 {
+                format!(
+                    "; σ thresholds of earlier versions are written as rarities now: {} σ is {:.6}",
+                    t.value,
+                    1.0 - crate::model::anomaly::gaussian_tail(t.value)
+                )
+            } else {
+                String::new()
+            };
+            let message = format!(
+                "anomaly.threshold must be between 0 and 1, exclusive: the rarity of a flagged reading, such as 0.9999 for one in ten thousand (got {}){hint}",
+                t.value
+            );
+            a.error(t.span, message);
+            d.threshold
+        }
+        None => d.threshold,
+    };
     let learn_anomalies = a.bool("learn_anomalies").unwrap_or(d.learn_anomalies);
-    let warmup = a.int_as("warmup", 0..=i64::MAX).unwrap_or(d.warmup);
-    if let Some(kind @ (Kind::Classification | Kind::KMeans | Kind::Recommend)) = kind {
+    let default_warmup = season.map_or(d.warmup, |m| d.warmup.max(2 * m));
+    let warmup = a.int_as("warmup", 0..=i64::MAX).unwrap_or(default_warmup);
+    if let Some(kind @ (Kind::Classification | Kind::KMeans | Kind::Recommend | Kind::Anomaly)) =
+        kind
+    {
         let span = a.span;
         let instead = match kind {
             Kind::KMeans => {
                 "; a clustering publishes each reading's distance to its cluster instead"
             }
             Kind::Recommend => "; a recommender predicts no value of an event",
+            Kind::Anomaly => "; kind \"anomaly\" is itself a detector: set threshold, warmup and smoothing in [pipelines.model]",
             _ => "",
         };
         let message = format!(

@@ -166,9 +166,10 @@
 //! # snapshot_interval = "15m" # ≥ 1s: how often the similarities are saved
 //!
 //! [pipelines.anomaly]         # optional; only with kind = "forecast" or "regression"
-//! threshold = 4.0             # finite, > 0: flag |residual| > threshold · robust scale
+//! threshold = 0.9999          # in (0, 1): flag a reading rarer than 1 − threshold in normal operation
 //! learn_anomalies = false     # let the model learn flagged readings
-//! warmup = 30                 # ≥ 0: residuals observed before flags are raised
+//! warmup = 100                # ≥ 0: residuals observed before flags are raised (default 100,
+//!                             # or two seasons of a forecast with a season in readings)
 //! ```
 
 use std::path::Path;

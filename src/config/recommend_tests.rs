@@ -364,7 +364,7 @@ fn recommend_has_no_target_features_operators_or_anomaly() {
             "12:1: pipeline \"shop\": model.features does not apply to kind \"recommend\": there is no target and there are no features, the key is the user and model.item names the field holding the item (remove features)",
         ]
     );
-    let text = weighted("[pipelines.anomaly]\nthreshold = 4\n");
+    let text = weighted("[pipelines.anomaly]\nthreshold = 0.9999\n");
     assert_eq!(
         errors(&text),
         ["11:1: pipeline \"shop\": anomaly detection is not available with model.kind \"recommend\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value; a recommender predicts no value of an event; remove [pipelines.anomaly])"]
@@ -413,7 +413,7 @@ fn unknown_kind_lists_recommend() {
     let text = RECOMMEND.replace("kind = \"recommend\"", "kind = \"recommender\"");
     assert_eq!(
         errors(&text),
-        ["8:8: pipeline \"shop\": model.kind \"recommender\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\")"]
+        ["8:8: pipeline \"shop\": model.kind \"recommender\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\" | \"anomaly\")"]
     );
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::model::{
     AnomalyParams, ForecastParams, KMeansParams, LinearParams, LogisticParams, RecommendParams,
+    StateParams,
 };
 
 /// A whole configuration file, validated.
@@ -520,6 +521,23 @@ pub enum ModelConfig {
     /// `kind = "recommend"`: events (user = the key, item, weight) update each user's history
     /// and the pipeline's item-item cosine similarities; publishes top-N recommendations.
     Recommend(RecommendConfig),
+    /// `kind = "anomaly"`: whether each key's fields (the features) are in their normal state,
+    /// and their change points; there is no target.
+    Anomaly(AnomalyModelConfig),
+}
+
+/// The `field` of a `kind = "anomaly"` pipeline's output messages.
+pub const ANOMALY_OUTPUT_FIELD: &str = "anomaly";
+
+/// `kind = "anomaly"`
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyModelConfig {
+    /// The fields whose state is monitored (1..=64 of `fields`, distinct). Every reading must
+    /// carry all of them.
+    pub features: Vec<String>,
+    /// `threshold`, `warmup`, `smoothing`, checked by the loader (they pass
+    /// [`StateParams::validate`]).
+    pub params: StateParams,
 }
 
 /// The `field` of a `kind = "recommend"` pipeline's output messages.
@@ -577,6 +595,7 @@ impl ModelConfig {
             ModelConfig::Classification(_) => "classification",
             ModelConfig::KMeans(_) => "kmeans",
             ModelConfig::Recommend(_) => "recommend",
+            ModelConfig::Anomaly(_) => "anomaly",
         }
     }
 
@@ -587,7 +606,7 @@ impl ModelConfig {
             ModelConfig::Forecast(forecast) => Some(&forecast.target),
             ModelConfig::Regression(regression) => Some(&regression.target),
             ModelConfig::Classification(classification) => Some(&classification.target),
-            ModelConfig::KMeans(_) | ModelConfig::Recommend(_) => None,
+            ModelConfig::KMeans(_) | ModelConfig::Recommend(_) | ModelConfig::Anomaly(_) => None,
         }
     }
 
@@ -596,6 +615,7 @@ impl ModelConfig {
     pub fn output_field(&self) -> &str {
         match self {
             ModelConfig::Recommend(_) => RECOMMEND_OUTPUT_FIELD,
+            ModelConfig::Anomaly(_) => ANOMALY_OUTPUT_FIELD,
             other => other.target().unwrap_or(KMEANS_OUTPUT_FIELD),
         }
     }
@@ -609,6 +629,7 @@ impl ModelConfig {
             ModelConfig::Classification(classification) => &classification.features,
             ModelConfig::KMeans(kmeans) => &kmeans.features,
             ModelConfig::Recommend(_) => &[],
+            ModelConfig::Anomaly(anomaly) => &anomaly.features,
         }
     }
 }
@@ -803,6 +824,9 @@ pub const DEFAULT_CLASSIFICATION_OUTPUT: &str = "edgeflow/{pipeline}/{key}/{fiel
 /// `cluster`).
 pub const DEFAULT_KMEANS_OUTPUT: &str = "edgeflow/{pipeline}/{key}/cluster";
 
+/// Default output topic template of `kind = "anomaly"`.
+pub const DEFAULT_ANOMALY_OUTPUT: &str = "edgeflow/{pipeline}/{key}/anomaly";
+
 /// The default output topic template of a model kind: the last level names what is published.
 pub fn default_output(model: &ModelConfig) -> &'static str {
     match model {
@@ -811,6 +835,7 @@ pub fn default_output(model: &ModelConfig) -> &'static str {
         ModelConfig::Classification(_) => DEFAULT_CLASSIFICATION_OUTPUT,
         ModelConfig::KMeans(_) => DEFAULT_KMEANS_OUTPUT,
         ModelConfig::Recommend(_) => DEFAULT_RECOMMEND_OUTPUT,
+        ModelConfig::Anomaly(_) => DEFAULT_ANOMALY_OUTPUT,
     }
 }
 /// Event times a `dedupe` operator remembers per key by default.

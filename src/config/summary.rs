@@ -159,16 +159,19 @@ impl Config {
             writeln!(out, "    fields: {fields}")?;
             write_model(out, &pipeline.model)?;
             match &pipeline.anomaly {
+                // A state detector is the model itself; `[pipelines.anomaly]` is refused there.
+                None if pipeline.model.kind() == "anomaly" => {}
                 None => writeln!(out, "    anomaly: off")?,
                 Some(anomaly) => writeln!(
                     out,
-                    "    anomaly: flag residuals over {} robust σ after {} readings, {}",
+                    "    anomaly: flag readings with anomaly_score over {} (rarer than 1 in {:.0} in normal operation) after {} readings, {}",
                     anomaly.threshold,
+                    1.0 / (1.0 - anomaly.threshold),
                     anomaly.warmup,
                     if anomaly.learn_anomalies {
-                        "anomalies learnt"
+                        "anomalies learnt as they are"
                     } else {
-                        "anomalies not learnt"
+                        "anomalies learnt winsorised"
                     }
                 )?,
             }
@@ -323,6 +326,17 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
                 out,
                 "    warm-up: the first {} readings of each key are buffered (cluster null), then seed the clusters",
                 p.warm_up_points()
+            )
+        }
+        ModelConfig::Anomaly(anomaly) => {
+            let p = &anomaly.params;
+            writeln!(
+                out,
+                "    model: anomaly state of {} (threshold {}, warm-up {} readings, smoothing {} readings)",
+                anomaly.features.join(", "),
+                p.threshold,
+                p.warmup,
+                p.smoothing
             )
         }
         ModelConfig::Recommend(r) => {

@@ -353,7 +353,7 @@ fn missing_required_keys_are_reported_at_the_table() {
         errors(text),
         [
             "1:1: pipeline \"a\": missing required key \"fields\" (format = \"json\" reads each field by JSON pointer, e.g. fields = { temp = \"/value\" })",
-            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\")",
+            "1:1: pipeline \"a\": missing required key \"model\" (a [pipelines.model] table with kind = \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\" | \"anomaly\")",
         ]
     );
 }
@@ -563,7 +563,7 @@ fn unsupported_model_kind_lists_the_accepted_kinds() {
     let text = PIPELINE.replace("kind = \"forecast\"", "kind = \"dbscan\"\nk = 3");
     assert_eq!(
         errors(&text),
-        ["7:8: pipeline \"temperature\": model.kind \"dbscan\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\")"]
+        ["7:8: pipeline \"temperature\": model.kind \"dbscan\" is not supported (accepted: \"forecast\" | \"regression\" | \"classification\" | \"kmeans\" | \"recommend\" | \"anomaly\")"]
     );
 }
 
@@ -764,7 +764,7 @@ features = ["temp", "hour"]
 #[test]
 fn full_forecast_config_parses_every_parameter() {
     let text = format!(
-        "{PIPELINE}lags = 32\nforgetting = 0.9\ninterval_z = 10\nhorizon = 64\ndamping = 1\nseason = \"1d\"\nseason_bins = 1440\nmin = -40\nmax = 125.5\nhorizon_every = \"15m\"\n[pipelines.anomaly]\nthreshold = 3.5\nlearn_anomalies = true\nwarmup = 0\n"
+        "{PIPELINE}lags = 32\nforgetting = 0.9\ninterval_z = 10\nhorizon = 64\ndamping = 1\nseason = \"1d\"\nseason_bins = 1440\nmin = -40\nmax = 125.5\nhorizon_every = \"15m\"\n[pipelines.anomaly]\nthreshold = 0.999\nlearn_anomalies = true\nwarmup = 0\n"
     );
     let config = valid(&text);
     let pipeline = &config.pipelines[0];
@@ -792,7 +792,7 @@ fn full_forecast_config_parses_every_parameter() {
     assert_eq!(
         pipeline.anomaly,
         Some(AnomalyParams {
-            threshold: 3.5,
+            threshold: 0.999,
             learn_anomalies: true,
             warmup: 0,
         })
@@ -872,7 +872,7 @@ fn bad_forecast_seasons_bounds_and_horizon_every_are_located() {
 #[test]
 fn full_regression_config_parses_every_parameter() {
     let text = format!(
-        "{REGRESSION}algorithm = \"sgd\"\nlearning_rate = 0.5\npower_t = 1\nl2 = 0.25\nforgetting = 1.0\nscale = true\ninterval_z = 2\nexplain = 2\n[pipelines.anomaly]\nthreshold = 5\n"
+        "{REGRESSION}algorithm = \"sgd\"\nlearning_rate = 0.5\npower_t = 1\nl2 = 0.25\nforgetting = 1.0\nscale = true\ninterval_z = 2\nexplain = 2\n[pipelines.anomaly]\nthreshold = 0.99999\n"
     );
     let config = valid(&text);
     let pipeline = &config.pipelines[0];
@@ -897,7 +897,7 @@ fn full_regression_config_parses_every_parameter() {
     assert_eq!(
         pipeline.anomaly,
         Some(AnomalyParams {
-            threshold: 5.0,
+            threshold: 0.99999,
             ..AnomalyParams::default()
         })
     );
@@ -1034,8 +1034,8 @@ fn parameters_of_another_kind_are_named_as_such() {
     assert_eq!(
         errors(&text),
         [
-            "9:1: pipeline \"temperature\": model.features is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\", \"classification\" and \"kmeans\")",
-            "10:1: pipeline \"temperature\": model.threshold is not a parameter of kind \"forecast\" (it belongs to kind \"classification\")",
+            "9:1: pipeline \"temperature\": model.features is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\", \"classification\", \"kmeans\" and \"anomaly\")",
+            "10:1: pipeline \"temperature\": model.threshold is not a parameter of kind \"forecast\" (it belongs to kinds \"classification\" and \"anomaly\")",
             "11:1: pipeline \"temperature\": model.explain is not a parameter of kind \"forecast\" (it belongs to kinds \"regression\" and \"classification\")",
         ]
     );
@@ -1282,7 +1282,7 @@ fn label_lists_must_be_non_empty_and_disjoint() {
 
 #[test]
 fn anomaly_detection_needs_a_forecast_or_a_regression() {
-    let text = format!("{CLASSIFICATION}[pipelines.anomaly]\nthreshold = 4\n");
+    let text = format!("{CLASSIFICATION}[pipelines.anomaly]\nthreshold = 0.9999\n");
     assert_eq!(
         errors(&text),
         ["10:1: pipeline \"door\": anomaly detection is not available with model.kind \"classification\" (only with \"forecast\" or \"regression\": it flags readings far from the predicted value; remove [pipelines.anomaly])"]
@@ -1302,7 +1302,7 @@ fn anomaly_parameters_are_checked_at_each_key() {
     assert_eq!(
         errors(&text),
         [
-            "10:13: pipeline \"temperature\": anomaly.threshold must be a finite number greater than 0 (got 0)",
+            "10:13: pipeline \"temperature\": anomaly.threshold must be between 0 and 1, exclusive: the rarity of a flagged reading, such as 0.9999 for one in ten thousand (got 0)",
             "11:19: pipeline \"temperature\": anomaly.learn_anomalies must be true or false (got a string)",
             "12:10: pipeline \"temperature\": anomaly.warmup must be at least 0 (got -1)",
             "13:1: pipeline \"temperature\": unknown key \"anomaly.window\" (accepted keys: threshold, learn_anomalies, warmup)",
@@ -1318,7 +1318,7 @@ fn anomaly_parameters_are_checked_at_each_key() {
 #[test]
 fn summary_describes_each_model_kind() {
     let text = format!(
-        "{}{}explain = 4\n[pipelines.anomaly]\nthreshold = 3\n{}algorithm = \"adagrad\"\npositive = [\"open\"]\nexplain = true\n",
+        "{}{}explain = 4\n[pipelines.anomaly]\nthreshold = 0.999\n{}algorithm = \"adagrad\"\npositive = [\"open\"]\nexplain = true\n",
         PIPELINE.replace("target = \"temp\"", "target = \"temp\"\nseason = \"1d\"\nseason_bins = 24"),
         REGRESSION,
         CLASSIFICATION
@@ -1328,7 +1328,7 @@ fn summary_describes_each_model_kind() {
         "model: forecast of temp (lags 4, forgetting 0.995, interval z 1.96, horizon 1, damping 0.98, season 1day in 24 bins)",
         "model: regression of load on temp, hour (adagrad, learning rate 0.1, l2 0, forgetting 0.999, scaled features, interval z 1.96)",
         "explain: top 4 features",
-        "anomaly: flag residuals over 3 robust σ after 30 readings, anomalies not learnt",
+        "anomaly: flag readings with anomaly_score over 0.999 (rarer than 1 in 1000 in normal operation) after 100 readings, anomalies learnt winsorised",
         "model: classification of open on temp, hour (adagrad, learning rate 0.2, l2 0, scaled features, threshold 0.5)",
         "labels: positive = true, \"open\"; negative = false, \"false\", \"0\", \"no\", \"negative\"",
         "explain: top 3 features",
@@ -1452,7 +1452,7 @@ fn kmeans_parameters_and_other_kinds_parameters_do_not_mix() {
     assert_eq!(
         errors(&text),
         [
-            "10:1: pipeline \"modes\": model.threshold is not a parameter of kind \"kmeans\" (it belongs to kind \"classification\")",
+            "10:1: pipeline \"modes\": model.threshold is not a parameter of kind \"kmeans\" (it belongs to kinds \"classification\" and \"anomaly\")",
             "11:1: pipeline \"modes\": model.lags is not a parameter of kind \"kmeans\" (it belongs to kind \"forecast\")",
             "12:1: pipeline \"modes\": model.explain is not a parameter of kind \"kmeans\" (it belongs to kinds \"regression\" and \"classification\")",
             "13:1: pipeline \"modes\": unknown key \"model.clusters\" (accepted keys: kind, features, k, half_life, seed, scale, lloyd_iterations, dying_fraction)",
@@ -2087,4 +2087,17 @@ mod tls {
         assert_eq!(errors.errors.len(), 1);
         assert_eq!((errors.errors[0].line, errors.errors[0].col), (2, 11));
     }
+}
+
+#[test]
+fn the_anomaly_warm_up_defaults_to_two_seasons_of_a_forecast() {
+    let warmup = |model: &str, anomaly: &str| {
+        let text = format!("{PIPELINE}{model}\n[pipelines.anomaly]\n{anomaly}\n");
+        valid(&text).pipelines[0].anomaly.map(|a| a.warmup)
+    };
+    assert_eq!(warmup("", ""), Some(100));
+    assert_eq!(warmup("season = 24", ""), Some(100));
+    assert_eq!(warmup("season = [24, 168]", ""), Some(336));
+    assert_eq!(warmup("season = \"1d\"", ""), Some(100));
+    assert_eq!(warmup("season = 168", "warmup = 5"), Some(5));
 }

@@ -40,7 +40,10 @@ pub mod recommend;
 pub mod rng;
 pub mod scaler;
 
-pub use anomaly::{AnomalyDetector, AnomalyParams, AnomalyVerdict};
+pub use anomaly::{
+    AnomalyDetector, AnomalyKind, AnomalyParams, AnomalyVerdict, StateDetector, StateParams,
+    StateVerdict, MAX_STATE_FIELDS,
+};
 pub use forecast::{
     ForecastParams, Forecaster, SeasonSpec, Seasons, MAX_HORIZON, MAX_LAGS, MAX_SEASONS,
     MAX_SEASON_BINS, MAX_SEASON_STEPS, MEMBER_NAMES,

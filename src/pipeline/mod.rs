@@ -293,19 +293,20 @@ impl Pipeline {
     }
 
     /// Decode a stored state. A state made with another model kind or other parameters (the
-    /// config changed), or a forecast state of versions 1–2 (the forecaster before the
-    /// band-scored blend), is not used: `Ok(None)` tells the caller to start the key afresh. A
+    /// config changed), or a forecast or regression state of versions 1–3 (before the
+    /// band-scored forecaster and the calibrated anomaly detector, whose states cannot be
+    /// carried over), is not used: `Ok(None)` tells the caller to start the key afresh. A
     /// state whose operators were configured differently keeps its model and starts its
-    /// operators afresh. States of versions 1 (before operators) and 2 are read too.
+    /// operators afresh. States of versions 1 (before operators), 2 and 3 of the other kinds
+    /// are read too.
     ///
     /// # Errors
     /// [`StoreError`] when the bytes are not a state of this or an older readable version.
     pub fn restore_state(&self, bytes: &[u8]) -> Result<Option<KeyState>, StoreError> {
-        // Versions 1 and 2 hold the forecaster before the band-scored blend, whose state
-        // cannot be carried over: such a key starts afresh. Every other kind reads as it is.
-        // The model is the first field, its kind the first byte (variant 0: forecast).
+        // The model is the first field, its kind the first byte (variant 0: forecast, 1:
+        // regression, the two kinds that carry an anomaly detector).
         if let Some((&version, body)) = bytes.split_first() {
-            if version < STATE_VERSION && body.first() == Some(&0) {
+            if version < STATE_VERSION && matches!(body.first(), Some(0 | 1)) {
                 return Ok(None);
             }
         }
@@ -318,7 +319,10 @@ impl Pipeline {
             },
             None => match decode_legacy_state::<KeyState>(bytes, 2)? {
                 Some(state) => state,
-                None => decode_state(bytes)?,
+                None => match decode_legacy_state::<KeyState>(bytes, 3)? {
+                    Some(state) => state,
+                    None => decode_state(bytes)?,
+                },
             },
         };
         if !state.model.same_config(&self.spec.prototype) {
@@ -854,7 +858,9 @@ impl Pipelines {
 /// key started; `null` before the first assignment), `recent_mean_distance` (the same, decayed
 /// with the model's half-life), `warming_up`, and the live `clusters`, each with its stable
 /// `id`, its decayed `weight` (readings absorbed) and its `centre` in the original units of
-/// the features, in the order of `model.features`.
+/// the features, in the order of `model.features`. For `kind = "anomaly"`: `anomaly` (the
+/// key's state now), `warming_up`, and `baselines`: each feature's long-run normal level, in
+/// the order of `model.features`.
 pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json::Value {
     use crate::model::OnlineModel;
 
@@ -938,6 +944,12 @@ pub fn describe_state(pipeline: &str, key: &str, state: &KeyState) -> serde_json
                 .map(|(item, weight)| serde_json::json!({"item": item, "weight": weight}))
                 .collect::<Vec<_>>(),
         }),
+        KeyModel::Anomaly { model } => serde_json::json!({
+            "kind": "anomaly",
+            "anomaly": model.anomalous(),
+            "warming_up": model.updates() < model.params().warmup,
+            "baselines": model.baselines().collect::<Vec<_>>(),
+        }),
     };
     if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
         v.extend(extra);
@@ -965,7 +977,7 @@ impl MergedMetrics {
             }
             KeyModel::Classification { metrics, .. } => self.classification.merge(metrics),
             KeyModel::KMeans { metrics, .. } => self.clustering.merge(metrics),
-            KeyModel::Recommend { .. } => {}
+            KeyModel::Recommend { .. } | KeyModel::Anomaly { .. } => {}
         }
     }
 }
@@ -984,44 +996,47 @@ mod tests {
     }
 
     #[test]
-    fn version_1_and_2_forecast_states_start_afresh_and_other_kinds_are_read() {
-        // The forecaster before the band-scored blend (versions 1 and 2) cannot be carried
-        // over; whatever its bytes, such a key starts afresh.
-        let forecast = pipeline("kind = \"forecast\"\ntarget = \"y\"", "");
-        let mut state = forecast.new_state();
-        run_process(&forecast, &mut state, 50);
-        let mut bytes = Vec::new();
-        forecast.encode_state(&state, &mut bytes).expect("encodes");
-        assert_eq!(bytes[0], STATE_VERSION);
-        for version in [1, 2] {
-            let mut old = bytes.clone();
-            old[0] = version;
-            assert_eq!(forecast.restore_state(&old).expect("reads"), None);
-        }
-        assert_eq!(forecast.restore_state(&bytes).expect("reads"), Some(state));
-        // A regression state of version 2 is the same bytes under another tag.
-        let regression = pipeline(
+    fn older_forecast_and_regression_states_start_afresh_and_other_kinds_are_read() {
+        // The forecaster before the band-scored blend (versions 1 and 2) and the anomaly
+        // detector before calibration (versions 1–3) cannot be carried over; whatever their
+        // bytes, such keys start afresh.
+        for model in [
+            "kind = \"forecast\"\ntarget = \"y\"",
             "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
-            "",
-        );
-        let mut state = regression.new_state();
-        run_process(&regression, &mut state, 50);
+        ] {
+            let p = pipeline(model, "");
+            let mut state = p.new_state();
+            run_process(&p, &mut state, 50);
+            let mut bytes = Vec::new();
+            p.encode_state(&state, &mut bytes).expect("encodes");
+            assert_eq!(bytes[0], STATE_VERSION);
+            for version in 1..STATE_VERSION {
+                let mut old = bytes.clone();
+                old[0] = version;
+                assert_eq!(p.restore_state(&old).expect("reads"), None, "{model}");
+            }
+            assert_eq!(p.restore_state(&bytes).expect("reads"), Some(state));
+        }
+        // A k-means state of versions 2 and 3 is the same bytes under another tag.
+        let kmeans = pipeline("kind = \"kmeans\"\nfeatures = [\"a\", \"b\"]\nk = 2", "");
+        let mut state = kmeans.new_state();
+        run_process(&kmeans, &mut state, 50);
         let mut bytes = Vec::new();
-        regression
-            .encode_state(&state, &mut bytes)
-            .expect("encodes");
-        bytes[0] = 2;
-        assert_eq!(
-            regression.restore_state(&bytes).expect("reads v2"),
-            Some(state)
-        );
+        kmeans.encode_state(&state, &mut bytes).expect("encodes");
+        for version in [2, 3] {
+            bytes[0] = version;
+            assert_eq!(
+                kmeans.restore_state(&bytes).expect("reads older versions"),
+                Some(state.clone())
+            );
+        }
     }
 
     #[test]
     fn version_1_states_are_upgraded_with_fresh_operators() {
         let window = "[[pipelines.operators]]\nop = \"window\"\nsize = \"1m\"\naggregates = { a = \"mean\", b = \"mean\", y = \"mean\" }\n";
         let p = pipeline(
-            "kind = \"regression\"\ntarget = \"y\"\nfeatures = [\"a\", \"b\"]",
+            "kind = \"kmeans\"\nfeatures = [\"a\", \"b\"]\nk = 2",
             window,
         );
         let mut state = p.new_state();
@@ -1093,6 +1108,7 @@ mod tests {
                 "forecast" => format!("edgeflow/p/k1/{}/forecast", p.target()),
                 "regression" => format!("edgeflow/p/k1/{}/prediction", p.target()),
                 "kmeans" => "edgeflow/p/k1/cluster".to_owned(),
+                "anomaly" => "edgeflow/p/k1/anomaly".to_owned(),
                 _ => format!("edgeflow/p/k1/{}/class", p.target()),
             };
             assert_eq!(scratch.topic, expected);
@@ -1304,10 +1320,10 @@ mod tests {
     }
 
     #[test]
-    fn anomalies_are_flagged_and_not_learned() {
+    fn a_spike_is_flagged_once_and_learnt_winsorised() {
         let p = pipeline(
             "kind = \"forecast\"\ntarget = \"y\"",
-            "[pipelines.anomaly]\nthreshold = 4.0\nwarmup = 20",
+            "[pipelines.anomaly]\nthreshold = 0.9999\nwarmup = 20",
         );
         let mut state = p.new_state();
         let mut payloads: Vec<String> = (0..300)
@@ -1321,20 +1337,79 @@ mod tests {
         payloads[250] = "{\"a\":0,\"b\":0,\"y\":1000}".into();
         let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let out = run(&p, &mut state, &refs);
-        assert_eq!(out[250]["anomaly"], true);
-        assert!(out[250]["anomaly_score"].as_f64().unwrap() > 4.0);
+        let spike = &out[250];
+        assert_eq!(spike["anomaly"], true);
+        assert!(spike["anomaly_score"].as_f64().unwrap() > 0.9999, "{spike}");
+        assert!(spike["anomaly_score"].as_f64().unwrap() <= 1.0, "{spike}");
+        assert!(spike["anomaly_sigma"].as_f64().unwrap() > 100.0, "{spike}");
+        assert_eq!(spike["anomaly_kind"], "spike");
+        assert_eq!(spike["change"], false);
         assert_eq!(out[249]["anomaly"], false);
+        assert_eq!(out[249]["anomaly_kind"], serde_json::Value::Null);
+        // Learnt (the model never stops learning), but winsorised: the forecast barely moves.
         assert_eq!(
-            out[250]["updates"], out[249]["updates"],
-            "the anomaly was not learned"
+            out[250]["updates"].as_u64(),
+            out[249]["updates"].as_u64().map(|u| u + 1)
         );
         assert!(
-            out[251]["forecast"].as_f64().unwrap() < 20.0,
-            "the spike did not move the forecast"
+            out[251]["forecast"].as_f64().unwrap() < 12.0,
+            "the spike moved the forecast: {}",
+            out[251]
         );
+        let later: Vec<_> = out[251..].iter().filter(|m| m["anomaly"] == true).collect();
+        assert!(later.is_empty(), "{later:?}");
         assert_eq!(
             p.stats.anomalies.load(std::sync::atomic::Ordering::Relaxed),
             1
+        );
+    }
+
+    #[test]
+    fn anomaly_kind_pipeline_flags_a_field_leaving_its_normal_state() {
+        let p = pipeline(
+            "kind = \"anomaly\"\nfeatures = [\"a\", \"b\", \"y\"]\nwarmup = 200",
+            "",
+        );
+        let mut state = p.new_state();
+        let payloads: Vec<String> = (0..600)
+            .map(|i| {
+                let noise = |k: usize| ((i * k) % 17) as f64 / 17.0 - 0.5;
+                // b leaves its level at reading 400 and comes back at 500.
+                let b = if (400..500).contains(&i) { 8.0 } else { 0.0 } + noise(7919);
+                format!(
+                    "{{\"a\":{},\"b\":{},\"y\":{}}}",
+                    5.0 + noise(104_729),
+                    b,
+                    100.0 + 3.0 * noise(1_299_709)
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let out = run(&p, &mut state, &refs);
+        assert!(out[..200].iter().all(|m| m["warming_up"] == true));
+        assert!(
+            out[200..400].iter().all(|m| m["anomaly"] == false),
+            "no false alarm"
+        );
+        let flagged: Vec<usize> = (0..600).filter(|&i| out[i]["anomaly"] == true).collect();
+        let first = *flagged.first().expect("the shift is flagged");
+        assert!((400..410).contains(&first), "flagged from {first}");
+        assert_eq!(out[first]["anomaly_field"], "b");
+        assert!(out[450]["anomaly"] == true, "a state, not a flicker");
+        assert!(out[560..].iter().all(|m| m["anomaly"] == false), "and over");
+        let changes: Vec<usize> = (0..600).filter(|&i| out[i]["change"] == true).collect();
+        assert!(
+            changes.iter().any(|&i| (400..410).contains(&i)),
+            "{changes:?}"
+        );
+        assert!(
+            changes.iter().any(|&i| (500..510).contains(&i)),
+            "{changes:?}"
+        );
+        assert!(changes.len() <= 4, "{changes:?}");
+        assert_eq!(
+            p.stats.anomalies.load(std::sync::atomic::Ordering::Relaxed) as usize,
+            flagged.len()
         );
     }
 

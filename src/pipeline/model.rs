@@ -16,7 +16,8 @@ use crate::config::{HorizonEvery, ModelConfig, PipelineConfig};
 use crate::model::{
     AnomalyDetector, AnomalyParams, AnomalyVerdict, ClassificationMetrics, ClusteringMetrics,
     Contribution, Forecaster, LinearRegression, LogisticRegression, ModelError, OnlineKMeans,
-    OnlineModel, Prediction, RegressionMetrics, UserHistory, MAX_FEATURES, MAX_HORIZON,
+    OnlineModel, Prediction, RegressionMetrics, StateDetector, UserHistory, MAX_FEATURES,
+    MAX_HORIZON,
 };
 
 /// The persisted state of one key: its model, its prequential metrics, the last time seen and
@@ -55,8 +56,9 @@ pub enum KeyModel {
         /// The forecaster of the target field (boxed: it is several times larger than the
         /// other kinds' models, and one allocation per key is nothing).
         model: Box<Forecaster>,
-        /// Flags readings far from their forecast (when `[pipelines.anomaly]` is set).
-        anomaly: Option<AnomalyDetector>,
+        /// Flags readings far from their forecast (when `[pipelines.anomaly]` is set; boxed,
+        /// like the models larger than the other kinds').
+        anomaly: Option<Box<AnomalyDetector>>,
         /// Prequential error of the one-step forecasts.
         metrics: RegressionMetrics,
     },
@@ -64,8 +66,8 @@ pub enum KeyModel {
     Regression {
         /// The linear model.
         model: LinearRegression,
-        /// Flags readings far from their prediction.
-        anomaly: Option<AnomalyDetector>,
+        /// Flags readings far from their prediction (boxed: see `Forecast`).
+        anomaly: Option<Box<AnomalyDetector>>,
         /// Prequential error of the predictions.
         metrics: RegressionMetrics,
     },
@@ -91,6 +93,11 @@ pub enum KeyModel {
         /// Events recorded.
         events: u64,
     },
+    /// `kind = "anomaly"`.
+    Anomaly {
+        /// The key's state and change detector over the features.
+        model: StateDetector,
+    },
 }
 
 impl KeyModel {
@@ -102,13 +109,14 @@ impl KeyModel {
             KeyModel::Classification { model, .. } => model.updates(),
             KeyModel::KMeans { model, .. } => model.updates(),
             KeyModel::Recommend { events, .. } => *events,
+            KeyModel::Anomaly { model } => model.updates(),
         }
     }
 
     /// Whether `other` was built from the same configuration (kind and parameters): a stored
     /// state that is not is not used.
     pub fn same_config(&self, other: &KeyModel) -> bool {
-        let anomaly_params = |a: &Option<AnomalyDetector>| a.as_ref().map(|d| *d.params());
+        let anomaly_params = |a: &Option<Box<AnomalyDetector>>| a.as_ref().map(|d| *d.params());
         match (self, other) {
             (
                 KeyModel::Forecast {
@@ -147,6 +155,9 @@ impl KeyModel {
             }
             (KeyModel::Recommend { history: a, .. }, KeyModel::Recommend { history: b, .. }) => {
                 a.capacity() == b.capacity()
+            }
+            (KeyModel::Anomaly { model: a }, KeyModel::Anomaly { model: b }) => {
+                a.params() == b.params() && a.dim() == b.dim()
             }
             _ => false,
         }
@@ -193,8 +204,8 @@ impl ModelSpec {
             return Err(format!("at most {MAX_FEATURES} features"));
         }
         let anomaly =
-            |params: &Option<AnomalyParams>| -> Result<Option<AnomalyDetector>, ModelError> {
-                params.map(AnomalyDetector::new).transpose()
+            |params: &Option<AnomalyParams>| -> Result<Option<Box<AnomalyDetector>>, ModelError> {
+                Ok(params.map(AnomalyDetector::new).transpose()?.map(Box::new))
             };
         let err = |e: ModelError| e.to_string();
         let (prototype, explain, threshold) = match &cfg.model {
@@ -236,6 +247,13 @@ impl ModelSpec {
                 KeyModel::Recommend {
                     history: UserHistory::new(r.params.history).map_err(err)?,
                     events: 0,
+                },
+                None,
+                0.5,
+            ),
+            ModelConfig::Anomaly(a) => (
+                KeyModel::Anomaly {
+                    model: StateDetector::new(a.params, features.len()).map_err(err)?,
                 },
                 None,
                 0.5,
@@ -339,7 +357,13 @@ impl ModelSpec {
                 if let Some(value) = before {
                     metrics.update(target, value);
                 }
-                let verdict = score_anomaly(anomaly, error, stats);
+                let context = model.seasonal_reference(target);
+                let verdict = score_anomaly(anomaly, error, target, context, stats);
+                // A flagged reading is learnt winsorised (unless `learn_anomalies`).
+                let learnt = match (before, verdict) {
+                    (Some(value), Some(v)) => value + v.learn_residual,
+                    _ => target,
+                };
                 let params = model.params();
                 let steps = params.horizon.min(MAX_HORIZON);
                 let publish_horizon = steps > 1
@@ -353,11 +377,7 @@ impl ModelSpec {
                 };
                 // Only the first step is computed when the horizon is not published.
                 horizon.resize(if publish_horizon { steps } else { 1 }, empty);
-                let n = if should_learn(anomaly, verdict) {
-                    model.learn_forecast_at(time, target, horizon)
-                } else {
-                    model.skip_forecast_at(time, horizon)
-                };
+                let n = model.learn_forecast_at(time, learnt, horizon);
                 let calibrated = model.calibrated_steps();
                 let next = (n > 0).then_some(horizon[0]);
                 let bound = |k: usize, value: f64| (k < calibrated).then_some(value);
@@ -393,11 +413,14 @@ impl ModelSpec {
                 if let (Some(y), Some(p)) = (observed, prediction) {
                     metrics.update(y, p.value);
                 }
-                let verdict = score_anomaly(anomaly, error, stats);
+                let verdict = score_anomaly(anomaly, error, target, None, stats);
                 if let Some(y) = observed {
-                    if should_learn(anomaly, verdict) {
-                        model.learn_one(x, y);
-                    }
+                    // A flagged reading is learnt winsorised (unless `learn_anomalies`).
+                    let learnt = match (prediction, verdict) {
+                        (Some(p), Some(v)) => p.value + v.learn_residual,
+                        _ => y,
+                    };
+                    model.learn_one(x, learnt);
                 }
                 obj.f64("observed", observed)
                     .f64("prediction", prediction.map(|p| p.value))
@@ -461,6 +484,27 @@ impl ModelSpec {
             }
             // Events go through `Pipeline::record_event`, never through the step.
             KeyModel::Recommend { .. } => Outcome::Unscored,
+            KeyModel::Anomaly { model } => {
+                let verdict = model.observe(x);
+                if verdict.anomaly {
+                    stats
+                        .anomalies
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let field = verdict
+                    .field
+                    .and_then(|index| self.feature_names.get(index))
+                    .map(String::as_str);
+                obj.bool("anomaly", Some(verdict.anomaly))
+                    .f64("anomaly_score", Some(verdict.score))
+                    .f64("anomaly_sigma", Some(verdict.sigma))
+                    .opt_str("anomaly_kind", verdict.kind.map(|k| k.name()))
+                    .opt_str("anomaly_field", field)
+                    .bool("change", Some(verdict.change))
+                    .bool("warming_up", Some(verdict.warming_up))
+                    .u64("updates", model.updates());
+                Outcome::Unscored
+            }
         }
     }
 
@@ -478,33 +522,35 @@ impl ModelSpec {
     }
 }
 
-/// Score a residual with the key's anomaly detector, counting flagged readings.
+/// Score a residual (`NaN` when there was no prediction) of a reading with value `value` with
+/// the key's anomaly detector, counting flagged readings.
 fn score_anomaly(
-    detector: &mut Option<AnomalyDetector>,
+    detector: &mut Option<Box<AnomalyDetector>>,
     error: Option<f64>,
+    value: f64,
+    context: Option<f64>,
     stats: &PipelineStats,
 ) -> Option<AnomalyVerdict> {
-    let verdict = detector.as_mut().zip(error).map(|(d, e)| d.observe(e));
-    if verdict.is_some_and(|v| v.anomaly) {
+    let detector = detector.as_mut()?;
+    let verdict = detector.observe(error.unwrap_or(f64::NAN), value, context);
+    if verdict.anomaly {
         stats
             .anomalies
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    verdict
+    error.is_some().then_some(verdict)
 }
 
-/// Whether a scored reading may be learned: always, unless it was flagged and the detector's
-/// `learn_anomalies` is off.
-fn should_learn(detector: &Option<AnomalyDetector>, verdict: Option<AnomalyVerdict>) -> bool {
-    match (detector, verdict) {
-        (Some(d), Some(v)) => d.should_learn(&v),
-        _ => true,
-    }
-}
-
+/// The anomaly fields of a forecast or regression message.
 fn write_anomaly(obj: &mut JsonObject<'_>, enabled: bool, verdict: Option<AnomalyVerdict>) {
     if enabled {
         obj.bool("anomaly", Some(verdict.is_some_and(|v| v.anomaly)))
-            .f64("anomaly_score", Some(verdict.map_or(0.0, |v| v.score)));
+            .f64("anomaly_score", Some(verdict.map_or(0.0, |v| v.score)))
+            .f64("anomaly_sigma", Some(verdict.map_or(0.0, |v| v.sigma)))
+            .opt_str(
+                "anomaly_kind",
+                verdict.and_then(|v| v.kind).map(|k| k.name()),
+            )
+            .bool("change", Some(verdict.is_some_and(|v| v.change)));
     }
 }

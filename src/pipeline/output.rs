@@ -68,6 +68,18 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    /// `"name":"value"` or `"name":null` for `None`.
+    pub(crate) fn opt_str(&mut self, name: &'static str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(value) => self.str(name, value),
+            None => {
+                self.name(name);
+                self.out.extend_from_slice(b"null");
+                self
+            }
+        }
+    }
+
     /// `"name":number` or `null` for `None`, NaN and infinities.
     pub(crate) fn f64(&mut self, name: &'static str, value: Option<f64>) -> &mut Self {
         self.name(name);

@@ -14,9 +14,10 @@ use serde::Serialize;
 
 /// Version of the state encoding written by this build. Bump it when a persisted type changes
 /// shape, and teach the reader (`Pipeline::restore_state`) what to do with the old one.
-/// Version 3: the forecaster of the band-scored blend (issue 10); versions 1 and 2 of the
-/// other kinds are read as they are.
-pub const STATE_VERSION: u8 = 3;
+/// Version 3: the forecaster of the band-scored blend (issue 10). Version 4: the calibrated
+/// anomaly detectors (issue 11) and `kind = "anomaly"`. Forecast and regression states of
+/// older versions start afresh; versions 1–3 of the other kinds are read as they are.
+pub const STATE_VERSION: u8 = 4;
 
 /// How long [`Store::open`] waits for a locked data directory to be released.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

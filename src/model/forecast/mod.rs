@@ -597,6 +597,39 @@ impl Forecaster {
         (state.updates > 0).then(|| state.published(state.one_step_blend()))
     }
 
+    /// The seasonal context of a next reading of value `y`, for an anomaly detector: the
+    /// value at the same phase of the longest season, one season and two seasons before the
+    /// reading (when the history holds both), whichever is nearer `y` — a reading is unusual
+    /// for its phase only if it is unlike both, so one unusual season (a holiday) does not
+    /// make the same phase of the next season look unusual. With a season in event time: its
+    /// profile's forecast. `None` without a season or before a season has been seen.
+    pub fn seasonal_reference(&self, y: f64) -> Option<f64> {
+        let state = &self.state;
+        if state.updates == 0 {
+            return None;
+        }
+        let longest = state
+            .params
+            .seasons
+            .as_slice()
+            .iter()
+            .filter_map(|spec| match spec {
+                SeasonSpec::Steps(m) => Some(*m),
+                SeasonSpec::Duration { .. } => None,
+            })
+            .max();
+        match longest {
+            Some(m) => {
+                let one = state.ar.value_at_lag(m)?;
+                Some(match state.ar.value_at_lag(2 * m) {
+                    Some(two) if (two - y).abs() < (one - y).abs() => two,
+                    _ => one,
+                })
+            }
+            None => state.seasonal_forecast(1),
+        }
+    }
+
     /// How many of the first steps have a calibrated interval (0..=horizon): the interval of
     /// step k is published once its band of steps has scored enough errors.
     pub fn calibrated_steps(&self) -> usize {
