@@ -645,21 +645,46 @@ async fn watchdog(router: Arc<Router>, every: Duration, stop: CancellationToken)
     }
 }
 
-/// The ingest task: decode each received message for every pipeline whose filters match and
-/// route the readings to their shards. Ends when the event loop drops the sender.
+/// Messages the ingest task takes from the MQTT queue per drain (at most).
+const INGEST_DRAIN: usize = 256;
+
+/// The ingest task: take what the MQTT event loop has queued (up to [`INGEST_DRAIN`]
+/// messages at once), decode each message for every pipeline whose filters match, batch the
+/// readings per shard and queue the batches — one clock read, one routing lock and one queue
+/// operation per shard per drain. Waits when a shard's queue is full (backpressure: the MQTT
+/// queue then fills, and with `subscribe_qos = 1` the event loop stops reading from the
+/// broker). Ends when the event loop drops the sender, after routing everything queued.
 async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
     let mut buf = ReadingBuf::default();
-    while let Some(msg) = rx.recv().await {
+    let mut drained = Vec::with_capacity(INGEST_DRAIN);
+    let mut batches = router.batches();
+    while rx.recv_many(&mut drained, INGEST_DRAIN).await > 0 {
+        let _routing = router.routing().await;
         let arrival = now_ms();
-        let pipelines = router.current_pipelines();
-        if pipelines.dispatch_request(&msg.topic, &msg.payload, |p, request| {
-            router.request(p, request, arrival)
-        }) {
-            continue;
+        {
+            let pipelines = router.current_pipelines();
+            for msg in drained.drain(..) {
+                let requested = pipelines.dispatch_request(
+                    &msg.topic,
+                    &msg.payload,
+                    |p, request| match request {
+                        crate::pipeline::Request::User(user) => {
+                            batches.push_user_request(p, &user, arrival)
+                        }
+                        crate::pipeline::Request::Item(item) => {
+                            router.request_similar(p, item, arrival)
+                        }
+                    },
+                );
+                if requested {
+                    continue;
+                }
+                pipelines.dispatch(&msg.topic, &msg.payload, arrival, &mut buf, |p, r| {
+                    batches.push(p, r, arrival)
+                });
+            }
         }
-        pipelines.dispatch(&msg.topic, &msg.payload, arrival, &mut buf, |p, r| {
-            router.route(p, r, arrival)
-        });
+        router.send(&mut batches).await;
     }
 }
 

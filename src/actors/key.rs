@@ -1,12 +1,25 @@
-//! `KeyActor`: one per active key. It owns the key's model state, runs the test-then-train
-//! step for each reading, hands the output to the sink, and writes its state to the store when
-//! the checkpointer asks (only if it changed) or when it is passivated.
+//! `KeyActor`: the actor of one key — its model state and its handlers.
+//!
+//! A key actor is a *virtual actor* (the Orleans grain, Akka's sharded entity): it has an
+//! identity (pipeline, key), private state and handlers that run one message at a time, in
+//! order; it is activated on its first reading (from the store, or fresh) and passivated when
+//! idle or over the resident budget (state written back, memory freed). What it does not have
+//! is a mailbox and a task of its own: its [`Shard`](super::Shard) is its mailbox and its
+//! thread. The shard owns the directory of its keys, takes batches of readings from its one
+//! queue and calls the key's handler for each reading, in arrival order, on the shard's
+//! thread — so no two handlers of a key ever run at once and no lock guards the state, as
+//! with a mailbox per key.
+//!
+//! Why not an actix actor per key: an actor costs a mailbox (a channel allocated per key), a
+//! context, a boxed envelope and a wake per message, and a future per key for every
+//! checkpoint — measured under load, those hops cost several times the model step itself
+//! (BENCHMARKS.md, "Daemon under load"). The per-key state is the only per-key thing a key
+//! needs.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use compact_str::CompactString;
-
 use smallvec::SmallVec;
 
 use super::recommender::{RecommendEvent, RecommenderActor, UserList};
@@ -25,8 +38,6 @@ pub struct KeyActor {
     state: KeyState,
     /// Changed since it was last written to the store.
     dirty: bool,
-    store: Store,
-    sink: Arc<dyn OutputSink>,
     /// The last output message, for `/keys/{pipeline}/{key}` (kept while resident, not
     /// persisted; its buffer is reused, so keeping it costs a copy, not an allocation).
     last_output: Vec<u8>,
@@ -37,50 +48,107 @@ pub struct KeyActor {
     recommender: Option<Addr<RecommenderActor>>,
 }
 
+/// Working memory of the key actors of one shard: the step's scratch buffers and the encoding
+/// buffer of a state. Handlers of a shard's keys run one at a time on its thread, so one set
+/// serves them all; per key it would cost a few KB per resident key (the encoded state alone
+/// is as large as the state).
+#[derive(Default)]
+pub struct KeyBuffers {
+    scratch: Scratch,
+    encoded: Vec<u8>,
+}
+
 impl KeyActor {
     /// A key actor starting from `state` (loaded from the store, or fresh).
     pub fn new(
         pipeline: Arc<Pipeline>,
         key: CompactString,
         state: KeyState,
-        store: Store,
-        sink: Arc<dyn OutputSink>,
         recommender: Option<Addr<RecommenderActor>>,
     ) -> KeyActor {
         KeyActor {
             key,
             state,
             dirty: false,
-            store,
             profiles: (0..pipeline.profiles.len())
                 .map(|_| ProfileAccumulator::default())
                 .collect(),
             pipeline,
-            sink,
             last_output: Vec::new(),
             recommender,
         }
     }
 
-    /// Write the state to the store if it changed.
-    fn write_back(&mut self) -> Result<bool, StoreError> {
+    /// The handler of a reading (or of a recommend pipeline's request): test-then-train, the
+    /// output to `sink`.
+    pub fn ingest(&mut self, msg: &Ingest, buffers: &mut KeyBuffers, sink: &dyn OutputSink) {
+        if self.pipeline.is_recommend() {
+            self.recommend(msg);
+            return;
+        }
+        let p = &self.pipeline;
+        for (accumulator, spec) in self.profiles.iter_mut().zip(&p.profiles) {
+            accumulator.record(spec, msg.time, &msg.values);
+        }
+        let last_output = &mut self.last_output;
+        p.process(
+            &mut self.state,
+            &self.key,
+            msg.time,
+            &msg.values,
+            &mut buffers.scratch,
+            &mut |topic, payload| {
+                last_output.clear();
+                last_output.extend_from_slice(payload);
+                sink.emit(p.index, topic, payload, p.output_qos);
+            },
+        );
+        self.dirty = true;
+    }
+
+    /// Write the state to the store if it changed since it was last written (a checkpoint,
+    /// a passivation). Returns whether it wrote.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the state cannot be encoded or written; it stays dirty.
+    pub fn write_back(
+        &mut self,
+        store: &Store,
+        buffers: &mut KeyBuffers,
+    ) -> Result<bool, StoreError> {
         if !self.dirty {
             return Ok(false);
         }
         let p = &self.pipeline;
-        with_buffers(|buffers| {
-            p.encode_state(&self.state, &mut buffers.encoded)?;
-            self.store.put(&p.name, &self.key, &buffers.encoded)
-        })?;
+        p.encode_state(&self.state, &mut buffers.encoded)?;
+        store.put(&p.name, &self.key, &buffers.encoded)?;
         self.dirty = false;
         Ok(true)
     }
-}
 
-impl KeyActor {
+    /// A copy of the key's state and its last output message (inspection).
+    pub fn view(&self) -> KeyView {
+        KeyView {
+            state: self.state.clone(),
+            last_output: self.last_output.clone(),
+        }
+    }
+
+    /// The profile of the interval that ends now, for the classifier in slot `slot` of the
+    /// key's pipeline (`None` if the key has none: too few readings, or a feature without a
+    /// value yet). Starts the next interval.
+    pub fn take_profile(&mut self, slot: usize) -> Option<Vec<f64>> {
+        let spec = self.pipeline.profiles.get(slot)?;
+        let accumulator = self.profiles.get_mut(slot)?;
+        let mut out = Vec::with_capacity(spec.dim());
+        accumulator
+            .take(spec, &self.state.model, &mut out)
+            .then_some(out)
+    }
+
     /// A recommend pipeline's event (the key is the user) or request: the change to the
     /// user's history, or the history itself, goes to the pipeline's recommender.
-    fn recommend(&mut self, msg: Ingest) {
+    fn recommend(&mut self, msg: &Ingest) {
         let p = &self.pipeline;
         let Some(recommender) = &self.recommender else {
             p.stats.drops.record(DropReason::MailboxFull, |suppressed| {
@@ -122,97 +190,6 @@ impl KeyActor {
     }
 }
 
-/// Working memory of the key actors of one thread: the step's output and scratch buffers and
-/// the encoding buffer of a state. Every key actor of a shard runs on the shard's thread, one
-/// handler at a time, so one set per thread serves them all; per actor it would cost a few KB
-/// per resident key (the encoded state alone is as large as the state).
-#[derive(Default)]
-struct ThreadBuffers {
-    scratch: Scratch,
-    encoded: Vec<u8>,
-}
-
-thread_local! {
-    static BUFFERS: std::cell::RefCell<ThreadBuffers> = std::cell::RefCell::new(ThreadBuffers::default());
-}
-
-/// Run `f` with this thread's buffers (fresh ones in the impossible case that they are
-/// already borrowed: handlers do not nest).
-fn with_buffers<R>(f: impl FnOnce(&mut ThreadBuffers) -> R) -> R {
-    BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffers) => f(&mut buffers),
-        Err(_) => f(&mut ThreadBuffers::default()),
-    })
-}
-
-impl Actor for KeyActor {
-    type Context = Context<Self>;
-}
-
-impl Handler<Ingest> for KeyActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Ingest, _ctx: &mut Self::Context) {
-        if self.pipeline.is_recommend() {
-            self.recommend(msg);
-            return;
-        }
-        let p = &self.pipeline;
-        for (accumulator, spec) in self.profiles.iter_mut().zip(&p.profiles) {
-            accumulator.record(spec, msg.time, &msg.values);
-        }
-        let (sink, last_output) = (&self.sink, &mut self.last_output);
-        with_buffers(|buffers| {
-            p.process(
-                &mut self.state,
-                &self.key,
-                msg.time,
-                &msg.values,
-                &mut buffers.scratch,
-                &mut |topic, payload| {
-                    last_output.clear();
-                    last_output.extend_from_slice(payload);
-                    sink.emit(p.index, topic, payload, p.output_qos);
-                },
-            );
-        });
-        self.dirty = true;
-    }
-}
-
-/// Checkpointer → key: write your state if it changed. Answers whether it wrote.
-#[derive(Message)]
-#[rtype(result = "Result<bool, StoreError>")]
-pub struct Snapshot;
-
-impl Handler<Snapshot> for KeyActor {
-    type Result = Result<bool, StoreError>;
-
-    fn handle(&mut self, _msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
-        self.write_back()
-    }
-}
-
-/// Shard → key: write your state back and stop (the key is idle or over the resident budget).
-#[derive(Message)]
-#[rtype(result = "Result<bool, StoreError>")]
-pub struct Passivate;
-
-impl Handler<Passivate> for KeyActor {
-    type Result = Result<bool, StoreError>;
-
-    fn handle(&mut self, _msg: Passivate, ctx: &mut Self::Context) -> Self::Result {
-        let written = self.write_back();
-        ctx.stop();
-        written
-    }
-}
-
-/// Inspection: a copy of the key's state and its last output message.
-#[derive(Message)]
-#[rtype(result = "KeyView")]
-pub struct GetState;
-
 /// What inspection sees of a resident key.
 #[derive(Debug, Clone)]
 pub struct KeyView {
@@ -220,38 +197,4 @@ pub struct KeyView {
     pub state: KeyState,
     /// The last output message's payload (empty before the first output).
     pub last_output: Vec<u8>,
-}
-
-impl Handler<GetState> for KeyActor {
-    type Result = MessageResult<GetState>;
-
-    fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(KeyView {
-            state: self.state.clone(),
-            last_output: self.last_output.clone(),
-        })
-    }
-}
-
-/// Classifier → key (through its shard): the profile of the interval that ends now, for the
-/// classifier in slot `slot` of the key's pipeline (`None` if the key has none: too few
-/// readings, or a feature without a value yet). Starts the next interval.
-#[derive(Message)]
-#[rtype(result = "Option<Vec<f64>>")]
-pub struct TakeProfile {
-    /// Index into the pipeline's `profiles`.
-    pub slot: usize,
-}
-
-impl Handler<TakeProfile> for KeyActor {
-    type Result = Option<Vec<f64>>;
-
-    fn handle(&mut self, msg: TakeProfile, _ctx: &mut Self::Context) -> Self::Result {
-        let spec = self.pipeline.profiles.get(msg.slot)?;
-        let accumulator = self.profiles.get_mut(msg.slot)?;
-        let mut out = Vec::with_capacity(spec.dim());
-        accumulator
-            .take(spec, &self.state.model, &mut out)
-            .then_some(out)
-    }
 }

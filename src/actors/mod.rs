@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::dev::SendError;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use compact_str::CompactString;
@@ -24,7 +23,8 @@ use crate::config::RuntimeConfig;
 use crate::pipeline::{Pipeline, Pipelines};
 use crate::store::{Store, StoreError};
 pub use key::KeyView;
-pub use shard::{CheckpointReport, Shard, ShardSettings};
+pub use shard::{CheckpointReport, Shard, ShardInput, ShardSettings, ShardWiring};
+use tokio::sync::{mpsc, oneshot};
 
 /// Where key actors send their output messages (MQTT in the daemon, a collector in tests).
 pub trait OutputSink: Send + Sync + 'static {
@@ -38,69 +38,161 @@ pub trait OutputSink: Send + Sync + 'static {
     fn publish(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> bool;
 }
 
+/// Readings a shard's input queue holds, per batch of its capacity: `mailbox_capacity`
+/// readings make `mailbox_capacity / QUEUE_BATCH_READINGS` batches (at least 2).
+const QUEUE_BATCH_READINGS: usize = 64;
+
+/// One shard as the router sees it: its ordered input queue and its actix address (for the
+/// messages that need no order: inspection, profiles, pings).
+#[derive(Clone)]
+struct ShardHandle {
+    input: mpsc::Sender<ShardInput>,
+    addr: Addr<Shard>,
+}
+
 /// Hash of `(pipeline, key)` → shard; shared by the [`Router`] and the [`ChainSink`].
 #[derive(Clone)]
 struct RouteTable {
-    shards: Vec<Addr<Shard>>,
+    shards: Vec<ShardHandle>,
     hasher: ahash::RandomState,
 }
 
 impl RouteTable {
-    fn shard_of(&self, pipeline: usize, key: &str) -> Option<&Addr<Shard>> {
+    fn shard_index(&self, pipeline: usize, key: &str) -> usize {
         let mut h = self.hasher.build_hasher();
         pipeline.hash(&mut h);
         key.hash(&mut h);
         let count = self.shards.len().max(1) as u64;
-        self.shards.get((h.finish() % count) as usize)
+        (h.finish() % count) as usize
     }
 
-    /// Send a decoded reading to its key's shard without waiting; a full mailbox drops it
-    /// (counted as `mailbox_full`).
-    fn route(&self, pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) {
-        let Some(shard) = self.shard_of(pipeline.index, &reading.key) else {
+    /// Queue a batch of chained readings on shard `shard` without waiting — a shard must never
+    /// wait for another shard — so a full queue drops them (counted as `mailbox_full`).
+    fn send_now(&self, shard: usize, batch: Vec<Ingest>, pipelines: &Pipelines) {
+        let Some(handle) = self.shards.get(shard) else {
             return;
         };
-        let msg = Ingest {
-            pipeline: pipeline.index,
-            key: CompactString::from(reading.key.as_str()),
-            time: reading.time_ms.unwrap_or(default_time),
-            values: SmallVec::from_slice(&reading.values),
-            text: CompactString::from(reading.text.as_str()),
-            request: false,
-        };
-        self.send(pipeline, shard, msg);
-    }
-
-    /// A user's request for their list: to the user's key actor, which hands its history to
-    /// the recommender.
-    fn route_user_request(&self, pipeline: &Pipeline, user: &str, time: i64) {
-        let Some(shard) = self.shard_of(pipeline.index, user) else {
-            return;
-        };
-        let msg = Ingest {
-            pipeline: pipeline.index,
-            key: CompactString::from(user),
-            time,
-            values: SmallVec::new(),
-            text: CompactString::default(),
-            request: true,
-        };
-        self.send(pipeline, shard, msg);
-    }
-
-    fn send(&self, pipeline: &Pipeline, shard: &Addr<Shard>, msg: Ingest) {
-        if let Err(SendError::Full(_) | SendError::Closed(_)) = shard.try_send(msg) {
-            pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
-                tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a reading: the shard's mailbox is full (the actor system is overloaded)")
-            });
+        if let Err(
+            mpsc::error::TrySendError::Full(ShardInput::Batch(lost))
+            | mpsc::error::TrySendError::Closed(ShardInput::Batch(lost)),
+        ) = handle.input.try_send(ShardInput::Batch(batch))
+        {
+            for msg in &lost {
+                if let Some(p) = pipelines.get(msg.pipeline) {
+                    count_mailbox_full(p);
+                }
+            }
         }
     }
 }
 
+thread_local! {
+    /// Chained readings decoded on this shard thread from its keys' outputs, with their
+    /// shard, waiting for the end of the batch that produced them (see `Shard`).
+    static CHAINED: std::cell::RefCell<Vec<(usize, Ingest)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The chained readings this thread has produced since the last call.
+fn take_chained() -> Vec<(usize, Ingest)> {
+    CHAINED.with(|c| {
+        c.try_borrow_mut()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    })
+}
+
+fn count_mailbox_full(pipeline: &Pipeline) {
+    pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
+        tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a reading: a shard's queue is full or closed (the actor system is overloaded or stopping)")
+    });
+}
+
+/// How a shard routes the chained readings its keys' outputs produced.
+pub struct ChainRoute {
+    /// This shard's index.
+    index: usize,
+    /// Set once every shard has started.
+    table: Arc<std::sync::OnceLock<RouteTable>>,
+}
+
+impl ChainRoute {
+    /// Route the chained readings produced since the last call: this shard's own are
+    /// returned (to deliver now, in order), the others queued on their shards.
+    fn take(&self, pipelines: &Pipelines) -> Vec<Ingest> {
+        let chained = take_chained();
+        if chained.is_empty() {
+            return Vec::new();
+        }
+        let Some(table) = self.table.get() else {
+            return Vec::new();
+        };
+        let mut own = Vec::new();
+        let mut others: Vec<Vec<Ingest>> = (0..table.shards.len()).map(|_| Vec::new()).collect();
+        for (shard, msg) in chained {
+            if shard == self.index {
+                own.push(msg);
+            } else if let Some(batch) = others.get_mut(shard) {
+                batch.push(msg);
+            }
+        }
+        for (shard, batch) in others.into_iter().enumerate() {
+            if !batch.is_empty() {
+                table.send_now(shard, batch, pipelines);
+            }
+        }
+        own
+    }
+}
+
+/// Readings on their way to the shards, one batch per shard: filled by
+/// [`Batches::push`] while a drain of the ingest queue is decoded, sent by
+/// [`Router::send`] at its end — one queue operation and one wake per shard per drain, not
+/// per reading.
+pub struct Batches {
+    table: RouteTable,
+    per_shard: Vec<Vec<Ingest>>,
+}
+
+impl Batches {
+    /// Add a decoded reading to its key's shard's batch.
+    pub fn push(&mut self, pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) {
+        let shard = self.table.shard_index(pipeline.index, &reading.key);
+        if let Some(batch) = self.per_shard.get_mut(shard) {
+            batch.push(Ingest::reading(pipeline, reading, default_time));
+        }
+    }
+
+    /// Add a user's request for their list (recommend pipelines): to the user's key actor,
+    /// which has the history.
+    pub fn push_user_request(&mut self, pipeline: &Pipeline, user: &str, time: i64) {
+        let shard = self.table.shard_index(pipeline.index, user);
+        if let Some(batch) = self.per_shard.get_mut(shard) {
+            batch.push(Ingest {
+                pipeline: pipeline.index,
+                key: CompactString::from(user),
+                time,
+                values: SmallVec::new(),
+                text: CompactString::default(),
+                request: true,
+            });
+        }
+    }
+
+    /// Readings waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.per_shard.iter().map(Vec::len).sum()
+    }
+
+    /// Whether no reading is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.per_shard.iter().all(Vec::is_empty)
+    }
+}
+
 /// The sink the key actors get: hands every output to the daemon's sink and, for a pipeline
-/// other pipelines read (`from`), decodes the message for them and routes the readings to
-/// their keys' shards, in-process. Routing is `try_send` like MQTT input: a full mailbox
-/// drops (and counts) rather than blocking a key actor.
+/// other pipelines read (`from`), decodes the message for them; the shard that produced it
+/// routes those readings at the end of its batch — its own keys' at once, other shards' as
+/// one batch per shard.
 struct ChainSink {
     inner: Arc<dyn OutputSink>,
     /// The current pipelines (swapped by a reload).
@@ -132,7 +224,13 @@ impl OutputSink for ChainSink {
         CHAIN_READING.with(|buf| {
             if let Ok(mut buf) = buf.try_borrow_mut() {
                 pipelines.dispatch_chained(pipeline, topic, payload, arrival, &mut buf, |p, r| {
-                    table.route(p, r, arrival)
+                    let shard = table.shard_index(p.index, &r.key);
+                    let msg = Ingest::reading(p, r, arrival);
+                    CHAINED.with(|c| {
+                        if let Ok(mut c) = c.try_borrow_mut() {
+                            c.push((shard, msg));
+                        }
+                    });
                 });
             }
         });
@@ -142,8 +240,7 @@ impl OutputSink for ChainSink {
 
 /// One decoded reading on its way to its key actor. Inline storage for the key and up to
 /// eight values keeps the message off the heap in the common case.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[derive(Debug)]
 pub struct Ingest {
     /// Pipeline index.
     pub pipeline: usize,
@@ -157,6 +254,19 @@ pub struct Ingest {
     pub text: CompactString,
     /// A request for the user's recommendations, not a reading (recommend pipelines).
     pub request: bool,
+}
+
+impl Ingest {
+    fn reading(pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) -> Ingest {
+        Ingest {
+            pipeline: pipeline.index,
+            key: CompactString::from(reading.key.as_str()),
+            time: reading.time_ms.unwrap_or(default_time),
+            values: SmallVec::from_slice(&reading.values),
+            text: CompactString::from(reading.text.as_str()),
+            request: false,
+        }
+    }
 }
 
 /// Gathers the profiles of one interval from every shard (see [`Router::profile_collector`]).
@@ -249,8 +359,12 @@ pub struct Router {
     /// The recommenders of recommend pipelines, by pipeline name.
     recommenders: Arc<recommender::RecommenderRegistry>,
     arbiters: Vec<Arbiter>,
-    /// The current pipelines; a reload swaps them (readers take a snapshot per message).
+    /// The current pipelines; a reload swaps them (readers take a snapshot per drain).
     pipelines: Arc<ArcSwap<Pipelines>>,
+    /// Held from decoding a drain of readings until its batches are queued, and by a reload
+    /// from swapping the pipelines until every shard has been told: so no batch decoded with
+    /// one generation of the pipelines is queued behind a shard's switch to the next.
+    routing: tokio::sync::Mutex<()>,
     store: Store,
     /// Gauges and counters.
     pub stats: Arc<EngineStats>,
@@ -274,8 +388,8 @@ impl Router {
         let settings = ShardSettings {
             max_resident: runtime.max_resident_keys.div_ceil(n).max(1),
             idle_timeout: runtime.idle_timeout,
-            mailbox_capacity: runtime.mailbox_capacity,
         };
+        let queue_batches = (runtime.mailbox_capacity / QUEUE_BATCH_READINGS).max(2);
         let stats = Arc::new(EngineStats::default());
         let table = Arc::new(std::sync::OnceLock::new());
         let current = Arc::new(ArcSwap::new(pipelines.clone()));
@@ -286,8 +400,13 @@ impl Router {
         });
         let mut shards = Vec::with_capacity(n);
         let mut arbiters = Vec::with_capacity(n);
-        for _ in 0..n {
+        for index in 0..n {
             let arbiter = Arbiter::new();
+            let chain = ChainRoute {
+                index,
+                table: table.clone(),
+            };
+            let (input, rx) = mpsc::channel(queue_batches);
             let (p, st, si, sa, re) = (
                 pipelines.clone(),
                 store.clone(),
@@ -296,9 +415,17 @@ impl Router {
                 recommenders.clone(),
             );
             let addr = Shard::start_in_arbiter(&arbiter.handle(), move |_| {
-                Shard::new(p, st, si, sa, re, settings)
+                Shard::new(
+                    p,
+                    st,
+                    si,
+                    sa,
+                    re,
+                    settings,
+                    ShardWiring { input: rx, chain },
+                )
             });
-            shards.push(addr);
+            shards.push(ShardHandle { input, addr });
             arbiters.push(arbiter);
         }
         let route_table = RouteTable {
@@ -318,6 +445,7 @@ impl Router {
             recommenders,
             arbiters,
             pipelines: current,
+            routing: tokio::sync::Mutex::new(()),
             store,
             stats,
         }
@@ -328,31 +456,56 @@ impl Router {
         self.table.shards.len()
     }
 
-    /// Send a decoded reading to its key's shard without waiting. A full shard mailbox drops
-    /// the reading (counted as `mailbox_full`).
-    pub fn route(&self, pipeline: &Pipeline, reading: &ReadingBuf, default_time: i64) {
-        self.table.route(pipeline, reading, default_time);
+    /// Empty batches, one per shard, for a driver to fill with [`Batches::push`] and hand to
+    /// [`send`](Self::send) (reused: their buffers stay allocated).
+    pub fn batches(&self) -> Batches {
+        Batches {
+            table: self.table.clone(),
+            per_shard: (0..self.table.shards.len()).map(|_| Vec::new()).collect(),
+        }
     }
 
-    /// A request to a recommend pipeline: a user's list goes through the user's key actor
-    /// (which has the history), similar items straight to the pipeline's recommender. A full
-    /// mailbox drops the request (counted as `mailbox_full`).
-    pub fn request(&self, pipeline: &Pipeline, request: crate::pipeline::Request, time: i64) {
-        match request {
-            crate::pipeline::Request::User(user) => {
-                self.table.route_user_request(pipeline, &user, time)
+    /// Take the routing lock, for one drain of input: decode into [`Batches`] and
+    /// [`send`](Self::send) them while holding it (see `Router::routing`).
+    pub async fn routing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.routing.lock().await
+    }
+
+    /// Queue every non-empty batch on its shard, *waiting* for room in a full queue
+    /// (backpressure: the caller, the ingest task, stops taking input meanwhile). Readings
+    /// are dropped only if a shard has stopped (counted as `mailbox_full`).
+    pub async fn send(&self, batches: &mut Batches) {
+        for (shard, batch) in self.table.shards.iter().zip(&mut batches.per_shard) {
+            if batch.is_empty() {
+                continue;
             }
-            crate::pipeline::Request::Item(item) => {
-                let sent = self
-                    .recommenders
-                    .get(&pipeline.name)
-                    .is_some_and(|r| r.try_send(recommender::SimilarItems { item, time }).is_ok());
-                if !sent {
-                    pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
-                        tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a request: the recommender's mailbox is full")
-                    });
+            let capacity = batch.capacity();
+            let full = std::mem::replace(batch, Vec::with_capacity(capacity.min(1024)));
+            if let Err(mpsc::error::SendError(ShardInput::Batch(lost))) =
+                shard.input.send(ShardInput::Batch(full)).await
+            {
+                let pipelines = self.pipelines.load();
+                for msg in &lost {
+                    if let Some(p) = pipelines.get(msg.pipeline) {
+                        count_mailbox_full(p);
+                    }
                 }
             }
+        }
+    }
+
+    /// A request for similar items of a recommend pipeline: straight to its recommender (a
+    /// full mailbox drops it, counted as `mailbox_full`). A user's list goes through the
+    /// user's key actor: [`Batches::push_user_request`].
+    pub fn request_similar(&self, pipeline: &Pipeline, item: String, time: i64) {
+        let sent = self
+            .recommenders
+            .get(&pipeline.name)
+            .is_some_and(|r| r.try_send(recommender::SimilarItems { item, time }).is_ok());
+        if !sent {
+            pipeline.stats.drops.record(DropReason::MailboxFull, |suppressed| {
+                tracing::warn!(pipeline = %pipeline.name, reason = DropReason::MailboxFull.as_str(), suppressed, "dropped a request: the recommender's mailbox is full")
+            });
         }
     }
 
@@ -361,21 +514,34 @@ impl Router {
         &self.recommenders
     }
 
-    /// Ask every shard to write its changed key states, then flush the store. Being queued
-    /// behind the readings already routed, it also waits for them to be processed.
+    /// Ask every shard to write its changed key states, then flush the store. Queued behind
+    /// the batches already routed, so it also waits for them to be processed.
     ///
     /// # Errors
     /// [`StoreError`] if the flush fails (single states that fail are logged and counted).
     pub async fn checkpoint(&self) -> Result<CheckpointReport, StoreError> {
         let started = Instant::now();
         let mut report = CheckpointReport::default();
-        let answers = futures_util::future::join_all(
-            self.table.shards.iter().map(|s| s.send(shard::Checkpoint)),
-        )
-        .await;
-        for r in answers.into_iter().flatten() {
-            report.written += r.written;
-            report.failed += r.failed;
+        let mut answers = Vec::with_capacity(self.table.shards.len());
+        for shard in &self.table.shards {
+            let (reply, answer) = oneshot::channel();
+            if shard
+                .input
+                .send(ShardInput::Checkpoint(reply))
+                .await
+                .is_ok()
+            {
+                answers.push(answer);
+            }
+        }
+        for answer in answers {
+            match answer.await {
+                Ok(r) => {
+                    report.written += r.written;
+                    report.failed += r.failed;
+                }
+                Err(_) => report.failed += 1,
+            }
         }
         let bytes = self.store.flush().await?;
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -396,8 +562,9 @@ impl Router {
     /// Whether every shard answers a [`Ping`](shard::Ping) within `timeout`: the actor
     /// system is alive and not stuck (health endpoint, systemd watchdog).
     pub async fn alive(&self, timeout: Duration) -> bool {
-        let pings =
-            futures_util::future::join_all(self.table.shards.iter().map(|s| s.send(shard::Ping)));
+        let pings = futures_util::future::join_all(
+            self.table.shards.iter().map(|s| s.addr.send(shard::Ping)),
+        );
         match tokio::time::timeout(timeout, pings).await {
             Ok(answers) => answers.iter().all(Result::is_ok),
             Err(_) => false,
@@ -407,8 +574,12 @@ impl Router {
     /// A copy of a resident key's state and its last output (None if the key is not
     /// resident).
     pub async fn inspect(&self, pipeline: usize, key: &str) -> Option<KeyView> {
-        let shard = self.table.shard_of(pipeline, key)?;
+        let shard = self
+            .table
+            .shards
+            .get(self.table.shard_index(pipeline, key))?;
         shard
+            .addr
             .send(shard::Inspect {
                 pipeline,
                 key: CompactString::from(key),
@@ -426,7 +597,7 @@ impl Router {
         let report = match tokio::time::timeout(deadline, self.checkpoint()).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::warn!("shutdown deadline of {deadline:?} passed before every key answered; flushing what was written");
+                tracing::warn!("shutdown deadline of {deadline:?} passed before every shard answered; flushing what was written");
                 self.store
                     .flush()
                     .await
@@ -454,7 +625,7 @@ impl Router {
     }
 
     /// The pipelines this router serves now, without touching a reference count (for the
-    /// per-message path).
+    /// per-drain path).
     pub fn current_pipelines(&self) -> arc_swap::Guard<Arc<Pipelines>> {
         self.pipelines.load()
     }
@@ -462,7 +633,7 @@ impl Router {
     /// A handle the classifiers use to gather profiles without keeping the router alive.
     pub fn profile_collector(&self) -> ProfileCollector {
         ProfileCollector {
-            shards: self.table.shards.clone(),
+            shards: self.table.shards.iter().map(|s| s.addr.clone()).collect(),
             pipelines: Arc::clone(&self.pipelines),
         }
     }
@@ -472,28 +643,31 @@ impl Router {
         Arc::clone(&self.pipelines)
     }
 
-    /// Serve `next` from now on (a reload): readings routed after this call use it; every
-    /// shard switches to it behind the readings already in its mailbox, and stops (after
-    /// writing their state) the keys of pipelines `next` no longer has. Returns once they
-    /// have all written their state, with the number of keys stopped.
-    ///
-    /// Call it from the task that routes MQTT input (the daemon's main task), with no await
-    /// between building `next` and this call, so no reading is routed with indices of `next`
-    /// before the shards have been told.
+    /// Serve `next` from now on (a reload): batches routed after this call use it; every
+    /// shard switches to it behind the batches already in its queue, and stops (after writing
+    /// their state) the keys of pipelines `next` no longer has. Returns once they have all
+    /// written their state, with the number of keys stopped.
     pub async fn reconfigure(&self, next: Arc<Pipelines>) -> usize {
-        self.pipelines.store(next.clone());
-        // Control messages bypass the mailbox bound (`do_send` semantics) on purpose: a full
-        // mailbox must not lose a reconfiguration. Queued synchronously, before any await.
-        let answers: Vec<_> = self
-            .table
-            .shards
-            .iter()
-            .map(|s| s.send(shard::Reconfigure(next.clone())))
-            .collect();
-        futures_util::future::join_all(answers)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap_or(0))
-            .sum()
+        let mut answers = Vec::with_capacity(self.table.shards.len());
+        {
+            let _routing = self.routing.lock().await;
+            self.pipelines.store(next.clone());
+            for shard in &self.table.shards {
+                let (reply, answer) = oneshot::channel();
+                if shard
+                    .input
+                    .send(ShardInput::Reconfigure(next.clone(), reply))
+                    .await
+                    .is_ok()
+                {
+                    answers.push(answer);
+                }
+            }
+        }
+        let mut stopped = 0;
+        for answer in answers {
+            stopped += answer.await.unwrap_or(0);
+        }
+        stopped
     }
 }

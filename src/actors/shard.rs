@@ -1,36 +1,51 @@
-//! `Shard`: one per Arbiter. It owns the directory of the key actors living on its thread:
-//! it activates a key on its first reading (loading its state from the store), forwards each
-//! reading to the key's bounded mailbox, and passivates keys that are idle or over the
-//! resident budget (their state is written back and the actor stopped), so memory stays
-//! bounded however many keys appear.
+//! `Shard`: one per Arbiter (thread). It is the mailbox and the thread of the key actors
+//! living on it ([`KeyActor`], virtual actors): it activates a key on its first reading
+//! (loading its state from the store), runs the key's handler for each of its readings, and
+//! passivates keys that are idle or over the resident budget (state written back, memory
+//! freed), so memory stays bounded however many keys appear.
+//!
+//! **Input.** Everything that must be ordered with the readings comes through one bounded
+//! queue of [`ShardInput`]: batches of readings (one per shard per drain of the MQTT ingest
+//! queue), checkpoints (which therefore see every reading routed before them) and
+//! reconfigurations. The router *waits* for room in it, so a busy shard slows the ingest
+//! task, and the ingest task the MQTT event loop, instead of dropping readings. Inspection,
+//! profile collection and liveness pings need no order and use the shard's actix mailbox.
+//!
+//! **Passivation is synchronous**: the key's state is written to the store (a sled insert,
+//! a few µs: it lands in the page cache and reaches the disk at the next flush) before the
+//! shard handles anything else, so no reading can reach a key whose state is in flight and
+//! no backlog of keys waiting to be written can build up.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::dev::SendError;
 use actix::prelude::*;
 use compact_str::CompactString;
-use futures_util::future::join_all;
 use lru::LruCache;
+use tokio::sync::{mpsc, oneshot};
 
-use super::key::{GetState, KeyActor, KeyView, Passivate, Snapshot, TakeProfile};
-use super::{EngineStats, Ingest, OutputSink};
-use crate::codec::DropReason;
+use super::key::{KeyActor, KeyBuffers, KeyView};
+use super::{ChainRoute, EngineStats, Ingest, OutputSink};
 use crate::pipeline::{KeyState, Pipelines};
 use crate::store::Store;
 
 type KeyId = (usize, CompactString);
 
-struct Retiring {
-    addr: Addr<KeyActor>,
-    waiting: Vec<Ingest>,
+/// What a shard's ordered input queue carries.
+pub enum ShardInput {
+    /// Readings for keys of this shard, in arrival order.
+    Batch(Vec<Ingest>),
+    /// Write every changed key state (after the readings queued before); answers what it did.
+    Checkpoint(oneshot::Sender<CheckpointReport>),
+    /// Serve these pipelines from now on; keys of pipelines no longer in them write their
+    /// state and stop. Answers the number of keys stopped.
+    Reconfigure(Arc<Pipelines>, oneshot::Sender<usize>),
 }
 
 struct Resident {
-    addr: Addr<KeyActor>,
+    actor: KeyActor,
     last_seen: Instant,
 }
 
@@ -41,8 +56,15 @@ pub struct ShardSettings {
     pub max_resident: usize,
     /// Keys idle this long are passivated.
     pub idle_timeout: Duration,
-    /// Mailbox capacity of the shard and of each key actor.
-    pub mailbox_capacity: usize,
+}
+
+/// How a shard is connected to the router: its ordered input queue and the route of the
+/// chained readings its outputs produce.
+pub struct ShardWiring {
+    /// The receiving end of the shard's input queue.
+    pub input: mpsc::Receiver<ShardInput>,
+    /// See [`ChainRoute`].
+    pub chain: ChainRoute,
 }
 
 /// The key directory of one Arbiter.
@@ -54,13 +76,16 @@ pub struct Shard {
     stats: Arc<EngineStats>,
     settings: ShardSettings,
     resident: LruCache<KeyId, Resident, ahash::RandomState>,
-    /// Keys being passivated, with the readings that arrived meanwhile (bounded): they are
-    /// replayed into a fresh actor once the old one has written its state back.
-    retiring: HashMap<KeyId, Retiring, ahash::RandomState>,
+    /// The key handlers' working memory (one handler runs at a time).
+    buffers: KeyBuffers,
+    /// The ordered input queue, until `started` turns it into the actor's stream.
+    input: Option<mpsc::Receiver<ShardInput>>,
+    /// Routes the readings chained pipelines decode from this shard's outputs.
+    chain: ChainRoute,
 }
 
 impl Shard {
-    /// A shard; start it with `Shard::start_in_arbiter`.
+    /// A shard reading `input`; start it with `Shard::start_in_arbiter`.
     pub fn new(
         pipelines: Arc<Pipelines>,
         store: Store,
@@ -68,7 +93,9 @@ impl Shard {
         stats: Arc<EngineStats>,
         recommenders: Arc<super::recommender::RecommenderRegistry>,
         settings: ShardSettings,
+        wiring: ShardWiring,
     ) -> Shard {
+        let ShardWiring { input, chain } = wiring;
         let cap = NonZeroUsize::new(settings.max_resident).unwrap_or(NonZeroUsize::MIN);
         Shard {
             pipelines,
@@ -78,7 +105,9 @@ impl Shard {
             stats,
             settings,
             resident: LruCache::with_hasher(cap, ahash::RandomState::new()),
-            retiring: HashMap::default(),
+            buffers: KeyBuffers::default(),
+            input: Some(input),
+            chain,
         }
     }
 
@@ -108,31 +137,32 @@ impl Shard {
         }
     }
 
-    fn activate(&mut self, id: &KeyId, ctx: &mut Context<Self>) -> Option<Addr<KeyActor>> {
-        let pipeline = self.pipelines.get_shared(id.0)?;
-        let state = self.load_state(id.0, &id.1)?;
+    /// Activate a key: its actor, from its stored state (or fresh), made resident; the least
+    /// recently used key is passivated if the shard is full. False if its pipeline is gone.
+    fn activate(&mut self, id: &KeyId, now: Instant) -> bool {
+        let Some(pipeline) = self.pipelines.get_shared(id.0) else {
+            return false;
+        };
+        let Some(state) = self.load_state(id.0, &id.1) else {
+            return false;
+        };
         let recommender = pipeline
             .is_recommend()
             .then(|| self.recommenders.get(&pipeline.name))
             .flatten();
-        let (store, sink) = (self.store.clone(), self.sink.clone());
-        let (key, cap) = (id.1.clone(), self.settings.mailbox_capacity);
-        let addr = KeyActor::create(move |kctx| {
-            kctx.set_mailbox_capacity(cap);
-            KeyActor::new(pipeline, key, state, store, sink, recommender)
-        });
+        let actor = KeyActor::new(pipeline, id.1.clone(), state, recommender);
         self.stats.activated.fetch_add(1, Ordering::Relaxed);
         self.gauge(id.0, 1);
         let resident = Resident {
-            addr: addr.clone(),
-            last_seen: Instant::now(),
+            actor,
+            last_seen: now,
         };
         if let Some((old_id, old)) = self.resident.push(id.clone(), resident) {
             if old_id != *id {
-                self.passivate(old_id, old.addr, ctx);
+                self.passivate(&old_id, old.actor);
             }
         }
-        Some(addr)
+        true
     }
 
     /// Move the resident-key gauges (engine-wide and per pipeline) by ±1.
@@ -147,87 +177,82 @@ impl Shard {
         }
     }
 
-    fn passivate(&mut self, id: KeyId, addr: Addr<KeyActor>, ctx: &mut Context<Self>) {
+    /// Write a key's state back and let its actor go.
+    fn passivate(&mut self, id: &KeyId, mut actor: KeyActor) {
         self.gauge(id.0, -1);
-        let passivation = addr.send(Passivate);
-        self.retiring.insert(
-            id.clone(),
-            Retiring {
-                addr,
-                waiting: Vec::new(),
-            },
-        );
-        let fut = passivation.into_actor(self).map(move |res, act, ctx| {
-            match res {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(key = %id.1, "passivation could not write state: {e}")
-                }
-                Err(e) => tracing::error!(key = %id.1, "passivation failed: {e}"),
-            }
-            act.stats.passivated.fetch_add(1, Ordering::Relaxed);
-            if let Some(retired) = act.retiring.remove(&id) {
-                for msg in retired.waiting {
-                    act.deliver(msg, ctx);
-                }
-            }
-        });
-        // Spawned, not awaited: the shard keeps serving other keys meanwhile, and readings
-        // for this key wait in `retiring` until its state is safely in the store.
-        ctx.spawn(fut);
+        if let Err(e) = actor.write_back(&self.store, &mut self.buffers) {
+            tracing::error!(key = %id.1, "passivation could not write state: {e}");
+        }
+        self.stats.passivated.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn deliver(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
+    /// Hand a reading to its key's actor, activating the key if it is not resident.
+    fn deliver(&mut self, msg: &Ingest, now: Instant) {
         let id: KeyId = (msg.pipeline, msg.key.clone());
-        if let Some(Retiring { waiting, .. }) = self.retiring.get_mut(&id) {
-            if waiting.len() < self.settings.mailbox_capacity {
-                waiting.push(msg);
-            } else {
-                self.drop_reading(msg.pipeline, DropReason::MailboxFull);
-            }
+        if let Some(r) = self.resident.get_mut(&id) {
+            r.last_seen = now;
+            r.actor.ingest(msg, &mut self.buffers, &*self.sink);
             return;
         }
-        let addr = match self.resident.get_mut(&id) {
-            Some(r) => {
-                r.last_seen = Instant::now();
-                r.addr.clone()
-            }
-            None => match self.activate(&id, ctx) {
-                Some(addr) => addr,
-                None => return,
-            },
-        };
-        match addr.try_send(msg) {
-            Ok(()) => {}
-            Err(SendError::Full(m)) => self.drop_reading(m.pipeline, DropReason::MailboxFull),
-            Err(SendError::Closed(m)) => {
-                // The actor died (it should not: handlers do not panic on input). Forget it
-                // so the next reading re-activates the key from the store.
-                self.resident.pop(&id);
-                self.gauge(id.0, -1);
-                self.drop_reading(m.pipeline, DropReason::MailboxFull);
+        if self.activate(&id, now) {
+            if let Some(r) = self.resident.peek_mut(&id) {
+                r.actor.ingest(msg, &mut self.buffers, &*self.sink);
             }
         }
     }
 
-    fn drop_reading(&self, pipeline: usize, reason: DropReason) {
-        if let Some(p) = self.pipelines.get(pipeline) {
-            p.stats.drops.record(reason, |suppressed| {
-                tracing::warn!(pipeline = %p.name, reason = reason.as_str(), suppressed, "dropped a reading: the key's mailbox is full (the actor system is overloaded)")
-            });
-        }
-    }
-
-    fn sweep_idle(&mut self, ctx: &mut Context<Self>) {
+    fn sweep_idle(&mut self) {
         let now = Instant::now();
         while let Some((_, r)) = self.resident.peek_lru() {
             if now.duration_since(r.last_seen) < self.settings.idle_timeout {
                 break;
             }
             if let Some((id, r)) = self.resident.pop_lru() {
-                self.passivate(id, r.addr, ctx);
+                self.passivate(&id, r.actor);
             }
         }
+    }
+
+    fn checkpoint(&mut self) -> CheckpointReport {
+        let mut report = CheckpointReport::default();
+        for (_, r) in self.resident.iter_mut() {
+            match r.actor.write_back(&self.store, &mut self.buffers) {
+                Ok(true) => report.written += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::error!("checkpoint could not write a state: {e}");
+                }
+            }
+        }
+        report
+    }
+
+    /// Serve `next`; passivate the resident keys of pipelines it no longer has (removed, or
+    /// rebuilt under a new index). Returns the number of keys stopped.
+    fn reconfigure(&mut self, next: Arc<Pipelines>) -> usize {
+        let old = std::mem::replace(&mut self.pipelines, next);
+        let gone: Vec<KeyId> = self
+            .resident
+            .iter()
+            .filter(|(id, _)| self.pipelines.get(id.0).is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut stopped = 0;
+        for id in gone {
+            if let Some(mut r) = self.resident.pop(&id) {
+                if let Some(p) = old.get(id.0) {
+                    p.stats.resident_keys.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.stats.resident.fetch_sub(1, Ordering::Relaxed);
+                self.stats.passivated.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = r.actor.write_back(&self.store, &mut self.buffers) {
+                    tracing::error!("reload: a key could not write its state: {e}");
+                }
+                stopped += 1;
+            }
+        }
+        stopped
     }
 }
 
@@ -235,25 +260,47 @@ impl Actor for Shard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        if let Some(input) = self.input.take() {
+            ctx.add_stream(tokio_stream::wrappers::ReceiverStream::new(input));
+        }
         let every = (self.settings.idle_timeout / 4).max(Duration::from_millis(100));
-        ctx.run_interval(every, |act, ctx| act.sweep_idle(ctx));
+        ctx.run_interval(every, |act, _| act.sweep_idle());
     }
 }
 
-impl Handler<Ingest> for Shard {
-    type Result = ();
-
-    fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
-        self.deliver(msg, ctx);
+impl StreamHandler<ShardInput> for Shard {
+    fn handle(&mut self, input: ShardInput, _ctx: &mut Self::Context) {
+        match input {
+            ShardInput::Batch(batch) => {
+                // One clock read per batch: `last_seen` only orders idle keys.
+                let now = Instant::now();
+                for msg in &batch {
+                    self.deliver(msg, now);
+                }
+                // Readings of chained pipelines decoded from these outputs: this shard's own at
+                // once (a chain is acyclic, so this ends), the others queued on their shards.
+                loop {
+                    let own = self.chain.take(&self.pipelines);
+                    if own.is_empty() {
+                        break;
+                    }
+                    for msg in &own {
+                        self.deliver(msg, now);
+                    }
+                }
+            }
+            ShardInput::Checkpoint(reply) => {
+                let _ = reply.send(self.checkpoint());
+            }
+            ShardInput::Reconfigure(next, reply) => {
+                let _ = reply.send(self.reconfigure(next));
+            }
+        }
     }
-}
 
-/// Checkpointer → shard: have every resident key write its state if it changed.
-/// Being queued behind the readings already in the mailboxes, it also drains them.
-#[derive(Message)]
-#[rtype(result = "CheckpointReport")]
-pub struct Checkpoint;
+    /// The queue closes when the router is dropped; the Arbiter's stop ends the actor.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
 
 /// What a checkpoint did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -262,42 +309,6 @@ pub struct CheckpointReport {
     pub written: u64,
     /// States that could not be written.
     pub failed: u64,
-}
-
-impl Handler<Checkpoint> for Shard {
-    type Result = ResponseFuture<CheckpointReport>;
-
-    fn handle(&mut self, _msg: Checkpoint, _ctx: &mut Self::Context) -> Self::Result {
-        let sends: Vec<_> = self
-            .resident
-            .iter()
-            .map(|(_, r)| r.addr.send(Snapshot))
-            .collect();
-        // A retiring key writes its state when it handles Passivate, which is ahead of this
-        // Snapshot in its mailbox: waiting for the answer (or for the closed mailbox) means
-        // its state is in the store too.
-        let retiring: Vec<_> = self
-            .retiring
-            .values()
-            .map(|r| r.addr.send(Snapshot))
-            .collect();
-        Box::pin(async move {
-            let mut report = CheckpointReport::default();
-            let _ = join_all(retiring).await;
-            for res in join_all(sends).await {
-                match res {
-                    Ok(Ok(true)) => report.written += 1,
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => {
-                        report.failed += 1;
-                        tracing::error!("checkpoint could not write a state: {e}");
-                    }
-                    Err(_) => report.failed += 1,
-                }
-            }
-            report
-        })
-    }
 }
 
 /// Inspection: the state and last output of one resident key (None if it is not resident on
@@ -312,19 +323,12 @@ pub struct Inspect {
 }
 
 impl Handler<Inspect> for Shard {
-    type Result = ResponseFuture<Option<KeyView>>;
+    type Result = Option<KeyView>;
 
     fn handle(&mut self, msg: Inspect, _ctx: &mut Self::Context) -> Self::Result {
-        let addr = self
-            .resident
+        self.resident
             .peek(&(msg.pipeline, msg.key))
-            .map(|r| r.addr.clone());
-        Box::pin(async move {
-            match addr {
-                Some(a) => a.send(GetState).await.ok(),
-                None => None,
-            }
-        })
+            .map(|r| r.actor.view())
     }
 }
 
@@ -340,59 +344,6 @@ impl Handler<Ping> for Shard {
     fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
 }
 
-/// Reload → shard: serve `pipelines` from now on. Resident keys of pipelines that are no
-/// longer in it (removed, or rebuilt under a new index) write their state back and stop; the
-/// answer, the number of keys stopped, comes once every one of them has written its state.
-///
-/// The shard handles nothing else meanwhile (an atomic response): a reading for a rebuilt
-/// pipeline queued behind this message must not activate its key from the store before the
-/// old actor of that key has written its last state there.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Reconfigure(pub Arc<Pipelines>);
-
-impl Handler<Reconfigure> for Shard {
-    type Result = AtomicResponse<Self, usize>;
-
-    fn handle(&mut self, msg: Reconfigure, _ctx: &mut Self::Context) -> Self::Result {
-        let old = std::mem::replace(&mut self.pipelines, msg.0);
-        let gone: Vec<KeyId> = self
-            .resident
-            .iter()
-            .filter(|(id, _)| self.pipelines.get(id.0).is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut passivations = Vec::with_capacity(gone.len());
-        for id in gone {
-            if let Some(r) = self.resident.pop(&id) {
-                if let Some(p) = old.get(id.0) {
-                    p.stats.resident_keys.fetch_sub(1, Ordering::Relaxed);
-                }
-                self.stats.resident.fetch_sub(1, Ordering::Relaxed);
-                self.stats.passivated.fetch_add(1, Ordering::Relaxed);
-                passivations.push(r.addr.send(Passivate));
-            }
-        }
-        // Readings of those pipelines waiting for a retiring key have nowhere to go.
-        let current = &self.pipelines;
-        for r in self.retiring.values_mut() {
-            r.waiting.retain(|m| current.get(m.pipeline).is_some());
-        }
-        let written = async move {
-            let stopped = passivations.len();
-            for result in join_all(passivations).await {
-                match result {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::error!("reload: a key could not write its state: {e}"),
-                    Err(e) => tracing::error!("reload: a key did not answer: {e}"),
-                }
-            }
-            stopped
-        };
-        AtomicResponse::new(Box::pin(written.into_actor(self)))
-    }
-}
-
 /// Classifier → shard: the profiles of this interval of the resident keys of pipeline
 /// `pipeline`, for the classifier in slot `slot` of that pipeline.
 #[derive(Message)]
@@ -405,19 +356,18 @@ pub struct CollectProfiles {
 }
 
 impl Handler<CollectProfiles> for Shard {
-    type Result = ResponseFuture<Vec<(CompactString, Vec<f64>)>>;
+    type Result = MessageResult<CollectProfiles>;
 
     fn handle(&mut self, msg: CollectProfiles, _ctx: &mut Self::Context) -> Self::Result {
-        let asks: Vec<_> = self
-            .resident
-            .iter()
-            .filter(|(id, _)| id.0 == msg.pipeline)
-            .map(|(id, r)| {
-                let key = id.1.clone();
-                let answer = r.addr.send(TakeProfile { slot: msg.slot });
-                async move { answer.await.ok().flatten().map(|profile| (key, profile)) }
-            })
-            .collect();
-        Box::pin(async move { join_all(asks).await.into_iter().flatten().collect() })
+        MessageResult(
+            self.resident
+                .iter_mut()
+                .filter(|(id, _)| id.0 == msg.pipeline)
+                .filter_map(|(id, r)| {
+                    let profile = r.actor.take_profile(msg.slot)?;
+                    Some((id.1.clone(), profile))
+                })
+                .collect(),
+        )
     }
 }

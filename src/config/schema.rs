@@ -115,7 +115,8 @@ pub struct RuntimeConfig {
     pub max_resident_keys: usize,
     /// A key that has seen no reading for this long is passivated.
     pub idle_timeout: Duration,
-    /// Mailbox capacity of each shard and key actor.
+    /// Readings each shard's input queue holds (in batches of up to 64); a full queue makes
+    /// the ingest task wait.
     pub mailbox_capacity: usize,
     /// Interval of the periodic stats log line (keys, readings/s, MAE).
     pub stats_interval: Duration,

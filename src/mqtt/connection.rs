@@ -105,6 +105,7 @@ pub(crate) fn connect_with_options(
         broker,
         max_packet_bytes: cfg.max_packet_bytes,
         ingest_capacity: cfg.ingest_queue,
+        wait_for_ingest: cfg.subscribe_qos >= 1,
         backoff: Backoff::new(cfg.reconnect_min, cfg.reconnect_max),
     }
     .run(shutdown.clone(), stopped.clone());
@@ -205,6 +206,12 @@ struct EventLoopTask {
     broker: String,
     max_packet_bytes: usize,
     ingest_capacity: usize,
+    /// With QoS 1 subscriptions, a full ingest queue makes the event loop wait for room
+    /// instead of dropping: it stops reading the socket, TCP flow control stops the broker,
+    /// and the broker queues the messages (they are acknowledged only once read). With QoS 0
+    /// a full queue drops and counts (`queue_full`): a slow consumer must not make the broker
+    /// disconnect it, and a newer reading is worth more than an old one.
+    wait_for_ingest: bool,
     backoff: Backoff,
 }
 
@@ -264,7 +271,18 @@ impl EventLoopTask {
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     self.status.received.fetch_add(1, Ordering::Relaxed);
                     if let Some(ingest) = &self.ingest {
-                        match ingest.try_send(publish) {
+                        let queued = if self.wait_for_ingest {
+                            // Waits only while the queue is full; shutdown still wins.
+                            tokio::select! {
+                                biased;
+                                () = shutdown.cancelled() => break,
+                                sent = ingest.send(publish) => sent
+                                    .map_err(|e| mpsc::error::TrySendError::Closed(e.0)),
+                            }
+                        } else {
+                            ingest.try_send(publish)
+                        };
+                        match queued {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 self.status

@@ -290,10 +290,14 @@ async fn reconnects_and_resubscribes_when_the_broker_appears_late() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_ingest_queue_drops_and_the_loop_keeps_running() {
     let broker = broker();
-    // Capacity 1 and nobody reads: the first message fills it, the rest are dropped.
+    // QoS 0 subscriptions: capacity 1 and nobody reads: the first message fills it, the rest
+    // are dropped.
     let (ingest_tx, _ingest_rx) = mpsc::channel(1);
     let connection = spawn_connection(
-        &config(broker.port()),
+        &MqttConfig {
+            subscribe_qos: 0,
+            ..config(broker.port())
+        },
         vec![("load/#".into(), 0)],
         ingest_tx,
     );
@@ -334,6 +338,46 @@ async fn full_ingest_queue_drops_and_the_loop_keeps_running() {
     assert_eq!(
         connection.status.dropped_queue_full.load(Ordering::Relaxed),
         10
+    );
+    assert!(connection.status.connected.load(Ordering::Relaxed));
+    connection.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_qos_1_a_full_ingest_queue_waits_and_loses_nothing() {
+    let broker = broker();
+    let (ingest_tx, mut ingest_rx) = mpsc::channel(1);
+    let cfg = config(broker.port());
+    assert_eq!(cfg.subscribe_qos, 1, "the default");
+    let connection = spawn_connection(&cfg, vec![("load/#".into(), 1)], ingest_tx);
+    connection.subscribed().await;
+    let source = TestClient::new(broker.port(), "load-source-q1");
+    for i in 0..50 {
+        source
+            .client
+            .publish(format!("load/{i}"), QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .unwrap();
+    }
+    // Nobody reads yet: the event loop holds one message in the queue and waits with the
+    // next; the broker keeps the rest.
+    let status = Arc::clone(&connection.status);
+    eventually("the queue full", move || {
+        status.received.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(connection.status.received.load(Ordering::Relaxed) < 50);
+    // Reading resumes: every message arrives, in order, none dropped.
+    for i in 0..50 {
+        let msg = within("a queued message", ingest_rx.recv())
+            .await
+            .expect("message");
+        assert_eq!(&msg.payload[..], i.to_string().as_bytes());
+    }
+    assert_eq!(
+        connection.status.dropped_queue_full.load(Ordering::Relaxed),
+        0
     );
     assert!(connection.status.connected.load(Ordering::Relaxed));
     connection.stop().await;
