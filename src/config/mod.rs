@@ -43,7 +43,7 @@
 //!
 //! [store]                     # optional
 //! data_dir = "data"           # non-empty; relative to the working directory
-//! checkpoint_interval = "1s"  # ≥ 10ms
+//! checkpoint_interval = "10s" # ≥ 10ms
 //! cache_bytes = 8388608       # ≥ 65536
 //!
 //! [runtime]                   # optional

@@ -749,7 +749,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
-            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(10),
             cache_bytes: 8 * 1024 * 1024,
         }
     }

@@ -720,7 +720,7 @@ fn summary_mentions_every_pipeline_and_the_broker() {
         summary.contains(&format!("output: {DEFAULT_OUTPUT} (qos 0)")),
         "{summary}"
     );
-    assert!(summary.contains("checkpoint every 1s"), "{summary}");
+    assert!(summary.contains("checkpoint every 10s"), "{summary}");
     let remote = valid(PIPELINE).summary();
     assert!(remote.contains("mqtt: broker 127.0.0.1:1883"), "{remote}");
 }

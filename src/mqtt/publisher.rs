@@ -264,7 +264,12 @@ impl Publisher {
     }
 }
 
-/// The publisher task body.
+/// Messages the publisher task takes from the queue at once (at most).
+const PUBLISH_DRAIN: usize = 256;
+
+/// The publisher task body. Takes what is queued (up to [`PUBLISH_DRAIN`] messages), waits
+/// once for a session, and hands the messages to rumqttc in order: one wake, one session
+/// check and one cancellation check per drain, not per message.
 async fn run(
     mut rx: mpsc::Receiver<Command>,
     client: AsyncClient,
@@ -273,15 +278,19 @@ async fn run(
     stopped: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let command = tokio::select! {
+    let mut drained: Vec<Command> = Vec::with_capacity(PUBLISH_DRAIN);
+    let mut pending: std::collections::VecDeque<Command> =
+        std::collections::VecDeque::with_capacity(PUBLISH_DRAIN);
+    'run: loop {
+        let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            command = rx.recv() => match command {
-                Some(command) => command,
-                None => break,
-            },
+            n = rx.recv_many(&mut drained, PUBLISH_DRAIN) => n,
         };
+        if received == 0 {
+            break;
+        }
+        pending.extend(drained.drain(..));
 
         // Hold messages while there is no session: requests queued in rumqttc while it is
         // disconnected are discarded when the next clean session starts.
@@ -291,55 +300,68 @@ async fn run(
             () = stopped.cancelled() => false,
             up = connected.wait_for(|up| *up) => up.is_ok(),
         };
+        if !session {
+            break;
+        }
 
-        match command {
-            Command::Publish(msg) if session => {
-                // Checked by `Publisher` already: the fallback is never used.
-                let qos = qos_from_u8(msg.qos).unwrap_or(rumqttc::QoS::AtMostOnce);
-                let sent = tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => None,
-                    () = stopped.cancelled() => None,
-                    sent = client.publish(msg.topic, qos, msg.retain, msg.payload) => Some(sent),
-                };
-                match sent {
-                    Some(Ok(())) => {
-                        status.published.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Some(Err(e)) => {
-                        status.publish_dropped.fetch_add(1, Ordering::Relaxed);
-                        debug!("MQTT publish failed: {e}");
-                    }
-                    None => {
-                        status.publish_dropped.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                }
-            }
-            Command::Publish(_) => {
-                status.publish_dropped.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            Command::Disconnect => {
-                if session {
-                    // Queued behind every publish handed over so far: the event loop writes
-                    // them first, then DISCONNECT, then returns.
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => {}
-                        () = stopped.cancelled() => {}
-                        sent = client.disconnect() => {
-                            if let Err(e) = sent {
-                                debug!("MQTT disconnect request failed: {e}");
+        // Hand the drain over in order. `publish_bytes` moves the topic and the payload into
+        // the packet (`publish` would copy the topic), and completes at once while rumqttc's
+        // request channel has room.
+        let handed_over = async {
+            while let Some(command) = pending.pop_front() {
+                match command {
+                    Command::Publish(msg) => {
+                        // Checked by `Publisher` already: the fallback is never used.
+                        let qos = qos_from_u8(msg.qos).unwrap_or(rumqttc::QoS::AtMostOnce);
+                        let payload = bytes::Bytes::from(msg.payload);
+                        match client
+                            .publish_bytes(msg.topic, qos, msg.retain, payload)
+                            .await
+                        {
+                            Ok(()) => {
+                                status.published.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                status.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                                debug!("MQTT publish failed: {e}");
                             }
                         }
                     }
+                    Command::Disconnect => return true,
                 }
-                break;
             }
+            false
+        };
+        let disconnect = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break 'run,
+            () = stopped.cancelled() => break 'run,
+            disconnect = handed_over => disconnect,
+        };
+        if disconnect {
+            // Queued behind every publish handed over so far: the event loop writes them
+            // first, then DISCONNECT, then returns.
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {}
+                () = stopped.cancelled() => {}
+                sent = client.disconnect() => {
+                    if let Err(e) = sent {
+                        debug!("MQTT disconnect request failed: {e}");
+                    }
+                }
+            }
+            break;
         }
     }
 
+    // What was taken but not handed over, and whatever is still queued, will not be sent:
+    // count it.
+    for command in pending.drain(..).chain(drained.drain(..)) {
+        if let Command::Publish(_) = command {
+            status.publish_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     // Whatever is still queued will not be sent: count it.
     rx.close();
     while let Ok(command) = rx.try_recv() {
