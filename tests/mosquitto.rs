@@ -6,6 +6,7 @@
 
 mod common;
 
+use rumqttc::QoS;
 use std::process::{Child, Command, Stdio};
 
 use common::*;
@@ -110,5 +111,160 @@ async fn mosquitto_end_to_end_restart_resumes_every_model() {
     daemon.shutdown().await;
 
     let all: Vec<_> = first.iter().chain(second.iter()).cloned().collect();
+    assert_eq!(got, replay_outputs(&config, &all));
+}
+
+/// The value of the first `/metrics` sample whose line starts with `prefix` (name and labels).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {prefix} in\n{text}"))
+}
+
+/// Hostile input costs one counted drop per message and nothing else: a retained 1 MB message
+/// on a subscribed topic (delivered at the subscription), a 300 KB message between readings,
+/// and keys with control characters, noncharacters, wildcards or 2,000 bytes. The connection
+/// never drops, every good reading is processed exactly as a replay of the good readings
+/// alone, and each bad message is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_cost_one_counted_drop_each_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((host, port, _own)) = broker(dir.path()) else {
+        return;
+    };
+    let id = std::process::id();
+    // Topics of their own: a shared CI broker keeps retained messages between tests.
+    let text = config_text(
+        &host,
+        port,
+        &dir.path().join("data"),
+        &format!("hostile-{id}"),
+    )
+    .replace(
+        "sensors/+/temperature",
+        &format!("hostile{id}/+/temperature"),
+    ) + &format!(
+        r#"
+[[pipelines]]
+name = "plant"
+topics = ["hostile{id}/plant"]
+format = "json"
+key = "/sensor"
+time = "/ts"
+time_unit = "ms"
+fields = {{ temp = "/value" }}
+output = "edgeflow/{{pipeline}}/{{key}}/{{field}}/forecast"
+output_qos = 1
+
+[pipelines.model]
+kind = "forecast"
+target = "temp"
+"#
+    );
+    let config = load(&write_config(dir.path(), &text));
+    let mut client = TestClient::connect(&host, port, &format!("hostile-test-{id}")).await;
+    client.subscribe("edgeflow/#").await;
+    let retained_topic = format!("hostile{id}/big/temperature");
+    client
+        .client
+        .publish(
+            &retained_topic,
+            QoS::AtLeastOnce,
+            true,
+            vec![b'x'; 1_000_000],
+        )
+        .await
+        .expect("publish retained");
+
+    let daemon = RunningDaemon::start(config.clone()).await;
+    let good: Vec<(String, String)> = readings(SENSORS, 0, 20)
+        .into_iter()
+        .map(|(t, p)| (t.replace("sensors/", &format!("hostile{id}/")), p))
+        .collect();
+    let hostile_keys = [
+        "a\u{1}b".to_string(),
+        "a\tb".into(),
+        "a\nb".into(),
+        "a\u{1b}b".into(),
+        "a\u{7f}b".into(),
+        "a\u{85}b".into(),
+        "a\u{fffe}b".into(),
+        "a\u{ffff}b".into(),
+        "a+b".into(),
+        "a#b".into(),
+        "k".repeat(2_000),
+    ];
+    let plant = format!("hostile{id}/plant");
+    let mut good_plant = Vec::new();
+    for (i, (topic, payload)) in good.iter().enumerate() {
+        client
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload.clone().into_bytes())
+            .await
+            .expect("publish");
+        if i == good.len() / 2 {
+            client
+                .client
+                .publish(&good[0].0, QoS::AtLeastOnce, false, vec![b'{'; 300_000])
+                .await
+                .expect("publish large");
+        }
+        if let Some(key) = hostile_keys.get(i) {
+            let payload = serde_json::json!({"sensor": key, "ts": 1_700_000_000_000i64 + i as i64, "value": 1.0});
+            client
+                .client
+                .publish(
+                    &plant,
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.to_string().into_bytes(),
+                )
+                .await
+                .expect("publish hostile");
+        }
+        let payload = format!(
+            "{{\"sensor\":\"p1\",\"ts\":{},\"value\":{}}}",
+            1_700_000_000_000i64 + i as i64 * 1000,
+            20.0 + (i % 5) as f64
+        );
+        good_plant.push((plant.clone(), payload.clone()));
+        client
+            .client
+            .publish(&plant, QoS::AtLeastOnce, false, payload.into_bytes())
+            .await
+            .expect("publish good plant");
+    }
+    let got = client.receive(good.len() + good_plant.len()).await;
+
+    let addr = daemon.handle.http.expect("http listener");
+    let (status, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&metrics, "edgeflow_mqtt_oversize_dropped_total"),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "edgeflow_decode_errors_total{pipeline=\"plant\",reason=\"bad_key\"}"
+        ),
+        hostile_keys.len() as f64
+    );
+    assert_eq!(
+        metric(&metrics, "edgeflow_mqtt_reconnects_total"),
+        0.0,
+        "{metrics}"
+    );
+    daemon.shutdown().await;
+    client
+        .client
+        .publish(&retained_topic, QoS::AtLeastOnce, true, Vec::new())
+        .await
+        .expect("clear retained");
+
+    let all: Vec<_> = good.iter().chain(good_plant.iter()).cloned().collect();
     assert_eq!(got, replay_outputs(&config, &all));
 }

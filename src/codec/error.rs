@@ -51,11 +51,15 @@ pub enum DropReason {
     /// or integer, or whose weight is neither a number in (0, 1024] nor an event type listed
     /// in `event_weights`.
     BadEvent,
+    /// A key that cannot name an actor or an output topic: longer than
+    /// [`MAX_KEY_BYTES`](super::MAX_KEY_BYTES), or holding a control character (U+0000–U+001F,
+    /// U+007F–U+009F), a Unicode noncharacter (U+FFFE, U+FDD0…) or an MQTT wildcard (`+`, `#`).
+    BadKey,
 }
 
 impl DropReason {
     /// Every reason, in `index` order (for metric arrays and exposition).
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::UnknownTopic,
         DropReason::TooLarge,
         DropReason::NotUtf8,
@@ -71,6 +75,7 @@ impl DropReason {
         DropReason::BadCsv,
         DropReason::BadSenml,
         DropReason::BadEvent,
+        DropReason::BadKey,
     ];
 
     /// The stable snake_case name (a metric label value; never change one).
@@ -91,6 +96,7 @@ impl DropReason {
             DropReason::BadCsv => "bad_csv",
             DropReason::BadSenml => "bad_senml",
             DropReason::BadEvent => "bad_event",
+            DropReason::BadKey => "bad_key",
         }
     }
 
@@ -350,6 +356,15 @@ pub(crate) enum Problem {
     NoTopicLevel,
     EmptyTopic,
     EmptyKey,
+    /// A key of `len` bytes, more than [`MAX_KEY_BYTES`](super::MAX_KEY_BYTES).
+    KeyTooLong {
+        len: usize,
+    },
+    /// A key holding a character no topic level may hold, at byte `at`.
+    KeyCharacter {
+        character: char,
+        at: usize,
+    },
     WrongType {
         expected: &'static str,
         found: Found,
@@ -463,6 +478,25 @@ impl fmt::Display for Problem {
             Problem::NoTopicLevel => f.write_str("the topic has no such level, or it is empty"),
             Problem::EmptyTopic => f.write_str("the topic is empty"),
             Problem::EmptyKey => f.write_str("expected a non-empty string, found \"\""),
+            Problem::KeyTooLong { len } => write!(
+                f,
+                "{len} bytes, more than the {} a key may have",
+                super::MAX_KEY_BYTES
+            ),
+            Problem::KeyCharacter { character, at } => {
+                let what = if *character == '+' || *character == '#' {
+                    "an MQTT wildcard"
+                } else if character.is_control() {
+                    "a control character"
+                } else {
+                    "a Unicode noncharacter"
+                };
+                write!(
+                    f,
+                    "{what} ({}) at byte {at}: a key must be usable as a topic level",
+                    character.escape_unicode()
+                )
+            }
             Problem::WrongType { expected, found } => {
                 write!(f, "expected {expected}, found {found}")?;
                 if *found == Found::String && *expected == EXPECTED_NUMBER {

@@ -154,6 +154,23 @@ use label::{LabelNumber, LabelSet};
 use pointer::{parse_pointer, PathTree, Target, ROOT};
 use senml::{Pack, Record, RecordValue, SenmlValue};
 
+/// The longest key accepted, in bytes (UTF-8). Keys name actors, store entries and a level
+/// of every output topic: 1 KiB is far above any sensor id and keeps a topic well inside
+/// MQTT's 65,535-byte limit. Longer keys are dropped as `bad_key`.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Whether `c` may appear in a key: not a control character (C0, DEL, C1: MQTT brokers refuse
+/// them in topics), not a Unicode noncharacter (U+FDD0–U+FDEF, U+nFFFE/U+nFFFF: refused too),
+/// not an MQTT wildcard. NUL is a control character.
+pub fn key_character(c: char) -> bool {
+    let code = u32::from(c);
+    !(c.is_control()
+        || c == '+'
+        || c == '#'
+        || (0xFDD0..=0xFDEF).contains(&code)
+        || code & 0xFFFE == 0xFFFE)
+}
+
 /// Reusable output buffer: the decoder overwrites it, so the hot path allocates nothing once warm.
 ///
 /// After a failed decode its contents are unspecified (partly written).
@@ -447,21 +464,30 @@ impl Decoder {
             Ok(text) => text,
             Err(e) => return on_error(e),
         };
+        // Every reading's key is checked here, once, whichever format and key source produced
+        // it. The RefCell lets both callbacks report errors; it is never borrowed twice
+        // (`on_error` does not call back into the decoder).
+        let on_error = std::cell::RefCell::new(on_error);
+        let mut error = |e: DecodeError| (on_error.borrow_mut())(e);
+        let mut reading = |out: &ReadingBuf| match self.validate_key(&out.key) {
+            Ok(()) => on_reading(out),
+            Err(e) => (on_error.borrow_mut())(e),
+        };
         match &self.format {
             Format::Json if is_json_array(text) => {
-                self.decode_json_batch(text, out, &mut on_reading, &mut on_error)
+                self.decode_json_batch(text, out, &mut reading, &mut error)
             }
             Format::Json => match self.decode_json(text, out) {
-                Ok(()) => on_reading(out),
-                Err(e) => on_error(e),
+                Ok(()) => reading(out),
+                Err(e) => error(e),
             },
             Format::Number => match self.decode_number(text, out) {
-                Ok(()) => on_reading(out),
-                Err(e) => on_error(e),
+                Ok(()) => reading(out),
+                Err(e) => error(e),
             },
-            Format::Csv(plan) => self.decode_csv(plan, text, out, &mut on_reading, &mut on_error),
+            Format::Csv(plan) => self.decode_csv(plan, text, out, &mut reading, &mut error),
             Format::Senml(plan) => {
-                self.decode_senml(plan, text, now_ms, out, &mut on_reading, &mut on_error)
+                self.decode_senml(plan, text, now_ms, out, &mut reading, &mut error)
             }
         }
     }
@@ -525,6 +551,37 @@ impl Decoder {
         })?;
         self.key_from_topic(topic, key)?;
         Ok(text)
+    }
+
+    /// A decoded key that can name an actor and fill a topic level: at most
+    /// [`MAX_KEY_BYTES`], no control character, Unicode noncharacter or MQTT wildcard (a
+    /// broker refuses such a topic and may drop the connection; a key longer than a topic
+    /// can hold would be cut by the encoder). Hot path: ASCII keys take one byte scan.
+    fn validate_key(&self, key: &str) -> Result<(), DecodeError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(self.bad_key(Problem::KeyTooLong { len: key.len() }));
+        }
+        let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'+' && *b != b'#';
+        if key.as_bytes().iter().all(plain) {
+            return Ok(());
+        }
+        match key.char_indices().find(|(_, c)| !key_character(*c)) {
+            Some((at, character)) => Err(self.bad_key(Problem::KeyCharacter { character, at })),
+            None => Ok(()),
+        }
+    }
+
+    fn bad_key(&self, problem: Problem) -> DecodeError {
+        let location = match &self.key {
+            KeyPlan::Topic => Location::TopicKey(None),
+            KeyPlan::TopicLevel(n) => Location::TopicKey(Some(*n)),
+            KeyPlan::Pointer { pointer, .. } => Location::PayloadKey {
+                pointer: Arc::clone(pointer),
+            },
+            KeyPlan::RecordName => Location::RecordName,
+            KeyPlan::BaseName => Location::BaseName,
+        };
+        DecodeError::new(DropReason::BadKey, location, problem)
     }
 
     /// Writes a topic-derived key into `key`; does nothing for a payload key.

@@ -154,13 +154,89 @@ fn drop_reason_names_are_stable_and_indexed() {
             "bad_label",
             "bad_csv",
             "bad_senml",
-            "bad_event"
+            "bad_event",
+            "bad_key"
         ]
     );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         assert_eq!(reason.index(), i);
         assert_eq!(reason.to_string(), reason.as_str());
     }
+}
+
+#[test]
+fn keys_that_cannot_be_a_topic_level_are_bad_keys_whatever_their_source() {
+    let from_payload = Decoder::new(&pipeline(
+        &[("value", "/value")],
+        KeySource::Pointer("/sensor".into()),
+        None,
+    ));
+    let long = "k".repeat(MAX_KEY_BYTES + 1);
+    for key in [
+        "a\u{0}b",
+        "a\u{1}b",
+        "a\tb",
+        "a\nb",
+        "a\u{1b}b",
+        "a\u{7f}b",
+        "a\u{85}b",
+        "a\u{fdd0}b",
+        "a\u{fffe}b",
+        "a\u{ffff}b",
+        "a\u{10ffff}b",
+        "a+b",
+        "a#b",
+        &long,
+    ] {
+        let payload = serde_json::json!({"sensor": key, "value": 1.0}).to_string();
+        let e = err(&from_payload, &payload);
+        assert_eq!(e.reason, DropReason::BadKey, "{key:.20?}: {e}");
+        assert!(e.to_string().starts_with("key (/sensor): "), "{e}");
+    }
+    let e = err(
+        &from_payload,
+        &serde_json::json!({"sensor": long, "value": 1.0}).to_string(),
+    );
+    assert_eq!(
+        e.to_string(),
+        "key (/sensor): 1025 bytes, more than the 1024 a key may have"
+    );
+    let e = err(&from_payload, r#"{"sensor":"a\u0001b","value":1}"#);
+    assert_eq!(
+        e.to_string(),
+        "key (/sensor): a control character (\\u{1}) at byte 1: a key must be usable as a topic level"
+    );
+    // Longest accepted, and non-ASCII text that is fine in a topic.
+    let longest = "k".repeat(MAX_KEY_BYTES);
+    for key in [longest.as_str(), "température/salle 2", "датчик-7", "セン🌡"] {
+        let payload = serde_json::json!({"sensor": key, "value": 1.0}).to_string();
+        assert_eq!(ok(&from_payload, &payload).key, key);
+    }
+    // A key from the topic is checked the same way (a broker delivers such topics).
+    let e = err_on(&value_decoder(), "sensors/a\u{7f}b/temp", br#"{"value":1}"#);
+    assert_eq!(e.reason, DropReason::BadKey);
+    assert!(e.to_string().starts_with("key (topic level 1): "), "{e}");
+}
+
+#[test]
+fn a_bad_key_drops_only_its_reading_of_a_batch() {
+    let decoder = Decoder::new(&pipeline(
+        &[("value", "/value")],
+        KeySource::Pointer("/sensor".into()),
+        None,
+    ));
+    let mut out = ReadingBuf::default();
+    let (mut keys, mut reasons) = (Vec::new(), Vec::new());
+    decoder.decode_each(
+        TOPIC,
+        br#"[{"sensor":"a","value":1},{"sensor":"b+","value":2},{"sensor":"c","value":3}]"#,
+        0,
+        &mut out,
+        |r| keys.push(r.key.clone()),
+        |e| reasons.push(e.reason),
+    );
+    assert_eq!(keys, ["a", "c"]);
+    assert_eq!(reasons, [DropReason::BadKey]);
 }
 
 #[test]

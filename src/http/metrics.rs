@@ -335,6 +335,14 @@ impl Collector for DaemonCollector {
         )?;
         single(
             &mut e,
+            "edgeflow_mqtt_oversize_dropped",
+            "Received messages dropped because they are larger than max_packet_bytes \
+             (the connection stays up)",
+            MetricType::Counter,
+            ConstCounter::new(mqtt.dropped_too_large),
+        )?;
+        single(
+            &mut e,
             "edgeflow_mqtt_published",
             "Messages handed to the MQTT client for sending",
             MetricType::Counter,

@@ -14,8 +14,8 @@ use tracing::{debug, error, info, warn};
 
 use super::publisher::{self, Publisher};
 use super::{
-    broker_address, describe_connection_error, mqtt_options, qos_from_u8, validate_filter, Human,
-    Incoming, MqttStatus, RateLimitedCount,
+    broker_address, describe_connection_error, mqtt_options, publish_packet_size, qos_from_u8,
+    validate_filter, Human, Incoming, MqttStatus, RateLimitedCount,
 };
 use crate::config::MqttConfig;
 
@@ -230,6 +230,8 @@ impl EventLoopTask {
         let mut ever_connected = false;
         let mut subscription = SubscriptionState::default();
         let ingest_drops = RateLimitedCount::new(RateLimitedCount::INTERVAL);
+        let oversize = RateLimitedCount::new(RateLimitedCount::INTERVAL);
+        let mut last_oversize: Option<(usize, String)> = None;
 
         'run: loop {
             let connected = self.status.connected.load(Ordering::Relaxed);
@@ -270,7 +272,26 @@ impl EventLoopTask {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     self.status.received.fetch_add(1, Ordering::Relaxed);
-                    if let Some(ingest) = &self.ingest {
+                    let size = publish_packet_size(
+                        &publish.topic,
+                        publish.payload.len(),
+                        u8::from(publish.qos != rumqttc::QoS::AtMostOnce),
+                    );
+                    let ingest = self.ingest.as_ref().filter(|_| {
+                        if size <= self.max_packet_bytes {
+                            return true;
+                        }
+                        // Its QoS-1 acknowledgement was queued by rumqttc already: the broker
+                        // does not send it again (a retained one comes again at the next
+                        // subscription: dropped again, counted again).
+                        self.status
+                            .dropped_too_large
+                            .fetch_add(1, Ordering::Relaxed);
+                        oversize.add();
+                        last_oversize = Some((size, publish.topic.clone()));
+                        false
+                    });
+                    if let Some(ingest) = ingest {
                         let queued = if self.wait_for_ingest {
                             // Waits only while the queue is full; shutdown still wins.
                             tokio::select! {
@@ -344,6 +365,16 @@ impl EventLoopTask {
             }
             if subscription.request_pending {
                 self.try_subscribe(&mut subscription);
+            }
+            if let Some(dropped) = oversize.due() {
+                if let Some((size, topic)) = last_oversize.take() {
+                    warn!(
+                        "dropped {dropped} MQTT messages larger than max_packet_bytes = {} since \
+                         the last report (last: {size} bytes on {:?}); the connection stays up",
+                        self.max_packet_bytes,
+                        topic.chars().take(200).collect::<String>()
+                    );
+                }
             }
             if let Some(dropped) = ingest_drops.due() {
                 warn!(

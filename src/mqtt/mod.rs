@@ -113,11 +113,11 @@ pub enum MqttError {
     },
     /// A topic that cannot be published to.
     #[error(
-        "invalid MQTT topic {topic:?} for publishing: it must not be empty and must not contain \
-         the wildcards `+` or `#`"
+        "invalid MQTT topic {topic:?} for publishing: it must not be empty, longer than 65,535 \
+         bytes or contain the wildcards `+` or `#`, control characters or Unicode noncharacters"
     )]
     InvalidTopic {
-        /// The topic as given.
+        /// The topic as given (its first 200 bytes and `…` when longer).
         topic: String,
     },
     /// A QoS other than 0, 1 or 2.
@@ -192,6 +192,9 @@ pub struct MqttStatus {
     pub received: AtomicU64,
     /// Received messages dropped because the ingest queue was full.
     pub dropped_queue_full: AtomicU64,
+    /// Received messages dropped because they are larger than `max_packet_bytes` (read up to
+    /// [`read_limit`] and discarded, without closing the connection).
+    pub dropped_too_large: AtomicU64,
     /// Messages handed to the MQTT client for sending.
     pub published: AtomicU64,
     /// Messages not published: queue full, invalid topic or too large, or connection closed.
@@ -262,6 +265,7 @@ impl MqttStatus {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_too_large: self.dropped_too_large.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             publish_dropped: self.publish_dropped.load(Ordering::Relaxed),
             subscribed: self.subscribed.load(Ordering::Relaxed),
@@ -280,6 +284,8 @@ pub struct MqttStatusSnapshot {
     pub received: u64,
     /// See [`MqttStatus::dropped_queue_full`].
     pub dropped_queue_full: u64,
+    /// See [`MqttStatus::dropped_too_large`].
+    pub dropped_too_large: u64,
     /// See [`MqttStatus::published`].
     pub published: u64,
     /// See [`MqttStatus::publish_dropped`].
@@ -350,7 +356,7 @@ pub fn mqtt_options(
     };
     options
         .set_keep_alive(keep_alive)
-        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
+        .set_max_packet_size(read_limit(cfg.max_packet_bytes), cfg.max_packet_bytes)
         .set_clean_session(true)
         .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
     if let Some(username) = &cfg.username {
@@ -361,6 +367,24 @@ pub fn mqtt_options(
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }
     Ok(options)
+}
+
+/// The largest packet the client reads from the broker, for a `max_packet_bytes` limit.
+///
+/// rumqttc cannot skip a packet: one above its incoming limit closes the connection, and a
+/// retained message is sent again at every resubscription, so an oversize retained message
+/// would cut the connection for ever. The client therefore reads packets up to this larger
+/// limit, and the event loop drops (and counts) every message above `max_packet_bytes`
+/// without touching the connection. Only a packet above this limit still closes it (the
+/// broker's own message size limit should be lower: see the README). 16 MiB, or 64 times
+/// `max_packet_bytes` if more, bounds the one buffer such a packet needs; MQTT's maximum
+/// packet size (256 MiB) caps it.
+pub fn read_limit(max_packet_bytes: usize) -> usize {
+    const MQTT_MAX: usize = 268_435_455;
+    max_packet_bytes
+        .saturating_mul(64)
+        .clamp(16 << 20, MQTT_MAX)
+        .max(max_packet_bytes)
 }
 
 /// Check a subscription filter the way MQTT (and rumqttc) does.
@@ -382,16 +406,30 @@ pub fn validate_filter(filter: &str) -> Result<(), MqttError> {
 ///
 /// # Errors
 ///
-/// [`MqttError::InvalidTopic`] for an empty topic or one with wildcards.
+/// [`MqttError::InvalidTopic`] for an empty topic, one with wildcards, one longer than MQTT's
+/// 65,535 bytes (rumqttc would cut its length prefix and send a corrupt packet), or one with a
+/// character brokers refuse (control characters, Unicode noncharacters: Mosquitto closes the
+/// connection of a client that publishes one).
 pub fn validate_topic(topic: &str) -> Result<(), MqttError> {
-    if !topic.is_empty() && rumqttc::valid_topic(topic) {
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'+' && *b != b'#';
+    let characters_ok =
+        topic.as_bytes().iter().all(plain) || topic.chars().all(crate::codec::key_character);
+    if !topic.is_empty() && topic.len() <= MAX_TOPIC_BYTES && characters_ok {
         Ok(())
     } else {
+        let mut end = topic.len().min(200);
+        while !topic.is_char_boundary(end) {
+            end -= 1;
+        }
+        let ellipsis = if end < topic.len() { "…" } else { "" };
         Err(MqttError::InvalidTopic {
-            topic: topic.to_owned(),
+            topic: format!("{}{ellipsis}", &topic[..end]),
         })
     }
 }
+
+/// The longest topic MQTT can carry: its length is a 16-bit prefix.
+pub const MAX_TOPIC_BYTES: usize = 65_535;
 
 /// Map a QoS number to rumqttc's type.
 ///
@@ -480,8 +518,13 @@ pub(crate) fn describe_connection_error(
         ConnectionError::MqttState(StateError::Deserialization(e)) => {
             let message = match e {
                 rumqttc::Error::PayloadSizeLimitExceeded(size) => format!(
-                    "received a packet of {size} bytes, more than max_packet_bytes = \
-                     {max_packet_bytes}"
+                    "received a packet of {size} bytes, more than the {} bytes the client \
+                     reads (messages above max_packet_bytes = {max_packet_bytes} are dropped \
+                     without closing the connection, up to that size; lower the broker's \
+                     message size limit, e.g. Mosquitto's message_size_limit, to \
+                     max_packet_bytes: a retained message this large is sent again at every \
+                     reconnect)",
+                    read_limit(max_packet_bytes)
                 ),
                 rumqttc::Error::OutgoingPacketTooLarge { pkt_size, max } => {
                     format!("a packet of {pkt_size} bytes exceeds max_packet_bytes = {max}")
@@ -665,3 +708,47 @@ mod tests {
 
 #[cfg(test)]
 mod network_tests;
+
+#[cfg(test)]
+mod topic_tests {
+    use super::*;
+
+    #[test]
+    fn topics_a_broker_refuses_are_never_published() {
+        for bad in [
+            "",
+            "a/+/b",
+            "a/#",
+            "a/\u{0}",
+            "a/\u{1}",
+            "a/\tb",
+            "a/\u{7f}",
+            "a/\u{85}",
+            "a/\u{fffe}",
+        ] {
+            assert!(validate_topic(bad).is_err(), "{bad:?}");
+        }
+        let too_long = "t".repeat(MAX_TOPIC_BYTES + 1);
+        let error = validate_topic(&too_long).unwrap_err().to_string();
+        // The message shows the start of the topic, not 64 KiB of it.
+        assert!(error.len() < 500, "{error}");
+        assert!(error.contains("65,535"), "{error}");
+        for good in [
+            "a/b",
+            "edgeflow/température/salle 2/forecast",
+            "$x/y",
+            "a//b",
+        ] {
+            assert!(validate_topic(good).is_ok(), "{good:?}");
+        }
+        assert!(validate_topic(&"t".repeat(MAX_TOPIC_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn the_client_reads_well_above_the_message_limit_within_mqtt_maximum() {
+        assert_eq!(read_limit(256 * 1024), 16 << 20);
+        assert_eq!(read_limit(1024 * 1024), 64 << 20);
+        assert_eq!(read_limit(268_435_455), 268_435_455);
+        assert!(read_limit(10 << 20) >= 10 << 20);
+    }
+}
