@@ -178,9 +178,14 @@ impl Backoff {
         }
     }
 
-    /// The delay before the next attempt; doubles the one after, up to `max`.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
+    /// The delay before the next attempt, `outage` into an outage (the time since the
+    /// connection was lost, or since the first attempt): doubles from `min` up to `max`, but
+    /// never exceeds a tenth of the outage so far (and never falls below `min`). Without that
+    /// cap a broker back after 20 s would wait up to 16 s more for the next attempt; with it
+    /// the daemon is back within 2 s, while a broker down for hours is still tried only every
+    /// `max`. An attempt on a broker that is down costs one refused TCP connection.
+    pub(crate) fn next_delay(&mut self, outage: Duration) -> Duration {
+        let delay = self.next.min((outage / 10).max(self.min));
         self.next = (self.next * 2).min(self.max);
         delay
     }
@@ -231,6 +236,8 @@ impl EventLoopTask {
         let mut subscription = SubscriptionState::default();
         let ingest_drops = RateLimitedCount::new(RateLimitedCount::INTERVAL);
         let oversize = RateLimitedCount::new(RateLimitedCount::INTERVAL);
+        // When the current outage began (the first failed attempt or the lost session).
+        let mut outage_since: Option<tokio::time::Instant> = None;
         let mut last_oversize: Option<(usize, String)> = None;
 
         'run: loop {
@@ -250,6 +257,7 @@ impl EventLoopTask {
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     self.backoff.reset();
+                    outage_since = None;
                     if ever_connected {
                         info!("reconnected to MQTT broker {}", self.broker);
                     } else {
@@ -329,7 +337,8 @@ impl EventLoopTask {
                     let was_connected = self.status.connected.swap(false, Ordering::Relaxed);
                     self.status.subscribed.store(false, Ordering::Relaxed);
                     self.connected.send_replace(false);
-                    let delay = self.backoff.next_delay();
+                    let outage = *outage_since.get_or_insert_with(tokio::time::Instant::now);
+                    let delay = self.backoff.next_delay(outage.elapsed());
                     let (kind, reason) = describe_connection_error(&e, self.max_packet_bytes);
                     self.status.record_failure(kind, reason.clone());
                     if was_connected {
@@ -452,17 +461,50 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {
+        let long = Duration::from_secs(3600);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
-        let delays: Vec<_> = (0..6).map(|_| backoff.next_delay().as_millis()).collect();
+        let delays: Vec<_> = (0..6)
+            .map(|_| backoff.next_delay(long).as_millis())
+            .collect();
         assert_eq!(delays, [500, 1000, 2000, 3000, 3000, 3000]);
         backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(500));
+        assert_eq!(backoff.next_delay(long), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn backoff_stays_within_a_tenth_of_the_outage() {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        // Attempts at the times a real loop makes them: each after the previous delay.
+        let mut outage = Duration::ZERO;
+        let mut attempts = Vec::new();
+        while outage < Duration::from_secs(600) {
+            let delay = backoff.next_delay(outage);
+            assert!(
+                delay >= Duration::from_millis(500),
+                "{delay:?} at {outage:?}"
+            );
+            assert!(
+                delay <= (outage / 10).max(Duration::from_millis(500)),
+                "{delay:?} at {outage:?}"
+            );
+            outage += delay;
+            attempts.push(outage);
+        }
+        // A broker back after 20 s is tried again within 2.5 s; one down for 10 minutes is
+        // tried every 30 s at the end, not more often.
+        let after = attempts
+            .iter()
+            .find(|t| **t >= Duration::from_secs(20))
+            .unwrap();
+        assert!(*after <= Duration::from_millis(22_500), "{after:?}");
+        let last = &attempts[attempts.len() - 2..];
+        assert_eq!(last[1] - last[0], Duration::from_secs(30));
     }
 
     #[test]
     fn backoff_never_spins() {
         let mut backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
-        assert_eq!(backoff.next_delay(), Backoff::FLOOR);
+        assert_eq!(backoff.next_delay(Duration::ZERO), Backoff::FLOOR);
     }
 
     #[test]
