@@ -377,16 +377,24 @@ impl Daemon {
     /// [`AppError::Store`] if the final checkpoint cannot be flushed.
     pub async fn shutdown(self) -> Result<CheckpointReport, AppError> {
         let deadline = self.config.runtime.shutdown_deadline;
+        // One deadline for the whole shutdown, not one per step: each step gets what is left.
+        // Draining the input gets at most half, so the final checkpoint always has time.
+        let end = tokio::time::Instant::now() + deadline;
+        let left = || end.saturating_duration_since(tokio::time::Instant::now());
         tracing::info!("shutting down: stopping input");
         self.input_stop.cancel();
         // Unsubscribes and drops the ingest sender, keeping the connection up for the outputs
         // still to come: the ingest task routes what is queued, then ends.
         self.publisher.stop_input();
-        if tokio::time::timeout(deadline, self.ingest_task)
+        if tokio::time::timeout(deadline / 2, self.ingest_task)
             .await
             .is_err()
         {
-            tracing::warn!("ingest did not drain within {deadline:?}");
+            tracing::warn!(
+                "ingest did not drain within half the shutdown deadline ({:?}): the readings \
+                 still queued are not processed",
+                deadline / 2
+            );
         }
         self.background_stop.cancel();
         for t in self.background {
@@ -400,14 +408,14 @@ impl Daemon {
         }
         let recommenders = self.router.recommenders().clone();
         let report = match Arc::try_unwrap(self.router) {
-            Ok(router) => router.stop(deadline).await?,
+            Ok(router) => router.stop(left()).await?,
             // Unreachable after the joins above; checkpoint through the shared handle anyway.
             Err(shared) => shared.checkpoint().await?,
         };
         // The key actors are stopped: every event they sent is queued ahead of this.
         let mut saved = false;
         for (name, recommender) in recommenders.all() {
-            match tokio::time::timeout(deadline, recommender.send(SaveAndStop)).await {
+            match tokio::time::timeout(left(), recommender.send(SaveAndStop)).await {
                 Ok(Ok(Ok(wrote))) => saved |= wrote,
                 Ok(Ok(Err(e))) => {
                     tracing::error!(pipeline = %name, "cannot save the similarities: {e}")
@@ -424,7 +432,7 @@ impl Daemon {
             written = report.written,
             "final checkpoint done; sending queued outputs and disconnecting"
         );
-        if let Err(e) = self.publisher.disconnect(deadline).await {
+        if let Err(e) = self.publisher.disconnect(left()).await {
             tracing::warn!("disconnect: {e}");
         }
         self.connection_stop.cancel();

@@ -67,3 +67,19 @@ async fn graceful_restart_resumes_every_model_exactly() {
         "restarted daemon must match an uninterrupted run"
     );
 }
+
+/// With the broker unreachable, a graceful shutdown does not wait for it: nothing can be sent,
+/// so it ends at once instead of after `shutdown_deadline` (one hour here, far beyond the
+/// test's timeout: a shutdown that waited would fail it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_the_broker_down_does_not_wait_for_the_deadline() {
+    // A port no broker listens on: every connection attempt is refused.
+    let port = edgeflow::mqtt::free_local_port().expect("free port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text("127.0.0.1", port, &dir.path().join("data"), "down-test")
+        .replace("shutdown_deadline = \"2s\"", "shutdown_deadline = \"1h\"");
+    let daemon = RunningDaemon::start_connecting(load(&write_config(dir.path(), &text))).await;
+    tokio::time::timeout(EVENT_TIMEOUT, daemon.shutdown())
+        .await
+        .expect("shutdown returned before the one-hour deadline");
+}

@@ -227,6 +227,16 @@ impl Publisher {
         if stopped.is_cancelled() {
             return Ok(());
         }
+        if !self.shared.status.connected.load(Ordering::Relaxed) {
+            // Nothing can be sent: waiting for the broker to come back would hold the
+            // shutdown for the whole deadline. What is queued is counted as dropped when the
+            // publisher task stops.
+            let unsent = self.queue_depth();
+            if unsent > 0 {
+                warn!("not connected to the MQTT broker: {unsent} queued outputs are not sent");
+            }
+            return Ok(());
+        }
         let flushed = tokio::time::timeout(deadline, async {
             // An error means the publisher task is gone; the event loop stops with it.
             let _ = self.tx.send(Command::Disconnect).await;
