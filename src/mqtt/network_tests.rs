@@ -507,18 +507,16 @@ async fn graceful_disconnect_flushes_the_queue_after_ingest_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disconnect_gives_up_at_the_deadline_when_the_broker_is_down() {
+async fn disconnect_does_not_wait_for_a_broker_that_is_down() {
     let (ingest_tx, _ingest_rx) = mpsc::channel(1);
     let connection = spawn_connection(&config(free_local_port().unwrap()), Vec::new(), ingest_tx);
     assert!(connection.publisher.try_publish(outgoing("never/1", "x")));
-    match connection
+    // An hour of deadline: nothing can be sent, so it returns at once (the test would time out).
+    connection
         .publisher
-        .disconnect(Duration::from_millis(200))
+        .disconnect(Duration::from_secs(3600))
         .await
-    {
-        Err(MqttError::DisconnectTimeout { .. }) => {}
-        other => panic!("expected DisconnectTimeout, got {other:?}"),
-    }
+        .unwrap();
     let status = Arc::clone(&connection.status);
     connection.stop().await;
     assert_eq!(status.published.load(Ordering::Relaxed), 0);

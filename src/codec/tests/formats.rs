@@ -287,16 +287,23 @@ fn quoted_cells_follow_rfc_4180() {
     let decoder = csv_decoder(b',', false);
     let found = readings(
         &decoder,
-        "1,\"s,1\",\"21.5\",2\n2, \"say \"\"hi\"\"\" ,3,4\n3,\"two\nlines\",5,6\r\n4,\"\"\"\",7,8\n5,a\"b,9,10",
+        "1,\"s,1\",\"21.5\",2\n2, \"say \"\"hi\"\"\" ,3,4\r\n4,\"\"\"\",7,8\n5,a\"b,9,10",
     );
     let keys: Vec<&str> = found.iter().map(|r| r.key.as_str()).collect();
-    assert_eq!(keys, ["s,1", "say \"hi\"", "two\nlines", "\"", "a\"b"]);
+    assert_eq!(keys, ["s,1", "say \"hi\"", "\"", "a\"b"]);
+    // A quoted line break is a cell's text, but a key with one cannot be a topic level.
+    let (_, errors) = all(&decoder, "3,\"two\nlines\",5,6\n");
+    assert_eq!(reasons(&errors), [DropReason::BadKey]);
     assert_eq!(found[0].values, [21.5, 2.0]);
     // A line break inside quotes does not start a new line, but is counted.
+    // (The key "a\nb" itself is a bad key.)
     let (_, errors) = all(&decoder, "1,\"a\nb\",1,2\n2,c,x,2\n");
     assert_eq!(
         messages(&errors),
-        [r#"line 3: field "temp" (/temp): expected a number, found "x""#]
+        [
+            r#"key (/sensor): a control character (\u{a}) at byte 1: a key must be usable as a topic level"#,
+            r#"line 3: field "temp" (/temp): expected a number, found "x""#
+        ]
     );
 }
 
