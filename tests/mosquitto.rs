@@ -145,6 +145,11 @@ async fn hostile_messages_cost_one_counted_drop_each_and_nothing_else() {
     .replace(
         "sensors/+/temperature",
         &format!("hostile{id}/+/temperature"),
+    )
+    // Outputs of their own too: other tests on a shared broker publish under edgeflow/.
+    .replace(
+        "output = \"edgeflow/",
+        &format!("output = \"hostile{id}/out/"),
     ) + &format!(
         r#"
 [[pipelines]]
@@ -155,7 +160,7 @@ key = "/sensor"
 time = "/ts"
 time_unit = "ms"
 fields = {{ temp = "/value" }}
-output = "edgeflow/{{pipeline}}/{{key}}/{{field}}/forecast"
+output = "hostile{id}/out/{{pipeline}}/{{key}}/{{field}}/forecast"
 output_qos = 1
 
 [pipelines.model]
@@ -165,7 +170,7 @@ target = "temp"
     );
     let config = load(&write_config(dir.path(), &text));
     let mut client = TestClient::connect(&host, port, &format!("hostile-test-{id}")).await;
-    client.subscribe("edgeflow/#").await;
+    client.subscribe(&format!("hostile{id}/out/#")).await;
     let retained_topic = format!("hostile{id}/big/temperature");
     client
         .client
