@@ -48,6 +48,15 @@ fn value_decoder() -> Decoder {
     ))
 }
 
+/// `{value = "/value"}`, key = `/sensor` from the payload, no time.
+fn sensor_key_decoder() -> Decoder {
+    Decoder::new(&pipeline(
+        &[("value", "/value")],
+        KeySource::Pointer("/sensor".into()),
+        None,
+    ))
+}
+
 fn time_decoder(unit: TimeUnit) -> Decoder {
     Decoder::new(&pipeline(
         &[("value", "/value")],
@@ -166,11 +175,7 @@ fn drop_reason_names_are_stable_and_indexed() {
 
 #[test]
 fn keys_that_cannot_be_a_topic_level_are_bad_keys_whatever_their_source() {
-    let from_payload = Decoder::new(&pipeline(
-        &[("value", "/value")],
-        KeySource::Pointer("/sensor".into()),
-        None,
-    ));
+    let from_payload = sensor_key_decoder();
     let long = "k".repeat(MAX_KEY_BYTES + 1);
     for key in [
         "a\u{0}b",
@@ -220,11 +225,7 @@ fn keys_that_cannot_be_a_topic_level_are_bad_keys_whatever_their_source() {
 
 #[test]
 fn a_bad_key_drops_only_its_reading_of_a_batch() {
-    let decoder = Decoder::new(&pipeline(
-        &[("value", "/value")],
-        KeySource::Pointer("/sensor".into()),
-        None,
-    ));
+    let decoder = sensor_key_decoder();
     let mut out = ReadingBuf::default();
     let (mut keys, mut reasons) = (Vec::new(), Vec::new());
     decoder.decode_each(

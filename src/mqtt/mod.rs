@@ -411,9 +411,7 @@ pub fn validate_filter(filter: &str) -> Result<(), MqttError> {
 /// character brokers refuse (control characters, Unicode noncharacters: Mosquitto closes the
 /// connection of a client that publishes one).
 pub fn validate_topic(topic: &str) -> Result<(), MqttError> {
-    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'+' && *b != b'#';
-    let characters_ok =
-        topic.as_bytes().iter().all(plain) || topic.chars().all(crate::codec::key_character);
+    let characters_ok = crate::codec::first_bad_character(topic).is_none();
     if !topic.is_empty() && topic.len() <= MAX_TOPIC_BYTES && characters_ok {
         Ok(())
     } else {
