@@ -26,6 +26,7 @@
 //!   `ClassifierSupervisor` per classifier, a `RecommenderActor` per recommend pipeline.
 //! - [`model`] — online models (pure: no I/O, no actors).
 //! - [`store`] — sled behind a narrow interface; state encoding with a version tag.
+//! - [`memory`] — the counting allocator and the byte budget passivation keeps to.
 //! - [`http`] — `/metrics` (Prometheus), `/health`, `/keys/{pipeline}/{key}`.
 //! - [`systemd`] — readiness, reload, stop and watchdog notifications (`sd-notify`).
 //! - [`app`] — the daemon (`edgeflow run`): start-up, reload and graceful shutdown.
@@ -37,6 +38,7 @@ pub mod app;
 pub mod codec;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod model;
 pub mod mqtt;
 pub mod ops;

@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use edgeflow::config::{self, Config, MqttConfig, SimulateConfig};
 
+/// Counts heap bytes, so `[runtime] max_memory` is enforced on what the daemon really holds.
+#[global_allocator]
+static ALLOCATOR: edgeflow::memory::CountingAllocator = edgeflow::memory::CountingAllocator;
+
 /// Streaming machine learning for IoT/edge gateways.
 #[derive(Parser)]
 #[command(name = "edgeflow", version, about)]

@@ -304,6 +304,13 @@ pub struct EngineStats {
     pub restored: AtomicU64,
     /// Key actors passivated since start.
     pub passivated: AtomicU64,
+    /// Of those, passivated because the heap was over `[runtime] max_memory`'s budget.
+    pub passivated_for_memory: AtomicU64,
+    /// Activations that found the heap over the budget with no other key of their shard to
+    /// passivate (memory held outside the keys).
+    pub memory_pressure: AtomicU64,
+    /// `[runtime] max_memory` in bytes (0 until the router starts).
+    pub memory_limit: AtomicU64,
     /// Checkpoints completed.
     pub checkpoints: AtomicU64,
     /// States written by checkpoints.
@@ -388,9 +395,13 @@ impl Router {
         let settings = ShardSettings {
             max_resident: runtime.max_resident_keys.div_ceil(n).max(1),
             idle_timeout: runtime.idle_timeout,
+            memory: crate::memory::Budget::for_limit(runtime.max_memory),
         };
         let queue_batches = (runtime.mailbox_capacity / QUEUE_BATCH_READINGS).max(2);
         let stats = Arc::new(EngineStats::default());
+        stats
+            .memory_limit
+            .store(runtime.max_memory, std::sync::atomic::Ordering::Relaxed);
         let table = Arc::new(std::sync::OnceLock::new());
         let current = Arc::new(ArcSwap::new(pipelines.clone()));
         let sink: Arc<dyn OutputSink> = Arc::new(ChainSink {

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::key::{KeyActor, KeyBuffers, KeyView};
 use super::{ChainRoute, EngineStats, Ingest, OutputSink};
+use crate::memory::Budget;
 use crate::pipeline::{KeyState, Pipelines};
 use crate::store::Store;
 
@@ -56,6 +57,8 @@ pub struct ShardSettings {
     pub max_resident: usize,
     /// Keys idle this long are passivated.
     pub idle_timeout: Duration,
+    /// The heap budget (`[runtime] max_memory`): above it, keys are passivated.
+    pub memory: Budget,
 }
 
 /// How a shard is connected to the router: its ordered input queue and the route of the
@@ -162,7 +165,34 @@ impl Shard {
                 self.passivate(&old_id, old.actor);
             }
         }
+        if self.settings.memory.exceeded() {
+            self.shed_memory();
+        }
         true
+    }
+
+    /// The heap is over the budget: passivate least recently used keys (never the one just
+    /// activated) until it is below the budget's low mark. Every shard does this for its own
+    /// keys when it activates one, so the shards shrink together, and passivation is
+    /// synchronous, so the memory is free when this returns — keys cannot arrive faster than
+    /// they are written back.
+    fn shed_memory(&mut self) {
+        let mut shed = 0u64;
+        while self.resident.len() > 1 && self.settings.memory.still_above_low() {
+            let Some((id, r)) = self.resident.pop_lru() else {
+                break;
+            };
+            self.passivate(&id, r.actor);
+            shed += 1;
+        }
+        self.stats
+            .passivated_for_memory
+            .fetch_add(shed, Ordering::Relaxed);
+        if shed == 0 {
+            // Nothing left to free here: the memory is held elsewhere (another shard's keys
+            // go next time it activates one; queues and the store's cache drain by themselves).
+            self.stats.memory_pressure.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Move the resident-key gauges (engine-wide and per pipeline) by ±1.

@@ -27,7 +27,7 @@ use super::schema::{
     FieldConfig, ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig, KeySource, ModelConfig,
     MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig,
     StoreConfig, TimeSource, TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT, MIN_MAX_MEMORY,
     SENML_VALUES,
 };
 use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
@@ -329,6 +329,23 @@ impl<'de> Section<'de> {
         None
     }
 
+    /// A size in bytes of at least `min`: an integer, or a string such as `"192MiB"` or
+    /// `"1.5GB"` (units as the `bytesize` crate reads them: KB = 1000, KiB = 1024).
+    fn byte_size(&mut self, key: &'static str, min: u64) -> Option<u64> {
+        let value = self.get::<ByteSizeValue>(key)?;
+        if value.value.0 >= min {
+            return Some(value.value.0);
+        }
+        let message = format!(
+            "{}{key} must be at least {} (got {})",
+            self.path,
+            bytesize::ByteSize(min).display().iec(),
+            bytesize::ByteSize(value.value.0).display().iec()
+        );
+        self.error(value.span, message);
+        None
+    }
+
     /// A duration string of at least `min` (at most [`MAX_DURATION`]).
     fn duration(&mut self, key: &'static str, min: Duration) -> Option<Spanned<Duration>> {
         self.duration_within(key, min, MAX_DURATION)
@@ -490,6 +507,30 @@ impl<'de> Deserialize<'de> for DurationValue {
                 )),
             },
             other => Err(expected("a duration string such as \"30s\"", other, span).into()),
+        }
+    }
+}
+
+/// A size in bytes: an integer, or a string with a unit (`"192MiB"`, `"512 MB"`).
+struct ByteSizeValue(u64);
+
+impl<'de> Deserialize<'de> for ByteSizeValue {
+    fn deserialize(value: &mut Value<'de>) -> Result<Self, DeserError> {
+        let span = value.span;
+        match value.take() {
+            ValueInner::Integer(n) => u64::try_from(n).map(ByteSizeValue).map_err(|_| {
+                custom(span, format!("must be a size in bytes, not negative (got {n})"))
+            }),
+            ValueInner::String(text) => match text.trim().parse::<bytesize::ByteSize>() {
+                Ok(size) => Ok(ByteSizeValue(size.as_u64())),
+                Err(error) => Err(custom(
+                    span,
+                    format!(
+                        "must be a size such as \"192MiB\", \"512MB\" or a number of bytes (got \"{text}\": {error})"
+                    ),
+                )),
+            },
+            other => Err(expected("a size such as \"192MiB\" or a number of bytes", other, span).into()),
         }
     }
 }
@@ -845,6 +886,9 @@ fn runtime(s: &mut Section<'_>) -> RuntimeConfig {
         max_resident_keys: s
             .int_as("max_resident_keys", 1..=i64::MAX)
             .unwrap_or(d.max_resident_keys),
+        max_memory: s
+            .byte_size("max_memory", MIN_MAX_MEMORY)
+            .unwrap_or(d.max_memory),
         idle_timeout: s
             .duration("idle_timeout", POSITIVE)
             .map_or(d.idle_timeout, |v| v.value),

@@ -49,6 +49,7 @@
 //! [runtime]                   # optional
 //! shards = 0                  # 0..=256; 0 = one per CPU core
 //! max_resident_keys = 100000  # ≥ 1
+//! max_memory = "192MiB"       # ≥ 16MiB; bytes, or a size such as "512MB", "1.5GiB"
 //! idle_timeout = "10m"        # > 0
 //! mailbox_capacity = 1024     # ≥ 1
 //! stats_interval = "10s"      # > 0

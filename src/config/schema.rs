@@ -113,6 +113,9 @@ pub struct RuntimeConfig {
     /// Resident key actors allowed in all shards together; past it the least recently used
     /// keys are passivated (state written back, actor stopped).
     pub max_resident_keys: usize,
+    /// Memory the daemon may use, in bytes: past 80 % of it on the heap, the shards passivate
+    /// their least recently used keys (see [`crate::memory::Budget`]).
+    pub max_memory: u64,
     /// A key that has seen no reading for this long is passivated.
     pub idle_timeout: Duration,
     /// Readings each shard's input queue holds (in batches of up to 64); a full queue makes
@@ -755,11 +758,19 @@ impl Default for StoreConfig {
     }
 }
 
+/// Default of `[runtime] max_memory`: 192 MiB, within the shipped unit's `MemoryMax=256M` and
+/// a 512 MB gateway.
+pub const DEFAULT_MAX_MEMORY: u64 = 192 << 20;
+
+/// Smallest `[runtime] max_memory` accepted: the daemon itself needs a few MB.
+pub const MIN_MAX_MEMORY: u64 = 16 << 20;
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             shards: 0,
             max_resident_keys: 100_000,
+            max_memory: DEFAULT_MAX_MEMORY,
             idle_timeout: Duration::from_secs(600),
             mailbox_capacity: 1024,
             stats_interval: Duration::from_secs(10),

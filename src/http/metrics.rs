@@ -275,6 +275,45 @@ impl Collector for DaemonCollector {
         )?;
         single(
             &mut e,
+            "edgeflow_keys_passivated_for_memory",
+            "Key actors passivated because the heap was over the [runtime] max_memory budget (included in edgeflow_keys_passivated)",
+            MetricType::Counter,
+            ConstCounter::new(engine.passivated_for_memory.load(Relaxed)),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_memory_pressure",
+            "Key activations that found the heap over budget and no other key of their shard to passivate (memory held outside the key actors)",
+            MetricType::Counter,
+            ConstCounter::new(engine.memory_pressure.load(Relaxed)),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_memory_limit_bytes",
+            "[runtime] max_memory: passivation keeps the heap under 80 % of it",
+            MetricType::Gauge,
+            ConstGauge::new(engine.memory_limit.load(Relaxed) as i64),
+        )?;
+        if let Some(heap) = crate::memory::heap_bytes() {
+            single(
+                &mut e,
+                "edgeflow_heap_bytes",
+                "Bytes allocated on the heap now (the counting allocator)",
+                MetricType::Gauge,
+                ConstGauge::new(heap as i64),
+            )?;
+        }
+        if let Some(rss) = crate::memory::resident_bytes() {
+            single(
+                &mut e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                MetricType::Gauge,
+                ConstGauge::new(rss as i64),
+            )?;
+        }
+        single(
+            &mut e,
             "edgeflow_checkpoints",
             "Checkpoints completed (changed states written, store flushed)",
             MetricType::Counter,

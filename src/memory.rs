@@ -1,0 +1,170 @@
+//! What the process holds on its heap, so passivation can keep memory within a byte budget
+//! (`[runtime] max_memory`) instead of a key count.
+//!
+//! The `edgeflow` binary installs [`CountingAllocator`] as its global allocator: the system
+//! allocator plus one relaxed atomic add per allocation and one subtraction per free. Every
+//! byte counts — key states, sled's page cache and dirty pages, queues, buffers — so the budget
+//! holds whatever the keys' models cost, which a per-key estimate could not promise (a forecast
+//! key is ~4 KB, a recommender user or a k-means profile is not). Measured under load
+//! (BENCHMARKS.md, "memory budget"): no difference within the noise of the daemon benchmark,
+//! where the hot path allocates a few times per reading.
+//!
+//! Code that runs without the counting allocator (unit tests, the library in other programs)
+//! sees [`heap_bytes`] return `None`, and the budget is not enforced.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Bytes allocated and not yet freed, through [`CountingAllocator`].
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Set by the first allocation through [`CountingAllocator`].
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The system allocator, counting the bytes it holds for the program. Install it with
+/// `#[global_allocator] static ALLOC: edgeflow::memory::CountingAllocator = CountingAllocator;`.
+pub struct CountingAllocator;
+
+impl CountingAllocator {
+    #[inline]
+    fn grew(size: usize) {
+        LIVE.fetch_add(size, Ordering::Relaxed);
+        if !INSTALLED.load(Ordering::Relaxed) {
+            INSTALLED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every call is forwarded to `System` with the caller's arguments; the counter is a
+// side effect that never touches the memory handed out.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            Self::grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            Self::grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        if !moved.is_null() {
+            if new_size >= layout.size() {
+                Self::grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        moved
+    }
+}
+
+/// Bytes on the heap now, or `None` when the program does not use [`CountingAllocator`].
+pub fn heap_bytes() -> Option<usize> {
+    INSTALLED
+        .load(Ordering::Relaxed)
+        .then(|| LIVE.load(Ordering::Relaxed))
+}
+
+/// The process's resident set size in bytes (Linux `/proc/self/statm`), for metrics and
+/// benchmarks; `None` where it cannot be read.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+fn page_size() -> u64 {
+    // 4 KiB on x86-64 and most ARM boards; 16/64 KiB kernels exist on arm64. `AT_PAGESZ`
+    // needs libc, which this crate does not otherwise use: read the page size of the first
+    // mapping from smaps, once.
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/smaps")
+            .ok()
+            .and_then(|smaps| {
+                smaps
+                    .lines()
+                    .find_map(|line| line.strip_prefix("KernelPageSize:"))
+                    .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(4096, |kb| kb * 1024)
+    })
+}
+
+/// The byte budget of the key actors: when the heap goes above `high`, shards passivate their
+/// least recently used keys until it is below `low`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Passivation starts above this many heap bytes.
+    pub high: usize,
+    /// And stops at this many.
+    pub low: usize,
+}
+
+impl Budget {
+    /// The budget for a `max_memory` limit on the process: the heap may use 80 % of it (the
+    /// rest covers the allocator's fragmentation, thread stacks and the program's code), and
+    /// passivation frees 5 % of it at a time, so it runs in bursts rather than per reading.
+    pub fn for_limit(max_memory: u64) -> Budget {
+        let limit = usize::try_from(max_memory).unwrap_or(usize::MAX);
+        Budget {
+            high: limit / 10 * 8,
+            low: limit / 20 * 15,
+        }
+    }
+
+    /// Whether the heap is above the budget now (never without the counting allocator).
+    #[inline]
+    pub fn exceeded(&self) -> bool {
+        heap_bytes().is_some_and(|bytes| bytes > self.high)
+    }
+
+    /// Whether the heap is still above the low mark (passivation goes on).
+    #[inline]
+    pub fn still_above_low(&self) -> bool {
+        heap_bytes().is_some_and(|bytes| bytes > self.low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_leaves_room_for_what_the_heap_does_not_count() {
+        let b = Budget::for_limit(200 << 20);
+        assert_eq!(b.high, (200 << 20) / 10 * 8);
+        assert!(b.low < b.high);
+        assert!(b.low > (200 << 20) / 2);
+    }
+
+    #[test]
+    fn without_the_counting_allocator_nothing_is_enforced() {
+        // The test harness uses the system allocator.
+        assert_eq!(heap_bytes(), None);
+        assert!(!Budget::for_limit(1).exceeded());
+    }
+
+    #[test]
+    fn resident_size_is_read() {
+        let rss = resident_bytes().expect("Linux /proc");
+        assert!(rss > 1 << 20, "{rss}");
+    }
+}
