@@ -129,6 +129,7 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    edgeflow::memory::limit_allocator_arenas();
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {

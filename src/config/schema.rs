@@ -113,7 +113,7 @@ pub struct RuntimeConfig {
     /// Resident key actors allowed in all shards together; past it the least recently used
     /// keys are passivated (state written back, actor stopped).
     pub max_resident_keys: usize,
-    /// Memory the daemon may use, in bytes: past 80 % of it on the heap, the shards passivate
+    /// Memory the daemon may use, in bytes: past two thirds of it on the heap, the shards passivate
     /// their least recently used keys (see [`crate::memory::Budget`]).
     pub max_memory: u64,
     /// A key that has seen no reading for this long is passivated.

@@ -290,7 +290,7 @@ impl Collector for DaemonCollector {
         single(
             &mut e,
             "edgeflow_memory_limit_bytes",
-            "[runtime] max_memory: passivation keeps the heap under 80 % of it",
+            "[runtime] max_memory: passivation keeps the heap under two thirds of it",
             MetricType::Gauge,
             ConstGauge::new(engine.memory_limit.load(Relaxed) as i64),
         )?;
