@@ -271,6 +271,8 @@ fn single(path: &Path, line: usize, col: usize, message: String) -> ConfigErrors
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod operator_tests;
 #[cfg(test)]
 mod recommend_tests;
