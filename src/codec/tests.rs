@@ -22,6 +22,7 @@ fn pipeline(
             pointer: pointer.into(),
             unit,
         }),
+        max_skew: crate::config::DEFAULT_MAX_SKEW,
         fields: fields
             .iter()
             .map(|(name, pointer)| FieldConfig {
@@ -164,7 +165,8 @@ fn drop_reason_names_are_stable_and_indexed() {
             "bad_csv",
             "bad_senml",
             "bad_event",
-            "bad_key"
+            "bad_key",
+            "time_skew"
         ]
     );
     for (i, reason) in DropReason::ALL.iter().enumerate() {
