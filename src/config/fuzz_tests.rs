@@ -164,12 +164,12 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         hostile_text(20),
     ];
     prop_oneof![
-        1 => any::<usize>().prop_map(|i| Mutation::Delete(i)),
-        1 => any::<usize>().prop_map(|i| Mutation::Duplicate(i)),
+        1 => any::<usize>().prop_map(Mutation::Delete),
+        1 => any::<usize>().prop_map(Mutation::Duplicate),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Mutation::Swap(i, j)),
         3 => (any::<usize>(), value).prop_map(|(i, v)| Mutation::Value(i, v)),
         1 => (any::<usize>(), line).prop_map(|(i, l)| Mutation::Insert(i, l)),
-        1 => any::<usize>().prop_map(|i| Mutation::Truncate(i)),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
     ]
 }
 
