@@ -687,9 +687,14 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
                 if requested {
                     continue;
                 }
-                pipelines.dispatch(&msg.topic, &msg.payload, arrival, &mut buf, |p, r| {
-                    batches.push(p, r, arrival)
-                });
+                pipelines.dispatch(
+                    &msg.topic,
+                    &msg.payload,
+                    arrival,
+                    Some(arrival),
+                    &mut buf,
+                    |p, r| batches.push(p, r, arrival),
+                );
             }
         }
         router.send(&mut batches).await;

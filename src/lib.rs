@@ -47,3 +47,6 @@ pub mod replay;
 pub mod sim;
 pub mod store;
 pub mod systemd;
+
+#[cfg(test)]
+pub(crate) mod fuzz_support;

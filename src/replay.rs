@@ -5,6 +5,11 @@
 //! "now" that relative SenML times count from (so `{"n":"x","v":1,"t":-5}` on line 7 is at
 //! 7 − 5000 ms): the same input always gives the same output, byte for byte.
 //!
+//! `max_skew` is not applied: replay has no clock to bound event times against, and a bound
+//! relative to the data itself (a key's latest event time, or the input's) cannot tell a
+//! glitch from a gap in the recording, so it would drop every reading after a sensor's
+//! first pause longer than `max_skew`. Recordings of any age replay as they are.
+//!
 //! Keys are processed in one thread, in input order, through the same [`Pipeline::step`] the
 //! key actors use: replay is the reference the daemon is tested against.
 
@@ -530,7 +535,7 @@ impl Replayer {
         if request {
             return sink.result;
         }
-        pipelines.dispatch(topic_in, payload, now, reading, |p, r| {
+        pipelines.dispatch(topic_in, payload, now, None, reading, |p, r| {
             process(p, pipelines, keys, supervisors, scratch, r, now, &mut sink);
         });
         // Chained pipelines read the outputs in the order they were made (a chain's own
@@ -543,9 +548,17 @@ impl Replayer {
             let (from, time) = (item.from, item.time);
             let topic = std::mem::take(&mut item.topic);
             let payload = std::mem::take(&mut item.payload);
-            pipelines.dispatch_chained(from, &topic, &payload, time, chain_reading, |p, r| {
-                process(p, pipelines, keys, supervisors, scratch, r, time, &mut sink);
-            });
+            pipelines.dispatch_chained(
+                from,
+                &topic,
+                &payload,
+                time,
+                None,
+                chain_reading,
+                |p, r| {
+                    process(p, pipelines, keys, supervisors, scratch, r, time, &mut sink);
+                },
+            );
             if let Some(item) = sink.pending.get_mut(next) {
                 (item.topic, item.payload) = (topic, payload);
             }

@@ -223,15 +223,23 @@ impl OutputSink for ChainSink {
         let arrival = crate::app::now_ms();
         CHAIN_READING.with(|buf| {
             if let Ok(mut buf) = buf.try_borrow_mut() {
-                pipelines.dispatch_chained(pipeline, topic, payload, arrival, &mut buf, |p, r| {
-                    let shard = table.shard_index(p.index, &r.key);
-                    let msg = Ingest::reading(p, r, arrival);
-                    CHAINED.with(|c| {
-                        if let Ok(mut c) = c.try_borrow_mut() {
-                            c.push((shard, msg));
-                        }
-                    });
-                });
+                pipelines.dispatch_chained(
+                    pipeline,
+                    topic,
+                    payload,
+                    arrival,
+                    Some(arrival),
+                    &mut buf,
+                    |p, r| {
+                        let shard = table.shard_index(p.index, &r.key);
+                        let msg = Ingest::reading(p, r, arrival);
+                        CHAINED.with(|c| {
+                            if let Ok(mut c) = c.try_borrow_mut() {
+                                c.push((shard, msg));
+                            }
+                        });
+                    },
+                );
             }
         });
         sent

@@ -10,7 +10,7 @@ use super::label::{LabelSet, NumberText};
 ///
 /// The codec produces the reasons from `TooLarge` to `BadTime`, `BadLabel`, `BadCsv` and
 /// `BadSenml`; `UnknownTopic`,
-/// `QueueFull` and `MailboxFull` are produced by the runtime and live here so every drop is
+/// `QueueFull`, `MailboxFull` and `TimeSkew` are produced by the runtime and live here so every drop is
 /// counted in one place. New reasons are appended, so an existing reason keeps its `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -55,11 +55,15 @@ pub enum DropReason {
     /// [`MAX_KEY_BYTES`](super::MAX_KEY_BYTES), or holding a control character (U+0000–U+001F,
     /// U+007F–U+009F), a Unicode noncharacter (U+FFFE, U+FDD0…) or an MQTT wildcard (`+`, `#`).
     BadKey,
+    /// The event time is more than the pipeline's `max_skew` ahead of the daemon's clock (a
+    /// device clock far off, or a year-9999 time): accepted, it would move the key's window
+    /// watermark and model clock there for good. Produced by the runtime, not the codec.
+    TimeSkew,
 }
 
 impl DropReason {
     /// Every reason, in `index` order (for metric arrays and exposition).
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::UnknownTopic,
         DropReason::TooLarge,
         DropReason::NotUtf8,
@@ -76,6 +80,7 @@ impl DropReason {
         DropReason::BadSenml,
         DropReason::BadEvent,
         DropReason::BadKey,
+        DropReason::TimeSkew,
     ];
 
     /// The stable snake_case name (a metric label value; never change one).
@@ -97,6 +102,7 @@ impl DropReason {
             DropReason::BadSenml => "bad_senml",
             DropReason::BadEvent => "bad_event",
             DropReason::BadKey => "bad_key",
+            DropReason::TimeSkew => "time_skew",
         }
     }
 

@@ -27,8 +27,8 @@ use super::schema::{
     FieldConfig, ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig, KeySource, ModelConfig,
     MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig,
     StoreConfig, TimeSource, TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT, MIN_MAX_MEMORY,
-    SENML_VALUES,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SKEW, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE,
+    DEFAULT_TLS_PORT, MIN_MAX_MEMORY, SENML_VALUES,
 };
 use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
 use crate::model::{
@@ -1205,6 +1205,7 @@ fn pipeline(
     } else {
         time(&mut s, format.as_ref())
     };
+    let max_skew = max_skew(&mut s, time.as_ref(), format.as_ref());
     if let (Some(from), Some(format)) = (&from, &format) {
         if *format != PayloadFormat::Json {
             let message = format!(
@@ -1328,6 +1329,7 @@ fn pipeline(
         format,
         key,
         time,
+        max_skew,
         fields,
         from: from.as_ref().map(|from| from.value.clone()),
         operators,
@@ -1605,6 +1607,29 @@ fn time(s: &mut Section<'_>, format: Option<&PayloadFormat>) -> Option<Option<Ti
         unit: time_unit,
     });
     valid.then_some(source)
+}
+
+/// `max_skew`: how far an event time may be ahead of the daemon's clock (default
+/// [`DEFAULT_MAX_SKEW`]). Only for a pipeline with event times: one with `time`, a chained
+/// one (`/time` by default) or SenML.
+fn max_skew(
+    s: &mut Section<'_>,
+    time: Option<&Option<TimeSource>>,
+    format: Option<&PayloadFormat>,
+) -> Duration {
+    let Some(max_skew) = s.duration("max_skew", Duration::from_secs(1)) else {
+        return DEFAULT_MAX_SKEW;
+    };
+    // A mistyped `time` or `format` was reported already: no second error about it here.
+    let no_event_time =
+        matches!(time, Some(None)) && format.is_some_and(|f| *f != PayloadFormat::Senml);
+    if no_event_time {
+        s.error(
+            max_skew.span,
+            "max_skew is set but the pipeline has no event time: readings take their arrival time, which is never skewed (set time to the JSON pointer of the event time, or remove max_skew)".into(),
+        );
+    }
+    max_skew.value
 }
 
 /// How a format reads field pointers, for [`fields`].

@@ -74,6 +74,8 @@
 //! # time = "/ts"              # optional JSON pointer of the event time (json; csv: "/column";
 //!                             # not senml, whose records carry their time)
 //! # time_unit = "auto"        # "auto" | "s" | "ms" | "rfc3339"; only with time
+//! # max_skew = "1h"           # ≥ 1s; event times further ahead of the clock are dropped
+//!                             # (time_skew); only with event times (time, from, senml)
 //! fields = { temp = "/value" } # json: required, ≥ 1 entry, kept in file order; csv: "/column";
 //!                             # number: optional, default { value = "" }, one entry with "";
 //!                             # senml, key = "name": optional, default { value = "v" }, one
@@ -271,6 +273,8 @@ fn single(path: &Path, line: usize, col: usize, message: String) -> ConfigErrors
     }
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod operator_tests;
 #[cfg(test)]

@@ -285,6 +285,11 @@ pub struct PipelineConfig {
     /// Where the event time comes from; `None`: arrival time (run) or line number (replay).
     /// Always `None` for `format = "senml"`, whose records carry their own time.
     pub time: Option<TimeSource>,
+    /// A reading whose event time is more than this ahead of the daemon's clock is dropped
+    /// (`time_skew`), so that one reading far in the future (a device clock off, a year-9999
+    /// time) cannot move its key's window watermark and model clock there for good. Times
+    /// in the past are not bounded. Not applied in `replay`, which has no clock.
+    pub max_skew: Duration,
     /// The fields read from each payload, in this order.
     pub fields: Vec<FieldConfig>,
     /// `from = "pipeline"`: this pipeline reads the output messages of another pipeline of
@@ -866,6 +871,8 @@ pub const SENML_VALUES: [&str; 4] = ["v", "vb", "s", "vs"];
 pub const DEFAULT_SENML_VALUE: &str = "v";
 /// Default payload size limit in bytes.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Default bound on how far an event time may be ahead of the daemon's clock.
+pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(3600);
 /// Phase bins of a duration season (`season = "1d"`) when `season_bins` is not given: half-hour
 /// bins over a day.
 pub const DEFAULT_SEASON_BINS: usize = 48;

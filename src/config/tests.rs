@@ -95,6 +95,7 @@ format = "json"
 key = "topic[1]"
 time = "/ts"
 time_unit = "ms"
+max_skew = "5m"
 fields = { temp = "/value", humidity = "/h" }
 output = "out/{pipeline}/{key}/{field}"
 output_qos = 1
@@ -166,6 +167,7 @@ target = "value"
                     pointer: "/ts".into(),
                     unit: TimeUnit::Milliseconds,
                 }),
+                max_skew: Duration::from_secs(300),
                 fields: vec![
                     FieldConfig {
                         name: "temp".into(),
@@ -199,6 +201,7 @@ target = "value"
                 format: PayloadFormat::Number,
                 key: KeySource::Topic,
                 time: None,
+                max_skew: DEFAULT_MAX_SKEW,
                 fields: vec![FieldConfig {
                     name: "value".into(),
                     pointer: String::new(),
@@ -667,7 +670,7 @@ target = "nope"
             "6:20: [runtime]: mailbox_capacity must be at least 1 (got 0)",
             "9:11: pipeline \"a\": topics[0] \"x/#/y\" is not a valid MQTT topic filter: '#' is only allowed as the last level",
             "14:8: pipeline \"a\": model.lags must be between 1 and 32 (got 99)",
-            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, from, topics, format, columns, delimiter, header, key, time, time_unit, fields, operators, output, output_qos, max_payload_bytes, model, anomaly)",
+            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, from, topics, format, columns, delimiter, header, key, time, time_unit, max_skew, fields, operators, output, output_qos, max_payload_bytes, model, anomaly)",
             "22:10: pipeline \"b\": model.target \"nope\" is not one of the pipeline's fields (fields: t)",
         ]
     );
@@ -2100,4 +2103,27 @@ fn the_anomaly_warm_up_defaults_to_two_seasons_of_a_forecast() {
     assert_eq!(warmup("season = [24, 168]", ""), Some(336));
     assert_eq!(warmup("season = \"1d\"", ""), Some(100));
     assert_eq!(warmup("season = 168", "warmup = 5"), Some(5));
+}
+
+#[test]
+fn max_skew_defaults_to_an_hour_and_is_checked() {
+    let timed = PIPELINE.replace("fields =", "time = \"/ts\"\nfields =");
+    assert_eq!(valid(&timed).pipelines[0].max_skew, DEFAULT_MAX_SKEW);
+    let set = timed.replace("fields =", "max_skew = \"2d\"\nfields =");
+    assert_eq!(
+        valid(&set).pipelines[0].max_skew,
+        Duration::from_secs(2 * 86_400)
+    );
+    let zero = errors(&timed.replace("fields =", "max_skew = \"0s\"\nfields ="));
+    assert_eq!(zero.len(), 1, "{zero:?}");
+    assert!(
+        zero[0].contains("max_skew must be at least 1s (got 0s)"),
+        "{zero:?}"
+    );
+    let untimed = errors(&PIPELINE.replace("fields =", "max_skew = \"1h\"\nfields ="));
+    assert_eq!(untimed.len(), 1, "{untimed:?}");
+    assert!(
+        untimed[0].contains("max_skew is set but the pipeline has no event time"),
+        "{untimed:?}"
+    );
 }

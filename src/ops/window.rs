@@ -20,8 +20,8 @@
 //! by the watermark: nothing is force-closed at shutdown, because the open state is checkpointed
 //! and the windows go on after a restart. An idle key's windows are flushed by
 //! [`WindowSpec::advance_to`] with a watermark derived from processing time. Note that one
-//! reading far in the future moves the watermark there: reject implausible times before the
-//! window.
+//! reading far in the future moves the watermark there: the daemon drops readings more than
+//! the pipeline's `max_skew` ahead of its clock before they reach the window (`time_skew`).
 //!
 //! # Aggregates
 //! Each [`AggSpec`] reads one value of the reading. Values that are not finite (NaN, ±∞, or an

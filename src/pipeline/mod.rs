@@ -66,6 +66,8 @@ pub struct Pipeline {
     pub index: usize,
     filters: Vec<TopicFilter>,
     decoder: Decoder,
+    /// `max_skew` in ms: how far an event time may be ahead of the daemon's clock.
+    max_skew_ms: i64,
     template: TopicTemplate,
     target: String,
     kind: &'static str,
@@ -139,6 +141,7 @@ impl Pipeline {
             index,
             filters,
             decoder: Decoder::new(cfg),
+            max_skew_ms: i64::try_from(cfg.max_skew.as_millis()).unwrap_or(i64::MAX),
             template,
             target,
             kind: cfg.model.kind(),
@@ -230,17 +233,20 @@ impl Pipeline {
 
     /// Decodes every reading of a message, calling `f` with each (counted in `readings`);
     /// each reading or payload dropped is counted by reason and logged (rate-limited).
-    /// Returns the readings accepted.
+    /// With a `clock` (the daemon's, in ms), a reading whose event time is more than
+    /// `max_skew` ahead of it is dropped as `time_skew`. Returns the readings accepted.
     fn decode_counted(
         &self,
         topic: &str,
         payload: &[u8],
         now_ms: i64,
+        clock: Option<i64>,
         buf: &mut ReadingBuf,
         f: &mut impl FnMut(&Pipeline, &ReadingBuf),
     ) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
 
+        let latest = clock.map(|clock| clock.saturating_add(self.max_skew_ms));
         let mut accepted = 0;
         self.decode_each(
             topic,
@@ -248,6 +254,12 @@ impl Pipeline {
             now_ms,
             buf,
             |reading| {
+                if let (Some(latest), Some(time_ms)) = (latest, reading.time_ms) {
+                    if time_ms > latest {
+                        self.count_skewed(topic, reading, time_ms, latest);
+                        return;
+                    }
+                }
                 self.stats.readings.fetch_add(1, Relaxed);
                 accepted += 1;
                 f(self, reading);
@@ -264,6 +276,24 @@ impl Pipeline {
             },
         );
         accepted
+    }
+
+    /// Counts and logs (rate-limited) a reading dropped because its event time `time_ms` is
+    /// past `latest`, the daemon's clock plus `max_skew`.
+    #[cold]
+    fn count_skewed(&self, topic: &str, reading: &ReadingBuf, time_ms: i64, latest: i64) {
+        let reason = DropReason::TimeSkew;
+        self.stats.drops.record(reason, |suppressed| {
+            let ahead_ms = i128::from(time_ms) - i128::from(latest) + i128::from(self.max_skew_ms);
+            tracing::warn!(
+                pipeline = %self.name,
+                reason = reason.as_str(),
+                suppressed,
+                "dropped a reading of key {:?} on {topic}: its event time {time_ms} ms is {ahead_ms} ms ahead of the daemon's clock, more than max_skew ({} ms)",
+                reading.key,
+                self.max_skew_ms
+            )
+        });
     }
 
     /// Decode every reading of a payload with this pipeline's decoder: `on_reading` is called
@@ -730,20 +760,22 @@ impl Pipelines {
     }
 
     /// Decode an output message of pipeline `from` for every pipeline chained to it, calling
-    /// `f` with each decoded reading; bad messages are counted like MQTT input. Returns the
-    /// readings accepted.
+    /// `f` with each decoded reading; bad messages are counted like MQTT input, and `clock`
+    /// bounds event times as in [`Pipelines::dispatch`]. Returns the readings accepted.
+    #[allow(clippy::too_many_arguments)]
     pub fn dispatch_chained(
         &self,
         from: usize,
         topic: &str,
         payload: &[u8],
         now_ms: i64,
+        clock: Option<i64>,
         buf: &mut ReadingBuf,
         mut f: impl FnMut(&Pipeline, &ReadingBuf),
     ) -> usize {
         let mut accepted = 0;
         for p in self.downstream(from).iter().filter_map(|&d| self.get(d)) {
-            accepted += p.decode_counted(topic, payload, now_ms, buf, &mut f);
+            accepted += p.decode_counted(topic, payload, now_ms, clock, buf, &mut f);
         }
         accepted
     }
@@ -820,12 +852,19 @@ impl Pipelines {
     /// `now_ms` is the time relative SenML times count from (the arrival time in `run`). Bad
     /// input is counted per pipeline and reason, once per reading dropped (or once for a
     /// payload dropped as a whole), and logged (rate-limited); a topic no pipeline takes is
-    /// counted as `unknown_topic`. Returns the readings accepted.
+    /// counted as `unknown_topic`.
+    ///
+    /// `clock` is the daemon's clock (ms): a reading whose event time is more than its
+    /// pipeline's `max_skew` ahead of it is dropped and counted as `time_skew`, so it cannot
+    /// move its key's watermark there for good. `replay` passes `None`: it has no clock, and
+    /// no event-time reference that a gap in the recording could not be mistaken for.
+    /// Returns the readings accepted.
     pub fn dispatch(
         &self,
         topic: &str,
         payload: &[u8],
         now_ms: i64,
+        clock: Option<i64>,
         buf: &mut ReadingBuf,
         mut f: impl FnMut(&Pipeline, &ReadingBuf),
     ) -> usize {
@@ -836,7 +875,7 @@ impl Pipelines {
                 continue;
             }
             matched = true;
-            accepted += p.decode_counted(topic, payload, now_ms, buf, &mut f);
+            accepted += p.decode_counted(topic, payload, now_ms, clock, buf, &mut f);
         }
         if !matched {
             self.unrouted
@@ -1676,5 +1715,99 @@ mod tests {
         let mut merged = MergedMetrics::default();
         merged.add(&state);
         assert_eq!(merged.clustering.count, 24);
+    }
+
+    /// A one-minute tumbling window over event times in seconds, feeding a forecaster.
+    fn windowed(max_skew: &str) -> Pipelines {
+        let text = format!(
+            "[[pipelines]]\nname = \"w\"\ntopics = [\"t/+\"]\nkey = \"topic[1]\"\ntime = \"/ts\"\ntime_unit = \"s\"\n{max_skew}\nfields = {{ y = \"/y\" }}\n[[pipelines.operators]]\nop = \"window\"\nsize = \"1m\"\naggregates = {{ y = \"mean\" }}\n[pipelines.model]\nkind = \"forecast\"\ntarget = \"y\"\n"
+        );
+        let config = crate::config::parse_str(std::path::Path::new("test.toml"), &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Pipelines::new(&config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Dispatches `(event time s, clock s)` readings of key `k` with the daemon's clock
+    /// (`None`: as replay does) and runs them through the window; returns the end times (ms)
+    /// of the windows emitted.
+    fn windows_emitted(pipelines: &Pipelines, readings: &[(i64, Option<i64>)]) -> Vec<i64> {
+        let mut state = None;
+        let mut buf = ReadingBuf::default();
+        let mut scratch = Scratch::default();
+        let mut ends = Vec::new();
+        for &(time_s, clock_s) in readings {
+            let payload = format!("{{\"ts\":{time_s},\"y\":1}}");
+            let clock = clock_s.map(|c| c * 1000);
+            let now = clock.unwrap_or(0);
+            pipelines.dispatch("t/k", payload.as_bytes(), now, clock, &mut buf, |p, r| {
+                let state = state.get_or_insert_with(|| p.new_state());
+                let time = r.time_ms.unwrap_or(now);
+                p.process(
+                    state,
+                    &r.key,
+                    time,
+                    &r.values,
+                    &mut scratch,
+                    &mut |_, payload| {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(payload).unwrap_or_default();
+                        ends.extend(v["time"].as_i64());
+                    },
+                );
+            });
+        }
+        ends
+    }
+
+    /// Unix seconds of 2026-01-01T00:00:00Z, the daemon's "now" in these tests.
+    const NOW_S: i64 = 1_767_225_600;
+    /// 9999-12-31T23:59:59Z.
+    const YEAR_9999_S: i64 = 253_402_300_799;
+
+    #[test]
+    fn one_year_9999_reading_does_not_stall_the_window() {
+        // A reading a minute for five minutes, with one from year 9999 after the first.
+        let mut readings: Vec<(i64, Option<i64>)> = (0..5)
+            .map(|m| (NOW_S + 60 * m, Some(NOW_S + 60 * m)))
+            .collect();
+        readings.insert(1, (YEAR_9999_S, Some(NOW_S + 1)));
+        let pipelines = windowed("");
+        let ends = windows_emitted(&pipelines, &readings);
+        // Each reading closes the window before it: four windows, the fifth is open.
+        let expected: Vec<i64> = (1..5).map(|m| (NOW_S + 60 * m) * 1000).collect();
+        assert_eq!(ends, expected);
+        let p = pipelines.get(0).unwrap_or_else(|| panic!("no pipeline"));
+        assert_eq!(p.stats.drops.get(DropReason::TimeSkew), 1);
+        assert_eq!(
+            p.stats.readings.load(std::sync::atomic::Ordering::Relaxed),
+            5
+        );
+
+        // Without the bound (no clock, as in replay) the same reading closes the first
+        // window and makes every later reading late: the window is stalled for good.
+        let unbounded: Vec<(i64, Option<i64>)> = readings.iter().map(|&(t, _)| (t, None)).collect();
+        let stalled = windows_emitted(&windowed(""), &unbounded);
+        assert_eq!(stalled, [(NOW_S + 60) * 1000]);
+    }
+
+    #[test]
+    fn readings_within_max_skew_of_the_clock_or_in_the_past_are_kept() {
+        let pipelines = windowed("max_skew = \"10m\"");
+        // 1970, 2001 and last year: historic data (a backlog, a re-sent recording) is not
+        // bounded; 9 min ahead of the clock is within max_skew, 11 min is not.
+        let readings = [
+            (0, Some(NOW_S)),
+            (1_000_000_000, Some(NOW_S)),
+            (NOW_S - 365 * 86_400, Some(NOW_S)),
+            (NOW_S + 9 * 60, Some(NOW_S)),
+            (NOW_S + 11 * 60, Some(NOW_S)),
+        ];
+        windows_emitted(&pipelines, &readings);
+        let p = pipelines.get(0).unwrap_or_else(|| panic!("no pipeline"));
+        assert_eq!(
+            p.stats.readings.load(std::sync::atomic::Ordering::Relaxed),
+            4
+        );
+        assert_eq!(p.stats.drops.get(DropReason::TimeSkew), 1);
     }
 }

@@ -2,6 +2,7 @@
 
 mod dedupe;
 mod expr;
+mod fuzz;
 mod window;
 
 /// A small seeded generator (SplitMix64): deterministic across platforms and releases, and no
