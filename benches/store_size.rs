@@ -10,7 +10,8 @@
 //! (`Pipeline::encode_state` → `Store::put`, in checkpoints of 10,000 keys, each followed by a
 //! flush). Printed: the encoded state per key (mean), the data dir per key after the flush
 //! and after close (`du`: allocated blocks), the bytes the process wrote to the disk per key
-//! (`/proc/self/io` `write_bytes`: sled's write amplification over the encoded bytes), and the
+//! (`/proc/self/io` `write_bytes`: sled's write amplification over the encoded bytes; the
+//! kernel's count can lag behind the flushes, so it is a rough figure), and the
 //! same after a second round that rewrites every key (a key's state changes between
 //! checkpoints; sled is log-structured, so an overwrite leaves garbage until it compacts).
 
@@ -145,6 +146,7 @@ fn measure(label: &str, config_path: &str, pipeline: &str, keys: usize) -> anyho
             ),
             _ => "write_bytes not available".into(),
         };
+
         if round == 0 {
             println!(
                 "  encoded state   {:.0} B/key (mean)",
