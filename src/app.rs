@@ -33,7 +33,7 @@ use crate::http::{DaemonCollector, HttpError, HttpServer, HttpState};
 use crate::mqtt::{self, EmbeddedBroker, Incoming, MqttStatus, Outgoing, Publisher};
 use crate::pipeline::stats::StatsSnapshot;
 use crate::pipeline::{PipelineError, Pipelines};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreClock, StoreError, SweepCursor};
 
 /// Errors that stop the daemon from starting or from shutting down cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +127,15 @@ impl Daemon {
     /// refuses the connection: the event loop keeps retrying with back-off, says so in the log
     /// and records the reason in [`MqttStatus::last_failure`].
     pub async fn start(config: Config) -> Result<Daemon, AppError> {
+        Daemon::start_with_clock(config, StoreClock::running()).await
+    }
+
+    /// [`Daemon::start`] with the clock the store counts `[store] state_ttl` by (tests move
+    /// a manual one instead of waiting).
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub async fn start_with_clock(config: Config, clock: StoreClock) -> Result<Daemon, AppError> {
         let broker = if config.mqtt.embedded {
             Some(mqtt::start_embedded(
                 config.mqtt.port,
@@ -135,7 +144,8 @@ impl Daemon {
         } else {
             None
         };
-        let store = Store::open(&config.store.data_dir, config.store.cache_bytes)?;
+        let store =
+            Store::open_with_clock(&config.store.data_dir, config.store.cache_bytes, clock)?;
         tracing::info!("store open at {}", config.store.data_dir.display());
         let pipelines = Arc::new(Pipelines::new(&config)?);
 
@@ -208,7 +218,8 @@ impl Daemon {
         let mut background = vec![
             actix_rt::spawn(checkpointer(
                 router.clone(),
-                config.store.checkpoint_interval,
+                store.clone(),
+                (config.store.checkpoint_interval, config.store.state_ttl),
                 background_stop.clone(),
             )),
             actix_rt::spawn(stats_line(
@@ -701,10 +712,24 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
     }
 }
 
-async fn checkpointer(router: Arc<Router>, every: Duration, stop: CancellationToken) {
+/// Entries the `state_ttl` sweep looks at after each checkpoint: a few ms of sled reads on a
+/// gateway, so a checkpoint is never held up, and a million keys are all looked at within
+/// about 250 checkpoints (21 minutes at the default 5 s interval).
+pub const SWEEP_ENTRIES_PER_CHECKPOINT: usize = 4096;
+
+/// Checkpoints every `timing.0`; after each, with a `[store] state_ttl` (`timing.1`), one
+/// bounded sweep of expired key states (off the async threads: sled reads block).
+async fn checkpointer(
+    router: Arc<Router>,
+    store: Store,
+    timing: (Duration, Option<Duration>),
+    stop: CancellationToken,
+) {
+    let (every, ttl) = timing;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut cursor = SweepCursor::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -712,8 +737,53 @@ async fn checkpointer(router: Arc<Router>, every: Duration, stop: CancellationTo
                 if let Err(e) = router.checkpoint().await {
                     tracing::error!("checkpoint failed: {e}");
                 }
+                if let Some(ttl) = ttl {
+                    sweep_expired(&router, &store, ttl, &mut cursor).await;
+                }
             }
         }
+    }
+}
+
+/// One bounded `state_ttl` sweep of the current pipelines' key states, counted in
+/// [`EngineStats::states_expired`](crate::actors::EngineStats) and logged when it removed
+/// something.
+async fn sweep_expired(router: &Router, store: &Store, ttl: Duration, cursor: &mut SweepCursor) {
+    let names: Vec<String> = router
+        .current_pipelines()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let (store, mut moved) = (store.clone(), std::mem::take(cursor));
+    let swept = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let report = store.sweep_expired(&refs, ttl, SWEEP_ENTRIES_PER_CHECKPOINT, &mut moved);
+        (moved, report)
+    })
+    .await;
+    match swept {
+        Ok((moved, Ok(report))) => {
+            *cursor = moved;
+            if report.expired > 0 {
+                router
+                    .stats
+                    .states_expired
+                    .fetch_add(report.expired, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    expired = report.expired,
+                    examined = report.examined,
+                    "store: removed {} key states not written for longer than state_ttl ({})",
+                    report.expired,
+                    humantime::format_duration(ttl)
+                );
+            }
+        }
+        Ok((moved, Err(e))) => {
+            *cursor = moved;
+            tracing::error!("state_ttl sweep failed: {e}");
+        }
+        // The blocking task did not finish (it does not panic on store errors): start over.
+        Err(e) => tracing::error!("state_ttl sweep stopped: {e}"),
     }
 }
 

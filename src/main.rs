@@ -289,7 +289,11 @@ fn inspect(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
         .filter(|p| only.is_none_or(|o| o == p.name))
     {
         for (key, bytes) in store.entries(&p.name)? {
-            let line = match edgeflow::store::decode_state::<edgeflow::pipeline::KeyState>(&bytes) {
+            // Version 4 states are read too (only the covariance layout differs, and the
+            // decoder reads both).
+            let line = match edgeflow::store::decode_state_since::<edgeflow::pipeline::KeyState>(
+                &bytes, 4,
+            ) {
                 Ok(state) => edgeflow::pipeline::describe_state(&p.name, &key, &state),
                 Err(e) => {
                     serde_json::json!({"pipeline": p.name, "key": key, "error": e.to_string()})

@@ -325,6 +325,8 @@ pub struct EngineStats {
     pub states_written: AtomicU64,
     /// How long checkpoints took (write + flush).
     pub checkpoint_seconds: DurationHistogram,
+    /// Key states removed by the `[store] state_ttl` sweep (not drops: idle keys forgotten).
+    pub states_expired: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the checkpoint-duration histogram buckets: an SD card flush

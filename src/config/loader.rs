@@ -869,12 +869,15 @@ fn store(s: &mut Section<'_>) -> StoreConfig {
     let cache_bytes = s
         .int_as("cache_bytes", 65_536..=i64::MAX)
         .unwrap_or(d.cache_bytes);
+    // Store time counts whole seconds.
+    let state_ttl = s.duration("state_ttl", Duration::from_secs(1));
     StoreConfig {
         // Kept as written: relative paths resolve against the working directory at runtime
         // (systemd sets it to the StateDirectory).
         data_dir: data_dir.map_or(d.data_dir, |v| PathBuf::from(v.value)),
         checkpoint_interval: checkpoint_interval.map_or(d.checkpoint_interval, |v| v.value),
         cache_bytes,
+        state_ttl: state_ttl.map_or(d.state_ttl, |v| Some(v.value)),
     }
 }
 

@@ -45,6 +45,7 @@
 //! data_dir = "data"           # non-empty; relative to the working directory
 //! checkpoint_interval = "10s" # ≥ 10ms
 //! cache_bytes = 8388608       # ≥ 65536
+//! state_ttl = "30d"           # ≥ 1s; default: none (states never expire)
 //!
 //! [runtime]                   # optional
 //! shards = 0                  # 0..=256; 0 = one per CPU core

@@ -103,6 +103,9 @@ pub struct StoreConfig {
     pub checkpoint_interval: Duration,
     /// sled page cache size in bytes (kept small on gateways).
     pub cache_bytes: u64,
+    /// A key state not written for this long (the daemon's running time) is removed from the
+    /// store; `None`: never.
+    pub state_ttl: Option<Duration>,
 }
 
 /// `[runtime]`
@@ -759,6 +762,7 @@ impl Default for StoreConfig {
             data_dir: PathBuf::from("data"),
             checkpoint_interval: Duration::from_secs(10),
             cache_bytes: 8 * 1024 * 1024,
+            state_ttl: None,
         }
     }
 }

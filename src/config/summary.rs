@@ -70,10 +70,14 @@ impl Config {
         }
         writeln!(
             out,
-            "store: data dir {}, checkpoint every {}, cache {} bytes",
+            "store: data dir {}, checkpoint every {}, cache {} bytes, {}",
             self.store.data_dir.display(),
             format_duration(self.store.checkpoint_interval),
-            self.store.cache_bytes
+            self.store.cache_bytes,
+            self.store.state_ttl.map_or_else(
+                || "key states never expire".to_owned(),
+                |ttl| format!("key states expire after {} unwritten", format_duration(ttl))
+            )
         )?;
         let runtime = &self.runtime;
         let shards = if runtime.shards == 0 {

@@ -68,6 +68,7 @@ publish_queue = 200
 data_dir = "/var/lib/edgeflow"
 checkpoint_interval = "250ms"
 cache_bytes = 1048576
+state_ttl = "30d"
 
 [runtime]
 shards = 4
@@ -137,6 +138,7 @@ target = "value"
             data_dir: PathBuf::from("/var/lib/edgeflow"),
             checkpoint_interval: Duration::from_millis(250),
             cache_bytes: 1_048_576,
+            state_ttl: Some(Duration::from_secs(30 * 86_400)),
         },
         runtime: RuntimeConfig {
             shards: 4,
@@ -393,6 +395,31 @@ fn bad_durations_are_reported_with_the_accepted_form() {
             "3:17: [mqtt]: reconnect_min must be greater than 0 (got 0s)",
             "5:23: [store]: checkpoint_interval must be at least 10ms (got 1ms)",
         ]
+    );
+}
+
+#[test]
+fn state_ttl_is_a_duration_of_at_least_a_second_and_off_by_default() {
+    assert_eq!(valid(PIPELINE).store.state_ttl, None);
+    assert_eq!(
+        valid(&format!("[store]\nstate_ttl = \"36h\"\n{PIPELINE}"))
+            .store
+            .state_ttl,
+        Some(Duration::from_secs(36 * 3600))
+    );
+    assert_eq!(
+        errors(&format!(
+            "[store]\nstate_ttl = \"500ms\"\n[runtime]\nshards = 1\n{PIPELINE}"
+        )),
+        ["2:13: [store]: state_ttl must be at least 1s (got 500ms)"]
+    );
+    assert_eq!(
+        errors(&format!("[store]\nstate_ttl = 3600\n{PIPELINE}")),
+        ["2:13: [store]: state_ttl must be a duration string such as \"30s\" (got an integer)"]
+    );
+    assert_eq!(
+        errors(&format!("[store]\nstate_ttl = \"a week\"\n{PIPELINE}")).len(),
+        1
     );
 }
 

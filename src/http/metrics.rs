@@ -324,6 +324,13 @@ impl Collector for DaemonCollector {
         )?;
         single(
             &mut e,
+            "edgeflow_store_expired",
+            "Key states removed from the store because they were not written for longer than [store] state_ttl",
+            MetricType::Counter,
+            ConstCounter::new(engine.states_expired.load(Relaxed)),
+        )?;
+        single(
+            &mut e,
             "edgeflow_checkpoint_states_written",
             "Key states written by checkpoints",
             MetricType::Counter,

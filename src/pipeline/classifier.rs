@@ -18,7 +18,7 @@ use super::topic::TopicTemplate;
 use super::PipelineError;
 use crate::config::{ClassifierConfig, PipelineConfig};
 use crate::model::{KMeansParams, StreamingKMeans};
-use crate::store::{decode_state, encode_state, StoreError};
+use crate::store::{decode_state_since, encode_state, StoreError};
 
 /// Where a classifier's messages go: `(topic, payload, qos, retain)`.
 pub type Publish<'a> = dyn FnMut(&str, &[u8], u8, bool) + 'a;
@@ -279,7 +279,8 @@ impl Classifier {
         let Some(bytes) = model else {
             return false;
         };
-        let stored: StreamingKMeans = match decode_state(bytes) {
+        // Unchanged since state version 4.
+        let stored: StreamingKMeans = match decode_state_since(bytes, 4) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(classifier = %self.name, "stored k-means model is unreadable ({e}); starting afresh");
@@ -292,7 +293,7 @@ impl Classifier {
         }
         self.model = stored;
         for (key, bytes) in classes {
-            match decode_state::<KeyClass>(bytes) {
+            match decode_state_since::<KeyClass>(bytes, 4) {
                 Ok(class) => {
                     self.classes.put(CompactString::from(key), class);
                 }

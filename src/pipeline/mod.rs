@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
 use crate::config::{ClassifierConfig, Config, PipelineConfig};
 use crate::model::{ClassificationMetrics, ClusteringMetrics, RegressionMetrics};
-use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError, STATE_VERSION};
+use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError};
 pub use model::{KeyModel, KeyState, Scratch};
 use model::{KeyStateV1, ModelSpec, Outcome};
 use operators::{apply_one, MapBuffers, Operator, Operators, Stopped};
@@ -322,8 +322,9 @@ impl Pipeline {
         }
     }
 
-    /// Decode a stored state. A state made with another model kind or other parameters (the
-    /// config changed), or a forecast or regression state of versions 1–3 (before the
+    /// Decode a stored state (of this version, or of version 4, which differs only in the
+    /// layout of the forecaster's covariance). A state made with another model kind or other
+    /// parameters (the config changed), or a forecast or regression state of versions 1–3 (before the
     /// band-scored forecaster and the calibrated anomaly detector, whose states cannot be
     /// carried over), is not used: `Ok(None)` tells the caller to start the key afresh. A
     /// state whose operators were configured differently keeps its model and starts its
@@ -336,7 +337,7 @@ impl Pipeline {
         // The model is the first field, its kind the first byte (variant 0: forecast, 1:
         // regression, the two kinds that carry an anomaly detector).
         if let Some((&version, body)) = bytes.split_first() {
-            if version < STATE_VERSION && matches!(body.first(), Some(0 | 1)) {
+            if version < 4 && matches!(body.first(), Some(0 | 1)) {
                 return Ok(None);
             }
         }
@@ -351,7 +352,12 @@ impl Pipeline {
                 Some(state) => state,
                 None => match decode_legacy_state::<KeyState>(bytes, 3)? {
                     Some(state) => state,
-                    None => decode_state(bytes)?,
+                    // Version 4 differs only in how the forecaster's covariance is laid out,
+                    // and the decoder reads both layouts.
+                    None => match decode_legacy_state::<KeyState>(bytes, 4)? {
+                        Some(state) => state,
+                        None => decode_state(bytes)?,
+                    },
                 },
             },
         };
@@ -1048,12 +1054,17 @@ mod tests {
             run_process(&p, &mut state, 50);
             let mut bytes = Vec::new();
             p.encode_state(&state, &mut bytes).expect("encodes");
-            assert_eq!(bytes[0], STATE_VERSION);
-            for version in 1..STATE_VERSION {
+            assert_eq!(bytes[0], crate::store::STATE_VERSION);
+            for version in 1..4 {
                 let mut old = bytes.clone();
                 old[0] = version;
                 assert_eq!(p.restore_state(&old).expect("reads"), None, "{model}");
             }
+            // Version 4 differs only in the layout of the forecaster's covariance, which the
+            // decoder reads in both layouts (tested in `model::forecast::ar`).
+            let mut v4 = bytes.clone();
+            v4[0] = 4;
+            assert_eq!(p.restore_state(&v4).expect("reads"), Some(state.clone()));
             assert_eq!(p.restore_state(&bytes).expect("reads"), Some(state));
         }
         // A k-means state of versions 2 and 3 is the same bytes under another tag.

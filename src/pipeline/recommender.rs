@@ -16,7 +16,7 @@ use super::topic::TopicTemplate;
 use super::PipelineError;
 use crate::config::{ModelConfig, PipelineConfig, RECOMMEND_OUTPUT_FIELD};
 use crate::model::{HistoryChange, ItemSimilarity, RecommendParams, ScoredItem};
-use crate::store::{decode_state, encode_state, StoreError};
+use crate::store::{decode_state_since, encode_state, StoreError};
 
 /// `field` of a similar-items message.
 const SIMILAR_FIELD: &str = "similar";
@@ -218,7 +218,8 @@ impl Recommender {
     /// are not used (the recommender starts empty; the log says why). Returns whether they
     /// were used.
     pub fn restore(&mut self, bytes: &[u8]) -> bool {
-        match decode_state::<ItemSimilarity>(bytes) {
+        // Unchanged since state version 4.
+        match decode_state_since::<ItemSimilarity>(bytes, 4) {
             Ok(stored) if stored.params() == self.similarity.params() => {
                 self.similarity = stored;
                 true

@@ -151,7 +151,9 @@ pub(super) struct ArMember {
     pub(super) filled: usize,
     /// RLS weights in normalised units: one per lag of the [`LagSet`], then the intercept.
     pub(super) weights: Array1<f64>,
-    /// RLS inverse-correlation matrix P, p × p, symmetric.
+    /// RLS inverse-correlation matrix P, p × p, symmetric (stored as its upper triangle:
+    /// see [`packed_covariance`]).
+    #[serde(with = "packed_covariance")]
     pub(super) covariance: Array2<f64>,
     /// Running mean of the series (normalisation centre m).
     mean: f64,
@@ -680,5 +682,198 @@ impl ArMember {
             return Err("covariance has a non-positive diagonal".into());
         }
         Ok(())
+    }
+}
+
+/// The stored form of the RLS covariance P: its upper triangle when P is exactly symmetric (it
+/// always is: every update is written with symmetric products), which is 28 numbers instead
+/// of 49 for 6 lags, 17 % of a forecast key's state (BENCHMARKS.md, "State on disk").
+///
+/// The first element says which form follows, so states of version 4, whose P was written by
+/// ndarray's serde (`v = 1`, the shape, then every element), read with the same code: tag
+/// [`FULL`](packed_covariance) is that layout byte for byte in postcard, and is still written
+/// for a P that is not bit-for-bit symmetric, so the stored form never loses a bit.
+mod packed_covariance {
+    use std::fmt;
+
+    use ndarray::Array2;
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::ser::SerializeTuple;
+    use serde::{Deserializer, Serializer};
+
+    use super::MAX_INPUTS;
+
+    /// ndarray's own layout (its format version `v = 1`): rows, columns, the number of
+    /// elements, then the elements in row-major order.
+    const FULL: u8 = 1;
+    /// The size, then the upper triangle row by row (`P[i][j]` for `j ≥ i`).
+    const PACKED: u8 = 2;
+
+    fn exactly_symmetric(p: &Array2<f64>) -> bool {
+        let (rows, cols) = p.dim();
+        rows == cols
+            && (0..rows).all(|i| (i + 1..cols).all(|j| p[(i, j)].to_bits() == p[(j, i)].to_bits()))
+    }
+
+    pub(super) fn serialize<S: Serializer>(p: &Array2<f64>, s: S) -> Result<S::Ok, S::Error> {
+        let (rows, cols) = p.dim();
+        if exactly_symmetric(p) {
+            let mut t = s.serialize_tuple(2 + rows * (rows + 1) / 2)?;
+            t.serialize_element(&PACKED)?;
+            t.serialize_element(&rows)?;
+            for i in 0..rows {
+                for j in i..rows {
+                    t.serialize_element(&p[(i, j)])?;
+                }
+            }
+            t.end()
+        } else {
+            let mut t = s.serialize_tuple(4 + rows * cols)?;
+            t.serialize_element(&FULL)?;
+            t.serialize_element(&rows)?;
+            t.serialize_element(&cols)?;
+            t.serialize_element(&(rows * cols))?;
+            for value in p.iter() {
+                t.serialize_element(value)?;
+            }
+            t.end()
+        }
+    }
+
+    struct CovarianceVisitor;
+
+    fn next<'de, T: serde::Deserialize<'de>, A: SeqAccess<'de>>(
+        seq: &mut A,
+        what: &str,
+    ) -> Result<T, A::Error> {
+        seq.next_element()?
+            .ok_or_else(|| de::Error::custom(format_args!("covariance: {what} is missing")))
+    }
+
+    fn size<E: de::Error>(n: usize) -> Result<usize, E> {
+        if n > MAX_INPUTS {
+            return Err(E::custom(format_args!(
+                "covariance of {n} inputs, at most {MAX_INPUTS}"
+            )));
+        }
+        Ok(n)
+    }
+
+    impl<'de> Visitor<'de> for CovarianceVisitor {
+        type Value = Array2<f64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a covariance matrix (packed upper triangle or full)")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            match next::<u8, A>(&mut seq, "the layout tag")? {
+                PACKED => {
+                    let n = size(next(&mut seq, "the size")?)?;
+                    let mut p = Array2::zeros((n, n));
+                    for i in 0..n {
+                        for j in i..n {
+                            let value: f64 = next(&mut seq, "an element")?;
+                            p[(i, j)] = value;
+                            p[(j, i)] = value;
+                        }
+                    }
+                    Ok(p)
+                }
+                FULL => {
+                    let rows = size(next(&mut seq, "the rows")?)?;
+                    let cols = size(next(&mut seq, "the columns")?)?;
+                    let len: usize = next(&mut seq, "the length")?;
+                    if len != rows * cols {
+                        return Err(de::Error::custom(format_args!(
+                            "covariance of {rows} × {cols} with {len} elements"
+                        )));
+                    }
+                    let mut data = Vec::with_capacity(len);
+                    for _ in 0..len {
+                        data.push(next::<f64, A>(&mut seq, "an element")?);
+                    }
+                    Array2::from_shape_vec((rows, cols), data).map_err(de::Error::custom)
+                }
+                tag => Err(de::Error::custom(format_args!(
+                    "covariance layout tag {tag}, expected {FULL} or {PACKED}"
+                ))),
+            }
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Array2<f64>, D::Error> {
+        // A tuple as long as the form needs: the elements are read one by one after the tag.
+        d.deserialize_tuple(usize::MAX, CovarianceVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Packed(#[serde(with = "packed_covariance")] Array2<f64>);
+
+    /// A symmetric P as RLS leaves it: a few rank-one downdates of δ·I.
+    fn covariance(n: usize) -> Array2<f64> {
+        let mut p = Array2::eye(n) * INITIAL_COVARIANCE;
+        for step in 0..5 {
+            let h: Vec<f64> = (0..n).map(|i| ((i * 7 + step * 3) as f64).sin()).collect();
+            for i in 0..n {
+                for j in 0..n {
+                    p[(i, j)] = p[(i, j)] / 0.99 - h[i] * h[j];
+                }
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn symmetric_covariance_is_stored_as_its_upper_triangle_bit_for_bit() {
+        let p = covariance(7);
+        let bytes = postcard::to_stdvec(&Packed(p.clone())).unwrap();
+        assert_eq!(bytes.len(), 2 + 28 * 8, "tag, size, 28 numbers");
+        let back: Packed = postcard::from_bytes(&bytes).unwrap();
+        assert!(back
+            .0
+            .iter()
+            .zip(p.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
+    fn covariance_written_by_ndarray_serde_reads_the_same() {
+        // State version 4 stored P with ndarray's own serde.
+        let p = covariance(5);
+        let legacy = postcard::to_stdvec(&p).unwrap();
+        assert_eq!(legacy.len(), 4 + 25 * 8);
+        let back: Packed = postcard::from_bytes(&legacy).unwrap();
+        assert_eq!(back.0, p);
+    }
+
+    #[test]
+    fn asymmetric_covariance_keeps_every_element() {
+        let mut p = covariance(3);
+        p[(0, 1)] += 1e-12;
+        let bytes = postcard::to_stdvec(&Packed(p.clone())).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&p).unwrap(), "ndarray's layout");
+        let back: Packed = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.0, p);
+    }
+
+    #[test]
+    fn oversized_or_inconsistent_covariance_is_rejected() {
+        let mut too_big = vec![2u8];
+        too_big.extend(postcard::to_stdvec(&(MAX_INPUTS + 1)).unwrap());
+        assert!(postcard::from_bytes::<Packed>(&too_big).is_err());
+        // Full layout claiming 2 × 2 with 3 elements.
+        let mut bytes = vec![1u8, 2, 2, 3];
+        bytes.extend(std::iter::repeat_n(0u8, 24));
+        assert!(postcard::from_bytes::<Packed>(&bytes).is_err());
+        assert!(postcard::from_bytes::<Packed>(&[7u8]).is_err());
+        // Truncated packed triangle.
+        let full = postcard::to_stdvec(&Packed(covariance(4))).unwrap();
+        assert!(postcard::from_bytes::<Packed>(&full[..full.len() - 8]).is_err());
     }
 }
