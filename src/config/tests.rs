@@ -73,6 +73,7 @@ state_ttl = "30d"
 [runtime]
 shards = 4
 max_resident_keys = 5000
+max_memory = "64MiB"
 idle_timeout = "5m"
 mailbox_capacity = 64
 stats_interval = "30s"
@@ -143,6 +144,7 @@ target = "value"
         runtime: RuntimeConfig {
             shards: 4,
             max_resident_keys: 5000,
+            max_memory: 64 << 20,
             idle_timeout: Duration::from_secs(300),
             mailbox_capacity: 64,
             stats_interval: Duration::from_secs(30),
@@ -421,6 +423,25 @@ fn state_ttl_is_a_duration_of_at_least_a_second_and_off_by_default() {
         errors(&format!("[store]\nstate_ttl = \"a week\"\n{PIPELINE}")).len(),
         1
     );
+}
+
+#[test]
+fn max_memory_is_a_size_in_bytes_or_with_a_unit() {
+    assert_eq!(valid(PIPELINE).runtime.max_memory, 192 << 20);
+    let with = |v: &str| format!("[runtime]\nmax_memory = {v}\n{PIPELINE}");
+    assert_eq!(valid(&with("\"512MB\"")).runtime.max_memory, 512_000_000);
+    assert_eq!(valid(&with("\"1.5 GiB\"")).runtime.max_memory, 3 << 29);
+    assert_eq!(valid(&with("33554432")).runtime.max_memory, 32 << 20);
+    assert_eq!(
+        errors(&with("\"1MiB\"")),
+        ["2:14: [runtime]: max_memory must be at least 16.0 MiB (got 1.0 MiB)"]
+    );
+    let bad = errors(&with("\"lots\""));
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].starts_with("2:14: [runtime]: max_memory must be a size such as"), "{bad:?}");
+    let negative = errors(&with("-5"));
+    assert!(negative[0].contains("not negative"), "{negative:?}");
+    assert_eq!(errors(&with("true")).len(), 1);
 }
 
 #[test]
