@@ -98,3 +98,98 @@ async fn idle_keys_are_passivated() {
     assert_eq!(engine.passivated.load(Ordering::Relaxed), 3);
     daemon.shutdown().await;
 }
+
+/// A value of the daemon's `/metrics` text (the first sample of `name`).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = rest.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// Through the binary (the counting allocator is installed there): many more keys than a
+/// small `max_memory` holds. Every reading is processed (QoS 1, nothing dropped), keys are
+/// passivated for memory, and the heap stays within the budget's high mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_keeps_its_heap_within_max_memory_however_many_keys_arrive() {
+    const KEYS: usize = 8_000;
+    const LIMIT: u64 = 64 << 20;
+    let port = edgeflow::mqtt::free_local_port().expect("free port");
+    let _broker = edgeflow::mqtt::start_embedded(port, 1 << 20).expect("embedded broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text(
+        "127.0.0.1",
+        port,
+        &dir.path().join("data"),
+        "edgeflow-memory",
+    )
+    .replace(
+        "[runtime]\nshards = 2\n",
+        "[runtime]\nshards = 2\nmax_memory = \"64MiB\"\n",
+    )
+    // Outputs are dropped (and counted) when the publish queue is full; this test is
+    // about the key actors' memory, so the queue holds every output of the burst.
+    .replace(
+        "reconnect_max = \"500ms\"\n",
+        "reconnect_max = \"500ms\"\npublish_queue = 30000\n",
+    );
+    assert!(text.contains("max_memory"), "runtime section not patched");
+    let path = write_config(dir.path(), &text);
+
+    let mut daemon = BinaryDaemon::spawn(&path);
+    let http_line = daemon.wait_for("http listener on http://").await;
+    let http: std::net::SocketAddr = http_line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {http_line:?}"));
+    daemon.wait_for("ready: subscribed").await;
+    let mut client = TestClient::connect("127.0.0.1", port, "memory-client").await;
+    client.subscribe("edgeflow/#").await;
+
+    // Three readings per key, so each key's model state grows towards its working size.
+    let input: Vec<(String, String)> = (0..3)
+        .flat_map(|step| (0..KEYS).map(move |k| reading(k, step)))
+        .collect();
+    client.publish_all(&input).await;
+    let got = client.receive(input.len()).await;
+    let outputs: usize = got.values().map(Vec::len).sum();
+
+    let (status, text) = http_get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    daemon.sigterm();
+
+    assert_eq!(outputs, input.len(), "every reading gives its output");
+    let heap = metric(&text, "edgeflow_heap_bytes");
+    let budget = edgeflow::memory::Budget::for_limit(LIMIT);
+    // The high mark is checked at each activation; between two checks a key's state and the
+    // queues can add a little.
+    assert!(
+        heap <= (budget.high + (2 << 20)) as f64,
+        "heap {heap} over the budget's high mark {}",
+        budget.high
+    );
+    assert!(metric(&text, "edgeflow_keys_passivated_for_memory_total") > 0.0);
+    assert!(metric(&text, "edgeflow_memory_limit_bytes") == LIMIT as f64);
+    let active: f64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("edgeflow_keys_active{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        active < KEYS as f64,
+        "{active} keys resident: none passivated?"
+    );
+    // Keys passivated for memory come back from the store with their state.
+    assert!(metric(&text, "edgeflow_keys_restored_total") > 0.0);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("edgeflow_dropped_total{"))
+    {
+        assert!(line.ends_with(" 0"), "a drop: {line}");
+    }
+}

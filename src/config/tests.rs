@@ -438,7 +438,10 @@ fn max_memory_is_a_size_in_bytes_or_with_a_unit() {
     );
     let bad = errors(&with("\"lots\""));
     assert_eq!(bad.len(), 1, "{bad:?}");
-    assert!(bad[0].starts_with("2:14: [runtime]: max_memory must be a size such as"), "{bad:?}");
+    assert!(
+        bad[0].starts_with("2:14: [runtime]: max_memory must be a size such as"),
+        "{bad:?}"
+    );
     let negative = errors(&with("-5"));
     assert!(negative[0].contains("not negative"), "{negative:?}");
     assert_eq!(errors(&with("true")).len(), 1);
