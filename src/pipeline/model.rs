@@ -355,10 +355,16 @@ impl ModelSpec {
                 // Only the point forecast is scored: its interval was published with it.
                 let before = model.forecast_value();
                 let error = before.map(|value| target - value);
-                // Winsorised at the model's own scale (floored like its outlier test: a
-                // constant series has σ = 0), so one absurd reading does not dominate the MAE.
+                // A reading the model moves past as absurd is scored winsorised at its own
+                // scale (floored like its outlier test: a constant series has σ = 0), so it
+                // does not dominate the MAE; every other error counts in full, so the MAE
+                // follows a real change of regime at once.
                 let scored = before.and_then(|value| {
-                    let scale = model.residual_std().map(|s| s.max(1e-9 * value.abs()));
+                    let scale = model
+                        .is_absurd(target)
+                        .then(|| model.residual_std())
+                        .flatten()
+                        .map(|s| s.max(1e-9 * value.abs()));
                     metrics.update_within(target, value, scale)
                 });
                 let context = model.seasonal_reference(target);
@@ -414,10 +420,11 @@ impl ModelSpec {
                 let prediction = (model.updates() > 0).then(|| model.predict_one(x));
                 let observed = target.is_finite().then_some(target);
                 let error = observed.zip(prediction).map(|(y, p)| y - p.value);
-                let scale = model.residual_std();
+                // The linear model has no notion of an absurd target yet: errors are only
+                // capped at `MAX_SCORED_ERROR` (no overflow).
                 let scored = observed
                     .zip(prediction)
-                    .and_then(|(y, p)| metrics.update_within(y, p.value, scale));
+                    .and_then(|(y, p)| metrics.update(y, p.value));
                 let verdict = score_anomaly(anomaly, error, target, None, stats);
                 if let Some(y) = observed {
                     // A flagged reading is learnt winsorised (unless `learn_anomalies`).

@@ -668,6 +668,13 @@ impl Forecaster {
             .count()
     }
 
+    /// Whether [`learn_at`](Self::learn_at) would move past `y` as an absurd value (far outside
+    /// everything this key has done, or beyond 1e100) instead of learning it: for the
+    /// prequential metrics, which winsorise exactly those readings.
+    pub fn is_absurd(&self, y: f64) -> bool {
+        self.state.would_skip_as_absurd(y)
+    }
+
     /// Standard deviation of the blend's a priori one-step errors so far (original units,
     /// outliers clipped); `None` before the first error.
     pub fn residual_std(&self) -> Option<f64> {
@@ -1037,11 +1044,7 @@ impl ForecasterState {
         if !first {
             let forecast = self.one_step_blend();
             let error = y - forecast;
-            // Floored at a relative 1e-9 of the level: rounding noise on a constant series is
-            // not an outlier.
-            let threshold = (CLIP_SIGMAS * self.mean_sq_error.sqrt())
-                .max(1e-9 * y.abs().max(forecast.abs()))
-                .max(f64::MIN_POSITIVE);
+            let threshold = self.outlier_threshold(y, forecast);
             let established = self.residuals >= self.clip_warmup();
             let mut scored_error = error;
             if established && error.abs() > threshold {
@@ -1195,6 +1198,29 @@ impl ForecasterState {
             self.learn(time_ms.saturating_sub(back), value, &mut []);
         }
         self.learn(time_ms, y, out)
+    }
+
+    /// The outlier test's threshold for a reading `y` forecast at `forecast`: `6σ`, floored at
+    /// a relative 1e-9 of the level (rounding noise on a constant series is not an outlier).
+    fn outlier_threshold(&self, y: f64, forecast: f64) -> f64 {
+        (CLIP_SIGMAS * self.mean_sq_error.sqrt())
+            .max(1e-9 * y.abs().max(forecast.abs()))
+            .max(f64::MIN_POSITIVE)
+    }
+
+    /// Whether learning `y` next would move past it as an absurd value rather than learn it.
+    fn would_skip_as_absurd(&self, y: f64) -> bool {
+        if self.updates == 0 || !y.is_finite() {
+            return false;
+        }
+        if y.abs() > MAX_ABS_VALUE {
+            return true;
+        }
+        let forecast = self.one_step_blend();
+        self.residuals >= self.clip_warmup()
+            && (y - forecast).abs() > self.outlier_threshold(y, forecast)
+            && self.absurd(y)
+            && (self.outlier_run as usize) < MAX_ABSURD_RUN
     }
 
     /// Whether `y` is an absurd value for this key (see [`ABSURD_REACH`]).
