@@ -8,8 +8,8 @@ use super::label::{LabelSet, NumberText};
 
 /// Why a reading was dropped; each has a stable snake_case name used in logs and metrics.
 ///
-/// The codec produces the reasons from `TooLarge` to `BadTime`, `BadLabel`, `BadCsv` and
-/// `BadSenml`; `UnknownTopic`,
+/// The codec produces the reasons from `TooLarge` to `BadTime` and from `BadLabel` on (with
+/// `Implausible` checked on the decoded values); `UnknownTopic`,
 /// `QueueFull` and `MailboxFull` are produced by the runtime and live here so every drop is
 /// counted in one place. New reasons are appended, so an existing reason keeps its `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,11 +55,15 @@ pub enum DropReason {
     /// [`MAX_KEY_BYTES`](super::MAX_KEY_BYTES), or holding a control character (U+0000–U+001F,
     /// U+007F–U+009F), a Unicode noncharacter (U+FFFE, U+FDD0…) or an MQTT wildcard (`+`, `#`).
     BadKey,
+    /// A decoded value outside the plausible range configured for its field
+    /// (`bounds = { field = { min, max } }`): a faulty sensor or a unit error, which would
+    /// otherwise be learnt. Counted in `edgeflow_dropped_total`, as a decoded reading dropped.
+    Implausible,
 }
 
 impl DropReason {
     /// Every reason, in `index` order (for metric arrays and exposition).
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::UnknownTopic,
         DropReason::TooLarge,
         DropReason::NotUtf8,
@@ -76,6 +80,7 @@ impl DropReason {
         DropReason::BadSenml,
         DropReason::BadEvent,
         DropReason::BadKey,
+        DropReason::Implausible,
     ];
 
     /// The stable snake_case name (a metric label value; never change one).
@@ -97,6 +102,7 @@ impl DropReason {
             DropReason::BadSenml => "bad_senml",
             DropReason::BadEvent => "bad_event",
             DropReason::BadKey => "bad_key",
+            DropReason::Implausible => "implausible",
         }
     }
 
@@ -447,12 +453,33 @@ pub(crate) enum Problem {
     InvalidSenmlName(Snippet),
     /// A resolved SenML time beyond the range of milliseconds kept.
     SenmlTimeOutOfRange,
+    /// A decoded value outside its field's configured bounds.
+    Implausible {
+        value: f64,
+        min: f64,
+        max: f64,
+    },
     /// A recommend event's item or weight that cannot be used (`weights`: the pipeline's
     /// event types, listed in messages about the weight).
     BadEvent {
         problem: EventProblem,
         weights: Arc<EventWeights>,
     },
+}
+
+/// A number for a log line: as written for everyday magnitudes, in scientific notation for
+/// very large or small ones (`1e300`, not 301 digits).
+struct Short(f64);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let magnitude = self.0.abs();
+        if magnitude != 0.0 && !(1e-4..1e15).contains(&magnitude) {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
 }
 
 /// The text of a label that matched no list, as found in the payload.
@@ -505,6 +532,19 @@ impl fmt::Display for Problem {
                 Ok(())
             }
             Problem::NonFinite => f.write_str("not a finite number"),
+            Problem::Implausible { value, min, max } => {
+                write!(f, "{} is outside the field's bounds (", Short(*value))?;
+                if min.is_finite() {
+                    write!(f, "min = {}", Short(*min))?;
+                }
+                if min.is_finite() && max.is_finite() {
+                    f.write_str(", ")?;
+                }
+                if max.is_finite() {
+                    write!(f, "max = {}", Short(*max))?;
+                }
+                f.write_str(")")
+            }
             Problem::NotANumberText(s) => write!(f, "expected a number, found {s}"),
             Problem::NonFiniteText(s) => write!(f, "{s} is not a finite number"),
             Problem::EmptyPayload => f.write_str("expected a number, found an empty payload"),

@@ -46,11 +46,14 @@ impl std::fmt::Debug for DaemonCollector {
 }
 
 /// Whether a drop reason is a decoding problem (`edgeflow_decode_errors_total`) rather than
-/// an overload or routing drop (`edgeflow_dropped_total`).
+/// an overload or routing drop, or a decoded reading dropped (`edgeflow_dropped_total`).
 fn is_decode_error(reason: DropReason) -> bool {
     !matches!(
         reason,
-        DropReason::UnknownTopic | DropReason::QueueFull | DropReason::MailboxFull
+        DropReason::UnknownTopic
+            | DropReason::QueueFull
+            | DropReason::MailboxFull
+            | DropReason::Implausible
     )
 }
 
@@ -140,7 +143,7 @@ impl Collector for DaemonCollector {
                 let labels = vec![("pipeline", p.name.as_str()), ("reason", reason.as_str())];
                 if is_decode_error(reason) {
                     decode.push((labels, ConstCounter::new(n)));
-                } else if reason == DropReason::MailboxFull {
+                } else if matches!(reason, DropReason::MailboxFull | DropReason::Implausible) {
                     dropped.push((labels, ConstCounter::new(n)));
                 }
             }
@@ -166,7 +169,7 @@ impl Collector for DaemonCollector {
         family(
             &mut e,
             "edgeflow_dropped",
-            "Decoded readings dropped, by pipeline and reason: mailbox_full (overload), filtered, late, duplicate (operators)",
+            "Decoded readings dropped, by pipeline and reason: mailbox_full (overload), implausible (outside the field's bounds), filtered, late, duplicate (operators)",
             MetricType::Counter,
             dropped,
         )?;
