@@ -253,7 +253,10 @@ fn bounded_decoder() -> Decoder {
 fn a_value_outside_its_bounds_is_implausible() {
     let decoder = bounded_decoder();
     // Both ends are plausible; an absent optional target is not outside.
-    assert_eq!(ok(&decoder, r#"{"x":-50,"y":-1e300}"#).values, [-50.0, -1e300]);
+    assert_eq!(
+        ok(&decoder, r#"{"x":-50,"y":-1e300}"#).values,
+        [-50.0, -1e300]
+    );
     assert_eq!(ok(&decoder, r#"{"x":150,"y":100}"#).values, [150.0, 100.0]);
     assert!(ok(&decoder, r#"{"x":20}"#).values[1].is_nan());
     for (payload, message) in [

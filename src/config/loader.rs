@@ -1291,7 +1291,9 @@ fn pipeline(
         Some(bounds),
         Some(operators),
         Some(model),
-    ) = (&name, topics, format, key, time, fields, bounds, operators, model)
+    ) = (
+        &name, topics, format, key, time, fields, bounds, operators, model,
+    )
     else {
         return (None, name, from);
     };

@@ -1216,11 +1216,16 @@ impl ForecasterState {
         if y.abs() > MAX_ABS_VALUE {
             return true;
         }
-        let forecast = self.one_step_blend();
-        self.residuals >= self.clip_warmup()
-            && (y - forecast).abs() > self.outlier_threshold(y, forecast)
-            && self.absurd(y)
+        // The range test first: it is cheap and false for almost every reading, which then
+        // costs no blend forecast.
+        if !(self.absurd(y)
             && (self.outlier_run as usize) < MAX_ABSURD_RUN
+            && self.residuals >= self.clip_warmup())
+        {
+            return false;
+        }
+        let forecast = self.one_step_blend();
+        (y - forecast).abs() > self.outlier_threshold(y, forecast)
     }
 
     /// Whether `y` is an absurd value for this key (see [`ABSURD_REACH`]).

@@ -1602,3 +1602,30 @@ fn damped_trend_lags_a_ramp_by_its_steady_state_error() {
         );
     }
 }
+
+#[test]
+fn is_absurd_says_which_readings_are_moved_past_unlearnt() {
+    // Bursts of 1e12 and 1e300, a 7-long run of 1e4 (a far level shift), plausible readings.
+    let mut series = seasonal_series(3000, 53);
+    series[1000..1005].fill(1e12);
+    series[1500..1503].fill(1e300);
+    series[2000..2003].fill(-1e12);
+    for y in &mut series[2500..] {
+        *y += 1e4;
+    }
+    for params in [seasonal_params(24), ForecastParams::default()] {
+        let mut model = with(params);
+        let mut absurd = 0;
+        for (t, &y) in series.iter().enumerate() {
+            let predicted = model.is_absurd(y);
+            let updates = model.updates();
+            model.learn_one(&[], y);
+            // Moved past without learning exactly when announced (a restart at the new
+            // level learns, so it is not announced).
+            let unlearnt = model.updates() == updates;
+            assert_eq!(predicted, unlearnt, "{params}: reading {t} = {y}");
+            absurd += usize::from(predicted);
+        }
+        assert_eq!(absurd, 5 + 3 + 3 + MAX_ABSURD_RUN, "{params}");
+    }
+}
