@@ -405,3 +405,110 @@ k = 2
         "{stderr}"
     );
 }
+
+#[test]
+fn replay_recovers_from_absurd_spikes_and_counts_the_implausible_ones() {
+    // A daily series around 20 (hourly readings) read by two pipelines, one with bounds; five
+    // readings of 1e12 at 1000 and three of 1e300 at 1200.
+    let pipelines = r#"
+[[pipelines]]
+name = "open"
+topics = ["sensors/+/temperature"]
+key = "topic[1]"
+time = "/ts"
+fields = { temp = "/value" }
+[pipelines.model]
+kind = "forecast"
+target = "temp"
+season = 24
+
+[[pipelines]]
+name = "bounded"
+topics = ["sensors/+/temperature"]
+key = "topic[1]"
+time = "/ts"
+fields = { temp = "/value" }
+bounds = { temp = { min = -50, max = 150 } }
+[pipelines.model]
+kind = "forecast"
+target = "temp"
+season = 24
+"#;
+    let n = 1500;
+    let spike = |t: usize| match t {
+        1000..=1004 => Some("1e12"),
+        1200..=1202 => Some("1e300"),
+        _ => None,
+    };
+    let mut input = String::new();
+    for t in 0..n {
+        let y = 20.0
+            + 5.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin()
+            + 0.3 * ((t * 7919) % 17) as f64 / 17.0;
+        let value = spike(t).map_or_else(|| format!("{y:.4}"), str::to_owned);
+        let ts = 1_700_000_000_000i64 + t as i64 * 3_600_000;
+        input.push_str(&format!(
+            "{{\"topic\":\"sensors/s1/temperature\",\"payload\":{{\"ts\":{ts},\"value\":{value}}}}}\n"
+        ));
+    }
+    let (lines, summary) = replay_formats(pipelines, &input);
+    let outputs = |pipeline: &str| -> Vec<serde_json::Value> {
+        let topic = format!("edgeflow/{pipeline}/s1/temp/forecast");
+        lines
+            .iter()
+            .filter(|line| line["topic"] == topic.as_str())
+            .map(|line| line["payload"].clone())
+            .collect()
+    };
+    let number = |v: &serde_json::Value, field: &str| v[field].as_f64().expect(field);
+    let half_width = |v: &serde_json::Value| (number(v, "upper") - number(v, "lower")) / 2.0;
+
+    // Without bounds every reading is answered; three readings after each burst the interval
+    // is the one before it, and the key's MAE is barely moved.
+    let open = outputs("open");
+    assert_eq!(open.len(), n);
+    let before = &open[999];
+    for after in [&open[1007], &open[1205], &open[n - 1]] {
+        let ratio = half_width(after) / half_width(before);
+        assert!(
+            (0.67..1.5).contains(&ratio),
+            "half-width {} vs {} before the spikes",
+            half_width(after),
+            half_width(before)
+        );
+        let mae_ratio = number(after, "mae") / number(before, "mae");
+        assert!(
+            (0.8..1.25).contains(&mae_ratio),
+            "MAE {} vs {} before",
+            after["mae"],
+            before["mae"]
+        );
+        assert!(number(after, "rmse").is_finite());
+    }
+    let last = &open[n - 1];
+    assert!((10.0..30.0).contains(&number(last, "forecast")), "{last}");
+
+    // With bounds the spikes never reach the model: dropped and counted as implausible.
+    let bounded = outputs("bounded");
+    assert_eq!(bounded.len(), n - 8);
+    let summaries = summary["pipelines"].as_array().expect("pipelines");
+    let by_name = |name: &str| {
+        summaries
+            .iter()
+            .find(|p| p["name"] == name)
+            .expect("a summary per pipeline")
+    };
+    assert_eq!(by_name("bounded")["decode_errors"]["implausible"], 8);
+    assert_eq!(by_name("bounded")["readings"], n - 8);
+    assert!(by_name("open")["decode_errors"]
+        .get("implausible")
+        .is_none());
+    assert_eq!(by_name("open")["readings"], n);
+    let mae = |name: &str| by_name(name)["mae"].as_f64().expect("mae");
+    assert!(
+        mae("open") < 1.25 * mae("bounded"),
+        "pipeline MAE {} with the spikes vs {} without",
+        mae("open"),
+        mae("bounded")
+    );
+}

@@ -8,8 +8,8 @@ use super::label::{LabelSet, NumberText};
 
 /// Why a reading was dropped; each has a stable snake_case name used in logs and metrics.
 ///
-/// The codec produces the reasons from `TooLarge` to `BadTime`, `BadLabel`, `BadCsv` and
-/// `BadSenml`; `UnknownTopic`,
+/// The codec produces the reasons from `TooLarge` to `BadTime` and from `BadLabel` to
+/// `BadKey` (with `Implausible` checked on the decoded values); `UnknownTopic`,
 /// `QueueFull`, `MailboxFull` and `TimeSkew` are produced by the runtime and live here so every drop is
 /// counted in one place. New reasons are appended, so an existing reason keeps its `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,11 +59,15 @@ pub enum DropReason {
     /// device clock far off, or a year-9999 time): accepted, it would move the key's window
     /// watermark and model clock there for good. Produced by the runtime, not the codec.
     TimeSkew,
+    /// A decoded value outside the plausible range configured for its field
+    /// (`bounds = { field = { min, max } }`): a faulty sensor or a unit error, which would
+    /// otherwise be learnt. Counted in `edgeflow_dropped_total`, as a decoded reading dropped.
+    Implausible,
 }
 
 impl DropReason {
     /// Every reason, in `index` order (for metric arrays and exposition).
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::UnknownTopic,
         DropReason::TooLarge,
         DropReason::NotUtf8,
@@ -81,6 +85,7 @@ impl DropReason {
         DropReason::BadEvent,
         DropReason::BadKey,
         DropReason::TimeSkew,
+        DropReason::Implausible,
     ];
 
     /// The stable snake_case name (a metric label value; never change one).
@@ -103,6 +108,7 @@ impl DropReason {
             DropReason::BadEvent => "bad_event",
             DropReason::BadKey => "bad_key",
             DropReason::TimeSkew => "time_skew",
+            DropReason::Implausible => "implausible",
         }
     }
 
@@ -453,12 +459,33 @@ pub(crate) enum Problem {
     InvalidSenmlName(Snippet),
     /// A resolved SenML time beyond the range of milliseconds kept.
     SenmlTimeOutOfRange,
+    /// A decoded value outside its field's configured bounds.
+    Implausible {
+        value: f64,
+        min: f64,
+        max: f64,
+    },
     /// A recommend event's item or weight that cannot be used (`weights`: the pipeline's
     /// event types, listed in messages about the weight).
     BadEvent {
         problem: EventProblem,
         weights: Arc<EventWeights>,
     },
+}
+
+/// A number for a log line: as written for everyday magnitudes, in scientific notation for
+/// very large or small ones (`1e300`, not 301 digits).
+struct Short(f64);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let magnitude = self.0.abs();
+        if magnitude != 0.0 && !(1e-4..1e15).contains(&magnitude) {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
 }
 
 /// The text of a label that matched no list, as found in the payload.
@@ -511,6 +538,19 @@ impl fmt::Display for Problem {
                 Ok(())
             }
             Problem::NonFinite => f.write_str("not a finite number"),
+            Problem::Implausible { value, min, max } => {
+                write!(f, "{} is outside the field's bounds (", Short(*value))?;
+                if min.is_finite() {
+                    write!(f, "min = {}", Short(*min))?;
+                }
+                if min.is_finite() && max.is_finite() {
+                    f.write_str(", ")?;
+                }
+                if max.is_finite() {
+                    write!(f, "max = {}", Short(*max))?;
+                }
+                f.write_str(")")
+            }
             Problem::NotANumberText(s) => write!(f, "expected a number, found {s}"),
             Problem::NonFiniteText(s) => write!(f, "{s} is not a finite number"),
             Problem::EmptyPayload => f.write_str("expected a number, found an empty payload"),

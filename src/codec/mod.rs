@@ -294,6 +294,8 @@ pub struct Decoder {
     event_weights: Arc<EventWeights>,
     /// The JSON pointers (`format = "json"`).
     tree: PathTree,
+    /// The configured bounds: field index, min, max (`bounds`).
+    bounds: Box<[(usize, f64, f64)]>,
 }
 
 impl Decoder {
@@ -401,6 +403,11 @@ impl Decoder {
             labels: Arc::new(labels),
             event_weights: Arc::new(event_weights),
             tree,
+            bounds: p
+                .bounds
+                .iter()
+                .filter_map(|b| index(&b.field).map(|i| (i, b.min, b.max)))
+                .collect(),
         }
     }
 
@@ -479,7 +486,10 @@ impl Decoder {
         // (`on_error` does not call back into the decoder).
         let on_error = std::cell::RefCell::new(on_error);
         let mut error = |e: DecodeError| (on_error.borrow_mut())(e);
-        let mut reading = |out: &ReadingBuf| match self.validate_key(&out.key) {
+        let mut reading = |out: &ReadingBuf| match self
+            .validate_key(&out.key)
+            .and_then(|()| self.check_bounds(&out.values))
+        {
             Ok(()) => on_reading(out),
             Err(e) => (on_error.borrow_mut())(e),
         };
@@ -575,6 +585,21 @@ impl Decoder {
             Some((at, character)) => Err(self.bad_key(Problem::KeyCharacter { character, at })),
             None => Ok(()),
         }
+    }
+
+    /// The first decoded value outside its field's bounds, as an `implausible` error. An
+    /// absent optional value (`NaN`) is never outside.
+    fn check_bounds(&self, values: &[f64]) -> Result<(), DecodeError> {
+        for &(i, min, max) in self.bounds.iter() {
+            let Some(&value) = values.get(i) else {
+                continue;
+            };
+            if value < min || value > max {
+                let problem = Problem::Implausible { value, min, max };
+                return Err(self.field_error(i, DropReason::Implausible, problem));
+            }
+        }
+        Ok(())
     }
 
     fn bad_key(&self, problem: Problem) -> DecodeError {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{
-    ClassificationConfig, FieldConfig, ForecastConfig, ModelConfig, PipelineConfig,
+    ClassificationConfig, FieldBounds, FieldConfig, ForecastConfig, ModelConfig, PipelineConfig,
     RegressionConfig, TimeSource, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_OUTPUT,
 };
 
@@ -31,6 +31,7 @@ fn pipeline(
             })
             .collect(),
         model: ModelConfig::Forecast(ForecastConfig::default()),
+        bounds: Vec::new(),
         from: None,
         operators: Vec::new(),
         anomaly: None,
@@ -166,9 +167,11 @@ fn drop_reason_names_are_stable_and_indexed() {
             "bad_senml",
             "bad_event",
             "bad_key",
-            "time_skew"
+            "time_skew",
+            "implausible"
         ]
     );
+    assert_eq!(DropReason::Implausible.index(), 17);
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         assert_eq!(reason.index(), i);
         assert_eq!(reason.to_string(), reason.as_str());
@@ -223,6 +226,80 @@ fn keys_that_cannot_be_a_topic_level_are_bad_keys_whatever_their_source() {
     let e = err_on(&value_decoder(), "sensors/a\u{7f}b/temp", br#"{"value":1}"#);
     assert_eq!(e.reason, DropReason::BadKey);
     assert!(e.to_string().starts_with("key (topic level 1): "), "{e}");
+}
+
+/// A regression of `y` on `x` with `x` in [-50, 150] and `y` at most 100.
+fn bounded_decoder() -> Decoder {
+    let mut p = pipeline(&[("x", "/x"), ("y", "/y")], KeySource::TopicLevel(1), None);
+    p.model = ModelConfig::Regression(RegressionConfig {
+        target: "y".into(),
+        features: vec!["x".into()],
+        ..RegressionConfig::default()
+    });
+    p.bounds = vec![
+        FieldBounds {
+            field: "x".into(),
+            min: -50.0,
+            max: 150.0,
+        },
+        FieldBounds {
+            field: "y".into(),
+            min: f64::NEG_INFINITY,
+            max: 100.0,
+        },
+    ];
+    Decoder::new(&p)
+}
+
+#[test]
+fn a_value_outside_its_bounds_is_implausible() {
+    let decoder = bounded_decoder();
+    // Both ends are plausible; an absent optional target is not outside.
+    assert_eq!(
+        ok(&decoder, r#"{"x":-50,"y":-1e300}"#).values,
+        [-50.0, -1e300]
+    );
+    assert_eq!(ok(&decoder, r#"{"x":150,"y":100}"#).values, [150.0, 100.0]);
+    assert!(ok(&decoder, r#"{"x":20}"#).values[1].is_nan());
+    for (payload, message) in [
+        (
+            r#"{"x":1e12,"y":1}"#,
+            "field \"x\" (/x): 1000000000000 is outside the field's bounds (min = -50, max = 150)",
+        ),
+        (
+            r#"[{"x":-1e300,"y":1}]"#,
+            "field \"x\" (/x): -1e300 is outside the field's bounds (min = -50, max = 150)",
+        ),
+        (
+            r#"{"x":-50.5,"y":1}"#,
+            "field \"x\" (/x): -50.5 is outside the field's bounds (min = -50, max = 150)",
+        ),
+        (
+            r#"{"x":0,"y":100.5}"#,
+            "field \"y\" (/y): 100.5 is outside the field's bounds (max = 100)",
+        ),
+    ] {
+        let e = err(&decoder, payload);
+        assert_eq!(e.reason, DropReason::Implausible, "{payload}");
+        assert_eq!(e.to_string(), message);
+    }
+}
+
+#[test]
+fn an_implausible_value_drops_only_its_reading_of_a_batch() {
+    let decoder = bounded_decoder();
+    let mut out = ReadingBuf::default();
+    let (mut xs, mut reasons) = (Vec::new(), Vec::new());
+    decoder.decode_each(
+        TOPIC,
+        br#"[{"x":1,"y":1},{"x":1e300,"y":2},{"x":3,"y":3}]"#,
+        0,
+        &mut out,
+        |r| xs.push(r.values[0]),
+        |e| reasons.push(e.reason),
+    );
+    assert_eq!(xs, [1.0, 3.0]);
+    assert_eq!(reasons, [DropReason::Implausible]);
 }
 
 #[test]

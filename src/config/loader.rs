@@ -16,6 +16,7 @@ use toml_span::de_helpers::{expected, TableHelper};
 use toml_span::value::{Key, Value, ValueInner};
 use toml_span::{DeserError, Deserialize, ErrorKind, Span, Spanned};
 
+mod bounds;
 mod classifiers;
 mod operators;
 mod recommend;
@@ -1225,6 +1226,7 @@ fn pipeline(
     };
     let field_keys = written_keys(&s, "fields");
     let (fields, string_fields) = fields(&mut s, format.as_ref(), key.as_ref());
+    let bounds = bounds::bounds(&mut s, fields.as_deref());
     let operators_span = written_span(&s, "operators");
     let (operators, model_fields) = operators::operators(&mut s, fields.as_deref());
     let output = s.string("output");
@@ -1302,6 +1304,20 @@ fn pipeline(
         Some(ModelConfig::Classification(c)) => Some(c.target.as_str()),
         _ => None,
     };
+    // A label or a recommend item is not a measured number: bounds cannot say what is
+    // plausible for it.
+    let not_numeric = match &model {
+        Some(ModelConfig::Classification(c)) => Some(("a classification label", c.target.as_str())),
+        Some(ModelConfig::Recommend(r)) => Some(("a recommend event's item", r.item.as_str())),
+        _ => None,
+    };
+    if let (Some((what, name)), Some(bounds)) = (not_numeric, &bounds) {
+        for entry in bounds.iter().filter(|b| b.value.field == name) {
+            let message =
+                format!("bounds.{name}: \"{name}\" is {what}, not a number a range applies to");
+            s.error(entry.span, message);
+        }
+    }
     for field in string_fields {
         if label != Some(field.value.as_str()) {
             let message = format!(
@@ -1320,9 +1336,12 @@ fn pipeline(
         Some(key),
         Some(time),
         Some(fields),
+        Some(bounds),
         Some(operators),
         Some(model),
-    ) = (&name, topics, format, key, time, fields, operators, model)
+    ) = (
+        &name, topics, format, key, time, fields, bounds, operators, model,
+    )
     else {
         return (None, name, from);
     };
@@ -1334,6 +1353,7 @@ fn pipeline(
         time,
         max_skew,
         fields,
+        bounds: bounds.into_iter().map(|b| b.value).collect(),
         from: from.as_ref().map(|from| from.value.clone()),
         operators,
         anomaly,

@@ -82,6 +82,8 @@
 //!                             # senml, key = "name": optional, default { value = "v" }, one
 //!                             # entry "v" | "vb" | "s" | "vs" (vs: a classification label);
 //!                             # senml, other keys: required, "/record" relative to the base name
+//! # bounds = { temp = { min = -50, max = 150 } }  # plausible ranges of fields (min, max or
+//!                             # both, finite, min < max); outside: dropped as "implausible"
 //! output = "edgeflow/{pipeline}/{key}/{field}/forecast"  # placeholders {pipeline} {key} {field};
 //!                             # default by kind: …/{field}/forecast, …/{field}/prediction,
 //!                             # …/{field}/class, "edgeflow/{pipeline}/{key}/cluster" (kmeans),

@@ -295,6 +295,9 @@ pub struct PipelineConfig {
     pub max_skew: Duration,
     /// The fields read from each payload, in this order.
     pub fields: Vec<FieldConfig>,
+    /// `bounds = { field = { min = a, max = b } }`: the plausible range of some of `fields`; a
+    /// decoded reading with a value outside is dropped (reason `implausible`). In file order.
+    pub bounds: Vec<FieldBounds>,
     /// `from = "pipeline"`: this pipeline reads the output messages of another pipeline of
     /// the same daemon, in-process (no broker round trip), instead of MQTT `topics` (which is
     /// then empty).
@@ -516,6 +519,18 @@ pub struct FieldConfig {
     /// a column (`"/temp"`); with `format = "senml"`, a record name relative to the base name
     /// (`"/voltage"`), or under `key = "name"` the value to read (`"v"`, `"vb"`, `"s"`, `"vs"`).
     pub pointer: String,
+}
+
+/// One entry of `bounds = { field = { min = a, max = b } }`: the values a field may
+/// plausibly have, both ends included. A bound that is not written is infinite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldBounds {
+    /// One of the pipeline's `fields` (as decoded, before any operator).
+    pub field: String,
+    /// Smallest plausible value (`-∞` when only `max` is given).
+    pub min: f64,
+    /// Largest plausible value (`+∞` when only `min` is given); greater than `min`.
+    pub max: f64,
 }
 
 /// `[pipelines.model]`, chosen by `kind`.

@@ -192,6 +192,7 @@ target = "value"
                     },
                     horizon_every: None,
                 }),
+                bounds: Vec::new(),
                 from: None,
                 operators: Vec::new(),
                 anomaly: None,
@@ -214,6 +215,7 @@ target = "value"
                     target: "value".into(),
                     ..ForecastConfig::default()
                 }),
+                bounds: Vec::new(),
                 from: None,
                 operators: Vec::new(),
                 anomaly: None,
@@ -721,7 +723,7 @@ target = "nope"
             "6:20: [runtime]: mailbox_capacity must be at least 1 (got 0)",
             "9:11: pipeline \"a\": topics[0] \"x/#/y\" is not a valid MQTT topic filter: '#' is only allowed as the last level",
             "14:8: pipeline \"a\": model.lags must be between 1 and 32 (got 99)",
-            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, from, topics, format, columns, delimiter, header, key, time, time_unit, max_skew, fields, operators, output, output_qos, max_payload_bytes, model, anomaly)",
+            "19:1: pipeline \"b\": unknown key \"color\" (accepted keys: name, from, topics, format, columns, delimiter, header, key, time, time_unit, max_skew, fields, bounds, operators, output, output_qos, max_payload_bytes, model, anomaly)",
             "22:10: pipeline \"b\": model.target \"nope\" is not one of the pipeline's fields (fields: t)",
         ]
     );
@@ -2176,5 +2178,125 @@ fn max_skew_defaults_to_an_hour_and_is_checked() {
     assert!(
         untimed[0].contains("max_skew is set but the pipeline has no event time"),
         "{untimed:?}"
+    );
+}
+
+/// A forecast pipeline with two fields and `bounds` written as `line` (line 5 of the file).
+fn with_bounds(line: &str) -> String {
+    format!(
+        "[[pipelines]]\nname = \"t\"\ntopics = [\"s/+/t\"]\nfields = {{ temp = \"/value\", rh = \"/h\" }}\n{line}\n[pipelines.model]\nkind = \"forecast\"\ntarget = \"temp\"\n"
+    )
+}
+
+#[test]
+fn bounds_are_read_in_file_order_with_an_open_end_infinite() {
+    let text = with_bounds("bounds = { temp = { min = -50, max = 150.5 }, rh = { min = 0 } }");
+    let config = valid(&text);
+    assert_eq!(
+        config.pipelines[0].bounds,
+        [
+            FieldBounds {
+                field: "temp".into(),
+                min: -50.0,
+                max: 150.5,
+            },
+            FieldBounds {
+                field: "rh".into(),
+                min: 0.0,
+                max: f64::INFINITY,
+            },
+        ]
+    );
+    // The table form is the same setting.
+    let config = valid(&with_bounds("[pipelines.bounds]\nrh = { max = 100 }"));
+    assert_eq!(
+        config.pipelines[0].bounds,
+        [FieldBounds {
+            field: "rh".into(),
+            min: f64::NEG_INFINITY,
+            max: 100.0,
+        }]
+    );
+    assert!(valid(PIPELINE).pipelines[0].bounds.is_empty());
+}
+
+#[test]
+fn bad_bounds_are_located() {
+    for (line, at, message) in [
+        (
+            "bounds = { temp = { min = 150, max = -50 } }",
+            "{ min = 150",
+            "bounds.temp: min must be less than max (got min = 150, max = -50)",
+        ),
+        (
+            "bounds = { temp = { min = 5, max = 5 } }",
+            "{ min = 5",
+            "bounds.temp: min must be less than max (got min = 5, max = 5)",
+        ),
+        (
+            "bounds = { pressure = { min = 0 } }",
+            "pressure",
+            "bounds.pressure: \"pressure\" is not one of the pipeline's fields (fields: temp, rh)",
+        ),
+        (
+            "bounds = { temp = { min = nan } }",
+            "nan",
+            "bounds.temp: min must be finite (got NaN)",
+        ),
+        (
+            "bounds = { temp = { max = inf } }",
+            "inf",
+            "bounds.temp: max must be finite (got inf)",
+        ),
+        (
+            "bounds = { temp = { min = \"cold\" } }",
+            "\"cold\"",
+            "bounds.temp: min must be a number (got a string)",
+        ),
+        (
+            "bounds = { temp = { low = 0 } }",
+            "low",
+            "bounds.temp: unknown key \"low\" (accepted: min, max)",
+        ),
+        (
+            "bounds = { temp = {} }",
+            "{}",
+            "bounds.temp: needs min, max or both, e.g. { min = -50, max = 150 }",
+        ),
+        (
+            "bounds = { temp = 5 }",
+            "5",
+            "bounds.temp: must be { min = a, max = b } (got an integer)",
+        ),
+        (
+            "bounds = 5",
+            "5",
+            "bounds must be a table of field = { min = a, max = b } entries, e.g. bounds = { temp = { min = -50, max = 150 } } (got an integer)",
+        ),
+    ] {
+        let col = line.find(at).expect("the located text is in the line") + 1;
+        assert_eq!(
+            errors(&with_bounds(line)),
+            [format!("5:{col}: pipeline \"t\": {message}")],
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn every_bad_bound_is_reported() {
+    let line = "bounds = { temp = { min = 1, max = 0 }, rh = { min = inf } }";
+    let errors = errors(&with_bounds(line));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("bounds.temp: min must be less than max"));
+    assert!(errors[1].contains("bounds.rh: min must be finite"));
+}
+
+#[test]
+fn bounds_on_a_label_are_rejected() {
+    let text = "[[pipelines]]\nname = \"c\"\ntopics = [\"s/+/c\"]\nfields = { x = \"/x\", ok = \"/ok\" }\nbounds = { ok = { max = 1 }, x = { max = 1 } }\n[pipelines.model]\nkind = \"classification\"\ntarget = \"ok\"\nfeatures = [\"x\"]\n";
+    assert_eq!(
+        errors(text),
+        ["5:12: pipeline \"c\": bounds.ok: \"ok\" is a classification label, not a number a range applies to"]
     );
 }

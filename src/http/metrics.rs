@@ -47,6 +47,7 @@ impl std::fmt::Debug for DaemonCollector {
 
 /// Whether a drop reason is a decoding problem (`edgeflow_decode_errors_total`) rather than
 /// an overload or routing drop, or a decoded reading refused (`edgeflow_dropped_total`).
+/// an overload or routing drop, or a decoded reading dropped (`edgeflow_dropped_total`).
 fn is_decode_error(reason: DropReason) -> bool {
     !matches!(
         reason,
@@ -54,6 +55,7 @@ fn is_decode_error(reason: DropReason) -> bool {
             | DropReason::QueueFull
             | DropReason::MailboxFull
             | DropReason::TimeSkew
+            | DropReason::Implausible
     )
 }
 
@@ -143,7 +145,10 @@ impl Collector for DaemonCollector {
                 let labels = vec![("pipeline", p.name.as_str()), ("reason", reason.as_str())];
                 if is_decode_error(reason) {
                     decode.push((labels, ConstCounter::new(n)));
-                } else if matches!(reason, DropReason::MailboxFull | DropReason::TimeSkew) {
+                } else if matches!(
+                    reason,
+                    DropReason::MailboxFull | DropReason::TimeSkew | DropReason::Implausible
+                ) {
                     dropped.push((labels, ConstCounter::new(n)));
                 }
             }
@@ -169,7 +174,7 @@ impl Collector for DaemonCollector {
         family(
             &mut e,
             "edgeflow_dropped",
-            "Decoded readings dropped, by pipeline and reason: mailbox_full (overload), time_skew (event time too far ahead), filtered, late, duplicate (operators)",
+            "Decoded readings dropped, by pipeline and reason: mailbox_full (overload), time_skew (event time too far ahead), implausible (outside the field's bounds), filtered, late, duplicate (operators)",
             MetricType::Counter,
             dropped,
         )?;

@@ -3,11 +3,29 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Errors are winsorised at this many of the model's own error scales (its residual standard
+/// deviation, see [`RegressionMetrics::update_within`]): an honest error of a Gaussian model
+/// is never that large, an absurd reading (1e12 in a series around 20) counts as
+/// `10σ` instead of dominating the key's MAE for millions of readings.
+pub const ERROR_CAP_SCALES: f64 = 10.0;
+
+/// Errors scored before the model's scale is used for the cap: a model's first residuals are
+/// too few for its scale to say what an honest error is.
+pub const SCALE_WARMUP: u64 = 20;
+
+/// Largest error magnitude scored whatever the scale: its square (1e200) and the sum of
+/// billions of them stay finite, so finite inputs never make the metrics infinite.
+pub const MAX_SCORED_ERROR: f64 = 1e100;
+
 /// Running error sums of a regression model, evaluated prequentially (each prediction is
 /// scored against the reading's target before the model learns it).
 ///
-/// Only sums are kept, so aggregates of a pipeline are the [`merge`](Self::merge) of its keys'
-/// metrics. With no scored pair yet, [`mae`](Self::mae) and [`rmse`](Self::rmse) return `0.0`
+/// Each error is winsorised before it is added: at [`ERROR_CAP_SCALES`] times the model's
+/// error scale when the caller has one ([`update_within`](Self::update_within)), and always at
+/// [`MAX_SCORED_ERROR`]. So the MAE and RMSE are those of the errors the model makes on
+/// plausible readings, one absurd reading moves them by at most `10σ / count`, and no finite
+/// input makes them infinite. Only sums are kept, so aggregates of a pipeline are the
+/// [`merge`](Self::merge) of its keys' metrics. With no scored pair yet, [`mae`](Self::mae) and [`rmse`](Self::rmse) return `0.0`
 /// rather than `NaN` or an `Option`, so they can be exported as gauges unconditionally; read
 /// [`count`](Self::count) to tell "no data" from "perfect".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -26,18 +44,37 @@ impl RegressionMetrics {
         Self::default()
     }
 
-    /// Score one prediction `y_hat` against the target `y`.
+    /// Score one prediction `y_hat` against the target `y` without a model scale (the error
+    /// is only capped at [`MAX_SCORED_ERROR`]); returns the error as scored.
     ///
-    /// A pair with a non-finite member is ignored: one bad value would otherwise turn the
-    /// aggregate into `NaN` for good.
-    pub fn update(&mut self, y: f64, y_hat: f64) {
-        let error = y - y_hat;
-        if !error.is_finite() {
-            return;
+    /// A pair with a non-finite member is ignored (`None`): one bad value would otherwise turn
+    /// the aggregate into `NaN` for good.
+    pub fn update(&mut self, y: f64, y_hat: f64) -> Option<f64> {
+        self.update_within(y, y_hat, None)
+    }
+
+    /// Score one prediction `y_hat` against the target `y`, the error winsorised at
+    /// [`ERROR_CAP_SCALES`] times `scale`, the model's own error scale before it learns `y`
+    /// (its residual standard deviation; `None`, zero or not finite: no scale yet, only
+    /// [`MAX_SCORED_ERROR`] applies; also for the first [`SCALE_WARMUP`] errors). Returns the error as scored (`y − ŷ`, capped), for
+    /// aggregates kept elsewhere.
+    ///
+    /// A pair with a non-finite member is ignored (`None`).
+    pub fn update_within(&mut self, y: f64, y_hat: f64, scale: Option<f64>) -> Option<f64> {
+        if !(y.is_finite() && y_hat.is_finite()) {
+            return None;
         }
+        let cap = scale
+            .filter(|scale| self.count >= SCALE_WARMUP && scale.is_finite() && *scale > 0.0)
+            .map_or(MAX_SCORED_ERROR, |scale| {
+                (ERROR_CAP_SCALES * scale).min(MAX_SCORED_ERROR)
+            });
+        // `y − ŷ` of two finite values can overflow to ±inf: clamped like any other.
+        let error = (y - y_hat).clamp(-cap, cap);
         self.count += 1;
         self.sum_abs_err += error.abs();
         self.sum_sq_err += error * error;
+        Some(error)
     }
 
     /// Mean absolute error; `0.0` when `count == 0`.
@@ -243,6 +280,44 @@ mod tests {
         assert_eq!(metrics.count, 1);
         assert_eq!(metrics.mae(), 1.0);
         assert_eq!(metrics.rmse(), 1.0);
+    }
+
+    #[test]
+    fn finite_pairs_never_make_the_metrics_infinite() {
+        let mut metrics = RegressionMetrics::new();
+        for _ in 0..1000 {
+            metrics.update(1e300, -20.0);
+            metrics.update(f64::MAX, -f64::MAX);
+            metrics.update_within(-1e300, 20.0, Some(f64::MAX));
+        }
+        assert_eq!(metrics.count, 3000);
+        assert!(metrics.mae().is_finite() && metrics.rmse().is_finite());
+        assert!((metrics.mae() / MAX_SCORED_ERROR - 1.0).abs() < 1e-12);
+        assert!((metrics.rmse() / MAX_SCORED_ERROR - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn errors_are_winsorised_at_ten_model_scales() {
+        // 2000 errors of ±1 (σ = 1), then five readings of 1e12.
+        let mut metrics = RegressionMetrics::new();
+        for t in 0..2000 {
+            let error = if t % 2 == 0 { 1.0 } else { -1.0 };
+            assert_eq!(
+                metrics.update_within(20.0 + error, 20.0, Some(1.0)),
+                Some(error)
+            );
+        }
+        for _ in 0..5 {
+            assert_eq!(metrics.update_within(1e12, 20.0, Some(1.0)), Some(10.0));
+        }
+        // MAE (2000 + 50) / 2005, RMSE √((2000 + 500) / 2005).
+        assert!((metrics.mae() - 2050.0 / 2005.0).abs() < TOLERANCE);
+        assert!((metrics.rmse() - (2500.0f64 / 2005.0).sqrt()).abs() < TOLERANCE);
+        // Without a usable scale only the absolute cap applies, and so for the first errors.
+        for scale in [None, Some(0.0), Some(f64::NAN), Some(1.0)] {
+            let mut fresh = RegressionMetrics::new();
+            assert_eq!(fresh.update_within(1e12, 20.0, scale), Some(1e12 - 20.0));
+        }
     }
 
     #[test]

@@ -1130,6 +1130,60 @@ mod tests {
         assert_ne!(a.operators.fingerprint, b.operators.fingerprint);
     }
 
+    #[test]
+    fn absurd_readings_do_not_dominate_a_keys_metrics_or_the_pipelines() {
+        // A daily series around 20, then 5 × 1e12 and 3 × 1e300 among 2000 more readings; one
+        // pipeline sees the clean series, the other the spiked one.
+        let config = "kind = \"forecast\"\ntarget = \"y\"\nseason = 24";
+        let (p_clean, p) = (pipeline(config, ""), pipeline(config, ""));
+        let series = |t: i64| 20.0 + 5.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin();
+        let (mut clean, mut spiked) = (p_clean.new_state(), p.new_state());
+        let mut scratch = Scratch::default();
+        for t in 0..4000 {
+            let y = series(t) + 0.1 * ((t * 7919) % 13) as f64 / 13.0;
+            let observed = match t {
+                2000..=2004 => 1e12,
+                2500..=2502 => 1e300,
+                _ => y,
+            };
+            for (p, state, value) in [(&p_clean, &mut clean, y), (&p, &mut spiked, observed)] {
+                p.process(
+                    state,
+                    "k1",
+                    t * 1000,
+                    &[0.0, 0.0, value],
+                    &mut scratch,
+                    &mut |_, _| {},
+                );
+            }
+        }
+        let mae = |state: &KeyState| match &state.model {
+            KeyModel::Forecast { metrics, .. } => (metrics.mae(), metrics.rmse()),
+            _ => panic!("a forecast key"),
+        };
+        let ((clean_mae, clean_rmse), (mae, rmse)) = (mae(&clean), mae(&spiked));
+        // Each absurd reading counts at most 10σ over 4000 readings.
+        assert!(mae.is_finite() && rmse.is_finite());
+        assert!(
+            mae < 1.1 * clean_mae,
+            "MAE {mae} vs {clean_mae} without the spikes"
+        );
+        assert!(
+            rmse < 2.0 * clean_rmse,
+            "RMSE {rmse} vs {clean_rmse} without the spikes"
+        );
+        let pipeline_mae = |p: &Pipeline| {
+            let stats = p.stats.snapshot();
+            assert!(stats.abs_error_sum.is_finite() && stats.sq_error_sum.is_finite());
+            stats.abs_error_sum / stats.scored as f64
+        };
+        let (clean_sums, sums) = (pipeline_mae(&p_clean), pipeline_mae(&p));
+        assert!(
+            sums < 1.1 * clean_sums,
+            "pipeline MAE {sums} vs {clean_sums} without the spikes"
+        );
+    }
+
     /// `n` readings one second apart through `process`.
     fn run_process(p: &Pipeline, state: &mut KeyState, n: i64) {
         let mut scratch = Scratch::default();

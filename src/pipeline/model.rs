@@ -299,7 +299,8 @@ pub(crate) struct StepBuffers {
 /// What one step produced, for the pipeline's counters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Outcome {
-    /// A numeric prediction was scored: the error (observed − predicted).
+    /// A numeric prediction was scored: the error (observed − predicted) as the key's
+    /// metrics scored it (winsorised, see [`RegressionMetrics::update_within`]).
     Scored(f64),
     /// A label was scored: whether the predicted label was right, and the log loss.
     Classified {
@@ -354,9 +355,18 @@ impl ModelSpec {
                 // Only the point forecast is scored: its interval was published with it.
                 let before = model.forecast_value();
                 let error = before.map(|value| target - value);
-                if let Some(value) = before {
-                    metrics.update(target, value);
-                }
+                // A reading the model moves past as absurd is scored winsorised at its own
+                // scale (floored like its outlier test: a constant series has σ = 0), so it
+                // does not dominate the MAE; every other error counts in full, so the MAE
+                // follows a real change of regime at once.
+                let scored = before.and_then(|value| {
+                    let scale = model
+                        .is_absurd(target)
+                        .then(|| model.residual_std())
+                        .flatten()
+                        .map(|s| s.max(1e-9 * value.abs()));
+                    metrics.update_within(target, value, scale)
+                });
                 let context = model.seasonal_reference(target);
                 let verdict = score_anomaly(anomaly, error, target, context, stats);
                 // A flagged reading is learnt winsorised (unless `learn_anomalies`).
@@ -400,7 +410,7 @@ impl ModelSpec {
                     });
                 }
                 write_anomaly(obj, anomaly.is_some(), verdict);
-                error.map_or(Outcome::Unscored, Outcome::Scored)
+                scored.map_or(Outcome::Unscored, Outcome::Scored)
             }
             KeyModel::Regression {
                 model,
@@ -410,9 +420,11 @@ impl ModelSpec {
                 let prediction = (model.updates() > 0).then(|| model.predict_one(x));
                 let observed = target.is_finite().then_some(target);
                 let error = observed.zip(prediction).map(|(y, p)| y - p.value);
-                if let (Some(y), Some(p)) = (observed, prediction) {
-                    metrics.update(y, p.value);
-                }
+                // The linear model has no notion of an absurd target yet: errors are only
+                // capped at `MAX_SCORED_ERROR` (no overflow).
+                let scored = observed
+                    .zip(prediction)
+                    .and_then(|(y, p)| metrics.update(y, p.value));
                 let verdict = score_anomaly(anomaly, error, target, None, stats);
                 if let Some(y) = observed {
                     // A flagged reading is learnt winsorised (unless `learn_anomalies`).
@@ -435,7 +447,7 @@ impl ModelSpec {
                     model.explain(x, k, contributions);
                     self.write_explanation(obj, contributions);
                 }
-                error.map_or(Outcome::Unscored, Outcome::Scored)
+                scored.map_or(Outcome::Unscored, Outcome::Scored)
             }
             KeyModel::Classification { model, metrics } => {
                 let label = target.is_finite().then_some(target >= 0.5);

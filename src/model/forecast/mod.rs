@@ -48,6 +48,17 @@
 //! outcome of its last few outliers): on a series whose outliers are shifts, the forecast
 //! published after an outlier already assumes the new level.
 //!
+//! An outlier that is also *absurd* — beyond the range of the values accepted so far by more
+//! than [`ABSURD_REACH`] times their magnitude (a sensor fault, a unit error: 1e12 in a series
+//! around 20) — is not learnt at all, not even clipped: every member moves past it as past a
+//! skipped reading, and neither the error scales, the member weights nor the interval
+//! calibration see it, so a burst of them leaves the forecast and its interval as they were.
+//! Only a run of more than [`MAX_ABSURD_RUN`] outliers is taken for a new level, and one so
+//! far away that nothing learnt in the old units applies: the key starts afresh from the
+//! run's latest raw readings (keeping its clock), so a real move that far is forecast from
+//! reading `MAX_ABSURD_RUN + 2` on and has intervals again once they are calibrated. The prequential metrics still score such readings (the
+//! pipeline's `RegressionMetrics`, winsorised there).
+//!
 //! # Time
 //! [`Forecaster::learn_at`] takes the reading's event time. It places a duration season's phase
 //! and estimates the typical interval between readings (EW mean of the positive Δt) to place
@@ -55,7 +66,8 @@
 //! the last reading: right for step seasons and no season, whose members ignore time; a
 //! duration season needs `learn_at`.
 //!
-//! Non-finite values (and magnitudes beyond 1e100) are ignored. Nothing on the update path
+//! Non-finite values are ignored; finite magnitudes beyond 1e100 (whose squares would
+//! overflow) are moved past like skipped readings, so a step season stays in phase. Nothing on the update path
 //! allocates: rings and score tables are allocated in [`Forecaster::new`], scratch vectors
 //! live on the stack. State: `O(p² + max lag + slots + horizon)` numbers, p the AR inputs;
 //! README "Memory per key" has the bytes.
@@ -85,6 +97,15 @@ pub const MAX_SEASON_BINS: usize = 1440;
 pub const MAX_SEASONS: usize = 3;
 /// Consecutive outliers that are clipped before the next one is taken for a level shift.
 pub const MAX_CLIPPED_RUN: usize = 2;
+/// Consecutive absurd outliers (far outside every value seen, see [`ABSURD_REACH`]) that are
+/// skipped before the next one is taken for a level shift: a burst of up to this many faulty
+/// readings leaves the model as it was, a real move that far is learnt at its next reading.
+pub const MAX_ABSURD_RUN: usize = 6;
+/// An outlier is absurd when it lies beyond the range of the accepted values by more than this
+/// many times their magnitude (the larger of their span and their largest absolute value):
+/// for a series that has stayed within 13..27, beyond 27 + 270 or below 13 − 270. Judged on
+/// the key's own values, so it means the same on every scale.
+pub const ABSURD_REACH: f64 = 10.0;
 /// Number of blend members.
 pub const MEMBERS: usize = 6;
 /// Member names, in the order of [`Forecaster::member_weights`].
@@ -543,8 +564,9 @@ impl Forecaster {
     ///
     /// The time places the reading in a [`SeasonSpec::Duration`] season and feeds the estimate
     /// of the interval between readings; readings at the same time or out of order are learnt
-    /// but do not count as intervals. Non-finite `y` (and |y| > 1e100) leave the model
-    /// unchanged.
+    /// but do not count as intervals. Non-finite `y` leaves the model unchanged; a finite `y`
+    /// beyond 1e100 in magnitude is moved past like [`skip_at`](Self::skip_at) (nothing is
+    /// learnt from it, a step season stays in phase).
     pub fn learn_at(&mut self, time_ms: i64, y: f64) {
         self.learn_forecast_at(time_ms, y, &mut []);
     }
@@ -553,8 +575,14 @@ impl Forecaster {
     /// the work of both (the AR paths are computed once). Returns the steps written (0 when
     /// `y` was ignored and nothing had been learnt before).
     pub fn learn_forecast_at(&mut self, time_ms: i64, y: f64, out: &mut [Prediction]) -> usize {
-        if !(y.is_finite() && y.abs() <= MAX_ABS_VALUE) {
+        if !y.is_finite() {
             return self.state.forecast_into(out);
+        }
+        if y.abs() > MAX_ABS_VALUE {
+            // A reading that happened with a value no model can use (its square overflows):
+            // moved past like a skipped one, so that a step season stays in phase, without
+            // ending a run of outliers.
+            return self.state.advance_imputed(time_ms, out);
         }
         self.state.learn(time_ms, y, out)
     }
@@ -638,6 +666,13 @@ impl Forecaster {
         (1..=state.params.horizon)
             .take_while(|&k| state.scoring.has_interval(bands, k))
             .count()
+    }
+
+    /// Whether [`learn_at`](Self::learn_at) would move past `y` as an absurd value (far outside
+    /// everything this key has done, or beyond 1e100) instead of learning it: for the
+    /// prequential metrics, which winsorise exactly those readings.
+    pub fn is_absurd(&self, y: f64) -> bool {
+        self.state.would_skip_as_absurd(y)
     }
 
     /// Standard deviation of the blend's a priori one-step errors so far (original units,
@@ -1009,16 +1044,26 @@ impl ForecasterState {
         if !first {
             let forecast = self.one_step_blend();
             let error = y - forecast;
-            // Floored at a relative 1e-9 of the level: rounding noise on a constant series is
-            // not an outlier.
-            let threshold = (CLIP_SIGMAS * self.mean_sq_error.sqrt())
-                .max(1e-9 * y.abs().max(forecast.abs()))
-                .max(f64::MIN_POSITIVE);
+            let threshold = self.outlier_threshold(y, forecast);
             let established = self.residuals >= self.clip_warmup();
             let mut scored_error = error;
             if established && error.abs() > threshold {
                 self.outlier_run = self.outlier_run.saturating_add(1);
                 let run = self.outlier_run as usize;
+                if self.absurd(y) && run > MAX_ABSURD_RUN {
+                    return self.restart_at_new_level(time_ms, y, out);
+                }
+                if self.absurd(y) {
+                    // Far outside everything this key has done (a faulty sensor, a unit
+                    // error): nothing is learnt from it, not even clipped — members, error
+                    // scales, weights and interval calibration move on as for a skipped
+                    // reading — and the published forecast stays at the old level until
+                    // the run is long enough to be a new level.
+                    self.clipped_raw.copy_within(..MAX_CLIPPED_RUN - 1, 1);
+                    self.clipped_raw[0] = y;
+                    self.pending_offset = 0.0;
+                    return self.advance_imputed(time_ms, out);
+                }
                 // A second outlier at less than half its distance to the forecast from the
                 // first one: a new level (or a new regime), not two spikes.
                 let apart = (y - self.clipped_raw[0]).abs();
@@ -1117,6 +1162,85 @@ impl ForecasterState {
     }
 
     fn skip(&mut self, time_ms: i64, out: &mut [Prediction]) -> usize {
+        // The clipped readings are no longer the most recent ones.
+        self.outlier_run = 0;
+        self.pending_offset = 0.0;
+        self.run_clipping = 0.0;
+        self.advance_imputed(time_ms, out)
+    }
+
+    /// A run of more than [`MAX_ABSURD_RUN`] outliers ends with the absurd reading `y`: the
+    /// series now lives more than [`ABSURD_REACH`] times its old magnitude away (a re-ranged
+    /// sensor, a unit change), where nothing the members learnt in the old units applies (a
+    /// member shifted by 500 times the old range forecasts the new level with the old
+    /// dynamics and is wrong by more than the new noise). The key starts afresh from the
+    /// run's latest raw readings and `y`, keeping only its clock and its record of outliers.
+    fn restart_at_new_level(&mut self, time_ms: i64, y: f64, out: &mut [Prediction]) -> usize {
+        let Ok(fresh) = Forecaster::new(self.params) else {
+            // Unreachable: the parameters were validated when the model was built.
+            return self.advance_imputed(time_ms, out);
+        };
+        let count = (self.outlier_run as usize)
+            .saturating_sub(1)
+            .min(MAX_CLIPPED_RUN);
+        let raw = self.clipped_raw;
+        let (clock, shift_rate, shift_events) = (self.clock, self.shift_rate, self.shift_events);
+        *self = fresh.state;
+        self.clock = clock;
+        self.shift_rate = shift_rate;
+        self.shift_events = shift_events;
+        self.resolve_outlier(true);
+        let interval = clock.mean_interval_ms.max(1.0);
+        // Oldest first, at the times they probably had (before the clock's latest: they are
+        // not counted as intervals again).
+        for (k, &value) in raw.iter().enumerate().take(count).rev() {
+            let back = ((k + 1) as f64 * interval).round() as i64;
+            self.learn(time_ms.saturating_sub(back), value, &mut []);
+        }
+        self.learn(time_ms, y, out)
+    }
+
+    /// The outlier test's threshold for a reading `y` forecast at `forecast`: `6σ`, floored at
+    /// a relative 1e-9 of the level (rounding noise on a constant series is not an outlier).
+    fn outlier_threshold(&self, y: f64, forecast: f64) -> f64 {
+        (CLIP_SIGMAS * self.mean_sq_error.sqrt())
+            .max(1e-9 * y.abs().max(forecast.abs()))
+            .max(f64::MIN_POSITIVE)
+    }
+
+    /// Whether learning `y` next would move past it as an absurd value rather than learn it.
+    fn would_skip_as_absurd(&self, y: f64) -> bool {
+        if self.updates == 0 || !y.is_finite() {
+            return false;
+        }
+        if y.abs() > MAX_ABS_VALUE {
+            return true;
+        }
+        // The range test first: it is cheap and false for almost every reading, which then
+        // costs no blend forecast.
+        if !(self.absurd(y)
+            && (self.outlier_run as usize) < MAX_ABSURD_RUN
+            && self.residuals >= self.clip_warmup())
+        {
+            return false;
+        }
+        let forecast = self.one_step_blend();
+        (y - forecast).abs() > self.outlier_threshold(y, forecast)
+    }
+
+    /// Whether `y` is an absurd value for this key (see [`ABSURD_REACH`]).
+    fn absurd(&self, y: f64) -> bool {
+        let magnitude = (self.high - self.low)
+            .max(self.high.abs())
+            .max(self.low.abs());
+        let reach = ABSURD_REACH * magnitude;
+        y > self.high + reach || y < self.low - reach
+    }
+
+    /// Move every member past a reading with the blend's forecast as an imputed value,
+    /// learning nothing (no weight, error statistic or update count changes); a run of
+    /// outliers in progress is left as it is.
+    fn advance_imputed(&mut self, time_ms: i64, out: &mut [Prediction]) -> usize {
         if self.updates == 0 {
             return 0;
         }
@@ -1138,10 +1262,6 @@ impl ForecasterState {
         self.last = imputed;
         self.clock.observe(time_ms, false);
         self.position += 1;
-        // The clipped readings are no longer the most recent ones.
-        self.outlier_run = 0;
-        self.pending_offset = 0.0;
-        self.run_clipping = 0.0;
         self.record_origin(out)
     }
 

@@ -765,7 +765,7 @@ fn non_finite_target_is_ignored() {
             model.learn_at(t as i64 * 1000, y);
         }
         let before = model.clone();
-        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.0e300] {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             model.learn_at(600_000, bad);
             model.learn_one(&[], bad);
         }
@@ -773,6 +773,13 @@ fn non_finite_target_is_ignored() {
         assert_eq!(model.updates(), 500);
         let prediction = model.predict_one(&[]).expect("warm");
         assert!(prediction.value.is_finite() && prediction.upper.is_finite());
+        // A finite value too large to square is a reading that happened: moved past, not
+        // learnt (a step season stays in phase).
+        let mut skipped = before.clone();
+        skipped.skip_at(600_000);
+        model.learn_at(600_000, 1.0e300);
+        assert_eq!(model, skipped);
+        assert_eq!(model.updates(), 500);
 
         let mut fresh = with(params);
         fresh.learn_one(&[], f64::NAN);
@@ -825,6 +832,117 @@ fn single_spike_barely_moves_the_model() {
         assert!(sigma < 2.0, "residual std {sigma} inflated by the spike");
         // Resolved as a spike: the next spike's following forecast is not moved.
         assert!(spiked_model.state.shift_rate < 0.5);
+    }
+}
+
+/// Half-width of the one-step interval of a warm model.
+fn half_width(model: &Forecaster) -> f64 {
+    let p = model.predict_one(&[]).expect("warm");
+    (p.upper - p.lower) / 2.0
+}
+
+#[test]
+fn bursts_of_absurd_values_leave_the_forecast_and_its_interval_as_they_were() {
+    // A daily series around 20 (hourly readings); at 3000 a burst of faulty readings.
+    let series = seasonal_series(4000, 43);
+    let spike_at = 3000;
+    for (value, burst) in [
+        (1e12, 1),
+        (1e12, 5),
+        (-1e12, 5),
+        (1e300, 3),
+        (1e12, MAX_ABSURD_RUN),
+    ] {
+        for params in [seasonal_params(24), ForecastParams::default()] {
+            let mut clean = with(params);
+            let mut spiked = with(params);
+            let mut width_before = 0.0;
+            let (mut clean_errors, mut spiked_errors) = (0.0, 0.0);
+            for (t, &y) in series.iter().enumerate() {
+                if t == spike_at {
+                    width_before = half_width(&spiked);
+                }
+                if (spike_at + burst..spike_at + burst + 200).contains(&t) {
+                    let truth =
+                        |m: &Forecaster| (y - m.predict_one(&[]).expect("warm").value).abs();
+                    clean_errors += truth(&clean);
+                    spiked_errors += truth(&spiked);
+                }
+                if t == spike_at + burst + 3 {
+                    // Three readings after the burst the interval is the one before it.
+                    let width = half_width(&spiked);
+                    assert!(
+                        width < 1.5 * width_before && width > 0.5 * width_before,
+                        "{params}: {burst} × {value}: half-width {width} vs {width_before} before"
+                    );
+                }
+                clean.learn_one(&[], y);
+                let observed = if (spike_at..spike_at + burst).contains(&t) {
+                    value
+                } else {
+                    y
+                };
+                spiked.learn_one(&[], observed);
+            }
+            assert!(
+                spiked_errors <= 1.05 * clean_errors,
+                "{params}: {burst} × {value}: MAE after the burst {} vs {} without it",
+                spiked_errors / 200.0,
+                clean_errors / 200.0
+            );
+            let sigma = spiked.residual_std().expect("errors seen");
+            let clean_sigma = clean.residual_std().expect("errors seen");
+            assert!(
+                sigma < 1.2 * clean_sigma,
+                "{params}: σ {sigma} vs {clean_sigma}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_level_shift_far_beyond_the_range_is_learnt_after_max_absurd_run_readings() {
+    // 20 ± 5 → 10 000 (a sensor switched to other units): absurd for MAX_ABSURD_RUN readings,
+    // then a new level.
+    let mut series = seasonal_series(4000, 47);
+    let shift_at = 3000;
+    for y in &mut series[shift_at..] {
+        *y += 10_000.0;
+    }
+    for params in [seasonal_params(24), ForecastParams::default()] {
+        let mut model = with(params);
+        for &y in &series[..shift_at + MAX_ABSURD_RUN] {
+            model.learn_one(&[], y);
+        }
+        // Still the old level: a burst this long may be a fault.
+        let forecast = model.predict_one(&[]).expect("warm").value;
+        assert!(
+            forecast < 100.0,
+            "{params}: forecast {forecast} during the run"
+        );
+        let mut late_errors = 0.0;
+        let late = shift_at + MAX_ABSURD_RUN + 5..shift_at + MAX_ABSURD_RUN + 205;
+        for (t, &y) in series.iter().enumerate().skip(shift_at + MAX_ABSURD_RUN) {
+            let prediction = model.predict_one(&[]).expect("warm");
+            if t == shift_at + MAX_ABSURD_RUN + 1 {
+                // The reading after the one that confirmed the shift is forecast at the new
+                // level (within the seasonal swing of ±5 and the noise).
+                assert!(
+                    (prediction.value - y).abs() < 10.0,
+                    "{params}: forecast {} for {y} after the shift was confirmed",
+                    prediction.value
+                );
+            }
+            if late.contains(&t) {
+                late_errors += (y - prediction.value).abs();
+            }
+            model.learn_one(&[], y);
+        }
+        let mae = late_errors / late.len() as f64;
+        assert!(
+            mae < 3.0,
+            "{params}: MAE {mae} after the shift to a new level"
+        );
     }
 }
 
@@ -1482,5 +1600,32 @@ fn damped_trend_lags_a_ramp_by_its_steady_state_error() {
             (trend_error - expected).abs() <= 1e-6 + 1e-3 * expected,
             "φ = {damping}: trend error {trend_error} vs {expected}"
         );
+    }
+}
+
+#[test]
+fn is_absurd_says_which_readings_are_moved_past_unlearnt() {
+    // Bursts of 1e12 and 1e300, a 7-long run of 1e4 (a far level shift), plausible readings.
+    let mut series = seasonal_series(3000, 53);
+    series[1000..1005].fill(1e12);
+    series[1500..1503].fill(1e300);
+    series[2000..2003].fill(-1e12);
+    for y in &mut series[2500..] {
+        *y += 1e4;
+    }
+    for params in [seasonal_params(24), ForecastParams::default()] {
+        let mut model = with(params);
+        let mut absurd = 0;
+        for (t, &y) in series.iter().enumerate() {
+            let predicted = model.is_absurd(y);
+            let updates = model.updates();
+            model.learn_one(&[], y);
+            // Moved past without learning exactly when announced (a restart at the new
+            // level learns, so it is not announced).
+            let unlearnt = model.updates() == updates;
+            assert_eq!(predicted, unlearnt, "{params}: reading {t} = {y}");
+            absurd += usize::from(predicted);
+        }
+        assert_eq!(absurd, 5 + 3 + 3 + MAX_ABSURD_RUN, "{params}");
     }
 }
