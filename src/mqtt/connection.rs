@@ -242,6 +242,19 @@ impl EventLoopTask {
 
         'run: loop {
             let connected = self.status.connected.load(Ordering::Relaxed);
+            // Publishes rumqttc took back from a lost connection (unacknowledged, or still in
+            // its request channel): it sends them again if the broker resumes the session, and
+            // discards them if it starts a new one. Counted here so a discarded output is a
+            // counted drop, not one counted as published and lost.
+            let retried = if connected {
+                0
+            } else {
+                self.eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, rumqttc::Request::Publish(_)))
+                    .count()
+            };
             let polled = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -255,7 +268,13 @@ impl EventLoopTask {
                 polled = self.eventloop.poll() => polled,
             };
             match polled {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if !ack.session_present && retried > 0 {
+                        self.status
+                            .publish_dropped
+                            .fetch_add(retried as u64, Ordering::Relaxed);
+                        warn!("{retried} outputs handed to the broker connection before it was lost are dropped: the broker started a new session");
+                    }
                     self.backoff.reset();
                     outage_since = None;
                     if ever_connected {

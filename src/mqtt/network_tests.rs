@@ -634,3 +634,69 @@ async fn stop_input_ends_ingest_while_the_broker_is_down() {
         .is_none());
     connection.stop().await;
 }
+
+/// A broker that acknowledges the connection but never a publish, then drops the connection
+/// once it has read `publishes` PUBLISH packets; every later connection gets a new session
+/// (`session_present = false`) and stays open.
+async fn forgetful_broker(listener: tokio::net::TcpListener, publishes: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CONNACK_NEW_SESSION: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
+    let mut first = true;
+    let mut open = Vec::new();
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 << 10];
+        // CONNECT: whatever the first read holds (the client sends nothing else before CONNACK).
+        if socket.read(&mut buf).await.unwrap_or(0) == 0 {
+            continue;
+        }
+        if socket.write_all(&CONNACK_NEW_SESSION).await.is_err() {
+            continue;
+        }
+        if first {
+            first = false;
+            // Count PUBLISH headers (0x32: QoS 1) in what arrives, then hang up.
+            let mut seen = 0;
+            while seen < publishes {
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                seen += buf[..n].iter().filter(|&&b| b == 0x32).count();
+            }
+            drop(socket);
+        } else {
+            open.push(socket);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_discarded_by_a_new_session_after_a_lost_connection_are_counted() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(forgetful_broker(listener, 3));
+    let (ingest_tx, _ingest_rx) = mpsc::channel(1);
+    let connection = spawn_connection(&config(port), Vec::new(), ingest_tx);
+    let status = Arc::clone(&connection.status);
+    let connected = Arc::clone(&status);
+    eventually("connected", move || {
+        connected.connected.load(Ordering::Relaxed)
+    })
+    .await;
+    for i in 0..3 {
+        assert!(connection
+            .publisher
+            .try_publish(outgoing("out/lost", &i.to_string())));
+    }
+    // Handed over (counted as published), never acknowledged, then the connection is lost and
+    // the next ConnAck starts a new session: rumqttc discards them, and they are counted.
+    let dropped = Arc::clone(&status);
+    eventually("the discarded outputs counted as dropped", move || {
+        dropped.publish_dropped.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    connection.stop().await;
+}
