@@ -11,17 +11,6 @@ use edgeflow::app::Daemon;
 const SENSORS: usize = 3;
 const STEPS: usize = 10;
 
-/// The value of the sample `name{labels}` (labels written exactly as exposed).
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().ok())?
-        })
-        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
-}
-
 /// Every line is a comment (`# HELP`/`# TYPE`) or `name{labels} value` with a valid name and a
 /// number; every sample belongs to a family declared with `# TYPE` before it.
 fn check_exposition_format(metrics: &str) {

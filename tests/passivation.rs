@@ -99,17 +99,6 @@ async fn idle_keys_are_passivated() {
     daemon.shutdown().await;
 }
 
-/// A value of the daemon's `/metrics` text (the first sample of `name`).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let value = rest.strip_prefix(' ')?;
-            value.trim().parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
 /// Through the binary (the counting allocator is installed there): many more keys than a
 /// small `max_memory` holds. Every reading is processed (QoS 1, nothing dropped), keys are
 /// passivated for memory, and the heap stays within the budget's high mark.
@@ -140,13 +129,7 @@ async fn the_binary_keeps_its_heap_within_max_memory_however_many_keys_arrive() 
     let path = write_config(dir.path(), &text);
 
     let mut daemon = BinaryDaemon::spawn(&path);
-    let http_line = daemon.wait_for("http listener on http://").await;
-    let http: std::net::SocketAddr = http_line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {http_line:?}"));
+    let http = daemon.http_address().await;
     daemon.wait_for("ready: subscribed").await;
     let mut client = TestClient::connect("127.0.0.1", port, "memory-client").await;
     client.subscribe("edgeflow/#").await;
@@ -164,7 +147,7 @@ async fn the_binary_keeps_its_heap_within_max_memory_however_many_keys_arrive() 
     daemon.sigterm();
 
     assert_eq!(outputs, input.len(), "every reading gives its output");
-    let heap = metric(&text, "edgeflow_heap_bytes");
+    let heap = sample(&text, "edgeflow_heap_bytes");
     let budget = edgeflow::memory::Budget::for_limit(LIMIT);
     // The high mark is checked at each activation; between two checks a key's state and the
     // queues can add a little.
@@ -173,8 +156,8 @@ async fn the_binary_keeps_its_heap_within_max_memory_however_many_keys_arrive() 
         "heap {heap} over the budget's high mark {}",
         budget.high
     );
-    assert!(metric(&text, "edgeflow_keys_passivated_for_memory_total") > 0.0);
-    assert!(metric(&text, "edgeflow_memory_limit_bytes") == LIMIT as f64);
+    assert!(sample(&text, "edgeflow_keys_passivated_for_memory_total") > 0.0);
+    assert!(sample(&text, "edgeflow_memory_limit_bytes") == LIMIT as f64);
     let active: f64 = text
         .lines()
         .filter_map(|l| l.strip_prefix("edgeflow_keys_active{"))
@@ -185,7 +168,7 @@ async fn the_binary_keeps_its_heap_within_max_memory_however_many_keys_arrive() 
         "{active} keys resident: none passivated?"
     );
     // Keys passivated for memory come back from the store with their state.
-    assert!(metric(&text, "edgeflow_keys_restored_total") > 0.0);
+    assert!(sample(&text, "edgeflow_keys_restored_total") > 0.0);
     for line in text
         .lines()
         .filter(|l| l.starts_with("edgeflow_dropped_total{"))

@@ -98,13 +98,7 @@ async fn sighup_keeps_rebuilds_removes_and_adds_pipelines() {
     );
     let mut daemon = BinaryDaemon::spawn(&path);
     // Logged in this order: the listener starts before the subscriptions are acknowledged.
-    let http_line = daemon.wait_for("http listener on http://").await;
-    let http_addr: std::net::SocketAddr = http_line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {http_line:?}"));
+    let http_addr = daemon.http_address().await;
     daemon.wait_for("ready: subscribed").await;
 
     let mut client = TestClient::connect("127.0.0.1", port, "reload-client").await;

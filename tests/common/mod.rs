@@ -330,6 +330,16 @@ impl BinaryDaemon {
         }
     }
 
+    /// Wait for the HTTP listener's log line and return its address.
+    pub async fn http_address(&mut self) -> std::net::SocketAddr {
+        let line = self.wait_for("http listener on http://").await;
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// Kill it with SIGKILL and reap it.
     pub fn sigkill(mut self) {
         self.child.kill().expect("SIGKILL");
@@ -378,4 +388,15 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
     (status, body.to_string())
+}
+
+/// The value of the `/metrics` sample `name{labels}` (labels written exactly as exposed).
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().ok())?
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in\n{metrics}"))
 }
