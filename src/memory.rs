@@ -38,10 +38,17 @@ impl CountingAllocator {
 // side effect that never touches the memory handed out.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // Counted BEFORE the call, and taken back on failure: with the count after it, the
+        // atomic between `malloc` and the caller's zero-fill keeps LLVM from folding the two
+        // into one `calloc`, and the zeros are then written page by page. sled allocates 41
+        // histograms of 512 KiB at open this way (`vec` of atomics set to 0) and never touches
+        // them: with `calloc` they cost no resident memory, written they cost 20 MB of RSS
+        // (measured: 30.8 against 9.3 MB at start with the count after the call).
+        Self::grew(layout.size());
         // SAFETY: forwarded as is.
         let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            Self::grew(layout.size());
+        if ptr.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         }
         ptr
     }
