@@ -772,6 +772,9 @@ class DaemonRun:
     daemon_to_counter: int | None  # edgeflow_mqtt_published_total − outputs received
     keys_active: float | None
     passivated: float | None
+    ready_rss_mb: float | None  # VmRSS once ready, before the first publish
+    ready_heap_mb: float | None  # edgeflow_heap_bytes then (None: a binary without it)
+    end_heap_mb: float | None
     broker_warnings: int
     startup_seconds: float
     exit_code: int | None  # after SIGTERM; -9: killed STOP_GRACE s after it
@@ -841,6 +844,9 @@ def run_daemon(children: Children, tools: Tools, broker: Broker, exe: Path, labe
         time.sleep(0.05)
     startup = time.perf_counter() - t_start
     pid = daemon.pid
+    ready_rss = status_kb(pid, "VmRSS")
+    _, ready_text = http_get(http_port, "/metrics")
+    ready_heap = metric(parse_metrics(ready_text), "edgeflow_heap_bytes")
     warn0 = broker.warnings()
     ticks0, bticks0 = cpu_ticks(pid), cpu_ticks(broker.proc.pid)
     t_run = time.perf_counter() + PUB_HEAD_START  # ≈ the first publish
@@ -882,6 +888,10 @@ def run_daemon(children: Children, tools: Tools, broker: Broker, exe: Path, labe
         daemon_to_counter=int(published - phase.received) if published is not None else None,
         keys_active=metric(samples, "edgeflow_keys_active"),
         passivated=metric(samples, "edgeflow_keys_passivated_total"),
+        ready_rss_mb=ready_rss / 1024 if ready_rss else None,
+        ready_heap_mb=ready_heap / 2**20 if ready_heap is not None else None,
+        end_heap_mb=(lambda h: h / 2**20 if h is not None else None)(
+            metric(samples, "edgeflow_heap_bytes")),
         broker_warnings=broker.warnings() - warn0, startup_seconds=startup, exit_code=rc,
         stop_seconds=stop_seconds, config=cfg.read_text(),
         metrics={k: metric(samples, k) for k in core}, timeline=timeline)
@@ -1011,6 +1021,18 @@ def report(args, tools, binaries, n, k, relays: list[RelayRun], runs: list[Daemo
                              ec.fmt(ratio[2], 3), ec.fmt(ratio[3], 3), ""])
         lines += ec.md_table(["binary", "QoS", "relay msg/s", "readings/s", "ratio to relay",
                               "CPU µs/reading", "peak RSS MB", "lost"], rows)
+    lines.append("")
+    for r in runs:
+        if r.keys_active and r.ready_rss_mb is not None and r.end_rss_mb is not None:
+            rss_key = (r.end_rss_mb - r.ready_rss_mb) * 1024 / r.keys_active
+            heap = ""
+            if r.ready_heap_mb is not None and r.end_heap_mb is not None:
+                heap = (f"; heap {r.ready_heap_mb:.1f} → {r.end_heap_mb:.1f} MiB, "
+                        f"{(r.end_heap_mb - r.ready_heap_mb) * 1024 / r.keys_active:.2f} KiB "
+                        "per key")
+            lines.append(f"Per resident key, {r.binary} QoS {r.qos} round {r.round + 1}: RSS "
+                         f"{r.ready_rss_mb:.1f} MB when ready → {r.end_rss_mb:.1f} MB at the end "
+                         f"with {i(r.keys_active)} keys, {rss_key:.2f} KB per key{heap}.")
     if many:
         lines.append("")
         for r in runs:
