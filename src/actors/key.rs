@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use compact_str::CompactString;
-use smallvec::SmallVec;
 
 use super::recommender::{RecommendEvent, RecommenderActor, UserList};
 use super::{Ingest, OutputSink};
@@ -43,7 +42,9 @@ pub struct KeyActor {
     last_output: Vec<u8>,
     /// One per classifier of the pipeline: what the key did in the current interval (not
     /// persisted: a key passivated mid-interval starts its next profile afresh).
-    profiles: SmallVec<[ProfileAccumulator; 1]>,
+    /// Boxed (16 bytes, no allocation when the pipeline has no classifier): inline, one
+    /// accumulator made every resident key ~200 bytes larger, classifier or not.
+    profiles: Box<[ProfileAccumulator]>,
     /// A recommend pipeline's recommender (the key is a user).
     recommender: Option<Addr<RecommenderActor>>,
 }
@@ -57,6 +58,9 @@ pub struct KeyBuffers {
     scratch: Scratch,
     encoded: Vec<u8>,
 }
+
+/// Bytes a key's kept last output may grow by before its buffer is reallocated.
+const OUTPUT_SLACK: usize = 32;
 
 impl KeyActor {
     /// A key actor starting from `state` (loaded from the store, or fresh).
@@ -99,6 +103,11 @@ impl KeyActor {
             &mut buffers.scratch,
             &mut |topic, payload| {
                 last_output.clear();
+                if last_output.capacity() < payload.len() {
+                    // Exact plus a little, not doubled: outputs of a key differ by a few
+                    // bytes, and a doubled buffer per resident key is ~300 bytes wasted.
+                    last_output.reserve_exact(payload.len() + OUTPUT_SLACK);
+                }
                 last_output.extend_from_slice(payload);
                 sink.emit(p.index, topic, payload, p.output_qos);
             },

@@ -64,8 +64,10 @@ pub enum KeyModel {
     },
     /// `kind = "regression"`.
     Regression {
-        /// The linear model.
-        model: LinearRegression,
+        /// The linear model (boxed, like every model larger than a few words: a resident key
+        /// costs the largest variant, so an unboxed 400-byte model here made every forecast
+        /// key 400 bytes larger too).
+        model: Box<LinearRegression>,
         /// Flags readings far from their prediction (boxed: see `Forecast`).
         anomaly: Option<Box<AnomalyDetector>>,
         /// Prequential error of the predictions.
@@ -73,16 +75,15 @@ pub enum KeyModel {
     },
     /// `kind = "classification"`.
     Classification {
-        /// The logistic model.
-        model: LogisticRegression,
+        /// The logistic model (boxed: see `Regression`).
+        model: Box<LogisticRegression>,
         /// Prequential accuracy and log loss on labelled readings.
         metrics: ClassificationMetrics,
     },
     /// `kind = "kmeans"`.
     KMeans {
-        /// The online k-means (not boxed: it is no larger than a regression's model and
-        /// anomaly detector).
-        model: OnlineKMeans,
+        /// The online k-means (boxed: see `Regression`).
+        model: Box<OnlineKMeans>,
         /// Prequential mean distance of the readings to the cluster they were assigned to.
         metrics: ClusteringMetrics,
     },
@@ -220,7 +221,7 @@ impl ModelSpec {
             ),
             ModelConfig::Regression(r) => (
                 KeyModel::Regression {
-                    model: LinearRegression::new(features.len(), r.params).map_err(err)?,
+                    model: Box::new(LinearRegression::new(features.len(), r.params).map_err(err)?),
                     anomaly: anomaly(&cfg.anomaly).map_err(err)?,
                     metrics: RegressionMetrics::default(),
                 },
@@ -229,7 +230,9 @@ impl ModelSpec {
             ),
             ModelConfig::Classification(c) => (
                 KeyModel::Classification {
-                    model: LogisticRegression::new(features.len(), c.params).map_err(err)?,
+                    model: Box::new(
+                        LogisticRegression::new(features.len(), c.params).map_err(err)?,
+                    ),
                     metrics: ClassificationMetrics::default(),
                 },
                 c.explain,
@@ -237,7 +240,7 @@ impl ModelSpec {
             ),
             ModelConfig::KMeans(k) => (
                 KeyModel::KMeans {
-                    model: OnlineKMeans::new(k.params, features.len()).map_err(err)?,
+                    model: Box::new(OnlineKMeans::new(k.params, features.len()).map_err(err)?),
                     metrics: ClusteringMetrics::default(),
                 },
                 None,
