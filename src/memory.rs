@@ -13,7 +13,9 @@
 //! sees [`heap_bytes`] return `None`, and the budget is not enforced.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Bytes allocated and not yet freed, through [`CountingAllocator`].
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -139,40 +141,146 @@ pub fn limit_allocator_arenas() {
     }
 }
 
-/// The byte budget of the key actors: when the heap goes above `high`, shards passivate their
-/// least recently used keys until it is below `low`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The byte budget of the key actors: when the heap goes above its high mark, shards passivate
+/// their least recently used keys until it is below the low mark.
+///
+/// The marks start at two thirds and five eighths of `max_memory` (the rest covers thread
+/// stacks, the program's code and the allocator's fragmentation) and follow the resident
+/// size: glibc's fragmentation under a long key churn grows the resident size to 1.3–1.6 × the
+/// heap, so a fixed fraction of the limit cannot hold the process within it. Every
+/// [`Budget::tick`] (twice a second) compares the resident size with the limit: above
+/// [`RSS_HIGH`] of it the high mark is scaled down in proportion (never below a quarter of the
+/// limit) and the allocator is asked to return its free pages; below [`RSS_LOW`] it climbs
+/// back by 1/64 of the limit per tick towards its start. Freed chunks are reused for new keys,
+/// so a lower heap mark stops the resident size from growing.
+///
+/// Clones share their marks: one budget per process (the heap counter is process-wide).
+#[derive(Debug, Clone)]
 pub struct Budget {
-    /// Passivation starts above this many heap bytes.
-    pub high: usize,
-    /// And stops at this many.
-    pub low: usize,
+    marks: Arc<Marks>,
+}
+
+/// Above this share of the limit, the resident size makes the heap mark go down.
+pub const RSS_HIGH: f64 = 0.85;
+/// Below this share, the heap mark climbs back.
+pub const RSS_LOW: f64 = 0.75;
+/// [`Budget::tick`] does its work at most this often, however many shards call it.
+pub const TICK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[derive(Debug)]
+struct Marks {
+    limit: usize,
+    /// The high mark it starts from and climbs back to.
+    start: usize,
+    /// The lowest the high mark goes.
+    floor: usize,
+    /// Passivation starts above this many heap bytes; stops at `high - gap`.
+    high: AtomicUsize,
+    gap: usize,
+    /// Milliseconds since `epoch` of the last tick that did its work.
+    last_tick_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl Budget {
-    /// The budget for a `max_memory` limit on the process: the heap may use two thirds of it
-    /// (the rest covers the allocator's fragmentation — the resident size measured at up to
-    /// 1.35 × the heap under key churn with [`limit_allocator_arenas`] — thread stacks and the
-    /// program's code), and passivation frees 1/24 of it at a time, so it runs in bursts
-    /// rather than per reading.
+    /// The budget for a `max_memory` limit on the process.
     pub fn for_limit(max_memory: u64) -> Budget {
         let limit = usize::try_from(max_memory).unwrap_or(usize::MAX);
+        let start = limit / 3 * 2;
         Budget {
-            high: limit / 3 * 2,
-            low: limit / 24 * 15,
+            marks: Arc::new(Marks {
+                limit,
+                start,
+                floor: limit / 4,
+                high: AtomicUsize::new(start),
+                gap: limit / 24,
+                last_tick_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
         }
+    }
+
+    /// Passivation starts above this many heap bytes.
+    pub fn high(&self) -> usize {
+        self.marks.high.load(Ordering::Relaxed)
+    }
+
+    /// And stops at this many.
+    pub fn low(&self) -> usize {
+        self.high().saturating_sub(self.marks.gap)
     }
 
     /// Whether the heap is above the budget now (never without the counting allocator).
     #[inline]
     pub fn exceeded(&self) -> bool {
-        heap_bytes().is_some_and(|bytes| bytes > self.high)
+        heap_bytes().is_some_and(|bytes| bytes > self.high())
     }
 
     /// Whether the heap is still above the low mark (passivation goes on).
     #[inline]
     pub fn still_above_low(&self) -> bool {
-        heap_bytes().is_some_and(|bytes| bytes > self.low)
+        heap_bytes().is_some_and(|bytes| bytes > self.low())
+    }
+
+    /// Follow the resident size (see [`Budget`]); called by every shard's timer, does its work
+    /// at most every [`TICK_EVERY`]. Nothing happens without the counting allocator.
+    pub fn tick(&self) {
+        if heap_bytes().is_none() {
+            return;
+        }
+        let m = &self.marks;
+        let now = u64::try_from(m.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = m.last_tick_ms.load(Ordering::Relaxed);
+        let every = TICK_EVERY.as_millis() as u64;
+        if now.saturating_sub(last) < every
+            || m
+                .last_tick_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let Some(rss) = resident_bytes() else {
+            return;
+        };
+        let (high, trim) = self.next_high(usize::try_from(rss).unwrap_or(usize::MAX));
+        m.high.store(high, Ordering::Relaxed);
+        if trim {
+            release_free_memory();
+        }
+    }
+
+    /// The high mark after a tick that measured `rss`, and whether to return free pages.
+    fn next_high(&self, rss: usize) -> (usize, bool) {
+        let m = &self.marks;
+        let high = self.high();
+        let limit = m.limit as f64;
+        let rss_f = rss as f64;
+        if rss_f > limit * RSS_HIGH {
+            // In proportion: the resident size is about a constant multiple of the heap.
+            let scaled = (high as f64 * (limit * RSS_HIGH) / rss_f) as usize;
+            (scaled.clamp(m.floor, high), true)
+        } else if rss_f < limit * RSS_LOW && high < m.start {
+            ((high + m.limit / 64).min(m.start), false)
+        } else {
+            (high, false)
+        }
+    }
+}
+
+/// Ask glibc to return the free pages of its arenas to the kernel (`malloc_trim(0)`), after
+/// the heap mark went down: the chunks passivation freed are then no longer resident.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: `malloc_trim` only returns free memory of the allocator to the kernel; it
+        // takes the arenas' locks itself.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 
@@ -183,9 +291,45 @@ mod tests {
     #[test]
     fn budget_leaves_room_for_what_the_heap_does_not_count() {
         let b = Budget::for_limit(200 << 20);
-        assert_eq!(b.high, (200 << 20) / 3 * 2);
-        assert!(b.low < b.high);
-        assert!(b.low > (200 << 20) / 2);
+        assert_eq!(b.high(), (200 << 20) / 3 * 2);
+        assert!(b.low() < b.high());
+        assert!(b.low() > (200 << 20) / 2);
+    }
+
+    #[test]
+    fn the_heap_mark_follows_the_resident_size() {
+        let limit = 192usize << 20;
+        let b = Budget::for_limit(limit as u64);
+        let start = b.high();
+        // Within the limit: nothing moves.
+        assert_eq!(b.next_high(limit / 2), (start, false));
+        // 1.5 × the heap mark resident, above the limit: the mark goes down in proportion
+        // so that the same ratio lands on RSS_HIGH of the limit, and free pages are returned.
+        let rss = start * 3 / 2;
+        let (high, trim) = b.next_high(rss);
+        assert!(trim);
+        let expected = start as f64 * limit as f64 * RSS_HIGH / rss as f64;
+        assert!((high as f64 - expected).abs() < 2.0, "{high} vs {expected}");
+        b.marks.high.store(high, Ordering::Relaxed);
+        assert!(b.low() < high);
+        // Far above: never below a quarter of the limit.
+        assert_eq!(b.next_high(limit * 100), (limit / 4, true));
+        // Back under RSS_LOW: it climbs by 1/64 of the limit per tick, up to where it started.
+        let (up, trim) = b.next_high(limit / 2);
+        assert_eq!((up, trim), (high + limit / 64, false));
+        b.marks.high.store(start - 1, Ordering::Relaxed);
+        assert_eq!(b.next_high(limit / 2), (start, false));
+        // Between RSS_LOW and RSS_HIGH: it holds.
+        b.marks.high.store(high, Ordering::Relaxed);
+        assert_eq!(b.next_high((limit as f64 * 0.8) as usize), (high, false));
+    }
+
+    #[test]
+    fn clones_share_their_marks() {
+        let a = Budget::for_limit(64 << 20);
+        let b = a.clone();
+        a.marks.high.store(1234, Ordering::Relaxed);
+        assert_eq!(b.high(), 1234);
     }
 
     #[test]

@@ -319,6 +319,9 @@ pub struct EngineStats {
     pub memory_pressure: AtomicU64,
     /// `[runtime] max_memory` in bytes (0 until the router starts).
     pub memory_limit: AtomicU64,
+    /// The heap mark passivation keeps the heap under now (it follows the resident size:
+    /// [`crate::memory::Budget`]); 0 until the first tick.
+    pub memory_heap_mark: AtomicU64,
     /// Checkpoints completed.
     pub checkpoints: AtomicU64,
     /// States written by checkpoints.
@@ -428,6 +431,7 @@ impl Router {
                 table: table.clone(),
             };
             let (input, rx) = mpsc::channel(queue_batches);
+            let settings = settings.clone();
             let (p, st, si, sa, re) = (
                 pipelines.clone(),
                 store.clone(),

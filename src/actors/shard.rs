@@ -51,7 +51,7 @@ struct Resident {
 }
 
 /// Settings of a shard, taken from `[runtime]`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ShardSettings {
     /// Resident keys allowed on this shard.
     pub max_resident: usize,
@@ -295,6 +295,12 @@ impl Actor for Shard {
         }
         let every = (self.settings.idle_timeout / 4).max(Duration::from_millis(100));
         ctx.run_interval(every, |act, _| act.sweep_idle());
+        ctx.run_interval(crate::memory::TICK_EVERY, |act, _| {
+            act.settings.memory.tick();
+            act.stats
+                .memory_heap_mark
+                .store(act.settings.memory.high() as u64, Ordering::Relaxed);
+        });
     }
 }
 

@@ -298,9 +298,16 @@ impl Collector for DaemonCollector {
         single(
             &mut e,
             "edgeflow_memory_limit_bytes",
-            "[runtime] max_memory: passivation keeps the heap under two thirds of it",
+            "[runtime] max_memory: passivation keeps the heap under edgeflow_memory_heap_mark_bytes",
             MetricType::Gauge,
             ConstGauge::new(engine.memory_limit.load(Relaxed) as i64),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_memory_heap_mark_bytes",
+            "Heap bytes above which keys are passivated: two thirds of max_memory, lowered while the resident size is above 85 % of it",
+            MetricType::Gauge,
+            ConstGauge::new(engine.memory_heap_mark.load(Relaxed) as i64),
         )?;
         if let Some(heap) = crate::memory::heap_bytes() {
             single(
