@@ -233,8 +233,7 @@ impl Budget {
         let last = m.last_tick_ms.load(Ordering::Relaxed);
         let every = TICK_EVERY.as_millis() as u64;
         if now.saturating_sub(last) < every
-            || m
-                .last_tick_ms
+            || m.last_tick_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
