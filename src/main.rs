@@ -40,6 +40,13 @@ enum Command {
     },
     /// Run the pipelines over recorded messages (JSON lines `{"topic", "payload"}`), with no
     /// network and no wall clock; outputs go to stdout as JSON lines.
+    ///
+    /// Memory is bounded like the daemon's, by `[runtime] max_resident_keys` and `max_memory`
+    /// (defaults 100000 keys, 192MiB): beyond either, the least recently used keys are
+    /// passivated to a temporary sled store in a new directory under `TMPDIR` (or /tmp),
+    /// removed when the replay ends, and restored on their next reading. The outputs are the
+    /// same, byte for byte, as with every key in memory; the summary says how many key states
+    /// were passivated. Raise both bounds in the config to keep every key in memory.
     Replay {
         /// Configuration file (TOML).
         #[arg(long, short)]

@@ -12,6 +12,12 @@
 //!
 //! Keys are processed in one thread, in input order, through the same [`Pipeline::step`] the
 //! key actors use: replay is the reference the daemon is tested against.
+//!
+//! Memory is bounded like the daemon's: past `[runtime] max_resident_keys` or `max_memory`
+//! the least recently used keys are passivated to a temporary store and restored on their
+//! next reading, with the same outputs as if every key had stayed in memory ([`keys`]).
+
+mod keys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
@@ -32,6 +38,9 @@ use crate::pipeline::{
     Scratch,
 };
 
+pub use keys::{KeyCounts, KeyStoreError};
+use keys::ReplayKeys;
+
 /// Errors that stop a replay.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -41,6 +50,9 @@ pub enum ReplayError {
     /// Reading the input or writing the output failed.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+    /// Passivating a key to the temporary store, or restoring it, failed.
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
 }
 
 /// The evaluation summary of a replay (printed to stderr, or written as JSON).
@@ -59,6 +71,24 @@ pub struct ReplaySummary {
     /// Per classifier, in config order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub classifiers: Vec<ClassifierSummary>,
+    /// Key states passivated to the temporary store (`[runtime] max_resident_keys` or
+    /// `max_memory` reached; a key passivated twice counts twice). Absent when none was.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub passivated: u64,
+    /// Of those, passivated because the heap was over `max_memory`'s budget.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub passivated_for_memory: u64,
+    /// Passivated key states read back (the key's next reading).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restored: u64,
+    /// Most keys resident at once, over all pipelines (when keys were passivated).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub peak_resident_keys: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One classifier's part of the summary.
@@ -92,11 +122,13 @@ struct ReplayClassifier {
 }
 
 impl ReplayClassifier {
-    /// Before a reading of the source pipeline at `time`: close the interval if it ended.
+    /// Before a reading of the source pipeline `source` at `time`: close the interval if it
+    /// ended.
     fn before<W: Write>(
         &mut self,
         time: i64,
-        states: &HashMap<String, KeyState, ahash::RandomState>,
+        source: &Pipeline,
+        keys: &ReplayKeys,
         sink: &mut Sink<'_, W>,
     ) {
         let interval = self.interval_ms;
@@ -107,7 +139,7 @@ impl ReplayClassifier {
         };
         let due = *self.next_due.get_or_insert_with(|| boundary(time));
         if time >= due {
-            self.collect(due, states, sink);
+            self.collect(due, source, keys, sink);
             self.next_due = Some(boundary(time));
         }
     }
@@ -116,17 +148,25 @@ impl ReplayClassifier {
     fn collect<W: Write>(
         &mut self,
         at: i64,
-        states: &HashMap<String, KeyState, ahash::RandomState>,
+        source: &Pipeline,
+        keys: &ReplayKeys,
         sink: &mut Sink<'_, W>,
     ) {
         self.batch.clear();
         let spec = &self.classifier.spec;
         for (key, accumulator) in &mut self.accumulators {
-            let Some(state) = states.get(key) else {
-                continue;
-            };
             let mut row = Vec::with_capacity(spec.dim());
-            if accumulator.take(spec, &state.model, &mut row) {
+            // A key without readings in the interval is not profiled and its model is not
+            // looked at: it need not be read back if it was passivated.
+            let profiled = if accumulator.count() == 0 {
+                accumulator.take(spec, source.prototype_model(), &mut row)
+            } else {
+                let Some(state) = keys.peek(source, key) else {
+                    continue;
+                };
+                accumulator.take(spec, &state.model, &mut row)
+            };
+            if profiled {
                 self.batch.push((CompactString::from(key.as_str()), row));
             }
         }
@@ -294,23 +334,18 @@ struct Supervisors {
 fn process<W: Write>(
     p: &Pipeline,
     pipelines: &Pipelines,
-    keys: &mut [HashMap<String, KeyState, ahash::RandomState>],
+    keys: &mut ReplayKeys,
     supervisors: &mut Supervisors,
     scratch: &mut Scratch,
     r: &ReadingBuf,
     default_time: i64,
     sink: &mut Sink<'_, W>,
 ) {
-    let Some(states) = keys.get_mut(p.index) else {
-        return;
-    };
     let time = r.time_ms.unwrap_or(default_time);
     if p.is_recommend() {
-        let state = match states.get_mut(r.key.as_str()) {
-            Some(s) => s,
-            None => states.entry(r.key.clone()).or_insert_with(|| p.new_state()),
-        };
-        let change = p.record_event(state, time, &r.values, &r.text);
+        let change = keys.with_state(pipelines, p, &r.key, |state| {
+            p.record_event(state, time, &r.values, &r.text)
+        });
         if let (Some(change), Some(Some(recommender))) =
             (change, supervisors.recommenders.get_mut(p.index))
         {
@@ -325,7 +360,7 @@ fn process<W: Write>(
         .iter_mut()
         .filter(|c| c.source == p.index)
     {
-        c.before(time, states, sink);
+        c.before(time, p, keys, sink);
         let spec = &c.classifier.spec;
         match c.accumulators.get_mut(r.key.as_str()) {
             Some(a) => a.record(spec, time, &r.values),
@@ -336,20 +371,18 @@ fn process<W: Write>(
                 .record(spec, time, &r.values),
         }
     }
-    let state = match states.get_mut(r.key.as_str()) {
-        Some(s) => s,
-        None => states.entry(r.key.clone()).or_insert_with(|| p.new_state()),
-    };
-    p.process(
-        state,
-        &r.key,
-        time,
-        &r.values,
-        scratch,
-        &mut |topic, payload| {
-            sink.emit(pipelines, p.index, time, topic, payload);
-        },
-    );
+    keys.with_state(pipelines, p, &r.key, |state| {
+        p.process(
+            state,
+            &r.key,
+            time,
+            &r.values,
+            scratch,
+            &mut |topic, payload| {
+                sink.emit(pipelines, p.index, time, topic, payload);
+            },
+        );
+    });
 }
 
 #[derive(Deserialize)]
@@ -360,10 +393,11 @@ struct Line<'a> {
     payload: &'a RawValue,
 }
 
-/// The replay engine: key states per pipeline, kept in memory.
+/// The replay engine: key states per pipeline, in memory within the config's bounds (the
+/// least recently used passivated to a temporary store beyond them).
 pub struct Replayer {
     pipelines: Pipelines,
-    keys: Vec<HashMap<String, KeyState, ahash::RandomState>>,
+    keys: ReplayKeys,
     supervisors: Supervisors,
     reading: ReadingBuf,
     scratch: Scratch,
@@ -386,7 +420,8 @@ impl Replayer {
     /// [`ReplayError::Pipeline`].
     pub fn new(config: &Config) -> Result<Replayer, ReplayError> {
         let pipelines = Pipelines::new(config)?;
-        let keys = pipelines.iter().map(|_| HashMap::default()).collect();
+        let slots = pipelines.iter().map(|p| p.index + 1).max().unwrap_or(0);
+        let keys = ReplayKeys::new(slots, &config.runtime, config.store.cache_bytes);
         let mut classifiers = Vec::with_capacity(config.classifiers.len());
         for cfg in &config.classifiers {
             let (Some(source), Some(source_cfg)) = (
@@ -444,7 +479,8 @@ impl Replayer {
     /// Process one input line (without its newline). `line_no` is 1-based.
     ///
     /// # Errors
-    /// [`ReplayError::Io`] if writing an output fails.
+    /// [`ReplayError::Io`] if writing an output fails, [`ReplayError::Keys`] if a key could
+    /// not be passivated or restored.
     pub fn line(
         &mut self,
         line_no: u64,
@@ -516,13 +552,11 @@ impl Replayer {
             match request {
                 Request::Item(item) => recommender.on_item_request(&item, now, emit),
                 Request::User(user) => {
-                    let history = keys
-                        .get(p.index)
-                        .and_then(|states| states.get(&user))
-                        .and_then(|state| match &state.model {
-                            KeyModel::Recommend { history, .. } => Some(history),
-                            _ => None,
-                        });
+                    let state = keys.peek(p, &user);
+                    let history = state.as_deref().and_then(|state| match &state.model {
+                        KeyModel::Recommend { history, .. } => Some(history),
+                        _ => None,
+                    });
                     match history {
                         Some(history) => {
                             recommender.on_user_request(&user, history.items(), now, emit)
@@ -565,7 +599,11 @@ impl Replayer {
             next += 1;
         }
         *sink.pending_len = 0;
-        sink.result
+        sink.result?;
+        match keys.take_error() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Run over a whole input.
@@ -575,7 +613,8 @@ impl Replayer {
     /// `\r`s are dropped, and a last line without a newline is still a line.
     ///
     /// # Errors
-    /// [`ReplayError::Io`] on read or write failure.
+    /// [`ReplayError::Io`] on read or write failure, [`ReplayError::Keys`] if a key could not
+    /// be passivated or restored.
     pub fn run(
         &mut self,
         mut input: impl BufRead,
@@ -623,6 +662,7 @@ impl Replayer {
     /// [`ReplayError::Io`] if writing an output fails.
     pub fn finish(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
         let Replayer {
+            pipelines,
             keys,
             supervisors,
             outputs,
@@ -638,22 +678,26 @@ impl Replayer {
             result: Ok(()),
         };
         for c in supervisors.classifiers.iter_mut() {
-            let (Some(due), Some(states)) = (c.next_due, keys.get(c.source)) else {
+            let (Some(due), Some(source)) = (c.next_due, pipelines.get(c.source)) else {
                 continue;
             };
             if c.accumulators.values().any(|a| a.count() > 0) {
-                c.collect(due, states, &mut sink);
+                c.collect(due, source, keys, &mut sink);
             }
         }
         sink.result
     }
 
-    /// The key states of a pipeline (for tests and tools).
-    pub fn states(
-        &self,
-        pipeline: usize,
-    ) -> Option<&HashMap<String, KeyState, ahash::RandomState>> {
-        self.keys.get(pipeline)
+    /// The state of `key` in pipeline `pipeline` (for tests and tools): resident, or read
+    /// back from the temporary store if it was passivated; `None` for a key never seen.
+    pub fn state(&self, pipeline: usize, key: &str) -> Option<KeyState> {
+        let p = self.pipelines.get(pipeline)?;
+        self.keys.peek(p, key).map(std::borrow::Cow::into_owned)
+    }
+
+    /// How `[runtime] max_resident_keys` and `max_memory` were applied so far.
+    pub fn key_counts(&self) -> KeyCounts {
+        self.keys.counts()
     }
 
     /// The summary so far. Metrics are merged in key order, so the numbers are reproducible.
@@ -661,9 +705,8 @@ impl Replayer {
         let pipelines = self
             .pipelines
             .iter()
-            .zip(&self.keys)
-            .map(|(p, states)| {
-                let mut summary = pipeline_summary(p, states);
+            .map(|p| {
+                let mut summary = pipeline_summary(p, &self.keys);
                 if let Some(Some(r)) = self.supervisors.recommenders.get(p.index) {
                     summary.recommender = Some(RecommenderSummary {
                         events: r.counts.events,
@@ -676,6 +719,7 @@ impl Replayer {
                 summary
             })
             .collect();
+        let counts = self.keys.counts();
         ReplaySummary {
             lines: self.summary_lines,
             bad_lines: self.bad_lines,
@@ -688,20 +732,21 @@ impl Replayer {
                 .iter()
                 .map(ReplayClassifier::summary)
                 .collect(),
+            passivated: counts.passivated,
+            passivated_for_memory: counts.passivated_for_memory,
+            restored: counts.restored,
+            peak_resident_keys: if counts.passivated > 0 {
+                counts.peak_resident
+            } else {
+                0
+            },
         }
     }
 }
 
-fn pipeline_summary(
-    p: &Pipeline,
-    states: &HashMap<String, KeyState, ahash::RandomState>,
-) -> PipelineSummary {
-    let mut sorted: Vec<_> = states.iter().collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+fn pipeline_summary(p: &Pipeline, states: &ReplayKeys) -> PipelineSummary {
     let mut metrics = MergedMetrics::default();
-    for (_, s) in sorted {
-        metrics.add(s);
-    }
+    let keys = states.for_each_sorted(p, |s| metrics.add(s));
     let classification = p.kind() == "classification";
     let clustering = p.kind() == "kmeans";
     let regression = matches!(p.kind(), "forecast" | "regression");
@@ -713,7 +758,7 @@ fn pipeline_summary(
     PipelineSummary {
         name: p.name.clone(),
         readings: p.stats.readings.load(std::sync::atomic::Ordering::Relaxed),
-        keys: states.len() as u64,
+        keys,
         decode_errors: p
             .stats
             .drops
@@ -795,6 +840,13 @@ impl std::fmt::Display for ReplaySummary {
             "replay: {} lines, {} outputs, {} bad lines, {} on unknown topics",
             self.lines, self.outputs, self.bad_lines, self.unknown_topic
         )?;
+        if self.passivated > 0 {
+            writeln!(
+                f,
+                "replay: {} key states passivated to a temporary store ({} for max_memory), {} restored, at most {} keys resident",
+                self.passivated, self.passivated_for_memory, self.restored, self.peak_resident_keys
+            )?;
+        }
         for p in &self.pipelines {
             write!(
                 f,

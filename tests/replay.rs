@@ -13,12 +13,25 @@ fn replay(
     input: &str,
     summary: Option<&std::path::Path>,
 ) -> (Vec<u8>, String) {
+    replay_with_tmpdir(config, input, summary, None)
+}
+
+/// [`replay`] with `TMPDIR` (where passivated keys go) set to `tmpdir`.
+fn replay_with_tmpdir(
+    config: &std::path::Path,
+    input: &str,
+    summary: Option<&std::path::Path>,
+    tmpdir: Option<&std::path::Path>,
+) -> (Vec<u8>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeflow"));
     cmd.args(["replay", "--config"])
         .arg(config)
         .args(["--input", "-"]);
     if let Some(s) = summary {
         cmd.arg("--summary").arg(s);
+    }
+    if let Some(dir) = tmpdir {
+        cmd.env("TMPDIR", dir);
     }
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -511,4 +524,68 @@ season = 24
         mae("open"),
         mae("bounded")
     );
+}
+
+#[test]
+fn replay_passivates_keys_beyond_max_resident_keys_and_max_memory_with_the_same_outputs() {
+    const KEYS: usize = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmpdir = dir.path().join("tmp");
+    std::fs::create_dir(&tmpdir).expect("tmp dir");
+    let text = config_text("127.0.0.1", 1883, &dir.path().join("data"), "r")
+        .replace("[store]\n", "[store]\ncache_bytes = 1048576\n");
+    let with_runtime = |name: &str, runtime: &str| {
+        let patched = text.replace(
+            "[runtime]\nshards = 2\n",
+            &format!("[runtime]\nshards = 2\n{runtime}\n"),
+        );
+        assert_ne!(patched, text, "runtime section not patched");
+        let sub = dir.path().join(name);
+        std::fs::create_dir(&sub).expect("config dir");
+        write_config(&sub, &patched)
+    };
+    let unbounded = with_runtime(
+        "unbounded",
+        "max_resident_keys = 1000000\nmax_memory = \"4GiB\"",
+    );
+    let by_count = with_runtime("count", "max_resident_keys = 500\nmax_memory = \"4GiB\"");
+    // A heap budget of 16 MiB (⅔ of it) for 20,000 forecast keys of ~2 KB each.
+    let by_memory = with_runtime("memory", "max_memory = \"24MiB\"");
+    // Three rounds over every key: each key comes back after it was passivated.
+    let input = replay_input(&readings(KEYS, 0, 3));
+    let run = |config: &std::path::Path| {
+        let summary_path = config.with_extension("summary.json");
+        let (out, stderr) = replay_with_tmpdir(config, &input, Some(&summary_path), Some(&tmpdir));
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary_path).expect("summary file"))
+                .expect("summary json");
+        (out, stderr, summary)
+    };
+    let (expected, stderr, summary) = run(&unbounded);
+    assert_eq!(expected.iter().filter(|&&c| c == b'\n').count(), 3 * KEYS);
+    assert!(summary.get("passivated").is_none(), "{summary}");
+    assert!(!stderr.contains("passivated"), "{stderr}");
+
+    let (out, stderr, summary) = run(&by_count);
+    assert!(out == expected, "outputs with max_resident_keys = 500 differ");
+    assert!(summary["passivated"].as_u64() >= Some(2 * KEYS as u64), "{summary}");
+    assert!(summary["restored"].as_u64() >= Some(KEYS as u64), "{summary}");
+    assert!(summary["peak_resident_keys"].as_u64() <= Some(500), "{summary}");
+    assert!(
+        stderr.contains("key states passivated to a temporary store"),
+        "{stderr}"
+    );
+
+    let (out, _, summary) = run(&by_memory);
+    assert!(out == expected, "outputs with max_memory = 24MiB differ");
+    let for_memory = summary["passivated_for_memory"].as_u64().unwrap_or(0);
+    assert!(for_memory >= KEYS as u64, "{summary}");
+    let peak = summary["peak_resident_keys"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        (1..KEYS as u64 / 2).contains(&peak),
+        "{peak} keys resident at once within 16 MiB of heap: {summary}"
+    );
+    // The temporary stores are gone.
+    let left: Vec<_> = std::fs::read_dir(&tmpdir).expect("tmp dir").collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }

@@ -312,6 +312,11 @@ impl Pipeline {
             .decode_each(topic, payload, now_ms, out, on_reading, on_error)
     }
 
+    /// The model a fresh key starts with (what [`new_state`](Self::new_state) clones).
+    pub(crate) fn prototype_model(&self) -> &KeyModel {
+        &self.spec.prototype
+    }
+
     /// A fresh state for a key seen for the first time.
     pub fn new_state(&self) -> KeyState {
         KeyState {

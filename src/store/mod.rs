@@ -483,6 +483,22 @@ impl Store {
         Ok(out)
     }
 
+    /// The `(key, encoded state)` pairs of a pipeline in key order (bytewise), one at a time:
+    /// unlike [`Store::entries`], a store of a million keys is read without holding it all.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] on I/O failure, when the tree is opened or on any item.
+    pub fn iter_entries(
+        &self,
+        pipeline: &str,
+    ) -> Result<impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_, StoreError>
+    {
+        Ok(self.tree(pipeline)?.iter().map(|item| {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            Ok((k, unwrap_envelope(&v).0))
+        }))
+    }
+
     /// Names of the pipelines that have stored state.
     pub fn pipelines(&self) -> Vec<String> {
         self.db
