@@ -39,13 +39,16 @@ fn replay_with_tmpdir(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn replay");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write input");
+    // Written from another thread: a large input would otherwise block on a full stdin pipe
+    // while replay blocks on a full stdout pipe.
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().expect("replay output");
+    writer
+        .join()
+        .expect("input writer thread")
+        .expect("write input");
     assert!(
         out.status.success(),
         "replay failed: {}",
