@@ -30,7 +30,8 @@
 //! - [`http`] — `/metrics` (Prometheus), `/health`, `/keys/{pipeline}/{key}`.
 //! - [`systemd`] — readiness, reload, stop and watchdog notifications (`sd-notify`).
 //! - [`app`] — the daemon (`edgeflow run`): start-up, reload and graceful shutdown.
-//! - [`replay`] — the deterministic file driver (`edgeflow replay`), also used by benchmarks.
+//! - [`replay`] — the deterministic file driver (`edgeflow replay`), also used by benchmarks;
+//!   its keys are bounded like the daemon's (passivated to a temporary store).
 //! - [`sim`] — the synthetic sensor fleet (`edgeflow simulate`, the demo).
 
 pub mod actors;

@@ -38,8 +38,8 @@ use crate::pipeline::{
     Scratch,
 };
 
-pub use keys::{KeyCounts, KeyStoreError};
 use keys::ReplayKeys;
+pub use keys::{KeyCounts, KeyStoreError};
 
 /// Errors that stop a replay.
 #[derive(Debug, thiserror::Error)]

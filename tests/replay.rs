@@ -570,10 +570,22 @@ fn replay_passivates_keys_beyond_max_resident_keys_and_max_memory_with_the_same_
     assert!(!stderr.contains("passivated"), "{stderr}");
 
     let (out, stderr, summary) = run(&by_count);
-    assert!(out == expected, "outputs with max_resident_keys = 500 differ");
-    assert!(summary["passivated"].as_u64() >= Some(2 * KEYS as u64), "{summary}");
-    assert!(summary["restored"].as_u64() >= Some(KEYS as u64), "{summary}");
-    assert!(summary["peak_resident_keys"].as_u64() <= Some(500), "{summary}");
+    assert!(
+        out == expected,
+        "outputs with max_resident_keys = 500 differ"
+    );
+    assert!(
+        summary["passivated"].as_u64() >= Some(2 * KEYS as u64),
+        "{summary}"
+    );
+    assert!(
+        summary["restored"].as_u64() >= Some(KEYS as u64),
+        "{summary}"
+    );
+    assert!(
+        summary["peak_resident_keys"].as_u64() <= Some(500),
+        "{summary}"
+    );
     assert!(
         stderr.contains("key states passivated to a temporary store"),
         "{stderr}"

@@ -34,7 +34,10 @@ fn replay(config: &Config, input: &str, max_resident: usize) -> (Vec<u8>, Replay
 /// summary (but for the passivation counts), and keys were passivated and restored.
 fn assert_bounded_like_unbounded(what: &str, config: &Config, input: &str, bounds: &[usize]) {
     let (expected, unbounded) = replay(config, input, usize::MAX);
-    assert_eq!(unbounded.passivated, 0, "{what}: unbounded replay passivated");
+    assert_eq!(
+        unbounded.passivated, 0,
+        "{what}: unbounded replay passivated"
+    );
     assert!(unbounded.outputs > 0, "{what}: no outputs at all");
     let keys: u64 = unbounded.pipelines.iter().map(|p| p.keys).sum();
     for &bound in bounds {
@@ -62,7 +65,10 @@ fn assert_bounded_like_unbounded(what: &str, config: &Config, input: &str, bound
         summary.passivated_for_memory = 0;
         summary.restored = 0;
         summary.peak_resident_keys = 0;
-        assert_eq!(summary, unbounded, "{what}, {bound} resident: summaries differ");
+        assert_eq!(
+            summary, unbounded,
+            "{what}, {bound} resident: summaries differ"
+        );
     }
 }
 
@@ -164,7 +170,10 @@ fn bounded_replay_keeps_classifier_profiles() {
     let input = replay_input(&lines);
     let (_, unbounded) = replay(&config, &input, usize::MAX);
     let classifier = &unbounded.classifiers[0];
-    assert!(classifier.updates > 1 && classifier.keys == 8, "{classifier:?}");
+    assert!(
+        classifier.updates > 1 && classifier.keys == 8,
+        "{classifier:?}"
+    );
     assert_bounded_like_unbounded("classifier", &config, &input, &[1, 5]);
 }
 

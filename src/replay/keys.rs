@@ -78,7 +78,9 @@ pub enum KeyStoreError {
         source: std::io::Error,
     },
     /// The store failed (opening, writing or reading a passivated key).
-    #[error("temporary store of passivated keys at {path}: {source} (is the disk under TMPDIR full?)")]
+    #[error(
+        "temporary store of passivated keys at {path}: {source} (is the disk under TMPDIR full?)"
+    )]
     Store {
         /// The store's directory.
         path: PathBuf,
