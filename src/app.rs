@@ -389,18 +389,22 @@ impl Daemon {
     pub async fn shutdown(self) -> Result<CheckpointReport, AppError> {
         let deadline = self.config.runtime.shutdown_deadline;
         // One deadline for the whole shutdown, not one per step: each step gets what is left.
-        // Draining the input gets at most half, so the final checkpoint always has time.
-        let end = tokio::time::Instant::now() + deadline;
+        // Draining the input gets at most half, so the final checkpoint always has time. The
+        // steps end a twentieth early: `run` exits the process at the deadline itself.
+        let end = tokio::time::Instant::now() + deadline - deadline / 20;
         let left = || end.saturating_duration_since(tokio::time::Instant::now());
         tracing::info!("shutting down: stopping input");
         self.input_stop.cancel();
         // Unsubscribes and drops the ingest sender, keeping the connection up for the outputs
         // still to come: the ingest task routes what is queued, then ends.
         self.publisher.stop_input();
+        let ingest_abort = self.ingest_task.abort_handle();
         if tokio::time::timeout(deadline / 2, self.ingest_task)
             .await
             .is_err()
         {
+            // It holds the router and may be waiting for room in a shard's queue.
+            ingest_abort.abort();
             tracing::warn!(
                 "ingest did not drain within half the shutdown deadline ({:?}): the readings \
                  still queued are not processed",
@@ -408,20 +412,37 @@ impl Daemon {
             );
         }
         self.background_stop.cancel();
+        // The background tasks stop at their next await point (a checkpoint in progress is
+        // abandoned: the final one below covers it); none may hold the shutdown.
         for t in self.background {
-            let _ = t.await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout(left(), t).await.is_err() {
+                abort.abort();
+            }
         }
         if let Some(http) = self.http {
-            http.stop().await;
+            // Graceful: waits for requests in flight, but not past the deadline.
+            let _ = tokio::time::timeout(left(), http.stop()).await;
         }
         for classifier in &self.handle.classifiers {
-            let _ = classifier.send(StopSupervisor).await;
+            let _ = tokio::time::timeout(left(), classifier.send(StopSupervisor)).await;
         }
         let recommenders = self.router.recommenders().clone();
+        // The final checkpoint leaves a fifth of the deadline for the flush that follows it
+        // when it does not finish in time (see `Router::stop`).
+        let checkpoint_time = left().saturating_sub(deadline / 5);
         let report = match Arc::try_unwrap(self.router) {
-            Ok(router) => router.stop(left()).await?,
-            // Unreachable after the joins above; checkpoint through the shared handle anyway.
-            Err(shared) => shared.checkpoint().await?,
+            Ok(router) => router.stop(checkpoint_time).await?,
+            // A background task that was aborted may still hold a handle: checkpoint through
+            // it (the Arbiters stop when the process exits).
+            Err(shared) => match tokio::time::timeout(checkpoint_time, shared.checkpoint()).await {
+                Ok(report) => report?,
+                Err(_) => {
+                    tracing::warn!("shutdown deadline of {deadline:?} passed before every shard answered; flushing what was written");
+                    self.store.flush().await?;
+                    CheckpointReport::default()
+                }
+            },
         };
         // The key actors are stopped: every event they sent is queued ahead of this.
         let mut saved = false;
@@ -588,6 +609,14 @@ pub async fn run(
     shutdown: CancellationToken,
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), AppError> {
+    // The deadline counts from the signal, also when it comes during a reload (which the
+    // graceful shutdown then waits for).
+    let deadline = config.runtime.shutdown_deadline;
+    let signalled = shutdown.clone();
+    actix_rt::spawn(async move {
+        signalled.cancelled().await;
+        exit_at_deadline(deadline);
+    });
     let mut daemon = Daemon::start(config).await?;
     let ready = format!("subscribed on {}", daemon.handle.broker);
     tokio::select! {
@@ -607,6 +636,27 @@ pub async fn run(
     daemon.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The backstop of `shutdown_deadline`: a thread that ends the process once `deadline` has
+/// passed, whatever the graceful shutdown is still waiting for (its steps are bounded and end
+/// earlier; this covers what no timeout can: a blocked thread, a flush the disk does not
+/// finish). The store is crash-safe, so this loses what a kill -9 would at that moment: at
+/// most the learning since the last completed checkpoint.
+fn exit_at_deadline(deadline: Duration) {
+    let started = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::error!(
+                "shutdown deadline of {deadline:?} passed before the graceful shutdown finished: \
+                 exiting now (the store keeps every key as of its last completed checkpoint)"
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = started {
+        tracing::warn!("cannot start the shutdown-deadline thread ({e}); the shutdown steps are still bounded by their own timeouts");
+    }
 }
 
 /// SIGHUP: re-read the config file the daemon was started with and apply it. A file that does
@@ -733,14 +783,20 @@ async fn checkpointer(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(e) = router.checkpoint().await {
+            _ = tick.tick() => {}
+        }
+        // Abandoned when the daemon stops (the final checkpoint covers what this one would
+        // have written), so a checkpoint queued behind a backlog cannot hold the shutdown.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            done = router.checkpoint() => {
+                if let Err(e) = done {
                     tracing::error!("checkpoint failed: {e}");
                 }
-                if let Some(ttl) = ttl {
-                    sweep_expired(&router, &store, ttl, &mut cursor).await;
-                }
             }
+        }
+        if let Some(ttl) = ttl {
+            sweep_expired(&router, &store, ttl, &mut cursor).await;
         }
     }
 }

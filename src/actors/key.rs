@@ -135,6 +135,11 @@ impl KeyActor {
         Ok(true)
     }
 
+    /// Whether the state changed since it was last written to the store.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// A copy of the key's state and its last output message (inspection).
     pub fn view(&self) -> KeyView {
         KeyView {

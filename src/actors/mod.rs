@@ -302,7 +302,7 @@ impl ProfileCollector {
 }
 
 /// Engine-wide gauges and counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EngineStats {
     /// Key actors currently resident.
     pub resident: AtomicU64,
@@ -327,30 +327,105 @@ pub struct EngineStats {
     /// States written by checkpoints.
     pub states_written: AtomicU64,
     /// How long checkpoints took (write + flush).
-    pub checkpoint_seconds: DurationHistogram,
+    pub checkpoint_seconds: DurationHistogram<{ CHECKPOINT_BUCKETS.len() }>,
+    /// Per completed checkpoint: the time from the start of the checkpoint before it to the
+    /// end of its flush — how old the oldest learning was that only this flush made durable
+    /// (what a kill -9 just before it would have lost). One checkpoint interval plus one
+    /// checkpoint's duration when the store keeps up.
+    pub checkpoint_lag: DurationHistogram<{ LAG_BUCKETS.len() }>,
     /// Key states removed by the `[store] state_ttl` sweep (not drops: idle keys forgotten).
     pub states_expired: AtomicU64,
+    /// Resident keys whose state changed since it was last written to the store.
+    pub dirty_keys: AtomicU64,
+    /// States written to the store (by passivations and checkpoints) since the start of the
+    /// last completed flush: in the page cache, not yet durable.
+    pub unflushed_states: AtomicU64,
+    /// When the stats were created (the router's start): the origin of `durable_cut_nanos`.
+    created: Instant,
+    /// When the last completed checkpoint was queued, in nanoseconds since `created`:
+    /// every reading routed before it is durable.
+    durable_cut_nanos: AtomicU64,
+}
+
+impl Default for EngineStats {
+    fn default() -> EngineStats {
+        EngineStats {
+            resident: AtomicU64::new(0),
+            activated: AtomicU64::new(0),
+            restored: AtomicU64::new(0),
+            passivated: AtomicU64::new(0),
+            passivated_for_memory: AtomicU64::new(0),
+            memory_pressure: AtomicU64::new(0),
+            memory_limit: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            states_written: AtomicU64::new(0),
+            checkpoint_seconds: DurationHistogram::new(CHECKPOINT_BUCKETS),
+            checkpoint_lag: DurationHistogram::new(LAG_BUCKETS),
+            states_expired: AtomicU64::new(0),
+            dirty_keys: AtomicU64::new(0),
+            unflushed_states: AtomicU64::new(0),
+            created: Instant::now(),
+            durable_cut_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl EngineStats {
+    /// Time since the last completed checkpoint was queued: readings routed since then are
+    /// not yet durable, so a kill -9 now loses at most this much learning per key. Counted
+    /// from the router's start until the first checkpoint completes.
+    pub fn undurable_for(&self) -> Duration {
+        let cut = Duration::from_nanos(self.durable_cut_nanos.load(Ordering::Relaxed));
+        self.created.elapsed().saturating_sub(cut)
+    }
+
+    /// Record a completed checkpoint that was queued at `queued`: moves the durable cut and
+    /// observes the lag since the previous cut.
+    fn checkpoint_completed(&self, queued: Instant) {
+        let lag = self.undurable_for();
+        self.checkpoint_lag.observe(lag);
+        let cut = queued.saturating_duration_since(self.created).as_nanos();
+        self.durable_cut_nanos
+            .fetch_max(u64::try_from(cut).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds (seconds) of the checkpoint-duration histogram buckets: an SD card flush
 /// takes from a few ms to about a second.
 pub const CHECKPOINT_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
 
-/// A lock-free histogram of durations with the [`CHECKPOINT_BUCKETS`] bounds (Prometheus
-/// semantics: bucket `i` counts observations ≤ its bound; `+Inf` is `count`).
-#[derive(Debug, Default)]
-pub struct DurationHistogram {
-    buckets: [AtomicU64; CHECKPOINT_BUCKETS.len()],
+/// Upper bounds (seconds) of the checkpoint-lag histogram buckets: one `checkpoint_interval`
+/// (10 s by default, from 100 ms in tests) plus one checkpoint's duration.
+pub const LAG_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0,
+];
+
+/// A lock-free histogram of durations with fixed bucket bounds (Prometheus semantics:
+/// bucket `i` counts observations ≤ its bound; `+Inf` is `count`).
+#[derive(Debug)]
+pub struct DurationHistogram<const N: usize> {
+    bounds: [f64; N],
+    buckets: [AtomicU64; N],
     count: AtomicU64,
     /// Sum in nanoseconds (u64 overflows after 584 years of checkpoints).
     sum_nanos: AtomicU64,
 }
 
-impl DurationHistogram {
+impl<const N: usize> DurationHistogram<N> {
+    /// An empty histogram with these bucket bounds (seconds, ascending).
+    pub fn new(bounds: [f64; N]) -> Self {
+        DurationHistogram {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
     /// Record one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (bound, bucket) in CHECKPOINT_BUCKETS.iter().zip(&self.buckets) {
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             if secs <= *bound {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
@@ -362,9 +437,10 @@ impl DurationHistogram {
         );
     }
 
-    /// `(sum in seconds, count, cumulative bucket counts)`.
-    pub fn snapshot(&self) -> (f64, u64, [u64; CHECKPOINT_BUCKETS.len()]) {
-        let buckets = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+    /// `(sum in seconds, count, (bound, cumulative count) per bucket)`.
+    pub fn snapshot(&self) -> (f64, u64, [(f64, u64); N]) {
+        let buckets =
+            std::array::from_fn(|i| (self.bounds[i], self.buckets[i].load(Ordering::Relaxed)));
         (
             self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             self.count.load(Ordering::Relaxed),
@@ -568,9 +644,21 @@ impl Router {
                 Err(_) => report.failed += 1,
             }
         }
+        // States written before this point are made durable by this flush; those written
+        // while it runs may or may not be, and stay counted until the next one.
+        let covered = self.stats.unflushed_states.load(Ordering::Relaxed);
         let bytes = self.store.flush().await?;
+        // Saturating: a reload's checkpoint may run alongside the checkpointer's, and both
+        // subtract what they saw.
+        let _ =
+            self.stats
+                .unflushed_states
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(covered))
+                });
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.stats.checkpoint_seconds.observe(started.elapsed());
+        self.stats.checkpoint_completed(started);
         self.stats
             .states_written
             .fetch_add(report.written, Ordering::Relaxed);
@@ -579,6 +667,7 @@ impl Router {
             failed = report.failed,
             bytes,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            dirty_keys = self.stats.dirty_keys.load(Ordering::Relaxed),
             "checkpoint done"
         );
         Ok(report)

@@ -210,10 +210,40 @@ impl Shard {
     /// Write a key's state back and let its actor go.
     fn passivate(&mut self, id: &KeyId, mut actor: KeyActor) {
         self.gauge(id.0, -1);
-        if let Err(e) = actor.write_back(&self.store, &mut self.buffers) {
+        if let Err(e) = self.write_back(&mut actor) {
             tracing::error!(key = %id.1, "passivation could not write state: {e}");
         }
+        if actor.is_dirty() {
+            // Not written, and the actor goes: it no longer counts as waiting.
+            self.stats.dirty_keys.fetch_sub(1, Ordering::Relaxed);
+        }
         self.stats.passivated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`KeyActor::write_back`], keeping the write-back gauges (`dirty_keys`,
+    /// `unflushed_states`) in step.
+    fn write_back(&mut self, actor: &mut KeyActor) -> Result<bool, crate::store::StoreError> {
+        let wrote = actor.write_back(&self.store, &mut self.buffers)?;
+        if wrote {
+            self.stats.dirty_keys.fetch_sub(1, Ordering::Relaxed);
+            self.stats.unflushed_states.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(wrote)
+    }
+
+    /// Run a key's handler for `msg`, counting the key in `dirty_keys` when it becomes dirty.
+    fn run_handler(
+        actor: &mut KeyActor,
+        msg: &Ingest,
+        buffers: &mut KeyBuffers,
+        sink: &dyn OutputSink,
+        stats: &EngineStats,
+    ) {
+        let was_dirty = actor.is_dirty();
+        actor.ingest(msg, buffers, sink);
+        if !was_dirty && actor.is_dirty() {
+            stats.dirty_keys.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Hand a reading to its key's actor, activating the key if it is not resident.
@@ -221,12 +251,24 @@ impl Shard {
         let id: KeyId = (msg.pipeline, msg.key.clone());
         if let Some(r) = self.resident.get_mut(&id) {
             r.last_seen = now;
-            r.actor.ingest(msg, &mut self.buffers, &*self.sink);
+            Self::run_handler(
+                &mut r.actor,
+                msg,
+                &mut self.buffers,
+                &*self.sink,
+                &self.stats,
+            );
             return;
         }
         if self.activate(&id, now) {
             if let Some(r) = self.resident.peek_mut(&id) {
-                r.actor.ingest(msg, &mut self.buffers, &*self.sink);
+                Self::run_handler(
+                    &mut r.actor,
+                    msg,
+                    &mut self.buffers,
+                    &*self.sink,
+                    &self.stats,
+                );
             }
         }
     }
@@ -245,9 +287,13 @@ impl Shard {
 
     fn checkpoint(&mut self) -> CheckpointReport {
         let mut report = CheckpointReport::default();
+        let mut written = 0;
         for (_, r) in self.resident.iter_mut() {
             match r.actor.write_back(&self.store, &mut self.buffers) {
-                Ok(true) => report.written += 1,
+                Ok(true) => {
+                    report.written += 1;
+                    written += 1;
+                }
                 Ok(false) => {}
                 Err(e) => {
                     report.failed += 1;
@@ -255,6 +301,11 @@ impl Shard {
                 }
             }
         }
+        // (`Shard::write_back` cannot be used while `resident` is borrowed.)
+        self.stats.dirty_keys.fetch_sub(written, Ordering::Relaxed);
+        self.stats
+            .unflushed_states
+            .fetch_add(written, Ordering::Relaxed);
         report
     }
 
@@ -276,8 +327,11 @@ impl Shard {
                 }
                 self.stats.resident.fetch_sub(1, Ordering::Relaxed);
                 self.stats.passivated.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = r.actor.write_back(&self.store, &mut self.buffers) {
+                if let Err(e) = self.write_back(&mut r.actor) {
                     tracing::error!("reload: a key could not write its state: {e}");
+                }
+                if r.actor.is_dirty() {
+                    self.stats.dirty_keys.fetch_sub(1, Ordering::Relaxed);
                 }
                 stopped += 1;
             }

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 use crate::actors::classifier::ClassifierStats;
 use crate::actors::recommender::{RecommenderRegistry, RecommenderStats};
-use crate::actors::{EngineStats, CHECKPOINT_BUCKETS};
+use crate::actors::EngineStats;
 use crate::codec::DropReason;
 use crate::mqtt::{MqttStatus, Publisher};
 use crate::pipeline::Pipelines;
@@ -87,6 +87,22 @@ fn single<M: EncodeMetric>(
 ) -> std::fmt::Result {
     let metric = encoder.encode_descriptor(name, help, None, kind)?;
     value.encode(metric)
+}
+
+/// One histogram without labels, from a [`DurationHistogram`](crate::actors::DurationHistogram)
+/// snapshot.
+fn histogram<const N: usize>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    (sum, count, cumulative): (f64, u64, [(f64, u64); N]),
+) -> std::fmt::Result {
+    let buckets: Vec<(f64, u64)> = cumulative
+        .into_iter()
+        .chain(std::iter::once((f64::INFINITY, count)))
+        .collect();
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
 impl Collector for DaemonCollector {
@@ -348,22 +364,39 @@ impl Collector for DaemonCollector {
             MetricType::Counter,
             ConstCounter::new(engine.states_written.load(Relaxed)),
         )?;
-        {
-            let (sum, count, cumulative) = engine.checkpoint_seconds.snapshot();
-            let buckets: Vec<(f64, u64)> = CHECKPOINT_BUCKETS
-                .iter()
-                .copied()
-                .zip(cumulative)
-                .chain(std::iter::once((f64::INFINITY, count)))
-                .collect();
-            let mut metric = e.encode_descriptor(
-                "edgeflow_checkpoint_duration_seconds",
-                "Time a checkpoint took: writing changed states and flushing the store",
-                None,
-                MetricType::Histogram,
-            )?;
-            metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        }
+        histogram(
+            &mut e,
+            "edgeflow_checkpoint_duration_seconds",
+            "Time a checkpoint took: writing changed states and flushing the store",
+            engine.checkpoint_seconds.snapshot(),
+        )?;
+        histogram(
+            &mut e,
+            "edgeflow_checkpoint_lag_seconds",
+            "Per checkpoint, time from the start of the previous checkpoint to the end of this one's flush: the age of the oldest learning only this flush made durable (about checkpoint_interval plus a checkpoint's duration while the store keeps up)",
+            engine.checkpoint_lag.snapshot(),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_checkpoint_age_seconds",
+            "Time since the last completed checkpoint started: readings routed since are not yet durable, so a kill -9 now loses at most this much learning per key",
+            MetricType::Gauge,
+            ConstGauge::new(engine.undurable_for().as_secs_f64()),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_keys_dirty",
+            "Resident keys whose state changed since it was last written to the store (written at the next checkpoint or at passivation)",
+            MetricType::Gauge,
+            ConstGauge::new(engine.dirty_keys.load(Relaxed) as i64),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_store_unflushed_states",
+            "Key states written to the store (by passivations and checkpoints) and not yet flushed to disk (durable after the next checkpoint's flush)",
+            MetricType::Gauge,
+            ConstGauge::new(engine.unflushed_states.load(Relaxed) as i64),
+        )?;
 
         let mqtt = self.mqtt.snapshot();
         single(
