@@ -767,8 +767,18 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
 /// about 250 checkpoints (21 minutes at the default 5 s interval).
 pub const SWEEP_ENTRIES_PER_CHECKPOINT: usize = 4096;
 
-/// Checkpoints every `timing.0`; after each, with a `[store] state_ttl` (`timing.1`), one
-/// bounded sweep of expired key states (off the async threads: sled reads block).
+/// Checkpoints so that learning is durable within `timing.0` (`checkpoint_interval`); after
+/// each, with a `[store] state_ttl` (`timing.1`), one bounded sweep of expired key states (off
+/// the async threads: sled reads block).
+///
+/// **Pacing.** A reading routed just after a checkpoint started is made durable by the end of
+/// the next one, so the next checkpoint starts one interval after this one *minus this one's
+/// duration*: the lag from a reading to its durability stays within about one interval
+/// however long checkpoints take. When a checkpoint takes more than half the interval the
+/// store is falling behind (a churn of keys, a slow SD card): checkpoints then run back to
+/// back and each holds the ingest task while it runs (backpressure: QoS 1 input waits at the
+/// broker, QoS 0 input beyond the queues is dropped and counted), until one takes less than
+/// half the interval again.
 async fn checkpointer(
     router: Arc<Router>,
     store: Store,
@@ -776,25 +786,41 @@ async fn checkpointer(
     stop: CancellationToken,
 ) {
     let (every, ttl) = timing;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    let mut next = tokio::time::Instant::now() + every;
+    let mut behind = false;
     let mut cursor = SweepCursor::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
+        let started = tokio::time::Instant::now();
         // Abandoned when the daemon stops (the final checkpoint covers what this one would
         // have written), so a checkpoint queued behind a backlog cannot hold the shutdown.
         tokio::select! {
             _ = stop.cancelled() => return,
-            done = router.checkpoint() => {
+            done = router.checkpoint_paced(behind) => {
                 if let Err(e) = done {
                     tracing::error!("checkpoint failed: {e}");
                 }
             }
         }
+        let took = started.elapsed();
+        let now_behind = took > every / 2;
+        if now_behind != behind {
+            if now_behind {
+                tracing::warn!(
+                    "a checkpoint took {took:?}, more than half of checkpoint_interval ({every:?}): \
+                     the store is falling behind; ingest waits during checkpoints until it keeps up"
+                );
+            } else {
+                tracing::info!(
+                    "checkpoints keep up again ({took:?}); ingest no longer waits for them"
+                );
+            }
+            behind = now_behind;
+        }
+        next = (started + every.saturating_sub(took)).max(tokio::time::Instant::now());
         if let Some(ttl) = ttl {
             sweep_expired(&router, &store, ttl, &mut cursor).await;
         }

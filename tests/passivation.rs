@@ -182,3 +182,39 @@ async fn the_binary_keeps_its_heap_within_max_memory_however_many_keys_arrive() 
         assert!(line.ends_with(" 0"), "a drop: {line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_gauges_count_dirty_keys_and_unflushed_passivations() {
+    let port = edgeflow::mqtt::free_local_port().expect("free port");
+    let _broker = edgeflow::mqtt::start_embedded(port, 1 << 20).expect("embedded broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No periodic checkpoint during the test: what is written stays unflushed.
+    let text = budget_config(port, &dir.path().join("data"), "1h").replace(
+        "checkpoint_interval = \"100ms\"",
+        "checkpoint_interval = \"1h\"",
+    );
+    assert!(text.contains("checkpoint_interval = \"1h\""), "{text}");
+    let config = load(&write_config(dir.path(), &text));
+
+    let mut client = TestClient::connect("127.0.0.1", port, "write-back-client").await;
+    client.subscribe("edgeflow/#").await;
+    let daemon = RunningDaemon::start(config).await;
+    let input = readings(KEYS, 0, STEPS);
+    client.publish_all(&input).await;
+    client.receive(input.len()).await;
+
+    let engine = &daemon.handle.engine;
+    let resident = engine.resident.load(Ordering::Relaxed);
+    let passivated = engine.passivated.load(Ordering::Relaxed);
+    let dirty = engine.dirty_keys.load(Ordering::Relaxed);
+    let unflushed = engine.unflushed_states.load(Ordering::Relaxed);
+    let checkpoints = engine.checkpoints.load(Ordering::Relaxed);
+    daemon.shutdown().await;
+
+    assert_eq!(checkpoints, 0, "no checkpoint may have run");
+    assert!(passivated > 0, "the budget must passivate keys");
+    // Every resident key was activated for a reading, so its state changed; every passivated
+    // key was written back once, and nothing has been flushed since.
+    assert_eq!(dirty, resident, "dirty keys");
+    assert_eq!(unflushed, passivated, "unflushed states");
+}

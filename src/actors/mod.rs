@@ -330,11 +330,14 @@ pub struct EngineStats {
     pub checkpoint_seconds: DurationHistogram<{ CHECKPOINT_BUCKETS.len() }>,
     /// Per completed checkpoint: the time from the start of the checkpoint before it to the
     /// end of its flush — how old the oldest learning was that only this flush made durable
-    /// (what a kill -9 just before it would have lost). One checkpoint interval plus one
-    /// checkpoint's duration when the store keeps up.
+    /// (what a kill -9 just before it would have lost). About one checkpoint interval: the
+    /// checkpointer starts each checkpoint early by the previous one's duration.
     pub checkpoint_lag: DurationHistogram<{ LAG_BUCKETS.len() }>,
     /// Key states removed by the `[store] state_ttl` sweep (not drops: idle keys forgotten).
     pub states_expired: AtomicU64,
+    /// Checkpoints that held ingest while they ran: the one before took more than half of
+    /// `checkpoint_interval` (the store was falling behind).
+    pub checkpoints_holding_ingest: AtomicU64,
     /// Resident keys whose state changed since it was last written to the store.
     pub dirty_keys: AtomicU64,
     /// States written to the store (by passivations and checkpoints) since the start of the
@@ -362,6 +365,7 @@ impl Default for EngineStats {
             checkpoint_seconds: DurationHistogram::new(CHECKPOINT_BUCKETS),
             checkpoint_lag: DurationHistogram::new(LAG_BUCKETS),
             states_expired: AtomicU64::new(0),
+            checkpoints_holding_ingest: AtomicU64::new(0),
             dirty_keys: AtomicU64::new(0),
             unflushed_states: AtomicU64::new(0),
             created: Instant::now(),
@@ -394,8 +398,8 @@ impl EngineStats {
 /// takes from a few ms to about a second.
 pub const CHECKPOINT_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
 
-/// Upper bounds (seconds) of the checkpoint-lag histogram buckets: one `checkpoint_interval`
-/// (10 s by default, from 100 ms in tests) plus one checkpoint's duration.
+/// Upper bounds (seconds) of the checkpoint-lag histogram buckets: about one
+/// `checkpoint_interval` (10 s by default, from 100 ms in tests).
 pub const LAG_BUCKETS: [f64; 12] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0,
 ];
@@ -671,6 +675,28 @@ impl Router {
             "checkpoint done"
         );
         Ok(report)
+    }
+
+    /// [`checkpoint`](Self::checkpoint), holding the routing lock throughout when
+    /// `hold_ingest`: no reading is routed until it is flushed (backpressure while the store
+    /// falls behind; see the checkpointer in `app`). Counted in
+    /// [`EngineStats::checkpoints_holding_ingest`].
+    ///
+    /// # Errors
+    /// As [`checkpoint`](Self::checkpoint).
+    pub async fn checkpoint_paced(
+        &self,
+        hold_ingest: bool,
+    ) -> Result<CheckpointReport, StoreError> {
+        let _routing = if hold_ingest {
+            self.stats
+                .checkpoints_holding_ingest
+                .fetch_add(1, Ordering::Relaxed);
+            Some(self.routing.lock().await)
+        } else {
+            None
+        };
+        self.checkpoint().await
     }
 
     /// Whether every shard answers a [`Ping`](shard::Ping) within `timeout`: the actor

@@ -373,7 +373,7 @@ impl Collector for DaemonCollector {
         histogram(
             &mut e,
             "edgeflow_checkpoint_lag_seconds",
-            "Per checkpoint, time from the start of the previous checkpoint to the end of this one's flush: the age of the oldest learning only this flush made durable (about checkpoint_interval plus a checkpoint's duration while the store keeps up)",
+            "Per checkpoint, time from the start of the previous checkpoint to the end of this one's flush: the age of the oldest learning only this flush made durable (about checkpoint_interval: checkpoints are paced for it)",
             engine.checkpoint_lag.snapshot(),
         )?;
         single(
@@ -382,6 +382,13 @@ impl Collector for DaemonCollector {
             "Time since the last completed checkpoint started: readings routed since are not yet durable, so a kill -9 now loses at most this much learning per key",
             MetricType::Gauge,
             ConstGauge::new(engine.undurable_for().as_secs_f64()),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_checkpoints_holding_ingest",
+            "Checkpoints that held ingest while they ran because the one before took more than half of checkpoint_interval (the store was falling behind)",
+            MetricType::Counter,
+            ConstCounter::new(engine.checkpoints_holding_ingest.load(Relaxed)),
         )?;
         single(
             &mut e,
