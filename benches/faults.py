@@ -25,9 +25,12 @@ Scenarios (selected by name, several allowed):
                     more than one `checkpoint_interval` (--checkpoint, 5 s) before the kill must
                     be in the store with `updates` ≥ 1. /metrics is sampled every second
                     (keys awaiting write-back, checkpoint lag) and reported.
-  sigterm-backlog   the churn again, SIGTERM halfway; then a backlog of outputs (the broker
-                    SIGSTOPped, so nothing it is sent is read) and the broker gone (killed):
-                    time from SIGTERM to exit against `shutdown_deadline` (--deadline, 5 s).
+  sigterm-backlog   the churn again, SIGTERM halfway (a backlog of dirty keys and queued
+                    readings); then the same with the broker hung (SIGSTOPped, it reads nothing
+                    more) and with the broker gone (killed, outputs pile up in the publish
+                    queue): time from SIGTERM to exit against `shutdown_deadline` (--deadline,
+                    5 s). (A hung broker with a full publish queue is the black-box test
+                    tests/binary_sigkill.rs::sigterm_with_an_output_backlog_exits_within_the_shutdown_deadline.)
   reload-storm      --storms (3) storms of 50 SIGHUPs in 10 s under load (QoS 1, 2,000 keys at
                     3,000/s): no panic, no counter reset (edgeflow_readings_total never goes
                     down between scrapes), every reading published is a reading processed.
@@ -276,7 +279,7 @@ def hist_max_bound(samples: list[dict], name: str) -> str:
     if count == 0:
         return "-"
     for s in samples:
-        if s["metric"] == name + "_bucket" and s["value"] >= count:
+        if s["name"] == name + "_bucket" and s["value"] >= count:
             le = s["labels"].get("le")
             if le is not None:
                 return f"≤ {le} s"
@@ -447,7 +450,8 @@ def kill9_churn(env: Env, args) -> list[str]:
     lines += ["", f"Last scrape before the kill: checkpoints {m(s, 'edgeflow_checkpoints_total'):.0f}, "
               f"checkpoint lag {hist_max_bound(s, 'edgeflow_checkpoint_lag_seconds')} "
               f"(every checkpoint), duration "
-              f"{hist_max_bound(s, 'edgeflow_checkpoint_duration_seconds')}; readings "
+              f"{hist_max_bound(s, 'edgeflow_checkpoint_duration_seconds')}, holding ingest "
+              f"{m(s, 'edgeflow_checkpoints_holding_ingest_total'):.0f}; readings "
               f"{m(s, 'edgeflow_readings_total', pipeline=dl.PIPELINE):,.0f}, "
               f"mqtt received {m(s, 'edgeflow_mqtt_received_total'):,.0f}."]
     outs.stop()
@@ -457,7 +461,7 @@ def kill9_churn(env: Env, args) -> list[str]:
 def sigterm_backlog(env: Env, args) -> list[str]:
     rows = []
     deadline = ec_seconds(args.deadline)
-    for case in ("key churn", "churn + outputs backlog (broker SIGSTOPped)",
+    for case in ("key churn", "churn + broker hung (SIGSTOPped)",
                  "churn + broker gone (killed)"):
         rdir = env.workdir / f"sigterm-{len(rows)}"
         rdir.mkdir()
@@ -506,18 +510,18 @@ def reload_storm(env: Env, args) -> list[str]:
     d = Daemon(env, rdir, {}, qos=1, name="reload")
     pub = publisher(env, lines, args.cycle_rate, 1, "reload")
     sent, resets, last_readings = 0, 0, 0.0
-    storm_times = [pub.t0 + 2.5 + 12.0 * i for i in range(args.storms)]
-    next_hup = [0.0]
+    storm_times = [pub.t0 + 2.5 + 11.0 * i for i in range(args.storms)]
     next_scrape = [0.0]
 
     def tick() -> None:
         nonlocal sent, resets, last_readings
         now = time.perf_counter()
-        in_storm = any(t <= now < t + 10.0 for t in storm_times)
-        if in_storm and now >= next_hup[0] and sent < 50 * args.storms:
-            d.proc.send_signal(signal.SIGHUP)
-            sent += 1
-            next_hup[0] = now + 0.2
+        # 50 per storm, one every 0.2 s on a schedule (caught up when the loop was late).
+        for i, t in enumerate(storm_times):
+            due = min(50, int((now - t) / 0.2) + 1) if now >= t else 0
+            while sent < 50 * i + due:
+                d.proc.send_signal(signal.SIGHUP)
+                sent += 1
         if now >= next_scrape[0]:
             next_scrape[0] = now + 0.5
             s = d.metrics()

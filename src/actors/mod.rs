@@ -400,8 +400,8 @@ pub const CHECKPOINT_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 /// Upper bounds (seconds) of the checkpoint-lag histogram buckets: about one
 /// `checkpoint_interval` (10 s by default, from 100 ms in tests).
-pub const LAG_BUCKETS: [f64; 12] = [
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0,
+pub const LAG_BUCKETS: [f64; 16] = [
+    0.1, 0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 2.5, 5.0, 6.0, 7.5, 10.0, 12.5, 15.0, 20.0, 30.0,
 ];
 
 /// A lock-free histogram of durations with fixed bucket bounds (Prometheus semantics:
