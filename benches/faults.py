@@ -494,7 +494,7 @@ def sigterm_backlog(env: Env, args) -> list[str]:
             env.broker = dl.Broker(env.children, env.tools, env.workdir, 2_000_000, 0, 60)
     return [f"**sigterm-backlog**: SIGTERM halfway through {args.keys:,} new keys at "
             f"{args.rate:,.0f}/s; `shutdown_deadline = \"{args.deadline}\"`; within = exit ≤ "
-            "deadline + 0.5 s (process start-up of `kill` and reaping)", ""] + table(
+            "deadline + 0.5 s (signal delivery and reaping)", ""] + table(
         ["case", "keys_dirty at SIGTERM", "unflushed states", "publish queue", "SIGTERM → exit",
          "deadline", "within", "exit code", "path (log)"], rows)
 
