@@ -360,6 +360,7 @@ impl Default for EngineStats {
             passivated_for_memory: AtomicU64::new(0),
             memory_pressure: AtomicU64::new(0),
             memory_limit: AtomicU64::new(0),
+            memory_heap_mark: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             states_written: AtomicU64::new(0),
             checkpoint_seconds: DurationHistogram::new(CHECKPOINT_BUCKETS),
