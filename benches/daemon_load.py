@@ -371,12 +371,19 @@ def find_tools() -> Tools:
 
 
 class Broker:
+    """A mosquitto on a free port. With `persistence_dir` it keeps its sessions and queued
+    messages there (`persistence true`, written at SIGTERM), and `stop()` + `start()` restart
+    it on the same port with the same file (benches/fault_outage.py)."""
+
     def __init__(self, children: Children, tools: Tools, workdir: Path, queued: int,
-                 inflight: int, timeout: float) -> None:
+                 inflight: int, timeout: float, persistence_dir: Path | None = None) -> None:
+        self.children, self.tools, self.timeout = children, tools, timeout
         self.port = free_port()
         self.log = workdir / "mosquitto.log"
         conf = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
+        persistence = (["persistence true", f"persistence_location {persistence_dir}/",
+                        "autosave_interval 0"] if persistence_dir else ["persistence false"])
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", *persistence,
                  f"max_queued_messages {queued}", "max_queued_bytes 0",
                  f"max_inflight_messages {inflight}", "log_dest stderr", "log_type error",
                  "log_type warning", "connection_messages false"]
@@ -385,11 +392,17 @@ class Broker:
             # forgets that it must die with this script (PR_SET_PDEATHSIG).
             lines.append("user root")
         conf.write_text("\n".join(lines) + "\n")
+        self.conf_path = conf
         self.conf = conf.read_text()
         self.logf = self.log.open("wb")
-        self.proc = children.start([tools.mosquitto, "-c", str(conf)], "mosquitto",
-                                   stdout=self.logf, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        self.start()
+
+    def start(self) -> None:
+        """Start mosquitto (again) and wait until it accepts connections."""
+        self.proc = self.children.start([self.tools.mosquitto, "-c", str(self.conf_path)],
+                                        "mosquitto", stdout=self.logf, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        timeout = self.timeout
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -402,6 +415,10 @@ class Broker:
                     die(f"mosquitto does not accept connections on 127.0.0.1:{self.port} after "
                         f"{timeout:.0f} s:\n{tail(self.log)}")
                 time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        """Stop it (SIGTERM: it writes its persistence file first) and wait for the exit."""
+        self.children.stop(self.proc, grace=30.0, sig=sig)
 
     def warnings(self) -> int:
         try:
@@ -421,13 +438,16 @@ class Counter:
     """mosquitto_sub printing one line (the topic) per message; lines counted as they arrive."""
 
     def __init__(self, children: Children, tools: Tools, broker: Broker, topic: str, qos: int,
-                 workdir: Path, name: str) -> None:
+                 workdir: Path, name: str, persistent: bool = False) -> None:
+        """`persistent`: a session of its own that the broker keeps (`mosquitto_sub -c`), so
+        that it counts what arrives across a broker restart."""
         self.children, self.tools, self.broker, self.name = children, tools, broker, name
         self.err = workdir / f"{name}.stderr"
         self.errf = self.err.open("wb")
         self.proc = children.start(
             [tools.sub, "-h", "127.0.0.1", "-p", str(broker.port), "-q", str(qos),
-             "-i", f"{TOOL}-{name}-{os.getpid()}", "-F", "%t", "-t", topic, "-t", PING_TOPIC],
+             "-i", f"{TOOL}-{name}-{os.getpid()}", "-F", "%t", "-t", topic, "-t", PING_TOPIC]
+            + (["-c"] if persistent else []),
             name, stdout=subprocess.PIPE, stderr=self.errf, stdin=subprocess.DEVNULL)
         self.fd = self.proc.stdout.fileno()
         os.set_blocking(self.fd, False)

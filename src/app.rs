@@ -30,7 +30,7 @@ use crate::actors::{CheckpointReport, OutputSink, Router};
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
 use crate::http::{DaemonCollector, HttpError, HttpServer, HttpState};
-use crate::mqtt::{self, EmbeddedBroker, Incoming, MqttStatus, Outgoing, Publisher};
+use crate::mqtt::{self, Acknowledger, EmbeddedBroker, Incoming, MqttStatus, Outgoing, Publisher};
 use crate::pipeline::stats::StatsSnapshot;
 use crate::pipeline::{PipelineError, Pipelines};
 use crate::store::{Store, StoreClock, StoreError, SweepCursor};
@@ -212,7 +212,8 @@ impl Daemon {
 
         let event_loop = actix_rt::spawn(event_loop);
         let publisher_task = actix_rt::spawn(publisher_body);
-        let ingest_task = actix_rt::spawn(ingest(ingest_rx, router.clone()));
+        let ingest_task =
+            actix_rt::spawn(ingest(ingest_rx, router.clone(), publisher.acknowledger()));
 
         let background_stop = CancellationToken::new();
         let mut background = vec![
@@ -723,11 +724,24 @@ const INGEST_DRAIN: usize = 256;
 /// operation per shard per drain. Waits when a shard's queue is full (backpressure: the MQTT
 /// queue then fills, and with `subscribe_qos = 1` the event loop stops reading from the
 /// broker). Ends when the event loop drops the sender, after routing everything queued.
-async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
+///
+/// With a persistent session (manual acks) the QoS 1 messages of a drain are acknowledged
+/// once its batches are in the shards' queues: a reading still in the ingest queue when the
+/// process dies is sent again by the broker at the next start.
+async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>, acks: Acknowledger) {
     let mut buf = ReadingBuf::default();
     let mut drained = Vec::with_capacity(INGEST_DRAIN);
+    let mut packet_ids: Vec<u16> = Vec::with_capacity(INGEST_DRAIN);
     let mut batches = router.batches();
     while rx.recv_many(&mut drained, INGEST_DRAIN).await > 0 {
+        if acks.is_manual() {
+            packet_ids.extend(
+                drained
+                    .iter()
+                    .filter(|m| m.qos != rumqttc::QoS::AtMostOnce)
+                    .map(|m| m.pkid),
+            );
+        }
         let _routing = router.routing().await;
         let arrival = now_ms();
         {
@@ -759,6 +773,9 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>) {
             }
         }
         router.send(&mut batches).await;
+        for pkid in packet_ids.drain(..) {
+            acks.ack_packet(pkid);
+        }
     }
 }
 

@@ -24,12 +24,12 @@ mod recommend;
 use super::error::LineIndex;
 use super::rules;
 use super::schema::{
-    default_output, AnomalyModelConfig, ClassificationConfig, ClientAuthConfig, Config, CsvConfig,
-    FieldConfig, ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig, KeySource, ModelConfig,
-    MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig, RuntimeConfig, SimulateConfig,
-    StoreConfig, TimeSource, TimeUnit, TlsConfig, DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SKEW, DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE,
-    DEFAULT_TLS_PORT, MIN_MAX_MEMORY, SENML_VALUES,
+    default_client_id, default_output, AnomalyModelConfig, ClassificationConfig, ClientAuthConfig,
+    Config, CsvConfig, FieldConfig, ForecastConfig, HorizonEvery, HttpConfig, KMeansConfig,
+    KeySource, ModelConfig, MqttConfig, PayloadFormat, PipelineConfig, RegressionConfig,
+    RuntimeConfig, SimulateConfig, StoreConfig, TimeSource, TimeUnit, TlsConfig,
+    DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SKEW,
+    DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT, MIN_MAX_MEMORY, SENML_VALUES,
 };
 use crate::model::kmeans::{MAX_DYING_FRACTION, MAX_LLOYD_ITERATIONS};
 use crate::model::{
@@ -536,6 +536,24 @@ impl<'de> Deserialize<'de> for ByteSizeValue {
     }
 }
 
+/// `clean_session = true | false | "auto"`: `None` for `"auto"`.
+struct CleanSessionValue(Option<bool>);
+
+impl<'de> Deserialize<'de> for CleanSessionValue {
+    fn deserialize(value: &mut Value<'de>) -> Result<Self, DeserError> {
+        let span = value.span;
+        match value.take() {
+            ValueInner::Boolean(clean) => Ok(CleanSessionValue(Some(clean))),
+            ValueInner::String(text) if text == "auto" => Ok(CleanSessionValue(None)),
+            ValueInner::String(text) => Err(custom(
+                span,
+                format!("must be true, false or \"auto\" (got \"{text}\")"),
+            )),
+            other => Err(expected("true, false or \"auto\"", other, span).into()),
+        }
+    }
+}
+
 /// An array of strings, each with its span, so that a bad entry is reported where it is.
 struct StringList(Vec<Spanned<String>>);
 
@@ -613,7 +631,11 @@ fn config(
             return None;
         }
     };
-    let mqtt = optional_table(&mut top, "mqtt", problems, |s| mqtt(s, context)).unwrap_or_default();
+    let (mut mqtt, client_id_written) =
+        optional_table(&mut top, "mqtt", problems, |s| mqtt(s, context)).unwrap_or_default();
+    if !client_id_written {
+        mqtt.client_id = default_client_id(source);
+    }
     let store = optional_table(&mut top, "store", problems, store).unwrap_or_default();
     let runtime = optional_table(&mut top, "runtime", problems, runtime).unwrap_or_default();
     let http = optional_table(&mut top, "http", problems, http).unwrap_or_default();
@@ -633,8 +655,9 @@ fn config(
     })
 }
 
-/// `[mqtt]`
-fn mqtt(s: &mut Section<'_>, context: &Context<'_>) -> MqttConfig {
+/// `[mqtt]`, and whether `client_id` was written (else the caller fills in
+/// [`default_client_id`], which needs the file's path).
+fn mqtt(s: &mut Section<'_>, context: &Context<'_>) -> (MqttConfig, bool) {
     let d = MqttConfig::default();
     let embedded = s.bool("embedded").unwrap_or(d.embedded);
     let host = s.string("host"); // The embedded broker always listens on 127.0.0.1, so `host` does not matter then.
@@ -669,6 +692,9 @@ fn mqtt(s: &mut Section<'_>, context: &Context<'_>) -> MqttConfig {
         .int_as("max_packet_bytes", 1024..=MAX_MQTT_PACKET)
         .unwrap_or(d.max_packet_bytes);
     let subscribe_qos = s.int_as("subscribe_qos", 0..=1).unwrap_or(d.subscribe_qos);
+    let clean_session = s
+        .get::<CleanSessionValue>("clean_session")
+        .map_or(d.clean_session, |v| v.value.0);
     let reconnect_min = s.duration("reconnect_min", POSITIVE);
     let reconnect_max = s.duration("reconnect_max", POSITIVE);
     let min = reconnect_min.as_ref().map_or(d.reconnect_min, |v| v.value);
@@ -737,7 +763,8 @@ fn mqtt(s: &mut Section<'_>, context: &Context<'_>) -> MqttConfig {
     } else {
         d.port
     };
-    MqttConfig {
+    let client_id_written = client_id.is_some();
+    let config = MqttConfig {
         embedded,
         host: host.map_or(d.host, |v| v.value),
         port: port.unwrap_or(default_port),
@@ -747,12 +774,14 @@ fn mqtt(s: &mut Section<'_>, context: &Context<'_>) -> MqttConfig {
         keep_alive: keep_alive.map_or(d.keep_alive, |v| v.value),
         max_packet_bytes,
         subscribe_qos,
+        clean_session,
         reconnect_min: min,
         reconnect_max: max,
         ingest_queue,
         publish_queue,
         tls: tls.map(|(tls, _)| tls),
-    }
+    };
+    (config, client_id_written)
 }
 
 /// `[mqtt.tls]`: `None` when `enabled = false`. With [`Files::Check`] (and no other problem in

@@ -43,7 +43,8 @@ pub struct MqttConfig {
     /// Broker TCP port (also the embedded broker's listen port). The loader's default is 1883,
     /// or [`DEFAULT_TLS_PORT`] with `[mqtt.tls]`.
     pub port: u16,
-    /// MQTT client id of the daemon.
+    /// MQTT client id of the daemon. The loader's default is [`default_client_id`] of the
+    /// configuration file (unique per host and file, stable across restarts).
     pub client_id: String,
     /// Optional user name.
     pub username: Option<String>,
@@ -55,6 +56,9 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     /// QoS of the subscriptions (0 or 1).
     pub subscribe_qos: u8,
+    /// `clean_session`: `Some(true)`/`Some(false)` as written, `None` for `"auto"` (the
+    /// default): see [`MqttConfig::persistent_session`].
+    pub clean_session: Option<bool>,
     /// First delay after a connection error; doubles up to `reconnect_max`.
     pub reconnect_min: Duration,
     /// Cap of the reconnect back-off.
@@ -750,6 +754,70 @@ pub struct KMeansConfig {
     pub params: KMeansParams,
 }
 
+impl MqttConfig {
+    /// Whether the daemon asks the broker for a persistent session (clean session off).
+    ///
+    /// An explicit `clean_session` is honoured. `"auto"` means persistent at
+    /// `subscribe_qos = 1` (the broker then keeps the subscriptions and queues the readings
+    /// sent while the daemon is away) and clean at QoS 0 (a broker does not queue QoS 0
+    /// messages anyway), and clean with the embedded broker (it lives and dies with the
+    /// daemon, so a session cannot outlive a restart).
+    pub fn persistent_session(&self) -> bool {
+        match self.clean_session {
+            Some(clean) => !clean,
+            None => self.subscribe_qos >= 1 && !self.embedded,
+        }
+    }
+}
+
+/// The longest client id every MQTT 3.1.1 broker must accept (Mosquitto accepts longer ones).
+pub const PORTABLE_CLIENT_ID_LEN: usize = 23;
+
+/// The default `client_id` for the configuration file at `config_path`:
+/// `ef-{host}-{hash}`, with the host name cut to what fits in 23 characters and `hash` 8 hex
+/// digits of an FNV-1a hash of the full host name and the canonical path of the file.
+///
+/// Two daemons on one broker must not share a client id (the broker closes the older
+/// connection each time the other connects), and a persistent session needs the same id at
+/// every restart: this is unique per host and file, and stable while neither is renamed.
+pub fn default_client_id(config_path: &std::path::Path) -> String {
+    let canonical = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.into());
+    client_id_for(&host_name(), &canonical.to_string_lossy())
+}
+
+/// [`default_client_id`] for a given host name and canonical path (pure, for tests).
+pub fn client_id_for(host: &str, canonical_path: &str) -> String {
+    // FNV-1a (32 bits): stable across Rust releases, unlike `DefaultHasher`.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in host.bytes().chain([0]).chain(canonical_path.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    // "ef-" + host + "-" + 8 hex digits within 23 characters; brokers may refuse characters
+    // outside [0-9a-zA-Z] in a client id, so others become '-'.
+    let room = PORTABLE_CLIENT_ID_LEN - "ef--".len() - 8;
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(room)
+        .collect();
+    let host = if host.is_empty() { "host" } else { &host };
+    format!("ef-{host}-{hash:08x}")
+}
+
+/// This machine's host name (Linux: `/proc/sys/kernel/hostname`), or `$HOSTNAME`, or "host".
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|text| text.trim().to_owned())
+                .filter(|name| !name.is_empty())
+        })
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| "host".into())
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
@@ -762,6 +830,7 @@ impl Default for MqttConfig {
             keep_alive: Duration::from_secs(30),
             max_packet_bytes: 256 * 1024,
             subscribe_qos: 1,
+            clean_session: None,
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             ingest_queue: 4096,

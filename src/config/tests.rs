@@ -129,6 +129,7 @@ target = "value"
             keep_alive: Duration::from_secs(60),
             max_packet_bytes: 1_048_576,
             subscribe_qos: 0,
+            clean_session: None,
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             ingest_queue: 100,
@@ -232,7 +233,15 @@ target = "value"
 #[test]
 fn omitted_keys_take_the_schema_defaults() {
     let config = valid(PIPELINE);
-    assert_eq!(config.mqtt, MqttConfig::default());
+    let mqtt = MqttConfig {
+        client_id: default_client_id(&config.source),
+        ..MqttConfig::default()
+    };
+    assert_eq!(config.mqtt, mqtt);
+    assert!(
+        config.mqtt.persistent_session(),
+        "QoS 1 by default: persistent"
+    );
     assert_eq!(config.store, StoreConfig::default());
     assert_eq!(config.runtime, RuntimeConfig::default());
     assert_eq!(config.simulate, None);
@@ -310,7 +319,7 @@ fn shared_subscription_filters_are_accepted() {
 fn unknown_keys_are_each_reported_at_the_key() {
     let text = format!("[mqtt]\nhots = \"x\"\nprot = 1\n[sotre]\n{PIPELINE}lag = 3\n");
     let accepted = "embedded, host, port, client_id, username, password, keep_alive, \
-                    max_packet_bytes, subscribe_qos, reconnect_min, reconnect_max, \
+                    max_packet_bytes, subscribe_qos, clean_session, reconnect_min, reconnect_max, \
                     ingest_queue, publish_queue, tls";
     assert_eq!(
         errors(&text),
@@ -2298,5 +2307,58 @@ fn bounds_on_a_label_are_rejected() {
     assert_eq!(
         errors(text),
         ["5:12: pipeline \"c\": bounds.ok: \"ok\" is a classification label, not a number a range applies to"]
+    );
+}
+
+#[test]
+fn the_default_client_id_is_portable_distinct_and_stable() {
+    let a = client_id_for("gateway-kitchen-01", "/etc/edgeflow/edgeflow.toml");
+    assert_eq!(
+        a,
+        client_id_for("gateway-kitchen-01", "/etc/edgeflow/edgeflow.toml")
+    );
+    assert!(a.starts_with("ef-gateway-ki"), "{a}");
+    assert!(a.len() <= PORTABLE_CLIENT_ID_LEN, "{a}");
+    // Another file on the same host, the same file on a host whose name differs only after
+    // the part shown: other ids.
+    assert_ne!(
+        a,
+        client_id_for("gateway-kitchen-01", "/etc/edgeflow/other.toml")
+    );
+    assert_ne!(
+        a,
+        client_id_for("gateway-kitchen-02", "/etc/edgeflow/edgeflow.toml")
+    );
+    // Characters a broker may refuse are replaced; an empty host name still gives an id.
+    let odd = client_id_for("gw.local_ü", "/x");
+    assert!(
+        odd.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "{odd}"
+    );
+    assert!(client_id_for("", "/x").starts_with("ef-host-"));
+    // Written in the file: used as it is.
+    let text = format!("[mqtt]\nclient_id = \"gw-7\"\n{PIPELINE}");
+    assert_eq!(valid(&text).mqtt.client_id, "gw-7");
+}
+
+#[test]
+fn clean_session_is_auto_true_or_false() {
+    let with = |value: &str| {
+        let text = format!("[mqtt]\nclean_session = {value}\n{PIPELINE}");
+        valid(&text).mqtt
+    };
+    assert_eq!(with("\"auto\"").clean_session, None);
+    assert!(with("\"auto\"").persistent_session());
+    assert!(!with("true").persistent_session());
+    assert!(with("false").persistent_session());
+    let qos0 = valid(&format!("[mqtt]\nsubscribe_qos = 0\n{PIPELINE}")).mqtt;
+    assert!(!qos0.persistent_session(), "QoS 0: clean unless asked");
+    assert_eq!(
+        errors(&format!("[mqtt]\nclean_session = \"never\"\n{PIPELINE}")),
+        ["2:17: [mqtt]: clean_session must be true, false or \"auto\" (got \"never\")"]
+    );
+    assert_eq!(
+        errors(&format!("[mqtt]\nclean_session = 1\n{PIPELINE}")),
+        ["2:17: [mqtt]: clean_session must be true, false or \"auto\" (got an integer)"]
     );
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::publisher::{self, Publisher};
+use super::publisher::{self, Acknowledger, Publisher, ACK_QUEUE};
 use super::{
     broker_address, describe_connection_error, mqtt_options, publish_packet_size, qos_from_u8,
     validate_filter, Human, Incoming, MqttStatus, RateLimitedCount,
@@ -85,6 +85,11 @@ pub(crate) fn connect_with_options(
         ""
     };
     let broker = format!("{}{tls} as {:?}", broker_address(cfg), options.client_id());
+    let persistent = !options.clean_session();
+    let acks = options
+        .manual_acks()
+        .then(|| mpsc::channel::<u16>(ACK_QUEUE));
+    let acknowledger = Acknowledger::new(acks.as_ref().map(|(tx, _)| tx.clone()));
     let (client, eventloop) = AsyncClient::new(options, capacity);
     let (connected_tx, connected_rx) = watch::channel(false);
     // Cancelled when the event-loop task returns, for whatever reason: lets the publisher task
@@ -107,11 +112,16 @@ pub(crate) fn connect_with_options(
         ingest_capacity: cfg.ingest_queue,
         wait_for_ingest: cfg.subscribe_qos >= 1,
         backoff: Backoff::new(cfg.reconnect_min, cfg.reconnect_max),
+        persistent,
+        acknowledger,
+        last_subscribed: None,
+        quick_closes: QuickCloses::default(),
     }
     .run(shutdown.clone(), stopped.clone());
 
     let (publisher, publisher_task) = publisher::start(
         client,
+        acks,
         filters,
         input_stop,
         cfg.publish_queue,
@@ -196,6 +206,10 @@ impl Backoff {
     }
 }
 
+/// How long the event loop reads after DISCONNECT, waiting for the broker to close the
+/// connection (see `EventLoopTask::read_until_closed`).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 struct EventLoopTask {
     eventloop: EventLoop,
     /// Used only with `try_*` calls: awaiting the bounded request channel from the task that
@@ -218,6 +232,61 @@ struct EventLoopTask {
     /// disconnect it, and a newer reading is worth more than an old one.
     wait_for_ingest: bool,
     backoff: Backoff,
+    /// Clean session off: the broker keeps the subscriptions and queues messages between
+    /// sessions, so a resumed session is not subscribed again.
+    persistent: bool,
+    /// Acknowledges messages this task drops for good (oversize); the ingest side
+    /// acknowledges the others once routed. A no-op with automatic acks.
+    acknowledger: Acknowledger,
+    /// The filters of the last SUBSCRIBE queued by this task: a resumed session with the
+    /// same filters needs none (a SUBSCRIBE would make the broker send retained messages
+    /// again).
+    last_subscribed: Option<Vec<SubscribeFilter>>,
+    quick_closes: QuickCloses,
+}
+
+/// Notices a broker that closes the connection right after accepting it, again and again:
+/// the usual cause is another client with the same client id (the broker closes the older
+/// connection each time the other one connects, and both reconnect).
+#[derive(Debug, Default)]
+pub(crate) struct QuickCloses {
+    /// When the last [`QuickCloses::REPEATS`] quick closes happened (a ring).
+    recent: [Option<std::time::Instant>; QuickCloses::REPEATS],
+    next: usize,
+    last_warning: Option<std::time::Instant>,
+}
+
+impl QuickCloses {
+    /// A session that ends sooner than this after its ConnAck counts as closed right away.
+    pub(crate) const QUICK: Duration = Duration::from_secs(2);
+    /// This many quick closes ...
+    pub(crate) const REPEATS: usize = 3;
+    /// ... within this window make the warning due ...
+    pub(crate) const WINDOW: Duration = Duration::from_secs(60);
+    /// ... at most once per this interval.
+    pub(crate) const WARN_EVERY: Duration = Duration::from_secs(600);
+
+    /// A session that lasted `lasted` ended at `now`: true when the warning should be logged.
+    pub(crate) fn session_ended(&mut self, lasted: Duration, now: std::time::Instant) -> bool {
+        if lasted >= Self::QUICK {
+            return false;
+        }
+        self.recent[self.next] = Some(now);
+        self.next = (self.next + 1) % Self::REPEATS;
+        let repeated = self
+            .recent
+            .iter()
+            .all(|t| t.is_some_and(|t| now.saturating_duration_since(t) <= Self::WINDOW));
+        let quiet = self
+            .last_warning
+            .is_none_or(|w| now.saturating_duration_since(w) >= Self::WARN_EVERY);
+        if repeated && quiet {
+            self.last_warning = Some(now);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Per-session subscription progress.
@@ -239,6 +308,8 @@ impl EventLoopTask {
         // When the current outage began (the first failed attempt or the lost session).
         let mut outage_since: Option<tokio::time::Instant> = None;
         let mut last_oversize: Option<(usize, String)> = None;
+        // When the current session's ConnAck arrived.
+        let mut session_since: Option<std::time::Instant> = None;
 
         'run: loop {
             let connected = self.status.connected.load(Ordering::Relaxed);
@@ -283,7 +354,22 @@ impl EventLoopTask {
                         info!("connected to MQTT broker {}", self.broker);
                     }
                     ever_connected = true;
-                    let none = lock_filters(&self.filters).is_empty();
+                    session_since = Some(std::time::Instant::now());
+                    // A resumed persistent session still has its subscriptions (and the
+                    // broker has kept what they matched meanwhile).
+                    let resumed = self.persistent
+                        && ack.session_present
+                        && self
+                            .last_subscribed
+                            .as_ref()
+                            .is_some_and(|last| *last == *lock_filters(&self.filters));
+                    if resumed {
+                        debug!(
+                            "MQTT session resumed by {}: not subscribing again",
+                            self.broker
+                        );
+                    }
+                    let none = lock_filters(&self.filters).is_empty() || resumed;
                     subscription = SubscriptionState {
                         request_pending: !none && self.ingest.is_some(),
                         awaiting_acks: 0,
@@ -314,6 +400,8 @@ impl EventLoopTask {
                         self.status
                             .dropped_too_large
                             .fetch_add(1, Ordering::Relaxed);
+                        // A counted drop: not to be sent again (manual acks).
+                        self.acknowledger.ack(&publish);
                         oversize.add();
                         last_oversize = Some((size, publish.topic.clone()));
                         false
@@ -349,6 +437,7 @@ impl EventLoopTask {
                 Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack, &mut subscription),
                 Ok(Event::Outgoing(Sent::Disconnect)) => {
                     info!("disconnected from MQTT broker {}", self.broker);
+                    self.read_until_closed(&shutdown).await;
                     break;
                 }
                 Ok(_) => {}
@@ -360,6 +449,19 @@ impl EventLoopTask {
                     let delay = self.backoff.next_delay(outage.elapsed());
                     let (kind, reason) = describe_connection_error(&e, self.max_packet_bytes);
                     self.status.record_failure(kind, reason.clone());
+                    if let Some(since) = session_since.take() {
+                        let now = std::time::Instant::now();
+                        if self.quick_closes.session_ended(now - since, now) {
+                            warn!(
+                                "the broker closed the connection right after connect: another \
+                                 client with the same client id? ({} closes within {}s of \
+                                 connecting to {}; set a distinct [mqtt] client_id)",
+                                QuickCloses::REPEATS,
+                                QuickCloses::QUICK.as_secs(),
+                                self.broker
+                            );
+                        }
+                    }
                     if was_connected {
                         warn!(
                             "lost connection to MQTT broker {}: {reason}; reconnecting in {}",
@@ -419,6 +521,22 @@ impl EventLoopTask {
         debug!("MQTT event loop stopped");
     }
 
+    /// After DISCONNECT: read (and discard) what the broker still sends until it closes the
+    /// connection, for at most [`CLOSE_WAIT`]. Closing a socket with unread data in it makes
+    /// the kernel send a reset instead of a normal close, and a broker that has not read the
+    /// last outputs and the DISCONNECT yet then throws them away (measured: the last few
+    /// outputs of a stop under load, when the broker keeps sending readings to a persistent
+    /// session). Messages read here are not acknowledged with manual acks: the broker sends
+    /// them again at the next session.
+    async fn read_until_closed(&mut self, shutdown: &CancellationToken) {
+        let drain = async { while self.eventloop.poll().await.is_ok() {} };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {}
+            _ = tokio::time::timeout(CLOSE_WAIT, drain) => {}
+        }
+    }
+
     /// No more input: drop the ingest sender (the ingest side's `recv` returns `None` once it
     /// has drained the queue), discard later messages, keep the connection for publishing.
     fn stop_ingest(&mut self) {
@@ -431,10 +549,11 @@ impl EventLoopTask {
     }
 
     /// Queue one SUBSCRIBE with every filter, without waiting.
-    fn try_subscribe(&self, subscription: &mut SubscriptionState) {
+    fn try_subscribe(&mut self, subscription: &mut SubscriptionState) {
         let filters = lock_filters(&self.filters).clone();
-        match self.client.try_subscribe_many(filters) {
+        match self.client.try_subscribe_many(filters.clone()) {
             Ok(()) => {
+                self.last_subscribed = Some(filters);
                 subscription.request_pending = false;
                 subscription.awaiting_acks += 1;
             }
@@ -518,6 +637,45 @@ mod tests {
         assert!(*after <= Duration::from_millis(22_500), "{after:?}");
         let last = &attempts[attempts.len() - 2..];
         assert_eq!(last[1] - last[0], Duration::from_secs(30));
+    }
+
+    #[test]
+    fn three_quick_closes_within_a_minute_warn_once() {
+        let start = std::time::Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let quick = Duration::from_millis(300);
+        let mut closes = QuickCloses::default();
+        assert!(!closes.session_ended(quick, at(0)));
+        assert!(!closes.session_ended(quick, at(1)));
+        assert!(
+            closes.session_ended(quick, at(2)),
+            "the third quick close warns"
+        );
+        // Rate-limited: not again for WARN_EVERY, however often it happens.
+        assert!(!closes.session_ended(quick, at(3)));
+        assert!(!closes.session_ended(quick, at(4)));
+        // Three more within the window, after WARN_EVERY: the third warns again.
+        let later = 2 + QuickCloses::WARN_EVERY.as_secs() + 10;
+        assert!(!closes.session_ended(quick, at(later)));
+        assert!(!closes.session_ended(quick, at(later + 1)));
+        assert!(closes.session_ended(quick, at(later + 2)));
+    }
+
+    #[test]
+    fn long_sessions_or_spread_out_closes_do_not_warn() {
+        let start = std::time::Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut closes = QuickCloses::default();
+        // Sessions that lasted a while: a broker restart, a network cut.
+        for s in 0..10 {
+            assert!(!closes.session_ended(Duration::from_secs(30), at(s)));
+        }
+        // Quick closes, but further apart than the window.
+        let mut closes = QuickCloses::default();
+        let gap = QuickCloses::WINDOW.as_secs() / 2 + 1;
+        for i in 0..10 {
+            assert!(!closes.session_ended(Duration::from_millis(100), at(i * gap)));
+        }
     }
 
     #[test]

@@ -55,7 +55,7 @@ use crate::config::MqttConfig;
 
 pub use connection::connect;
 pub use embedded::{free_local_port, start_embedded, EmbeddedBroker};
-pub use publisher::Publisher;
+pub use publisher::{Acknowledger, Publisher};
 pub use tls::TlsSetting;
 
 /// One message received from the broker, as handed to the ingest side.
@@ -325,8 +325,10 @@ pub fn broker_address(cfg: &MqttConfig) -> String {
 ///
 /// Client id is `cfg.client_id`, or `"{client_id}-{suffix}"` with a suffix (the simulator uses
 /// `Some("sim")`, so both can share one broker). Sets credentials, keep-alive, the packet size
-/// limit in both directions (rumqttc's default of 10 KiB is too small for batches), a clean
-/// session (subscriptions are renewed on every ConnAck), a small request channel
+/// limit in both directions (rumqttc's default of 10 KiB is too small for batches), the
+/// session kind of [`MqttConfig::persistent_session`] (a persistent session also turns on
+/// manual acknowledgements: a QoS 1 reading is acknowledged once it has been handed to its
+/// shard, see [`Acknowledger`]), a small request channel
 /// ([`REQUEST_CHANNEL_CAPACITY`]) and, with `[mqtt.tls]` (never with the embedded broker), the
 /// TLS transport of [`tls::client_config`].
 ///
@@ -346,6 +348,9 @@ pub fn mqtt_options(
     } else {
         cfg.host.as_str()
     };
+    // Only the daemon's own connection keeps a session: the simulator and the demo's
+    // monitor (the clients with a suffix) only publish or watch.
+    let persistent = client_id_suffix.is_none() && cfg.persistent_session();
     let mut options = MqttOptions::new(client_id, host, cfg.port);
     // rumqttc panics on a non-zero keep-alive under one second; validation requires ≥ 5 s,
     // this keeps a hand-built config from panicking.
@@ -357,7 +362,8 @@ pub fn mqtt_options(
     options
         .set_keep_alive(keep_alive)
         .set_max_packet_size(read_limit(cfg.max_packet_bytes), cfg.max_packet_bytes)
-        .set_clean_session(true)
+        .set_clean_session(!persistent)
+        .set_manual_acks(persistent)
         .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
     if let Some(username) = &cfg.username {
         options.set_credentials(username.clone(), cfg.password.clone().unwrap_or_default());
@@ -627,7 +633,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_carry_limits_identity_and_clean_session() {
+    fn options_carry_limits_and_identity() {
         let cfg = MqttConfig {
             username: Some("u".into()),
             password: Some("p".into()),
@@ -638,6 +644,7 @@ mod tests {
         assert_eq!(options.client_id(), "edgeflow-sim");
         // Incoming: read well above the limit so larger messages are dropped, not fatal.
         assert_eq!(options.max_packet_size(), read_limit(123_456));
+        // A client with a suffix (the simulator) never keeps a session.
         assert!(options.clean_session());
         assert_eq!(options.keep_alive(), Duration::from_secs(30));
         let login = options.credentials().expect("credentials set");
@@ -646,6 +653,41 @@ mod tests {
             ("u", "p")
         );
         assert_eq!(options.broker_address(), ("127.0.0.1".to_string(), 1883));
+    }
+
+    #[test]
+    fn a_persistent_session_at_qos_1_acknowledges_by_hand() {
+        let qos1 = MqttConfig::default();
+        let options = mqtt_options(&qos1, None).unwrap();
+        assert!(!options.clean_session());
+        assert!(options.manual_acks());
+        // The simulator and the monitor never keep a session.
+        let sim = mqtt_options(&qos1, Some("sim")).unwrap();
+        assert!(sim.clean_session() && !sim.manual_acks());
+        let qos0 = MqttConfig {
+            subscribe_qos: 0,
+            ..MqttConfig::default()
+        };
+        let options = mqtt_options(&qos0, None).unwrap();
+        assert!(options.clean_session() && !options.manual_acks());
+        let forced_clean = MqttConfig {
+            clean_session: Some(true),
+            ..MqttConfig::default()
+        };
+        assert!(mqtt_options(&forced_clean, None).unwrap().clean_session());
+        let forced_persistent = MqttConfig {
+            subscribe_qos: 0,
+            clean_session: Some(false),
+            ..MqttConfig::default()
+        };
+        assert!(!mqtt_options(&forced_persistent, None)
+            .unwrap()
+            .clean_session());
+        let embedded = MqttConfig {
+            embedded: true,
+            ..MqttConfig::default()
+        };
+        assert!(mqtt_options(&embedded, None).unwrap().clean_session());
     }
 
     #[test]

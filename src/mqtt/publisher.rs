@@ -12,9 +12,61 @@ use tracing::{debug, warn};
 
 use super::connection::{lock_filters, subscription_filters, SharedFilters};
 use super::{
-    publish_packet_size, qos_from_u8, validate_topic, MqttError, MqttStatus, Outgoing,
+    publish_packet_size, qos_from_u8, validate_topic, Incoming, MqttError, MqttStatus, Outgoing,
     RateLimitedCount,
 };
+
+/// Capacity of the queue of acknowledgements: one entry per QoS 1 message the broker has sent
+/// and the daemon has not acknowledged yet, of which there are at most as many as packet ids.
+pub(crate) const ACK_QUEUE: usize = 1 << 16;
+
+/// A filter nobody subscribes to: with a persistent session, [`Publisher::stop_input`]
+/// unsubscribes from it (and nothing else) only to wake the event loop.
+const WAKE_FILTER: &str = "$edgeflow/stop-input";
+
+/// Acknowledges QoS 1 messages once the daemon has taken them over (manual acks, used with a
+/// persistent session). Cheap to clone; a no-op when rumqttc acknowledges by itself.
+///
+/// With a persistent session, an unacknowledged message is sent again by the broker at the
+/// next session (of this daemon or of the next one started with the same client id), so a
+/// reading is acknowledged only once it has been handed to its shard: a message read but
+/// discarded at shutdown, or lost in the ingest queue when the process dies, is not lost.
+/// The PUBACKs go through the publisher task, in order, ahead of queued outputs; the caller
+/// never waits.
+#[derive(Clone, Debug, Default)]
+pub struct Acknowledger {
+    tx: Option<mpsc::Sender<u16>>,
+}
+
+impl Acknowledger {
+    pub(crate) fn new(tx: Option<mpsc::Sender<u16>>) -> Self {
+        Self { tx }
+    }
+
+    /// Whether messages must be acknowledged through this (manual acks).
+    pub fn is_manual(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Acknowledge `message` (QoS 1 only; nothing for QoS 0 or automatic acks). Never waits:
+    /// the queue holds one entry per unacknowledged packet id, so it is full only after a
+    /// reconnect made the broker send messages again; a PUBACK not queued then is harmless
+    /// (the broker sends the message once more at the next session).
+    pub fn ack(&self, message: &Incoming) {
+        if message.qos != rumqttc::QoS::AtMostOnce {
+            self.ack_packet(message.pkid);
+        }
+    }
+
+    /// Acknowledge the QoS 1 message with packet id `pkid` (see [`Acknowledger::ack`]).
+    pub fn ack_packet(&self, pkid: u16) {
+        if let Some(tx) = self.tx.as_ref().filter(|_| pkid != 0) {
+            if let Err(e) = tx.try_send(pkid) {
+                debug!("MQTT acknowledgement of packet {pkid} not queued: {e}");
+            }
+        }
+    }
+}
 
 /// What the publisher task is asked to do, in queue order.
 enum Command {
@@ -37,6 +89,10 @@ struct Shared {
     status: Arc<MqttStatus>,
     /// For UNSUBSCRIBE on `stop_input` (only `try_*` calls: never blocks the caller).
     client: AsyncClient,
+    /// A persistent session: `stop_input` must not UNSUBSCRIBE (the broker would stop
+    /// queueing readings for the next start).
+    persistent: bool,
+    acknowledger: Acknowledger,
     /// The subscriptions, shared with the event loop.
     filters: SharedFilters,
     input_stop: CancellationToken,
@@ -60,6 +116,7 @@ impl std::fmt::Debug for Publisher {
 #[allow(clippy::too_many_arguments)] // internal wiring, called from `connect` only
 pub(crate) fn start(
     client: AsyncClient,
+    acks: Option<(mpsc::Sender<u16>, mpsc::Receiver<u16>)>,
     filters: SharedFilters,
     input_stop: CancellationToken,
     capacity: usize,
@@ -70,9 +127,12 @@ pub(crate) fn start(
     shutdown: CancellationToken,
 ) -> (Publisher, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (ack_tx, ack_rx) = acks.unzip();
     let shared = Arc::new(Shared {
         status: Arc::clone(&status),
         client: client.clone(),
+        persistent: ack_tx.is_some(),
+        acknowledger: Acknowledger::new(ack_tx),
         filters,
         input_stop,
         max_packet_bytes,
@@ -80,7 +140,7 @@ pub(crate) fn start(
         queue_full: RateLimitedCount::new(RateLimitedCount::INTERVAL),
         rejected: RateLimitedCount::new(RateLimitedCount::INTERVAL),
     });
-    let task = run(rx, client, connected, status, stopped, shutdown);
+    let task = run(rx, ack_rx, client, connected, status, stopped, shutdown);
     (Publisher { tx, shared }, task)
 }
 
@@ -144,18 +204,32 @@ impl Publisher {
         checked
     }
 
+    /// The handle that acknowledges received QoS 1 messages (see [`Acknowledger`]).
+    pub fn acknowledger(&self) -> Acknowledger {
+        self.shared.acknowledger.clone()
+    }
+
     /// Stop input, keep the connection for publishing (shutdown step 1, see the
     /// [module docs](super)).
     ///
     /// The event loop drops its ingest sender, so the ingest side's `recv()` returns `None`
-    /// once it has drained what was queued; messages arriving later are discarded, and the
-    /// subscriptions are dropped (UNSUBSCRIBE now, none on later reconnects). Does not wait.
-    /// Idempotent.
+    /// once it has drained what was queued; messages arriving later are discarded. With a
+    /// clean session the subscriptions are dropped (UNSUBSCRIBE now, none on later
+    /// reconnects); with a persistent session they are kept, so the broker goes on queueing
+    /// readings for the next start, and the discarded messages are not acknowledged (the
+    /// broker sends them again then). Does not wait. Idempotent.
     pub fn stop_input(&self) {
         if self.shared.input_stop.is_cancelled() {
             return;
         }
         self.shared.input_stop.cancel();
+        if self.shared.persistent {
+            // Only to wake a connected, idle event loop (the UNSUBACK is an event).
+            if let Err(e) = self.shared.client.try_unsubscribe(WAKE_FILTER) {
+                debug!("cannot wake the MQTT event loop while stopping input: {e}");
+            }
+            return;
+        }
         // Also wakes a connected, idle event loop: the UNSUBSCRIBE it writes is an event. If
         // the request channel is full, events are flowing anyway.
         let paths: Vec<String> = lock_filters(&self.shared.filters)
@@ -277,11 +351,39 @@ impl Publisher {
 /// Messages the publisher task takes from the queue at once (at most).
 const PUBLISH_DRAIN: usize = 256;
 
+/// Receive queued acknowledgements into `buffer`; pending for ever without an ack queue, 0
+/// once it is closed.
+async fn recv_acks(acks: &mut Option<mpsc::Receiver<u16>>, buffer: &mut Vec<u16>) -> usize {
+    match acks {
+        Some(acks) => acks.recv_many(buffer, PUBLISH_DRAIN).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hand the PUBACKs for `pkids` to rumqttc, in order, and clear the list.
+async fn send_acks(client: &AsyncClient, pkids: &mut Vec<u16>) {
+    for pkid in pkids.drain(..) {
+        // Only the packet id and the QoS are read; an empty topic and payload allocate nothing.
+        let message = rumqttc::Publish {
+            dup: false,
+            qos: rumqttc::QoS::AtLeastOnce,
+            retain: false,
+            topic: String::new(),
+            pkid,
+            payload: bytes::Bytes::new(),
+        };
+        if let Err(e) = client.ack(&message).await {
+            debug!("MQTT acknowledgement of packet {pkid} failed: {e}");
+        }
+    }
+}
+
 /// The publisher task body. Takes what is queued (up to [`PUBLISH_DRAIN`] messages), waits
 /// once for a session, and hands the messages to rumqttc in order: one wake, one session
 /// check and one cancellation check per drain, not per message.
 async fn run(
     mut rx: mpsc::Receiver<Command>,
+    mut acks: Option<mpsc::Receiver<u16>>,
     client: AsyncClient,
     mut connected: watch::Receiver<bool>,
     status: Arc<MqttStatus>,
@@ -291,10 +393,29 @@ async fn run(
     let mut drained: Vec<Command> = Vec::with_capacity(PUBLISH_DRAIN);
     let mut pending: std::collections::VecDeque<Command> =
         std::collections::VecDeque::with_capacity(PUBLISH_DRAIN);
+    let mut ack_buffer: Vec<u16> = Vec::with_capacity(PUBLISH_DRAIN);
     'run: loop {
         let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            n = recv_acks(&mut acks, &mut ack_buffer) => {
+                if n == 0 {
+                    acks = None;
+                } else if *connected.borrow() {
+                    // Waits only while rumqttc's request channel is full.
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => break,
+                        () = stopped.cancelled() => break,
+                        () = send_acks(&client, &mut ack_buffer) => {}
+                    }
+                } else {
+                    // The broker sends these messages again when the session resumes: they
+                    // are acknowledged then.
+                    ack_buffer.clear();
+                }
+                continue;
+            }
             n = rx.recv_many(&mut drained, PUBLISH_DRAIN) => n,
         };
         if received == 0 {
@@ -319,6 +440,13 @@ async fn run(
         // request channel has room.
         let handed_over = async {
             while let Some(command) = pending.pop_front() {
+                // Acknowledgements first: they are small, and input waits for them.
+                if let Some(acks) = acks.as_mut() {
+                    while let Ok(pkid) = acks.try_recv() {
+                        ack_buffer.push(pkid);
+                    }
+                    send_acks(&client, &mut ack_buffer).await;
+                }
                 match command {
                     Command::Publish(msg) => {
                         // Checked by `Publisher` already: the fallback is never used.
