@@ -70,10 +70,13 @@ def publish(children, tools, broker, counter, parts, rate, workdir, label,
     pub.stop()
 
 
-def metrics(http_port: int) -> list[dict]:
+def metrics(http_port: int, required: bool = True) -> list[dict]:
+    """The daemon's /metrics samples; [] when not `required` and it does not answer (yet)."""
     status, text = dl.http_get(http_port, "/metrics")
     if status != 200:
-        dl.die(f"/metrics answered {status}")
+        if not required:
+            return []
+        dl.die(f"/metrics answered {status}: {text}")
     return dl.parse_metrics(text)
 
 
@@ -131,11 +134,8 @@ def run(args, children, tools, workdir: Path) -> int:
                             stdout=log, stderr=log, stdin=dl.subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while True:
-        try:
-            if total(metrics(http_port), "edgeflow_mqtt_connected") == 1:
-                break
-        except OSError:
-            pass
+        if total(metrics(http_port, required=False), "edgeflow_mqtt_connected") == 1:
+            break
         if daemon.poll() is not None or time.monotonic() > deadline:
             dl.die(f"the daemon did not connect:\n{dl.tail(workdir / 'edgeflow.log')}")
         time.sleep(0.1)
@@ -182,15 +182,18 @@ def run(args, children, tools, workdir: Path) -> int:
     session = "clean_session = true" if args.clean_session else "persistent (default)"
     drops_text = ", ".join(f"{d['reason']} {d['value']:.0f}" for d in drops) or "none"
     first = f"{first_after:.2f} s" if first_after is not None else "none"
-    command = "python3 benches/fault_outage.py " + " ".join(
-        a for a in sys.argv[1:] if not a.startswith("--out"))
+    shown = list(sys.argv[1:])
+    if "--out" in shown:  # where the report goes is not part of the measurement
+        i = shown.index("--out")
+        del shown[i:i + 2]
+    command = " ".join(["python3 benches/fault_outage.py", *shown])
     text = f"""| session | readings published (acked by the broker) | readings decoded | readings lost | outputs received | outputs lost | broker return → first output | reconnects | drops |
 |---|---|---|---|---|---|---|---|---|
 | {session} | {n:,} | {readings:,.0f} | {readings_lost:,} | {counter.n:,} | {outputs_lost:,} | {first} | {reconnects:.0f} | {drops_text} |
 
 `{command.strip()}`: {args.rate:,.0f} readings/s over {args.keys:,} keys, {args.before:.0f} s before
-and {args.after:.0f} s after a {args.outage:.0f} s outage (mosquitto {tools.version}, SIGTERM +
-restart on the same port and persistence file). Outputs counted by a persistent
+and {args.after:.0f} s after a {args.outage:.0f} s outage (mosquitto {tools.version}, SIGTERM
+and restart on the same port and persistence file). Outputs counted by a persistent
 `mosquitto_sub -c`; more outputs than readings would be QoS 1 duplicates.
 """
     print(text)

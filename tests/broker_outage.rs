@@ -219,7 +219,9 @@ async fn publish_range(client: &TestClient, range: std::ops::Range<usize>) {
 
 /// (a) The broker is stopped while it holds readings queued for the daemon (the daemon is
 /// frozen with SIGSTOP, so it reads nothing meanwhile) and restarted on the same port and
-/// persistence file: after the daemon reconnects, every queued reading produces an output.
+/// persistence file: after the daemon reconnects, every queued reading produces an output,
+/// and the outputs the daemon made while the broker was down (from readings already in its
+/// socket) are sent after the return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_queued_by_the_broker_survive_a_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -231,6 +233,7 @@ async fn readings_queued_by_the_broker_survive_a_broker_restart() {
     let mut watcher = Watcher::start(port).await;
     let publisher = TestClient::connect("127.0.0.1", port, "outage-publisher-a").await;
     let mut daemon = BinaryDaemon::spawn(&config);
+    let http = daemon.http_address().await;
     daemon.wait_for("ready").await;
 
     // Subscribed once the first readings come out.
@@ -250,8 +253,25 @@ async fn readings_queued_by_the_broker_survive_a_broker_restart() {
             w.inputs.len() == TOTAL
         })
         .await;
-    broker.restart();
+    broker.stop();
+    // Thawed with the broker down, the daemon still reads what the broker had written to its
+    // socket: the outputs of those readings wait in its publish queue for the broker's return.
     signal(daemon.child.id(), "CONT");
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, metrics) = http_get(http, "/metrics").await;
+        if sample(&metrics, "edgeflow_mqtt_connected") == 0.0
+            && sample(&metrics, "edgeflow_mqtt_publish_queue_depth") > 0.0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no output queued while the broker is down:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.spawn().expect("restart mosquitto");
 
     watcher
         .until("an output for every reading", |w| {

@@ -22,12 +22,14 @@
 //! embedded = false            # run an in-process broker on 127.0.0.1:port (host is then ignored)
 //! host = "127.0.0.1"          # non-empty unless embedded
 //! port = 1883                 # 1..=65535
-//! client_id = "edgeflow"      # non-empty (≤ 23 characters is what every broker accepts)
+//! # client_id = "gw-7"        # default "ef-{host}-{hash of the file's path}"; non-empty
+//!                             # (≤ 23 characters is what every broker accepts)
 //! # username = "u"            # optional
 //! # password = "p"            # optional, requires username
 //! keep_alive = "30s"          # 5s..=65535s
 //! max_packet_bytes = 262144   # 1024..=268435455
 //! subscribe_qos = 1           # 0 or 1
+//! clean_session = "auto"      # "auto" (persistent at QoS 1 unless embedded) | true | false
 //! reconnect_min = "500ms"     # > 0; first back-off after a connection error
 //! reconnect_max = "30s"       # ≥ reconnect_min; cap of the doubling back-off
 //! ingest_queue = 4096         # ≥ 1

@@ -12,9 +12,16 @@
 //! * the **event-loop task** is the only code that polls rumqttc's `EventLoop`. It never waits on
 //!   anything but the network: received messages go to ingest with `try_send` (a full queue is a
 //!   counted drop, never a stall), subscriptions are sent with `try_subscribe_many` on every
-//!   `ConnAck` (clean session: the broker forgets them on each disconnect), and a connection error
-//!   is followed by an exponential back-off sleep (polling again at once would reconnect in a
-//!   tight loop).
+//!   `ConnAck` that did not resume a persistent session (a clean session forgets them on each
+//!   disconnect; a resumed one keeps them, and a SUBSCRIBE would only make the broker send its
+//!   retained messages again), and a connection error is followed by an exponential back-off
+//!   sleep (polling again at once would reconnect in a tight loop).
+//! * with a **persistent session** (`[mqtt] clean_session`, persistent by default at QoS 1) rumqttc
+//!   does not acknowledge QoS 1 messages by itself: the ingest side acknowledges them through
+//!   an [`Acknowledger`] once they are in a shard's queue, and the publisher task sends the
+//!   PUBACKs, ahead of queued outputs. A message the daemon never took over (read after input
+//!   stopped, or lost in the ingest queue when the process died) is sent again by the broker at
+//!   the next session.
 //! * the **publisher task** moves [`Outgoing`] messages from a bounded queue into rumqttc's
 //!   request channel with `AsyncClient::publish(..).await`. Awaiting that call from the polling
 //!   task would deadlock when the request channel is full (only the poller drains it), which is
@@ -26,14 +33,17 @@
 //!
 //! The daemon stops in this order:
 //!
-//! 1. **Stop input**: [`Publisher::stop_input`]. The event loop unsubscribes and drops its
-//!    ingest sender: the ingest side drains what is queued, then `recv()` returns `None`. The
-//!    connection stays up so outputs can still be published. (Dropping the
+//! 1. **Stop input**: [`Publisher::stop_input`]. The event loop unsubscribes (clean session
+//!    only: a persistent session keeps its subscriptions, so the broker queues for the next
+//!    start) and drops its ingest sender: the ingest side drains what is queued, then `recv()`
+//!    returns `None`. The connection stays up so outputs can still be published. (Dropping the
 //!    `Receiver<Incoming>` has the same effect on the event loop, without the unsubscribe.)
 //! 2. **Drain** the actors and **checkpoint** their state; outputs they emit are still queued.
 //! 3. **Flush and disconnect**: [`Publisher::disconnect`] with a deadline. Everything queued before
-//!    it is handed to the broker in order, then DISCONNECT is sent; both tasks return by
-//!    themselves.
+//!    it is handed to the broker in order, then DISCONNECT is sent, and the event loop reads
+//!    until the broker closes the connection (at most a second: closing a socket with unread
+//!    data sends a TCP reset, and the broker would discard the last outputs); both tasks
+//!    return by themselves.
 //! 4. **Cancel `shutdown`** and await both tasks. If the deadline passed (broker down), this
 //!    is what stops them; queued messages are lost and counted in the returned error.
 //!
