@@ -95,11 +95,6 @@ impl Mosquitto {
             child.wait().expect("reap mosquitto");
         }
     }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn().expect("restart mosquitto");
-    }
 }
 
 impl Drop for Mosquitto {
@@ -255,13 +250,14 @@ async fn readings_queued_by_the_broker_survive_a_broker_restart() {
         .await;
     broker.stop();
     // Thawed with the broker down, the daemon still reads what the broker had written to its
-    // socket: the outputs of those readings wait in its publish queue for the broker's return.
+    // socket: the outputs of those readings (more than the warm-up's) wait in its publish
+    // queue for the broker's return.
     signal(daemon.child.id(), "CONT");
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     loop {
         let (_, metrics) = http_get(http, "/metrics").await;
         if sample(&metrics, "edgeflow_mqtt_connected") == 0.0
-            && sample(&metrics, "edgeflow_mqtt_publish_queue_depth") > 0.0
+            && sample(&metrics, "edgeflow_outputs_total{pipeline=\"temperature\"}") > WARM as f64
         {
             break;
         }
