@@ -129,8 +129,12 @@ fn reading(seq: usize) -> (String, String) {
 fn daemon_config(dir: &Path, port: u16) -> PathBuf {
     let mut text = config_text("127.0.0.1", port, &dir.join("data"), "unused")
         .replace("client_id = \"unused\"\n", "");
-    if std::env::var("EDGEFLOW_TEST_CLEAN_SESSION").is_ok_and(|v| v == "true") {
-        text = text.replace("[mqtt]\n", "[mqtt]\nclean_session = true\n");
+    // The common config forces a clean session (for rumqttd); these tests are about the
+    // default, `"auto"` (persistent at QoS 1).
+    let clean = "clean_session = true\n";
+    assert!(text.contains(clean), "common config changed");
+    if !std::env::var("EDGEFLOW_TEST_CLEAN_SESSION").is_ok_and(|v| v == "true") {
+        text = text.replace(clean, "");
     }
     write_config(dir, &text)
 }
