@@ -216,6 +216,47 @@ async fn publish_range(client: &TestClient, range: std::ops::Range<usize>) {
     }
 }
 
+/// Readings warmed up through a running daemon: its broker (persistent), the watcher, a
+/// publisher, the daemon (ready and subscribed) and the config it runs.
+struct Running {
+    broker: Mosquitto,
+    watcher: Watcher,
+    publisher: TestClient,
+    daemon: BinaryDaemon,
+    /// The daemon's HTTP address (its log line comes before `ready`).
+    http: std::net::SocketAddr,
+    config: PathBuf,
+}
+
+/// Outputs for the first readings of a warm-up.
+const WARM: usize = 40;
+
+/// Start Mosquitto, a watcher, a publisher named `publisher_id` and the daemon, and wait for
+/// the outputs of [`WARM`] readings (the daemon is subscribed then). None: no mosquitto
+/// binary outside CI.
+async fn start_and_warm_up(dir: &Path, publisher_id: &str) -> Option<Running> {
+    let broker = Mosquitto::start(dir)?;
+    let port = broker.port;
+    let config = daemon_config(dir, port);
+    let mut watcher = Watcher::start(port).await;
+    let publisher = TestClient::connect("127.0.0.1", port, publisher_id).await;
+    let mut daemon = BinaryDaemon::spawn(&config);
+    let http = daemon.http_address().await;
+    daemon.wait_for("ready").await;
+    publish_range(&publisher, 0..WARM).await;
+    watcher
+        .until("warm-up outputs", |w| w.outputs.len() == WARM)
+        .await;
+    Some(Running {
+        broker,
+        watcher,
+        publisher,
+        daemon,
+        http,
+        config,
+    })
+}
+
 /// (a) The broker is stopped while it holds readings queued for the daemon (the daemon is
 /// frozen with SIGSTOP, so it reads nothing meanwhile) and restarted on the same port and
 /// persistence file: after the daemon reconnects, every queued reading produces an output,
@@ -224,23 +265,17 @@ async fn publish_range(client: &TestClient, range: std::ops::Range<usize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_queued_by_the_broker_survive_a_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(mut broker) = Mosquitto::start(dir.path()) else {
+    let Some(Running {
+        mut broker,
+        mut watcher,
+        publisher,
+        mut daemon,
+        http,
+        ..
+    }) = start_and_warm_up(dir.path(), "outage-publisher-a").await
+    else {
         return;
     };
-    let port = broker.port;
-    let config = daemon_config(dir.path(), port);
-    let mut watcher = Watcher::start(port).await;
-    let publisher = TestClient::connect("127.0.0.1", port, "outage-publisher-a").await;
-    let mut daemon = BinaryDaemon::spawn(&config);
-    let http = daemon.http_address().await;
-    daemon.wait_for("ready").await;
-
-    // Subscribed once the first readings come out.
-    const WARM: usize = 40;
-    publish_range(&publisher, 0..WARM).await;
-    watcher
-        .until("warm-up outputs", |w| w.outputs.len() == WARM)
-        .await;
 
     const TOTAL: usize = 1_000;
     signal(daemon.child.id(), "STOP");
@@ -288,20 +323,17 @@ async fn readings_queued_by_the_broker_survive_a_broker_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_sent_while_the_daemon_is_away_are_processed_after_its_return() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(broker) = Mosquitto::start(dir.path()) else {
+    let Some(Running {
+        broker,
+        mut watcher,
+        publisher,
+        mut daemon,
+        config,
+        ..
+    }) = start_and_warm_up(dir.path(), "outage-publisher-b").await
+    else {
         return;
     };
-    let port = broker.port;
-    let config = daemon_config(dir.path(), port);
-    let mut watcher = Watcher::start(port).await;
-    let publisher = TestClient::connect("127.0.0.1", port, "outage-publisher-b").await;
-    let mut daemon = BinaryDaemon::spawn(&config);
-    daemon.wait_for("ready").await;
-    const WARM: usize = 40;
-    publish_range(&publisher, 0..WARM).await;
-    watcher
-        .until("warm-up outputs", |w| w.outputs.len() == WARM)
-        .await;
 
     // A publisher that keeps sending, paced so that the stop falls in the middle of it.
     const TOTAL: usize = 2_000;
