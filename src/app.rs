@@ -55,8 +55,14 @@ pub enum AppError {
     Client(mqtt::MqttError),
 }
 
-/// Sends key actors' outputs to the MQTT publisher queue.
-struct MqttSink(Publisher);
+/// Sends outputs to the MQTT publisher queue.
+struct MqttSink {
+    publisher: Publisher,
+    /// Wait for room in a full queue ([`Publisher::publish_waiting`]): the shards' sink. The
+    /// supervisors (classifiers, recommenders) run on the thread of the MQTT tasks and must
+    /// never block it: theirs drops and counts.
+    wait: bool,
+}
 
 impl OutputSink for MqttSink {
     fn emit(&self, _pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
@@ -64,12 +70,17 @@ impl OutputSink for MqttSink {
     }
 
     fn publish(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> bool {
-        self.0.try_publish(Outgoing {
+        let msg = Outgoing {
             topic: topic.to_owned(),
             payload: payload.to_vec(),
             qos,
             retain,
-        })
+        };
+        if self.wait {
+            self.publisher.publish_waiting(msg)
+        } else {
+            self.publisher.try_publish(msg)
+        }
     }
 }
 
@@ -106,8 +117,8 @@ pub struct Daemon {
     input_stop: CancellationToken,
     connection_stop: CancellationToken,
     background_stop: CancellationToken,
-    event_loop: JoinHandle<()>,
-    publisher_task: JoinHandle<()>,
+    /// The MQTT connections' tasks (see [`mqtt::connect`]).
+    connection_tasks: Vec<JoinHandle<()>>,
     ingest_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     http: Option<HttpServer>,
@@ -155,7 +166,7 @@ impl Daemon {
         let subscriptions = pipelines.subscriptions(config.mqtt.subscribe_qos);
         let mqtt_cfg = effective_mqtt(&config);
         let connection_stop = CancellationToken::new();
-        let (publisher, event_loop, publisher_body) = mqtt::connect(
+        let (publisher, connection_tasks) = mqtt::connect(
             &mqtt_cfg,
             subscriptions,
             ingest_tx,
@@ -163,7 +174,14 @@ impl Daemon {
             connection_stop.clone(),
         )
         .map_err(AppError::Client)?;
-        let sink: Arc<dyn OutputSink> = Arc::new(MqttSink(publisher.clone()));
+        let sink: Arc<dyn OutputSink> = Arc::new(MqttSink {
+            publisher: publisher.clone(),
+            wait: false,
+        });
+        let shard_sink: Arc<dyn OutputSink> = Arc::new(MqttSink {
+            publisher: publisher.clone(),
+            wait: true,
+        });
         let recommenders = Arc::new(RecommenderRegistry::default());
         for p in pipelines.iter().filter(|p| p.is_recommend()) {
             start_recommender(&config, &p.name, &recommenders, &store, &sink)?;
@@ -171,7 +189,7 @@ impl Daemon {
         let router = Arc::new(Router::start(
             pipelines.clone(),
             store.clone(),
-            sink.clone(),
+            shard_sink,
             recommenders,
             &config.runtime,
         ));
@@ -210,8 +228,9 @@ impl Daemon {
             None
         };
 
-        let event_loop = actix_rt::spawn(event_loop);
-        let publisher_task = actix_rt::spawn(publisher_body);
+        // The event loops, the publisher and the ack task, on this (the System's) thread:
+        // the shards, which may wait for room in the publish queue, run on their own.
+        let connection_tasks = connection_tasks.into_iter().map(actix_rt::spawn).collect();
         let ingest_task =
             actix_rt::spawn(ingest(ingest_rx, router.clone(), publisher.acknowledger()));
 
@@ -274,8 +293,7 @@ impl Daemon {
             input_stop,
             connection_stop,
             background_stop,
-            event_loop,
-            publisher_task,
+            connection_tasks,
             ingest_task,
             background,
             http,
@@ -469,8 +487,9 @@ impl Daemon {
             tracing::warn!("disconnect: {e}");
         }
         self.connection_stop.cancel();
-        let _ = self.event_loop.await;
-        let _ = self.publisher_task.await;
+        for task in self.connection_tasks {
+            let _ = task.await;
+        }
         Ok(report)
     }
 }

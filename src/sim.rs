@@ -219,16 +219,16 @@ pub async fn run_simulator(
     let status = Arc::new(MqttStatus::default());
     // Nothing is subscribed, so nothing arrives; the receiver is kept open until the end.
     let (ingest_tx, _ingest_rx) = tokio::sync::mpsc::channel(1);
-    let (publisher, event_loop, publisher_task) = mqtt::connection::connect_with_options(
+    let (publisher, tasks) = mqtt::connection::connect_with_options(
         mqtt::mqtt_options(mqtt, Some("sim"))?,
+        None,
         mqtt,
         Vec::new(),
         ingest_tx,
         Arc::clone(&status),
         stop.clone(),
     );
-    let event_loop = tokio::spawn(event_loop);
-    let publisher_task = tokio::spawn(publisher_task);
+    let tasks: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
 
     info!(
         "simulating {} sensors at {} readings/s on {} (topic {}, seed {})",
@@ -291,8 +291,9 @@ pub async fn run_simulator(
         }
     }
     stop.cancel();
-    let _ = event_loop.await;
-    let _ = publisher_task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     info!(
         "simulator done: {queued} readings queued, {} published",
         status.published.load(std::sync::atomic::Ordering::Relaxed)
@@ -327,16 +328,16 @@ pub async fn run_output_monitor(
     let status = Arc::new(MqttStatus::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<mqtt::Incoming>(256);
     let subscriptions = filters.iter().map(|f| (f.clone(), 0)).collect();
-    let (_publisher, event_loop, publisher_task) = mqtt::connection::connect_with_options(
+    let (_publisher, tasks) = mqtt::connection::connect_with_options(
         options,
+        None,
         mqtt,
         subscriptions,
         tx,
         Arc::clone(&status),
         stop.clone(),
     );
-    let event_loop = tokio::spawn(event_loop);
-    let publisher_task = tokio::spawn(publisher_task);
+    let tasks: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -366,8 +367,9 @@ pub async fn run_output_monitor(
         }
     }
     stop.cancel();
-    let _ = event_loop.await;
-    let _ = publisher_task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
 }
 
 #[cfg(test)]

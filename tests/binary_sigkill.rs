@@ -309,9 +309,13 @@ async fn sigterm_with_an_output_backlog_exits_within_the_shutdown_deadline() {
     let http = daemon.http_address().await;
     daemon.wait_for("subscribed").await;
     relay.freeze.cancel();
-    // Until outputs are being dropped: the publish queue is full and nothing leaves.
+    // Until the publish queue is full and nothing leaves: outputs wait for room (the shards
+    // are held back) or, once the keep-alive gave up on the frozen connection, are dropped.
     let mut step = 0;
-    while metric(http, "edgeflow_mqtt_publish_dropped_total").await < 1.0 {
+    while metric(http, "edgeflow_mqtt_publish_waits_total").await
+        + metric(http, "edgeflow_mqtt_publish_dropped_total").await
+        < 1.0
+    {
         client.publish_all(&readings(50, step, step + 20)).await;
         step += 20;
         assert!(step < 20_000, "no output backlog after {step} steps");

@@ -415,6 +415,13 @@ impl Collector for DaemonCollector {
         )?;
         single(
             &mut e,
+            "edgeflow_mqtt_output_connected",
+            "1 while the output connection (client id <client_id>-out) has a session with the broker",
+            MetricType::Gauge,
+            ConstGauge::new(i64::from(mqtt.output_connected)),
+        )?;
+        single(
+            &mut e,
             "edgeflow_mqtt_reconnects",
             "Connection errors, each followed by a back-off and a reconnect attempt",
             MetricType::Counter,
@@ -455,6 +462,13 @@ impl Collector for DaemonCollector {
             "Output messages not published: queue full, rejected, or connection closed",
             MetricType::Counter,
             ConstCounter::new(mqtt.publish_dropped),
+        )?;
+        single(
+            &mut e,
+            "edgeflow_mqtt_publish_waits",
+            "Outputs that found the publish queue full and waited for room (backpressure on the shards) instead of being dropped",
+            MetricType::Counter,
+            ConstCounter::new(mqtt.publish_waits),
         )?;
         single(
             &mut e,

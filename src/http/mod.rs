@@ -123,13 +123,14 @@ async fn metrics_handler(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
-/// The health verdict: the broker session is up and every shard answers a ping.
+/// The health verdict: both broker sessions (input and output) are up and every shard answers
+/// a ping.
 pub async fn health(state: &HttpState) -> (bool, Value) {
-    let connected = state
-        .collector
-        .mqtt
-        .connected
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let mqtt = &state.collector.mqtt;
+    let connected = mqtt.connected.load(std::sync::atomic::Ordering::Relaxed)
+        && mqtt
+            .output_connected
+            .load(std::sync::atomic::Ordering::Relaxed);
     let actors = match state.router.upgrade() {
         Some(router) => router.alive(HEALTH_TIMEOUT).await,
         None => false,

@@ -1,7 +1,6 @@
 //! The event-loop task: connect, resubscribe on every ConnAck, hand messages to ingest, back off
 //! on errors.
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -12,25 +11,27 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::publisher::{self, Acknowledger, Publisher, ACK_QUEUE};
+use super::acks::{Acknowledger, ACK_QUEUE};
+use super::publisher::{self, Publisher};
 use super::{
-    broker_address, describe_connection_error, mqtt_options, publish_packet_size, qos_from_u8,
-    validate_filter, Human, Incoming, MqttStatus, RateLimitedCount,
+    broker_address, describe_connection_error, mqtt_options, output_options, publish_packet_size,
+    qos_from_u8, validate_filter, Human, Incoming, MqttStatus, RateLimitedCount, Task,
 };
 use crate::config::MqttConfig;
 
-/// Start the connection to the broker of `cfg`.
+/// Start the connections to the broker of `cfg`.
 ///
-/// Returns the [`Publisher`] handle and two futures the caller spawns (e.g. with
-/// `tokio::spawn`): the event-loop task body and the publisher task body. Nothing happens
-/// until they are polled; the first connection attempt is made by the event-loop task, and a
-/// broker that is down is not an error: it is retried with back-off from `reconnect_min` to
-/// `reconnect_max` until `shutdown` is cancelled.
+/// Returns the [`Publisher`] handle and the task bodies the caller spawns (e.g. with
+/// `tokio::spawn`) and awaits at shutdown: the input connection's event loop, the output
+/// connection's event loop and the publisher task. Nothing happens until they are polled; the
+/// first connection attempts are made by the event-loop tasks, and a broker that is down is
+/// not an error: it is retried with back-off from `reconnect_min` to `reconnect_max` until
+/// `shutdown` is cancelled.
 ///
 /// `subscriptions` are `(filter, qos)` pairs, subscribed to after every ConnAck. Invalid
 /// filters or QoS values are logged and skipped (config validation rejects them earlier).
-/// Received messages go to `ingest` with `try_send`; see the [module docs](super) for what
-/// happens when it is full or closed, and for the shutdown order.
+/// Received messages go to `ingest`; see the [module docs](super) for what happens when it is
+/// full or closed, why outputs have a connection of their own, and for the shutdown order.
 ///
 /// Every connection error is counted in `status` ([`MqttStatus::reconnects`]) and kept as its
 /// [`MqttStatus::last_failure`], with the message that was logged.
@@ -39,23 +40,16 @@ use crate::config::MqttConfig;
 ///
 /// [`MqttError::Tls`](super::MqttError::Tls) when the files of `[mqtt.tls]` cannot be read or
 /// used; nothing has been started then.
-#[allow(clippy::type_complexity)]
 pub fn connect(
     cfg: &MqttConfig,
     subscriptions: Vec<(String, u8)>,
     ingest: mpsc::Sender<Incoming>,
     status: Arc<MqttStatus>,
     shutdown: CancellationToken,
-) -> Result<
-    (
-        Publisher,
-        impl Future<Output = ()> + Send + 'static,
-        impl Future<Output = ()> + Send + 'static,
-    ),
-    super::MqttError,
-> {
+) -> Result<(Publisher, Vec<Task>), super::MqttError> {
     Ok(connect_with_options(
         mqtt_options(cfg, None)?,
+        Some(output_options(cfg)?),
         cfg,
         subscriptions,
         ingest,
@@ -64,74 +58,73 @@ pub fn connect(
     ))
 }
 
-/// [`connect`] with prepared options (the simulator uses its own client id).
+/// [`connect`] with prepared options (the simulator uses its own client id). With `output`,
+/// outputs are published on a second connection made with those options; without, the one
+/// connection reads and publishes (the simulator and the demo's monitor: they never wait
+/// for room in the publish queue, see [`Publisher::publish_waiting`]).
 pub(crate) fn connect_with_options(
     options: MqttOptions,
+    output: Option<MqttOptions>,
     cfg: &MqttConfig,
     subscriptions: Vec<(String, u8)>,
     ingest: mpsc::Sender<Incoming>,
     status: Arc<MqttStatus>,
     shutdown: CancellationToken,
-) -> (
-    Publisher,
-    impl Future<Output = ()> + Send + 'static,
-    impl Future<Output = ()> + Send + 'static,
-) {
-    let capacity = options.request_channel_capacity();
-    // Several clients share a process in the demo (daemon, simulator, monitor): name them.
-    let tls = if matches!(options.transport(), rumqttc::Transport::Tls(_)) {
-        " over TLS"
-    } else {
-        ""
-    };
-    let broker = format!("{}{tls} as {:?}", broker_address(cfg), options.client_id());
+) -> (Publisher, Vec<Task>) {
     let persistent = !options.clean_session();
     let acks = options
         .manual_acks()
         .then(|| mpsc::channel::<u16>(ACK_QUEUE));
     let acknowledger = Acknowledger::new(acks.as_ref().map(|(tx, _)| tx.clone()));
-    let (client, eventloop) = AsyncClient::new(options, capacity);
-    let (connected_tx, connected_rx) = watch::channel(false);
-    // Cancelled when the event-loop task returns, for whatever reason: lets the publisher task
-    // and `Publisher::disconnect` stop waiting for a connection that will never come back.
-    let stopped = CancellationToken::new();
     // Cancelled by `Publisher::stop_input`.
     let input_stop = CancellationToken::new();
-
     let filters: SharedFilters = Arc::new(Mutex::new(subscription_filters(subscriptions)));
-    let event_loop = EventLoopTask {
-        eventloop,
-        client: client.clone(),
+    let role = if output.is_some() {
+        Role::Input
+    } else {
+        Role::Both
+    };
+    let (input, input_task) = EventLoopTask::new(options, cfg, role, Arc::clone(&status));
+    let input_task = EventLoopTask {
         filters: Arc::clone(&filters),
         ingest: Some(ingest),
         input_stop: input_stop.clone(),
-        status: Arc::clone(&status),
-        connected: connected_tx,
-        broker,
-        max_packet_bytes: cfg.max_packet_bytes,
-        ingest_capacity: cfg.ingest_queue,
         wait_for_ingest: cfg.subscribe_qos >= 1,
-        backoff: Backoff::new(cfg.reconnect_min, cfg.reconnect_max),
         persistent,
         acknowledger,
-        last_subscribed: None,
-        quick_closes: QuickCloses::default(),
+        ..input_task
     }
-    .run(shutdown.clone(), stopped.clone());
+    .run(shutdown.clone(), input.stopped.clone());
+    let mut tasks: Vec<Task> = vec![Box::pin(input_task)];
+    let output = output.map(|options| {
+        let (ends, task) = EventLoopTask::new(options, cfg, Role::Output, Arc::clone(&status));
+        tasks.push(Box::pin(task.run(shutdown.clone(), ends.stopped.clone())));
+        ends
+    });
 
-    let (publisher, publisher_task) = publisher::start(
-        client,
+    let (publisher, publisher_tasks) = publisher::start(
+        publisher::Ends { input, output },
         acks,
         filters,
         input_stop,
-        cfg.publish_queue,
-        cfg.max_packet_bytes,
+        (cfg.publish_queue, cfg.max_packet_bytes),
         status,
-        connected_rx,
-        stopped,
         shutdown,
     );
-    (publisher, event_loop, publisher_task)
+    tasks.extend(publisher_tasks);
+    (publisher, tasks)
+}
+
+/// What a connection's event loop does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Subscribes and reads; outputs go out on another connection.
+    Input,
+    /// Only publishes (no subscriptions): never waits on ingest, so the outputs the shards
+    /// wait to queue always drain, whatever the input connection is waiting for.
+    Output,
+    /// Reads and publishes (the simulator and the monitor).
+    Both,
 }
 
 /// The subscriptions of the connection: read by the event loop after every ConnAck, changed by
@@ -243,6 +236,7 @@ struct EventLoopTask {
     /// again).
     last_subscribed: Option<Vec<SubscribeFilter>>,
     quick_closes: QuickCloses,
+    role: Role,
 }
 
 /// Notices a broker that closes the connection right after accepting it, again and again:
@@ -299,6 +293,69 @@ struct SubscriptionState {
 }
 
 impl EventLoopTask {
+    /// A connection's event loop with no input (the caller sets the input fields) and the
+    /// ends the publisher uses: the client, the session flag and the stop token.
+    fn new(
+        options: MqttOptions,
+        cfg: &MqttConfig,
+        role: Role,
+        status: Arc<MqttStatus>,
+    ) -> (publisher::ConnectionEnds, Self) {
+        let capacity = options.request_channel_capacity();
+        // Several clients share a process in the demo (daemon, simulator, monitor), and the
+        // daemon has two: name them.
+        let tls = if matches!(options.transport(), rumqttc::Transport::Tls(_)) {
+            " over TLS"
+        } else {
+            ""
+        };
+        let broker = format!("{}{tls} as {:?}", broker_address(cfg), options.client_id());
+        let (client, eventloop) = AsyncClient::new(options, capacity);
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let ends = publisher::ConnectionEnds {
+            client: client.clone(),
+            connected: connected_rx,
+            // Cancelled when the event-loop task returns, for whatever reason: lets the
+            // publisher task and `Publisher::disconnect` stop waiting for a connection that
+            // will never come back.
+            stopped: CancellationToken::new(),
+        };
+        let task = Self {
+            eventloop,
+            client,
+            filters: Arc::default(),
+            ingest: None,
+            input_stop: CancellationToken::new(),
+            status,
+            connected: connected_tx,
+            broker,
+            max_packet_bytes: cfg.max_packet_bytes,
+            ingest_capacity: cfg.ingest_queue,
+            wait_for_ingest: false,
+            backoff: Backoff::new(cfg.reconnect_min, cfg.reconnect_max),
+            persistent: false,
+            acknowledger: Acknowledger::default(),
+            last_subscribed: None,
+            quick_closes: QuickCloses::default(),
+            role,
+        };
+        (ends, task)
+    }
+
+    /// Publish the session state: the publisher's watch and the status flags of this role.
+    fn set_connected(&self, up: bool) {
+        if self.role != Role::Output {
+            self.status.connected.store(up, Ordering::Relaxed);
+            if !up {
+                self.status.subscribed.store(false, Ordering::Relaxed);
+            }
+        }
+        if self.role != Role::Input {
+            self.status.output_connected.store(up, Ordering::Relaxed);
+        }
+        self.connected.send_replace(up);
+    }
+
     async fn run(mut self, shutdown: CancellationToken, stopped: CancellationToken) {
         let _stopped_on_return = stopped.drop_guard();
         let mut ever_connected = false;
@@ -312,7 +369,7 @@ impl EventLoopTask {
         let mut session_since: Option<std::time::Instant> = None;
 
         'run: loop {
-            let connected = self.status.connected.load(Ordering::Relaxed);
+            let connected = *self.connected.borrow();
             // Publishes rumqttc took back from a lost connection (unacknowledged, or still in
             // its request channel): it sends them again if the broker resumes the session, and
             // discards them if it starts a new one. Counted here so a discarded output is a
@@ -374,14 +431,15 @@ impl EventLoopTask {
                         request_pending: !none && self.ingest.is_some(),
                         awaiting_acks: 0,
                     };
-                    self.status.subscribed.store(none, Ordering::Relaxed);
+                    if self.role != Role::Output {
+                        self.status.subscribed.store(none, Ordering::Relaxed);
+                    }
                     // Subscribe before announcing the connection: once the publisher task
                     // sees `connected` it may fill the request channel.
                     if subscription.request_pending {
                         self.try_subscribe(&mut subscription);
                     }
-                    self.status.connected.store(true, Ordering::Relaxed);
-                    self.connected.send_replace(true);
+                    self.set_connected(true);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     self.status.received.fetch_add(1, Ordering::Relaxed);
@@ -442,9 +500,8 @@ impl EventLoopTask {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let was_connected = self.status.connected.swap(false, Ordering::Relaxed);
-                    self.status.subscribed.store(false, Ordering::Relaxed);
-                    self.connected.send_replace(false);
+                    let was_connected = *self.connected.borrow();
+                    self.set_connected(false);
                     let outage = *outage_since.get_or_insert_with(tokio::time::Instant::now);
                     let delay = self.backoff.next_delay(outage.elapsed());
                     let (kind, reason) = describe_connection_error(&e, self.max_packet_bytes);
@@ -515,10 +572,8 @@ impl EventLoopTask {
             }
         }
 
-        self.status.connected.store(false, Ordering::Relaxed);
-        self.status.subscribed.store(false, Ordering::Relaxed);
-        self.connected.send_replace(false);
-        debug!("MQTT event loop stopped");
+        self.set_connected(false);
+        debug!("MQTT event loop of {} stopped", self.broker);
     }
 
     /// After DISCONNECT: read (and discard) what the broker still sends until it closes the

@@ -49,6 +49,7 @@
 //!
 //! Cancelling `shutdown` alone is the hard stop: both tasks return at once, without DISCONNECT.
 
+mod acks;
 pub(crate) mod connection;
 pub mod embedded;
 mod publisher;
@@ -63,9 +64,10 @@ use tokio::sync::watch;
 
 use crate::config::MqttConfig;
 
+pub use acks::Acknowledger;
 pub use connection::connect;
 pub use embedded::{free_local_port, start_embedded, EmbeddedBroker};
-pub use publisher::{Acknowledger, Publisher};
+pub use publisher::Publisher;
 pub use tls::TlsSetting;
 
 /// One message received from the broker, as handed to the ingest side.
@@ -73,6 +75,9 @@ pub use tls::TlsSetting;
 /// `topic` is a `String` and `payload` a `bytes::Bytes` that shares the network buffer: handing
 /// it over copies nothing.
 pub type Incoming = rumqttc::Publish;
+
+/// A task body [`connect`] returns for the caller to spawn (the event loops, the publisher).
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 /// Capacity of rumqttc's internal request channel (publishes, subscribes, acks).
 ///
@@ -195,7 +200,11 @@ pub enum MqttError {
 #[derive(Default, Debug)]
 pub struct MqttStatus {
     /// A session with the broker is established (the last event was a ConnAck, no error since).
+    /// The input connection's: it subscribes and reads the readings.
     pub connected: AtomicBool,
+    /// The same for the output connection (outputs are published on a connection of their
+    /// own, see the [module docs](self)). Equals `connected` when one connection does both.
+    pub output_connected: AtomicBool,
     /// Connection errors so far (each one is followed by a back-off and a reconnect attempt).
     pub reconnects: AtomicU64,
     /// Messages received from the broker.
@@ -209,6 +218,9 @@ pub struct MqttStatus {
     pub published: AtomicU64,
     /// Messages not published: queue full, invalid topic or too large, or connection closed.
     pub publish_dropped: AtomicU64,
+    /// Outputs that found the publish queue full and waited for room (backpressure, see
+    /// [`Publisher::publish_waiting`]) instead of being dropped.
+    pub publish_waits: AtomicU64,
     /// True once the SubAcks of the current session have arrived (and while it lasts).
     pub subscribed: AtomicBool,
     /// The most recent connection failure (kept after a successful reconnect): see
@@ -272,12 +284,14 @@ impl MqttStatus {
     pub fn snapshot(&self) -> MqttStatusSnapshot {
         MqttStatusSnapshot {
             connected: self.connected.load(Ordering::Relaxed),
+            output_connected: self.output_connected.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
             dropped_too_large: self.dropped_too_large.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             publish_dropped: self.publish_dropped.load(Ordering::Relaxed),
+            publish_waits: self.publish_waits.load(Ordering::Relaxed),
             subscribed: self.subscribed.load(Ordering::Relaxed),
         }
     }
@@ -288,6 +302,8 @@ impl MqttStatus {
 pub struct MqttStatusSnapshot {
     /// See [`MqttStatus::connected`].
     pub connected: bool,
+    /// See [`MqttStatus::output_connected`].
+    pub output_connected: bool,
     /// See [`MqttStatus::reconnects`].
     pub reconnects: u64,
     /// See [`MqttStatus::received`].
@@ -300,6 +316,8 @@ pub struct MqttStatusSnapshot {
     pub published: u64,
     /// See [`MqttStatus::publish_dropped`].
     pub publish_dropped: u64,
+    /// See [`MqttStatus::publish_waits`].
+    pub publish_waits: u64,
     /// See [`MqttStatus::subscribed`].
     pub subscribed: bool,
 }
@@ -384,6 +402,26 @@ pub fn mqtt_options(
     }
     Ok(options)
 }
+
+/// Options of the daemon's output connection: [`mqtt_options`] with the client id
+/// `<client_id>-out`, no subscriptions, and rumqttc acknowledging by itself (nothing is
+/// received but acknowledgements). It keeps a session like the input connection does, so
+/// QoS 1 outputs the broker has not acknowledged when the connection drops are sent again
+/// when the session resumes.
+///
+/// # Errors
+///
+/// [`MqttError::Tls`] when a file of `[mqtt.tls]` cannot be read or used.
+pub fn output_options(cfg: &MqttConfig) -> Result<MqttOptions, MqttError> {
+    let mut options = mqtt_options(cfg, Some(OUTPUT_CLIENT_SUFFIX))?;
+    options
+        .set_clean_session(!cfg.persistent_session())
+        .set_manual_acks(false);
+    Ok(options)
+}
+
+/// Suffix of the output connection's client id (`<client_id>-out`).
+pub const OUTPUT_CLIENT_SUFFIX: &str = "out";
 
 /// The largest packet the client reads from the broker, for a `max_packet_bytes` limit.
 ///

@@ -112,13 +112,12 @@ impl Drop for TestClient {
     }
 }
 
-/// `connect` with both tasks spawned.
+/// `connect` with its tasks spawned (the two event loops, the publisher, the ack task).
 struct Connection {
     publisher: Publisher,
     status: Arc<MqttStatus>,
     shutdown: CancellationToken,
-    event_loop: JoinHandle<()>,
-    publisher_task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 fn spawn_connection(
@@ -128,7 +127,7 @@ fn spawn_connection(
 ) -> Connection {
     let status = Arc::new(MqttStatus::default());
     let shutdown = CancellationToken::new();
-    let (publisher, event_loop, publisher_task) = connect(
+    let (publisher, tasks) = connect(
         cfg,
         subscriptions,
         ingest,
@@ -140,8 +139,7 @@ fn spawn_connection(
         publisher,
         status,
         shutdown,
-        event_loop: tokio::spawn(event_loop),
-        publisher_task: tokio::spawn(publisher_task),
+        tasks: tasks.into_iter().map(tokio::spawn).collect(),
     }
 }
 
@@ -156,12 +154,11 @@ impl Connection {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        within("the event-loop task to stop", self.event_loop)
-            .await
-            .unwrap();
-        within("the publisher task to stop", self.publisher_task)
-            .await
-            .unwrap();
+        for task in self.tasks {
+            within("the connection's tasks to stop", task)
+                .await
+                .unwrap();
+        }
     }
 }
 
@@ -422,7 +419,7 @@ async fn try_publish_beyond_capacity_returns_false_and_counts() {
     let status = Arc::new(MqttStatus::default());
     let (ingest_tx, _ingest_rx) = mpsc::channel(1);
     // The tasks are not spawned: nothing drains the queue.
-    let (publisher, _event_loop, _publisher_task) = connect(
+    let (publisher, _tasks) = connect(
         &cfg,
         Vec::new(),
         ingest_tx,
@@ -487,13 +484,10 @@ async fn graceful_disconnect_flushes_the_queue_after_ingest_stops() {
     for i in 0..20 {
         assert_eq!(observer.next().await.payload, i.to_string().into_bytes());
     }
-    // Both tasks have returned by themselves, without `shutdown`.
-    within("the event-loop task", connection.event_loop)
-        .await
-        .unwrap();
-    within("the publisher task", connection.publisher_task)
-        .await
-        .unwrap();
+    // Every task has returned by itself, without `shutdown`.
+    for task in connection.tasks {
+        within("the connection's tasks", task).await.unwrap();
+    }
     let status = connection.status.snapshot();
     assert!(!status.connected);
     assert_eq!(status.published, 20);
@@ -635,9 +629,9 @@ async fn stop_input_ends_ingest_while_the_broker_is_down() {
     connection.stop().await;
 }
 
-/// A broker that acknowledges the connection but never a publish, then drops the connection
-/// once it has read `publishes` PUBLISH packets; every later connection gets a new session
-/// (`session_present = false`) and stays open.
+/// A broker that acknowledges the connection but never a publish, then drops the output
+/// connection (the client id ending in `-out`) once it has read `publishes` PUBLISH packets;
+/// every connection gets a new session (`session_present = false`) and the others stay open.
 async fn forgetful_broker(listener: tokio::net::TcpListener, publishes: usize) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const CONNACK_NEW_SESSION: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
@@ -649,13 +643,15 @@ async fn forgetful_broker(listener: tokio::net::TcpListener, publishes: usize) {
         };
         let mut buf = vec![0u8; 64 << 10];
         // CONNECT: whatever the first read holds (the client sends nothing else before CONNACK).
-        if socket.read(&mut buf).await.unwrap_or(0) == 0 {
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
             continue;
         }
+        let output = buf[..n].windows(4).any(|w| w == b"-out");
         if socket.write_all(&CONNACK_NEW_SESSION).await.is_err() {
             continue;
         }
-        if first {
+        if first && output {
             first = false;
             // Count PUBLISH headers (0x32: QoS 1) in what arrives, then hang up.
             let mut seen = 0;

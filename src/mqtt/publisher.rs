@@ -1,8 +1,7 @@
 //! The publish queue and the task that feeds rumqttc from it.
 
-use std::future::Future;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, SubscribeFilter};
@@ -10,60 +9,80 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::acks::{self, Acknowledger};
 use super::connection::{lock_filters, subscription_filters, SharedFilters};
 use super::{
-    publish_packet_size, qos_from_u8, validate_topic, Incoming, MqttError, MqttStatus, Outgoing,
-    RateLimitedCount,
+    publish_packet_size, qos_from_u8, validate_topic, MqttError, MqttStatus, Outgoing,
+    RateLimitedCount, Task,
 };
-
-/// Capacity of the queue of acknowledgements: one entry per QoS 1 message the broker has sent
-/// and the daemon has not acknowledged yet, of which there are at most as many as packet ids.
-pub(crate) const ACK_QUEUE: usize = 1 << 16;
 
 /// A filter nobody subscribes to: with a persistent session, [`Publisher::stop_input`]
 /// unsubscribes from it (and nothing else) only to wake the event loop.
 const WAKE_FILTER: &str = "$edgeflow/stop-input";
 
-/// Acknowledges QoS 1 messages once the daemon has taken them over (manual acks, used with a
-/// persistent session). Cheap to clone; a no-op when rumqttc acknowledges by itself.
-///
-/// With a persistent session, an unacknowledged message is sent again by the broker at the
-/// next session (of this daemon or of the next one started with the same client id), so a
-/// reading is acknowledged only once it has been handed to its shard: a message read but
-/// discarded at shutdown, or lost in the ingest queue when the process dies, is not lost.
-/// The PUBACKs go through the publisher task, in order, ahead of queued outputs; the caller
-/// never waits.
-#[derive(Clone, Debug, Default)]
-pub struct Acknowledger {
-    tx: Option<mpsc::Sender<u16>>,
+/// How long [`Publisher::publish_waiting`] sleeps at most before looking at the queue and the
+/// connection again (a wake-up from the publisher task normally comes first).
+const WAIT_SLICE: Duration = Duration::from_millis(20);
+
+/// One connection as the publisher sees it: its client, whether its session is up, and a
+/// token cancelled when its event loop has returned.
+#[derive(Clone)]
+pub(crate) struct ConnectionEnds {
+    pub(crate) client: AsyncClient,
+    pub(crate) connected: watch::Receiver<bool>,
+    pub(crate) stopped: CancellationToken,
 }
 
-impl Acknowledger {
-    pub(crate) fn new(tx: Option<mpsc::Sender<u16>>) -> Self {
-        Self { tx }
-    }
+/// The connections: `input` subscribes (and carries the PUBACKs); `output`, when there is a
+/// second connection, carries the outputs. Without it `input` does both.
+pub(crate) struct Ends {
+    pub(crate) input: ConnectionEnds,
+    pub(crate) output: Option<ConnectionEnds>,
+}
 
-    /// Whether messages must be acknowledged through this (manual acks).
-    pub fn is_manual(&self) -> bool {
-        self.tx.is_some()
-    }
+/// Wakes [`Publisher::publish_waiting`] callers when the publisher task has taken messages
+/// from the queue. A std mutex and condvar, not an async wait: the callers are key actors in
+/// a shard's synchronous handler on the shard's own thread, where nothing else would run
+/// meanwhile anyway.
+#[derive(Default)]
+struct Room {
+    /// Callers inside `send_or_wait`: the publisher task takes the lock only when there are.
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    freed: Condvar,
+}
 
-    /// Acknowledge `message` (QoS 1 only; nothing for QoS 0 or automatic acks). Never waits:
-    /// the queue holds one entry per unacknowledged packet id, so it is full only after a
-    /// reconnect made the broker send messages again; a PUBACK not queued then is harmless
-    /// (the broker sends the message once more at the next session).
-    pub fn ack(&self, message: &Incoming) {
-        if message.qos != rumqttc::QoS::AtMostOnce {
-            self.ack_packet(message.pkid);
-        }
-    }
-
-    /// Acknowledge the QoS 1 message with packet id `pkid` (see [`Acknowledger::ack`]).
-    pub fn ack_packet(&self, pkid: u16) {
-        if let Some(tx) = self.tx.as_ref().filter(|_| pkid != 0) {
-            if let Err(e) = tx.try_send(pkid) {
-                debug!("MQTT acknowledgement of packet {pkid} not queued: {e}");
+impl Room {
+    /// Queue `command`, sleeping once (at most [`WAIT_SLICE`]) if the queue is full.
+    fn send_or_wait(
+        &self,
+        tx: &mpsc::Sender<Command>,
+        command: Command,
+    ) -> Result<(), mpsc::error::TrySendError<Command>> {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Tried again under the lock: the publisher task notifies under it, so room made
+        // after this try wakes the wait below.
+        let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = match tx.try_send(command) {
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let (guard, _) = self
+                    .freed
+                    .wait_timeout(guard, WAIT_SLICE)
+                    .unwrap_or_else(PoisonError::into_inner);
+                drop(guard);
+                tx.try_send(command)
             }
+            other => other,
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        sent
+    }
+
+    /// Wake the waiting callers, if any (one atomic load otherwise).
+    fn notify(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.freed.notify_all();
         }
     }
 }
@@ -78,7 +97,9 @@ enum Command {
 /// Handle to the bounded queue of outgoing messages. Cheap to clone; one per actor is fine.
 ///
 /// Messages are sent in queue order by one publisher task. While the broker is unreachable
-/// they wait in the queue; once it is full, [`try_publish`](Self::try_publish) drops and counts.
+/// they wait in the queue; once it is full, [`try_publish`](Self::try_publish) drops and
+/// counts, and [`publish_waiting`](Self::publish_waiting) waits while the output connection
+/// is up (backpressure) and drops and counts while it is down.
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::Sender<Command>,
@@ -87,8 +108,9 @@ pub struct Publisher {
 
 struct Shared {
     status: Arc<MqttStatus>,
-    /// For UNSUBSCRIBE on `stop_input` (only `try_*` calls: never blocks the caller).
-    client: AsyncClient,
+    /// The input connection's client, for UNSUBSCRIBE on `stop_input` and the subscriptions
+    /// of a reload (only `try_*` calls: never blocks the caller).
+    input_client: AsyncClient,
     /// A persistent session: `stop_input` must not UNSUBSCRIBE (the broker would stop
     /// queueing readings for the next start).
     persistent: bool,
@@ -97,8 +119,15 @@ struct Shared {
     filters: SharedFilters,
     input_stop: CancellationToken,
     max_packet_bytes: usize,
-    /// Cancelled when the event-loop task has returned.
-    stopped: CancellationToken,
+    /// Cancelled when the input connection's event loop has returned.
+    input_stopped: CancellationToken,
+    /// Cancelled when the event loop that publishes has returned.
+    output_stopped: CancellationToken,
+    /// Outputs have a connection of their own: waiting for room in the queue cannot stop
+    /// the input connection's event loop (see [`Publisher::publish_waiting`]).
+    may_wait: bool,
+    room: Room,
+    shutdown: CancellationToken,
     queue_full: RateLimitedCount,
     rejected: RateLimitedCount,
 }
@@ -112,36 +141,53 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// Create the queue and the publisher task body.
-#[allow(clippy::too_many_arguments)] // internal wiring, called from `connect` only
+/// Create the queue, the publisher task body and the ack task body.
 pub(crate) fn start(
-    client: AsyncClient,
+    ends: Ends,
     acks: Option<(mpsc::Sender<u16>, mpsc::Receiver<u16>)>,
     filters: SharedFilters,
     input_stop: CancellationToken,
-    capacity: usize,
-    max_packet_bytes: usize,
+    (capacity, max_packet_bytes): (usize, usize),
     status: Arc<MqttStatus>,
-    connected: watch::Receiver<bool>,
-    stopped: CancellationToken,
     shutdown: CancellationToken,
-) -> (Publisher, impl Future<Output = ()> + Send + 'static) {
+) -> (Publisher, [Task; 2]) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let (ack_tx, ack_rx) = acks.unzip();
+    let Ends { input, output } = ends;
+    let separate = output.is_some();
+    let output = output.unwrap_or_else(|| input.clone());
     let shared = Arc::new(Shared {
         status: Arc::clone(&status),
-        client: client.clone(),
+        input_client: input.client.clone(),
         persistent: ack_tx.is_some(),
         acknowledger: Acknowledger::new(ack_tx),
         filters,
         input_stop,
         max_packet_bytes,
-        stopped: stopped.clone(),
+        input_stopped: input.stopped.clone(),
+        output_stopped: output.stopped.clone(),
+        may_wait: separate,
+        room: Room::default(),
+        shutdown: shutdown.clone(),
         queue_full: RateLimitedCount::new(RateLimitedCount::INTERVAL),
         rejected: RateLimitedCount::new(RateLimitedCount::INTERVAL),
     });
-    let task = run(rx, ack_rx, client, connected, status, stopped, shutdown);
-    (Publisher { tx, shared }, task)
+    // Cancelled by the publisher task once every output is handed over: the ack task then
+    // sends the last PUBACKs and the input connection's DISCONNECT.
+    let close_input = CancellationToken::new();
+    let publisher = run(
+        rx,
+        Arc::clone(&shared),
+        output,
+        separate,
+        close_input.clone(),
+        shutdown.clone(),
+    );
+    let acks = acks::run(ack_rx, input, close_input, shutdown);
+    (
+        Publisher { tx, shared },
+        [Box::pin(publisher), Box::pin(acks)],
+    )
 }
 
 impl Publisher {
@@ -158,25 +204,88 @@ impl Publisher {
         }
         match self.tx.try_send(Command::Publish(msg)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.shared
-                    .status
-                    .publish_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(dropped) = self.shared.queue_full.record() {
-                    warn!(
-                        "MQTT publish queue full (capacity {}): dropped {dropped} outgoing \
-                         messages since the last report; is the broker reachable?",
-                        self.tx.max_capacity()
-                    );
-                }
-                false
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.count_full(),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.count_rejected(&MqttError::Closed);
                 false
             }
         }
+    }
+
+    /// Queue a message; while the queue is full and the output connection is up, wait for
+    /// room (blocking the calling thread) instead of dropping. The key actors publish with
+    /// this: a burst of outputs slows the shard down, which fills the ingest queue, which
+    /// (at QoS 1) stops the input connection from reading, and the broker keeps the readings.
+    /// Nothing in that chain waits on the shard in turn, because outputs go out on a
+    /// connection of their own; with one connection for both (the simulator), this is
+    /// [`try_publish`](Self::try_publish).
+    ///
+    /// Drops and counts like `try_publish` when the queue is full and the output connection
+    /// is down (outputs of an outage wait in the queue, up to its capacity, and the shards go
+    /// on learning), once input has stopped (shutdown: the drain must not wait on a broker
+    /// that takes nothing), or when the message is invalid. A connection that stays open but
+    /// takes nothing ends the wait when rumqttc's keep-alive gives up on it.
+    /// Must not be called from the thread that runs the MQTT tasks.
+    pub fn publish_waiting(&self, msg: Outgoing) -> bool {
+        if !self.shared.may_wait {
+            return self.try_publish(msg);
+        }
+        if let Err(e) = self.check(&msg) {
+            self.count_rejected(&e);
+            return false;
+        }
+        let mut command = Command::Publish(msg);
+        let mut waited = false;
+        loop {
+            let full = match self.tx.try_send(command) {
+                Ok(()) => break,
+                Err(mpsc::error::TrySendError::Full(full)) => full,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.count_rejected(&MqttError::Closed);
+                    return false;
+                }
+            };
+            let shared = &self.shared;
+            // Not once the daemon is stopping: the drain and the final checkpoint must finish
+            // within `shutdown_deadline` even when nothing leaves.
+            let can_wait = shared.status.output_connected.load(Ordering::Relaxed)
+                && !shared.input_stop.is_cancelled()
+                && !shared.output_stopped.is_cancelled()
+                && !shared.shutdown.is_cancelled();
+            if !can_wait {
+                return self.count_full();
+            }
+            if !waited {
+                waited = true;
+                // Counted when the wait begins: a shard held back shows at once.
+                shared.status.publish_waits.fetch_add(1, Ordering::Relaxed);
+            }
+            match shared.room.send_or_wait(&self.tx, full) {
+                Ok(()) => break,
+                Err(mpsc::error::TrySendError::Full(full)) => command = full,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.count_rejected(&MqttError::Closed);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A full queue: count, and log at most once per interval.
+    fn count_full(&self) -> bool {
+        self.shared
+            .status
+            .publish_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(dropped) = self.shared.queue_full.record() {
+            warn!(
+                "MQTT publish queue full (capacity {}): dropped {dropped} outgoing messages \
+                 since the last report; is the broker reachable?",
+                self.tx.max_capacity()
+            );
+        }
+        false
     }
 
     /// Queue a message, waiting for room in the queue (backpressure for load generators and
@@ -225,7 +334,7 @@ impl Publisher {
         self.shared.input_stop.cancel();
         if self.shared.persistent {
             // Only to wake a connected, idle event loop (the UNSUBACK is an event).
-            if let Err(e) = self.shared.client.try_unsubscribe(WAKE_FILTER) {
+            if let Err(e) = self.shared.input_client.try_unsubscribe(WAKE_FILTER) {
                 debug!("cannot wake the MQTT event loop while stopping input: {e}");
             }
             return;
@@ -237,7 +346,7 @@ impl Publisher {
             .map(|f| f.path.clone())
             .collect();
         for filter in paths {
-            if let Err(e) = self.shared.client.try_unsubscribe(filter.clone()) {
+            if let Err(e) = self.shared.input_client.try_unsubscribe(filter.clone()) {
                 debug!("cannot unsubscribe from {filter:?} while stopping input: {e}");
             }
         }
@@ -267,12 +376,16 @@ impl Publisher {
             && !self.shared.input_stop.is_cancelled();
         if live {
             for filter in &removed {
-                if let Err(e) = self.shared.client.try_unsubscribe(filter.clone()) {
+                if let Err(e) = self.shared.input_client.try_unsubscribe(filter.clone()) {
                     warn!("cannot unsubscribe from {filter:?} now ({e}); it is dropped at the next reconnect");
                 }
             }
             if !added.is_empty() {
-                if let Err(e) = self.shared.client.try_subscribe_many(added.iter().cloned()) {
+                if let Err(e) = self
+                    .shared
+                    .input_client
+                    .try_subscribe_many(added.iter().cloned())
+                {
                     warn!("cannot subscribe to the new topic filters now ({e}); they are subscribed at the next reconnect");
                 }
             }
@@ -297,11 +410,11 @@ impl Publisher {
     /// [`MqttError::DisconnectTimeout`] when this did not finish within `deadline` (typically
     /// the broker is unreachable); the caller then cancels `shutdown` to stop the tasks.
     pub async fn disconnect(&self, deadline: Duration) -> Result<(), MqttError> {
-        let stopped = &self.shared.stopped;
-        if stopped.is_cancelled() {
+        let shared = &self.shared;
+        if shared.output_stopped.is_cancelled() {
             return Ok(());
         }
-        if !self.shared.status.connected.load(Ordering::Relaxed) {
+        if !shared.status.output_connected.load(Ordering::Relaxed) {
             // Nothing can be sent: waiting for the broker to come back would hold the
             // shutdown for the whole deadline. What is queued is counted as dropped when the
             // publisher task stops.
@@ -311,10 +424,16 @@ impl Publisher {
             }
             return Ok(());
         }
+        // The input connection is closed after the outputs (by the ack task); it is waited
+        // for only while it is up (the caller's hard stop ends a reconnect attempt).
+        let input_up = shared.status.connected.load(Ordering::Relaxed);
         let flushed = tokio::time::timeout(deadline, async {
             // An error means the publisher task is gone; the event loop stops with it.
             let _ = self.tx.send(Command::Disconnect).await;
-            stopped.cancelled().await;
+            shared.output_stopped.cancelled().await;
+            if input_up {
+                shared.input_stopped.cancelled().await;
+            }
         })
         .await;
         flushed.map_err(|_| MqttError::DisconnectTimeout {
@@ -351,76 +470,38 @@ impl Publisher {
 /// Messages the publisher task takes from the queue at once (at most).
 const PUBLISH_DRAIN: usize = 256;
 
-/// Receive queued acknowledgements into `buffer`; pending for ever without an ack queue, 0
-/// once it is closed.
-async fn recv_acks(acks: &mut Option<mpsc::Receiver<u16>>, buffer: &mut Vec<u16>) -> usize {
-    match acks {
-        Some(acks) => acks.recv_many(buffer, PUBLISH_DRAIN).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Hand the PUBACKs for `pkids` to rumqttc, in order, and clear the list.
-async fn send_acks(client: &AsyncClient, pkids: &mut Vec<u16>) {
-    for pkid in pkids.drain(..) {
-        // Only the packet id and the QoS are read; an empty topic and payload allocate nothing.
-        let message = rumqttc::Publish {
-            dup: false,
-            qos: rumqttc::QoS::AtLeastOnce,
-            retain: false,
-            topic: String::new(),
-            pkid,
-            payload: bytes::Bytes::new(),
-        };
-        if let Err(e) = client.ack(&message).await {
-            debug!("MQTT acknowledgement of packet {pkid} failed: {e}");
-        }
-    }
-}
-
-/// The publisher task body. Takes what is queued (up to [`PUBLISH_DRAIN`] messages), waits
-/// once for a session, and hands the messages to rumqttc in order: one wake, one session
-/// check and one cancellation check per drain, not per message.
+/// The publisher task body. Takes what is queued (up to [`PUBLISH_DRAIN`] messages), wakes
+/// the callers waiting for room, waits once for a session of the output connection, and hands
+/// the messages to rumqttc in order: one wake, one session check and one cancellation check
+/// per drain, not per message. On [`Command::Disconnect`] it sends the output connection's
+/// DISCONNECT (when it has one of its own) and cancels `close_input`.
 async fn run(
     mut rx: mpsc::Receiver<Command>,
-    mut acks: Option<mpsc::Receiver<u16>>,
-    client: AsyncClient,
-    mut connected: watch::Receiver<bool>,
-    status: Arc<MqttStatus>,
-    stopped: CancellationToken,
+    shared: Arc<Shared>,
+    output: ConnectionEnds,
+    separate: bool,
+    close_input: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    let ConnectionEnds {
+        client,
+        mut connected,
+        stopped,
+    } = output;
+    let status = &shared.status;
     let mut drained: Vec<Command> = Vec::with_capacity(PUBLISH_DRAIN);
     let mut pending: std::collections::VecDeque<Command> =
         std::collections::VecDeque::with_capacity(PUBLISH_DRAIN);
-    let mut ack_buffer: Vec<u16> = Vec::with_capacity(PUBLISH_DRAIN);
     'run: loop {
         let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            n = recv_acks(&mut acks, &mut ack_buffer) => {
-                if n == 0 {
-                    acks = None;
-                } else if *connected.borrow() {
-                    // Waits only while rumqttc's request channel is full.
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => break,
-                        () = stopped.cancelled() => break,
-                        () = send_acks(&client, &mut ack_buffer) => {}
-                    }
-                } else {
-                    // The broker sends these messages again when the session resumes: they
-                    // are acknowledged then.
-                    ack_buffer.clear();
-                }
-                continue;
-            }
             n = rx.recv_many(&mut drained, PUBLISH_DRAIN) => n,
         };
         if received == 0 {
             break;
         }
+        shared.room.notify();
         pending.extend(drained.drain(..));
 
         // Hold messages while there is no session: requests queued in rumqttc while it is
@@ -440,13 +521,6 @@ async fn run(
         // request channel has room.
         let handed_over = async {
             while let Some(command) = pending.pop_front() {
-                // Acknowledgements first: they are small, and input waits for them.
-                if let Some(acks) = acks.as_mut() {
-                    while let Ok(pkid) = acks.try_recv() {
-                        ack_buffer.push(pkid);
-                    }
-                    send_acks(&client, &mut ack_buffer).await;
-                }
                 match command {
                     Command::Publish(msg) => {
                         // Checked by `Publisher` already: the fallback is never used.
@@ -478,20 +552,24 @@ async fn run(
         };
         if disconnect {
             // Queued behind every publish handed over so far: the event loop writes them
-            // first, then DISCONNECT, then returns.
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {}
-                () = stopped.cancelled() => {}
-                sent = client.disconnect() => {
-                    if let Err(e) = sent {
-                        debug!("MQTT disconnect request failed: {e}");
+            // first, then DISCONNECT, then returns. With one connection for both, the ack
+            // task sends it after the last PUBACKs.
+            if separate {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {}
+                    () = stopped.cancelled() => {}
+                    sent = client.disconnect() => {
+                        if let Err(e) = sent {
+                            debug!("MQTT disconnect request failed: {e}");
+                        }
                     }
                 }
             }
             break;
         }
     }
+    close_input.cancel();
 
     // What was taken but not handed over, and whatever is still queued, will not be sent:
     // count it.
@@ -500,8 +578,8 @@ async fn run(
             status.publish_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-    // Whatever is still queued will not be sent: count it.
     rx.close();
+    shared.room.notify();
     while let Ok(command) = rx.try_recv() {
         if let Command::Publish(_) = command {
             status.publish_dropped.fetch_add(1, Ordering::Relaxed);
