@@ -753,6 +753,11 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>, acks: Ack
     let mut packet_ids: Vec<u16> = Vec::with_capacity(INGEST_DRAIN);
     let mut batches = router.batches();
     while rx.recv_many(&mut drained, INGEST_DRAIN).await > 0 {
+        // Not with manual acks: the broker's inflight window (Mosquitto: 20 messages) waits
+        // for our PUBACKs, so a linger would cap the rate at that window per millisecond.
+        if drained.len() < INGEST_LINGER_BELOW && !acks.is_manual() {
+            linger(&mut rx, &mut drained).await;
+        }
         if acks.is_manual() {
             packet_ids.extend(
                 drained
@@ -796,6 +801,30 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>, acks: Ack
             acks.ack_packet(pkid);
         }
     }
+}
+
+/// A batch smaller than this waits up to [`INGEST_LINGER`] for more readings (see [`linger`]).
+const INGEST_LINGER_BELOW: usize = INGEST_DRAIN / 4;
+
+/// How long a small batch waits for more readings before it goes to the shards.
+const INGEST_LINGER: Duration = Duration::from_millis(1);
+
+/// Wait up to [`INGEST_LINGER`] for the batch in `drained` to grow to [`INGEST_DRAIN`].
+///
+/// Measured (BENCHMARKS.md, "Outputs on a connection of their own"): with outputs on their
+/// own connection the input event loop reads as soon as a few bytes arrive, ~2 readings per
+/// read under load, and every such batch woke a parked shard thread and, through the outputs,
+/// the main thread: 8 times the context switches, twice the CPU per reading. Waiting 1 ms for
+/// a fuller batch (what Kafka producers call linger) costs a reading at most 1 ms of latency.
+async fn linger(rx: &mut mpsc::Receiver<Incoming>, drained: &mut Vec<Incoming>) {
+    let fill = async {
+        while drained.len() < INGEST_DRAIN {
+            if rx.recv_many(drained, INGEST_DRAIN - drained.len()).await == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(INGEST_LINGER, fill).await;
 }
 
 /// Entries the `state_ttl` sweep looks at after each checkpoint: a few ms of sled reads on a

@@ -774,8 +774,9 @@ impl MqttConfig {
 pub const PORTABLE_CLIENT_ID_LEN: usize = 23;
 
 /// The default `client_id` for the configuration file at `config_path`:
-/// `ef-{host}-{hash}`, with the host name cut to what fits in 23 characters and `hash` 8 hex
-/// digits of an FNV-1a hash of the full host name and the canonical path of the file.
+/// `ef-{host}-{hash}`, with the host name cut so that the id of the output connection
+/// (`{client_id}-out`) fits in 23 characters, and `hash` 8 hex digits of an FNV-1a hash of
+/// the full host name and the canonical path of the file.
 ///
 /// Two daemons on one broker must not share a client id (the broker closes the older
 /// connection each time the other connects), and a persistent session needs the same id at
@@ -792,9 +793,10 @@ pub fn client_id_for(host: &str, canonical_path: &str) -> String {
     for byte in host.bytes().chain([0]).chain(canonical_path.bytes()) {
         hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
     }
-    // "ef-" + host + "-" + 8 hex digits within 23 characters; brokers may refuse characters
-    // outside [0-9a-zA-Z] in a client id, so others become '-'.
-    let room = PORTABLE_CLIENT_ID_LEN - "ef--".len() - 8;
+    // "ef-" + host + "-" + 8 hex digits + "-out" (the output connection's id) within 23
+    // characters; brokers may refuse characters outside [0-9a-zA-Z] in a client id, so
+    // others become '-'.
+    let room = PORTABLE_CLIENT_ID_LEN - "ef--".len() - 8 - "-out".len();
     let host: String = host
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })

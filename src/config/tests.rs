@@ -2317,8 +2317,10 @@ fn the_default_client_id_is_portable_distinct_and_stable() {
         a,
         client_id_for("gateway-kitchen-01", "/etc/edgeflow/edgeflow.toml")
     );
-    assert!(a.starts_with("ef-gateway-ki"), "{a}");
-    assert!(a.len() <= PORTABLE_CLIENT_ID_LEN, "{a}");
+    assert!(a.starts_with("ef-gateway-"), "{a}");
+    // The output connection's id too.
+    let output = format!("{a}-{}", crate::mqtt::OUTPUT_CLIENT_SUFFIX);
+    assert!(output.len() <= PORTABLE_CLIENT_ID_LEN, "{output}");
     // Another file on the same host, the same file on a host whose name differs only after
     // the part shown: other ids.
     assert_ne!(

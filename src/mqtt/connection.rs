@@ -199,6 +199,16 @@ impl Backoff {
     }
 }
 
+/// With QoS 0 input, a read that brought fewer messages than this (rumqttc 0.25 reads at
+/// most 9 packets per wake, `Network::readb`: fewer means the socket had no more) ...
+const COALESCE_BELOW: usize = 9;
+/// ... is followed by this pause before the next read, so the next one finds more (what
+/// network cards call interrupt coalescing). Measured (BENCHMARKS.md, "Outputs on a
+/// connection of their own"): without it the input connection, which does nothing else, read
+/// ~2 messages per wake under load. Not at QoS 1: the broker's inflight window waits for the
+/// acknowledgements, and a pause per read would cap the rate at one window per pause.
+const COALESCE_PAUSE: Duration = Duration::from_millis(1);
+
 /// How long the event loop reads after DISCONNECT, waiting for the broker to close the
 /// connection (see `EventLoopTask::read_until_closed`).
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -367,6 +377,9 @@ impl EventLoopTask {
         let mut last_oversize: Option<(usize, String)> = None;
         // When the current session's ConnAck arrived.
         let mut session_since: Option<std::time::Instant> = None;
+        // Messages taken from the network since rumqttc's event queue was last empty.
+        let mut burst = 0usize;
+        let coalesce = self.role == Role::Input && !self.wait_for_ingest;
 
         'run: loop {
             let connected = *self.connected.borrow();
@@ -442,6 +455,7 @@ impl EventLoopTask {
                     self.set_connected(true);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    burst += 1;
                     self.status.received.fetch_add(1, Ordering::Relaxed);
                     let size = publish_packet_size(
                         &publish.topic,
@@ -549,6 +563,18 @@ impl EventLoopTask {
 
             if self.ingest.is_some() && self.input_stop.is_cancelled() {
                 self.stop_ingest();
+            }
+            if coalesce && self.eventloop.state.events.is_empty() {
+                // The next poll reads the network.
+                if burst > 0 && burst < COALESCE_BELOW && self.ingest.is_some() {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => break,
+                        () = self.input_stop.cancelled() => {}
+                        () = tokio::time::sleep(COALESCE_PAUSE) => {}
+                    }
+                }
+                burst = 0;
             }
             if subscription.request_pending {
                 self.try_subscribe(&mut subscription);

@@ -7,27 +7,37 @@
 //!
 //! # Tasks
 //!
-//! [`connect`] returns a [`Publisher`] handle and two futures the caller spawns:
+//! [`connect`] opens **two connections**: the input connection (`client_id`) subscribes and
+//! reads; the output connection (`<client_id>-out`, [`output_options`]) only publishes. It
+//! returns a [`Publisher`] handle and the task bodies the caller spawns:
 //!
-//! * the **event-loop task** is the only code that polls rumqttc's `EventLoop`. It never waits on
-//!   anything but the network: received messages go to ingest with `try_send` (a full queue is a
-//!   counted drop, never a stall), subscriptions are sent with `try_subscribe_many` on every
-//!   `ConnAck` that did not resume a persistent session (a clean session forgets them on each
-//!   disconnect; a resumed one keeps them, and a SUBSCRIBE would only make the broker send its
-//!   retained messages again), and a connection error is followed by an exponential back-off
-//!   sleep (polling again at once would reconnect in a tight loop).
-//! * with a **persistent session** (`[mqtt] clean_session`, persistent by default at QoS 1) rumqttc
-//!   does not acknowledge QoS 1 messages by itself: the ingest side acknowledges them through
-//!   an [`Acknowledger`] once they are in a shard's queue, and the publisher task sends the
-//!   PUBACKs, ahead of queued outputs. A message the daemon never took over (read after input
-//!   stopped, or lost in the ingest queue when the process died) is sent again by the broker at
-//!   the next session.
-//! * the **publisher task** moves [`Outgoing`] messages from a bounded queue into rumqttc's
-//!   request channel with `AsyncClient::publish(..).await`. Awaiting that call from the polling
-//!   task would deadlock when the request channel is full (only the poller drains it), which is
-//!   why publishing lives in its own task. While the connection is down the publisher holds
-//!   messages back (rumqttc discards queued requests when a clean session starts), so the queue
-//!   fills and [`Publisher::try_publish`] counts drops instead of memory growing.
+//! * an **event-loop task** per connection is the only code that polls its rumqttc
+//!   `EventLoop`. The input loop hands received messages to ingest: with QoS 1 subscriptions
+//!   it waits for room in the ingest queue (it stops reading, and the broker holds the
+//!   messages), with QoS 0 a full queue is a counted drop. It subscribes with
+//!   `try_subscribe_many` on every `ConnAck` that did not resume a persistent session (a clean
+//!   session forgets them on each disconnect; a resumed one keeps them, and a SUBSCRIBE would
+//!   only make the broker send its retained messages again). Both loops follow a connection
+//!   error with an exponential back-off sleep (polling again at once would reconnect in a
+//!   tight loop).
+//! * the **publisher task** moves [`Outgoing`] messages from a bounded queue into the output
+//!   connection's request channel with `AsyncClient::publish_bytes(..).await`. Awaiting that
+//!   call from the polling task would deadlock when the request channel is full (only the
+//!   poller drains it), which is why publishing lives in its own task. While the output
+//!   connection is down the publisher holds messages back (rumqttc discards queued requests
+//!   when a clean session starts), so the queue fills; the shards then drop and count
+//!   ([`Publisher::publish_waiting`]), while it is up they wait for room.
+//! * the **ack task**: with a **persistent session** (`[mqtt] clean_session`, persistent by
+//!   default at QoS 1) rumqttc does not acknowledge QoS 1 messages by itself; the ingest side
+//!   acknowledges them through an [`Acknowledger`] once they are in a shard's queue, and this
+//!   task sends the PUBACKs on the input connection. A message the daemon never took over
+//!   (read after input stopped, or lost in the ingest queue when the process died) is sent
+//!   again by the broker at the next session.
+//!
+//! Why two connections: a shard waits for room in the publish queue, the ingest task waits for
+//! the shard, and the input event loop waits for ingest. If that event loop also had to drain
+//! the outputs, the chain would close into a cycle. With outputs on their own connection
+//! nothing on the output side waits on the input side: the data path is one-way.
 //!
 //! # Graceful shutdown
 //!
@@ -40,14 +50,15 @@
 //!    `Receiver<Incoming>` has the same effect on the event loop, without the unsubscribe.)
 //! 2. **Drain** the actors and **checkpoint** their state; outputs they emit are still queued.
 //! 3. **Flush and disconnect**: [`Publisher::disconnect`] with a deadline. Everything queued before
-//!    it is handed to the broker in order, then DISCONNECT is sent, and the event loop reads
-//!    until the broker closes the connection (at most a second: closing a socket with unread
-//!    data sends a TCP reset, and the broker would discard the last outputs); both tasks
-//!    return by themselves.
-//! 4. **Cancel `shutdown`** and await both tasks. If the deadline passed (broker down), this
+//!    it is handed to the broker in order, then the output connection's DISCONNECT is sent;
+//!    the ack task then sends the last PUBACKs and the input connection's DISCONNECT. Each event
+//!    loop reads until the broker closes its connection (at most a second: closing a socket
+//!    with unread data sends a TCP reset, and the broker would discard the last outputs); the
+//!    tasks return by themselves.
+//! 4. **Cancel `shutdown`** and await the tasks. If the deadline passed (broker down), this
 //!    is what stops them; queued messages are lost and counted in the returned error.
 //!
-//! Cancelling `shutdown` alone is the hard stop: both tasks return at once, without DISCONNECT.
+//! Cancelling `shutdown` alone is the hard stop: the tasks return at once, without DISCONNECT.
 
 mod acks;
 pub(crate) mod connection;

@@ -696,3 +696,93 @@ async fn outputs_discarded_by_a_new_session_after_a_lost_connection_are_counted(
     .await;
     connection.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_publish_queue_waits_while_the_output_connection_is_up() {
+    let broker = broker();
+    let cfg = MqttConfig {
+        publish_queue: 2,
+        ..config(broker.port())
+    };
+    let mut observer = TestClient::subscribed(broker.port(), "wait-observer", "wait/#").await;
+    let status = Arc::new(MqttStatus::default());
+    let (ingest_tx, _ingest_rx) = mpsc::channel(1);
+    let shutdown = CancellationToken::new();
+    let (publisher, mut tasks) = connect(
+        &cfg,
+        Vec::new(),
+        ingest_tx,
+        Arc::clone(&status),
+        shutdown.clone(),
+    )
+    .expect("plaintext options");
+    assert_eq!(tasks.len(), 4, "input loop, output loop, publisher, acks");
+    // The publisher task is held back: nothing leaves the queue.
+    let publisher_task = tasks.remove(2);
+    let mut running: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+    let up = Arc::clone(&status);
+    eventually("the output connection", move || {
+        up.output_connected.load(Ordering::Relaxed)
+    })
+    .await;
+    assert!(publisher.try_publish(outgoing("wait/0", "0")));
+    assert!(publisher.try_publish(outgoing("wait/1", "1")));
+    // Full: a key actor's publish waits (on its own thread) instead of dropping.
+    let waiting = {
+        let publisher = publisher.clone();
+        std::thread::spawn(move || publisher.publish_waiting(outgoing("wait/2", "2")))
+    };
+    let waits = Arc::clone(&status);
+    eventually("the wait counted", move || {
+        waits.publish_waits.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert!(!waiting.is_finished(), "returned while the queue was full");
+    assert_eq!(status.publish_dropped.load(Ordering::Relaxed), 0);
+    // The publisher drains the queue: the wait ends with the message queued, in order.
+    running.push(tokio::spawn(publisher_task));
+    let queued = within(
+        "the waiting publish",
+        tokio::task::spawn_blocking(move || waiting.join().expect("no panic")),
+    )
+    .await
+    .expect("joined");
+    assert!(queued);
+    for i in 0..3 {
+        assert_eq!(observer.next().await.payload, i.to_string().into_bytes());
+    }
+    let status_now = status.snapshot();
+    assert_eq!(status_now.publish_dropped, 0);
+    assert_eq!(status_now.published, 3);
+    shutdown.cancel();
+    for task in running {
+        within("the connection's tasks to stop", task)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_full_publish_queue_drops_at_once_while_the_output_connection_is_down() {
+    let cfg = MqttConfig {
+        publish_queue: 1,
+        ..config(free_local_port().unwrap())
+    };
+    let status = Arc::new(MqttStatus::default());
+    let (ingest_tx, _ingest_rx) = mpsc::channel(1);
+    // Not spawned: never connected, nothing drains the queue.
+    let (publisher, _tasks) = connect(
+        &cfg,
+        Vec::new(),
+        ingest_tx,
+        Arc::clone(&status),
+        CancellationToken::new(),
+    )
+    .expect("plaintext options");
+    assert!(publisher.publish_waiting(outgoing("down/0", "0")));
+    // An outage: outputs wait in the queue up to its capacity, then are dropped and counted;
+    // the shard goes on (no wait).
+    assert!(!publisher.publish_waiting(outgoing("down/1", "1")));
+    let status = status.snapshot();
+    assert_eq!((status.publish_dropped, status.publish_waits), (1, 0));
+}
