@@ -470,6 +470,12 @@ impl Publisher {
 /// Messages the publisher task takes from the queue at once (at most).
 const PUBLISH_DRAIN: usize = 256;
 
+/// After a drain of fewer than [`PUBLISH_DRAIN`] messages the publisher task sleeps this long
+/// before it takes the next: an output waits at most this much longer, and the shards' sends
+/// wake this thread once per pause instead of once per few outputs (measured in BENCHMARKS.md,
+/// "Outputs on a connection of their own"). A full drain is followed at once by the next.
+const PUBLISH_PACE: Duration = Duration::from_millis(1);
+
 /// The publisher task body. Takes what is queued (up to [`PUBLISH_DRAIN`] messages), wakes
 /// the callers waiting for room, waits once for a session of the output connection, and hands
 /// the messages to rumqttc in order: one wake, one session check and one cancellation check
@@ -550,6 +556,17 @@ async fn run(
             () = stopped.cancelled() => break 'run,
             disconnect = handed_over => disconnect,
         };
+        if !disconnect && received < PUBLISH_DRAIN {
+            // A short drain: let outputs gather for a moment. While this task sleeps, a
+            // shard's send wakes nobody (no waiter is registered on the queue), so a busy
+            // shard thread no longer wakes this thread for every few outputs.
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break 'run,
+                () = stopped.cancelled() => break 'run,
+                () = tokio::time::sleep(PUBLISH_PACE) => {}
+            }
+        }
         if disconnect {
             // Queued behind every publish handed over so far: the event loop writes them
             // first, then DISCONNECT, then returns. With one connection for both, the ack
