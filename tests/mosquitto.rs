@@ -114,6 +114,27 @@ async fn mosquitto_end_to_end_restart_resumes_every_model() {
     assert_eq!(got, replay_outputs(&config, &all));
 }
 
+/// `config_text` for a test of its own on a shared broker: client id `{name}-{pid}`, input
+/// topics `{name}{pid}/+/temperature` and outputs under `{name}{pid}/out/` (a shared CI broker
+/// keeps retained messages between tests, and other tests publish under `edgeflow/`).
+fn own_config_text(host: &str, port: u16, data_dir: &std::path::Path, name: &str) -> String {
+    let id = std::process::id();
+    config_text(host, port, data_dir, &format!("{name}-{id}"))
+        .replace(
+            "sensors/+/temperature",
+            &format!("{name}{id}/+/temperature"),
+        )
+        .replace(
+            "output = \"edgeflow/",
+            &format!("output = \"{name}{id}/out/"),
+        )
+}
+
+/// A `readings` topic moved to the topics of [`own_config_text`].
+fn own_topic(topic: &str, name: &str) -> String {
+    topic.replace("sensors/", &format!("{name}{}/", std::process::id()))
+}
+
 /// The value of the first `/metrics` sample whose line starts with `prefix` (name and labels).
 fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
@@ -135,23 +156,9 @@ async fn hostile_messages_cost_one_counted_drop_each_and_nothing_else() {
         return;
     };
     let id = std::process::id();
-    // Topics of their own: a shared CI broker keeps retained messages between tests.
-    let text = config_text(
-        &host,
-        port,
-        &dir.path().join("data"),
-        &format!("hostile-{id}"),
-    )
-    .replace(
-        "sensors/+/temperature",
-        &format!("hostile{id}/+/temperature"),
-    )
-    // Outputs of their own too: other tests on a shared broker publish under edgeflow/.
-    .replace(
-        "output = \"edgeflow/",
-        &format!("output = \"hostile{id}/out/"),
-    ) + &format!(
-        r#"
+    let text = own_config_text(&host, port, &dir.path().join("data"), "hostile")
+        + &format!(
+            r#"
 [[pipelines]]
 name = "plant"
 topics = ["hostile{id}/plant"]
@@ -167,7 +174,7 @@ output_qos = 1
 kind = "forecast"
 target = "temp"
 "#
-    );
+        );
     let config = load(&write_config(dir.path(), &text));
     let mut client = TestClient::connect(&host, port, &format!("hostile-test-{id}")).await;
     client.subscribe(&format!("hostile{id}/out/#")).await;
@@ -186,7 +193,7 @@ target = "temp"
     let daemon = RunningDaemon::start(config.clone()).await;
     let good: Vec<(String, String)> = readings(SENSORS, 0, 20)
         .into_iter()
-        .map(|(t, p)| (t.replace("sensors/", &format!("hostile{id}/")), p))
+        .map(|(t, p)| (own_topic(&t, "hostile"), p))
         .collect();
     let hostile_keys = [
         "a\u{1}b".to_string(),
@@ -287,23 +294,13 @@ async fn a_burst_beyond_the_publish_queue_loses_no_output_at_qos_1() {
         return;
     };
     let id = std::process::id();
-    let text = config_text(
-        &host,
-        port,
-        &dir.path().join("data"),
-        &format!("burst-{id}"),
-    )
-    // Mosquitto: the default (a persistent session at QoS 1), tiny queues.
-    .replace("clean_session = true\n", "")
-    .replace(
-        "reconnect_min",
-        "publish_queue = 8\ningest_queue = 16\nreconnect_min",
-    )
-    .replace("sensors/+/temperature", &format!("burst{id}/+/temperature"))
-    .replace(
-        "output = \"edgeflow/",
-        &format!("output = \"burst{id}/out/"),
-    );
+    let text = own_config_text(&host, port, &dir.path().join("data"), "burst")
+        // Mosquitto: the default (a persistent session at QoS 1), tiny queues.
+        .replace("clean_session = true\n", "")
+        .replace(
+            "reconnect_min",
+            "publish_queue = 8\ningest_queue = 16\nreconnect_min",
+        );
     assert!(text.contains("publish_queue = 8") && !text.contains("clean_session = true"));
     let config = load(&write_config(dir.path(), &text));
     let daemon = RunningDaemon::start(config.clone()).await;
@@ -311,7 +308,7 @@ async fn a_burst_beyond_the_publish_queue_loses_no_output_at_qos_1() {
     client.subscribe(&format!("burst{id}/out/#")).await;
     let burst: Vec<(String, String)> = readings(KEYS, 0, STEPS)
         .into_iter()
-        .map(|(t, p)| (t.replace("sensors/", &format!("burst{id}/")), p))
+        .map(|(t, p)| (own_topic(&t, "burst"), p))
         .collect();
     assert_eq!(burst.len(), KEYS * STEPS);
     // Waves of 500: far beyond the queues (24 messages), within what Mosquitto queues per

@@ -162,6 +162,28 @@ impl Connection {
     }
 }
 
+/// `connect` without spawning anything: the publisher, its status, and what must stay alive
+/// (the tasks, the ingest receiver).
+fn unspawned(
+    cfg: &MqttConfig,
+) -> (
+    Publisher,
+    Arc<MqttStatus>,
+    (Vec<Task>, mpsc::Receiver<Incoming>),
+) {
+    let status = Arc::new(MqttStatus::default());
+    let (ingest_tx, ingest_rx) = mpsc::channel(1);
+    let (publisher, tasks) = connect(
+        cfg,
+        Vec::new(),
+        ingest_tx,
+        Arc::clone(&status),
+        CancellationToken::new(),
+    )
+    .expect("plaintext options");
+    (publisher, status, (tasks, ingest_rx))
+}
+
 fn outgoing(topic: &str, payload: &str) -> Outgoing {
     Outgoing {
         topic: topic.into(),
@@ -416,17 +438,8 @@ async fn try_publish_beyond_capacity_returns_false_and_counts() {
         max_packet_bytes: 1024,
         ..config(free_local_port().unwrap())
     };
-    let status = Arc::new(MqttStatus::default());
-    let (ingest_tx, _ingest_rx) = mpsc::channel(1);
     // The tasks are not spawned: nothing drains the queue.
-    let (publisher, _tasks) = connect(
-        &cfg,
-        Vec::new(),
-        ingest_tx,
-        Arc::clone(&status),
-        CancellationToken::new(),
-    )
-    .expect("plaintext options");
+    let (publisher, status, _unspawned) = unspawned(&cfg);
     for i in 0..4 {
         assert!(publisher.try_publish(outgoing(&format!("q/{i}"), "x")));
     }
@@ -768,17 +781,8 @@ async fn a_full_publish_queue_drops_at_once_while_the_output_connection_is_down(
         publish_queue: 1,
         ..config(free_local_port().unwrap())
     };
-    let status = Arc::new(MqttStatus::default());
-    let (ingest_tx, _ingest_rx) = mpsc::channel(1);
     // Not spawned: never connected, nothing drains the queue.
-    let (publisher, _tasks) = connect(
-        &cfg,
-        Vec::new(),
-        ingest_tx,
-        Arc::clone(&status),
-        CancellationToken::new(),
-    )
-    .expect("plaintext options");
+    let (publisher, status, _unspawned) = unspawned(&cfg);
     assert!(publisher.publish_waiting(outgoing("down/0", "0")));
     // An outage: outputs wait in the queue up to its capacity, then are dropped and counted;
     // the shard goes on (no wait).

@@ -198,18 +198,7 @@ impl Publisher {
     /// invalid: a topic with wildcards, a QoS above 2, or larger than `max_packet_bytes`
     /// (rumqttc would otherwise fail the whole connection on it).
     pub fn try_publish(&self, msg: Outgoing) -> bool {
-        if let Err(e) = self.check(&msg) {
-            self.count_rejected(&e);
-            return false;
-        }
-        match self.tx.try_send(Command::Publish(msg)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => self.count_full(),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.count_rejected(&MqttError::Closed);
-                false
-            }
-        }
+        self.queue(msg, false)
     }
 
     /// Queue a message; while the queue is full and the output connection is up, wait for
@@ -227,49 +216,52 @@ impl Publisher {
     /// takes nothing ends the wait when rumqttc's keep-alive gives up on it.
     /// Must not be called from the thread that runs the MQTT tasks.
     pub fn publish_waiting(&self, msg: Outgoing) -> bool {
-        if !self.shared.may_wait {
-            return self.try_publish(msg);
-        }
+        self.queue(msg, self.shared.may_wait)
+    }
+
+    /// Check and queue `msg`; on a full queue wait for room (when `may_wait` and
+    /// [`Publisher::can_wait`]) or drop and count.
+    fn queue(&self, msg: Outgoing, may_wait: bool) -> bool {
         if let Err(e) = self.check(&msg) {
             self.count_rejected(&e);
             return false;
         }
-        let mut command = Command::Publish(msg);
+        let mut sent = self.tx.try_send(Command::Publish(msg));
         let mut waited = false;
         loop {
-            let full = match self.tx.try_send(command) {
-                Ok(()) => break,
-                Err(mpsc::error::TrySendError::Full(full)) => full,
+            match sent {
+                Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.count_rejected(&MqttError::Closed);
                     return false;
                 }
-            };
-            let shared = &self.shared;
-            // Not once the daemon is stopping: the drain and the final checkpoint must finish
-            // within `shutdown_deadline` even when nothing leaves.
-            let can_wait = shared.status.output_connected.load(Ordering::Relaxed)
-                && !shared.input_stop.is_cancelled()
-                && !shared.output_stopped.is_cancelled()
-                && !shared.shutdown.is_cancelled();
-            if !can_wait {
-                return self.count_full();
-            }
-            if !waited {
-                waited = true;
-                // Counted when the wait begins: a shard held back shows at once.
-                shared.status.publish_waits.fetch_add(1, Ordering::Relaxed);
-            }
-            match shared.room.send_or_wait(&self.tx, full) {
-                Ok(()) => break,
-                Err(mpsc::error::TrySendError::Full(full)) => command = full,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.count_rejected(&MqttError::Closed);
-                    return false;
+                Err(mpsc::error::TrySendError::Full(command)) => {
+                    if !(may_wait && self.can_wait()) {
+                        return self.count_full();
+                    }
+                    if !waited {
+                        waited = true;
+                        // Counted when the wait begins: a shard held back shows at once.
+                        self.shared
+                            .status
+                            .publish_waits
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent = self.shared.room.send_or_wait(&self.tx, command);
                 }
             }
         }
-        true
+    }
+
+    /// Whether a full queue may be waited on now: the output connection is up, and the daemon
+    /// is not stopping (the drain and the final checkpoint must finish within
+    /// `shutdown_deadline` even when nothing leaves).
+    fn can_wait(&self) -> bool {
+        let shared = &self.shared;
+        shared.status.output_connected.load(Ordering::Relaxed)
+            && !shared.input_stop.is_cancelled()
+            && !shared.output_stopped.is_cancelled()
+            && !shared.shutdown.is_cancelled()
     }
 
     /// A full queue: count, and log at most once per interval.
