@@ -771,6 +771,10 @@ async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>, acks: Ack
         {
             let pipelines = router.current_pipelines();
             for msg in drained.drain(..) {
+                if mqtt::is_ack_marker(&msg) {
+                    // Dropped and counted by the event loop; acknowledged in its turn above.
+                    continue;
+                }
                 let requested = pipelines.dispatch_request(
                     &msg.topic,
                     &msg.payload,

@@ -60,19 +60,33 @@ impl Acknowledger {
     }
 }
 
+/// A stand-in for a QoS 1 message the event loop dropped (oversize) with manual acks: it
+/// carries the packet id through the ingest queue, so the PUBACKs go out in the order the
+/// messages came (MQTT 3.1.1 §4.6.0-2: a client acknowledges QoS 1 messages in the order it
+/// received them); ingest acknowledges it and routes nothing. A PUBLISH from a broker always
+/// has a topic (§4.7.3-1), so the empty topic marks it. An empty topic and payload allocate
+/// nothing.
+pub(crate) fn ack_marker(pkid: u16) -> Incoming {
+    rumqttc::Publish {
+        dup: false,
+        qos: rumqttc::QoS::AtLeastOnce,
+        retain: false,
+        topic: String::new(),
+        pkid,
+        payload: bytes::Bytes::new(),
+    }
+}
+
+/// Whether `message` is an [`ack_marker`]: to be acknowledged, not routed.
+pub fn is_ack_marker(message: &Incoming) -> bool {
+    message.topic.is_empty()
+}
+
 /// Hand the PUBACKs for `pkids` to rumqttc, in order, and clear the list.
 async fn send_acks(client: &AsyncClient, pkids: &mut Vec<u16>) {
     for pkid in pkids.drain(..) {
-        // Only the packet id and the QoS are read; an empty topic and payload allocate nothing.
-        let message = rumqttc::Publish {
-            dup: false,
-            qos: rumqttc::QoS::AtLeastOnce,
-            retain: false,
-            topic: String::new(),
-            pkid,
-            payload: bytes::Bytes::new(),
-        };
-        if let Err(e) = client.ack(&message).await {
+        // Only the packet id and the QoS are read.
+        if let Err(e) = client.ack(&ack_marker(pkid)).await {
             debug!("MQTT acknowledgement of packet {pkid} failed: {e}");
         }
     }

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::acks::{Acknowledger, ACK_QUEUE};
+use super::acks::{ack_marker, Acknowledger, ACK_QUEUE};
 use super::publisher::{self, Publisher};
 use super::{
     broker_address, describe_connection_error, mqtt_options, output_options, publish_packet_size,
@@ -76,6 +76,7 @@ pub(crate) fn connect_with_options(
         .manual_acks()
         .then(|| mpsc::channel::<u16>(ACK_QUEUE));
     let acknowledger = Acknowledger::new(acks.as_ref().map(|(tx, _)| tx.clone()));
+    let manual_acks = acknowledger.is_manual();
     // Cancelled by `Publisher::stop_input`.
     let input_stop = CancellationToken::new();
     let filters: SharedFilters = Arc::new(Mutex::new(subscription_filters(subscriptions)));
@@ -91,7 +92,7 @@ pub(crate) fn connect_with_options(
         input_stop: input_stop.clone(),
         wait_for_ingest: cfg.subscribe_qos >= 1,
         persistent,
-        acknowledger,
+        manual_acks,
         ..input_task
     }
     .run(shutdown.clone(), input.stopped.clone());
@@ -238,9 +239,9 @@ struct EventLoopTask {
     /// Clean session off: the broker keeps the subscriptions and queues messages between
     /// sessions, so a resumed session is not subscribed again.
     persistent: bool,
-    /// Acknowledges messages this task drops for good (oversize); the ingest side
-    /// acknowledges the others once routed. A no-op with automatic acks.
-    acknowledger: Acknowledger,
+    /// Manual acks: the ingest side acknowledges every QoS 1 message once routed, in the
+    /// order they came; one this task drops (oversize) goes on as an [`ack_marker`].
+    manual_acks: bool,
     /// The filters of the last SUBSCRIBE queued by this task: a resumed session with the
     /// same filters needs none (a SUBSCRIBE would make the broker send retained messages
     /// again).
@@ -344,7 +345,7 @@ impl EventLoopTask {
             wait_for_ingest: false,
             backoff: Backoff::new(cfg.reconnect_min, cfg.reconnect_max),
             persistent: false,
-            acknowledger: Acknowledger::default(),
+            manual_acks: false,
             last_subscribed: None,
             quick_closes: QuickCloses::default(),
             role,
@@ -462,23 +463,25 @@ impl EventLoopTask {
                         publish.payload.len(),
                         u8::from(publish.qos != rumqttc::QoS::AtMostOnce),
                     );
-                    let ingest = self.ingest.as_ref().filter(|_| {
-                        if size <= self.max_packet_bytes {
-                            return true;
-                        }
-                        // Its QoS-1 acknowledgement was queued by rumqttc already: the broker
-                        // does not send it again (a retained one comes again at the next
-                        // subscription: dropped again, counted again).
+                    let publish = if size <= self.max_packet_bytes {
+                        Some(publish)
+                    } else {
+                        // Its QoS-1 acknowledgement was queued by rumqttc already (automatic
+                        // acks): the broker does not send it again (a retained one comes again
+                        // at the next subscription: dropped again, counted again).
                         self.status
                             .dropped_too_large
                             .fetch_add(1, Ordering::Relaxed);
-                        // A counted drop: not to be sent again (manual acks).
-                        self.acknowledger.ack(&publish);
                         oversize.add();
-                        last_oversize = Some((size, publish.topic.clone()));
-                        false
-                    });
-                    if let Some(ingest) = ingest {
+                        let marker = (self.manual_acks && publish.qos != rumqttc::QoS::AtMostOnce)
+                            .then(|| ack_marker(publish.pkid));
+                        last_oversize = Some((size, publish.topic));
+                        // Manual acks: a counted drop, not to be sent again, acknowledged in
+                        // its turn.
+                        marker
+                    };
+                    let ingest = self.ingest.as_ref().zip(publish);
+                    if let Some((ingest, publish)) = ingest {
                         let queued = if self.wait_for_ingest {
                             // Waits only while the queue is full; shutdown still wins.
                             tokio::select! {

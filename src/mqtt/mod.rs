@@ -75,7 +75,7 @@ use tokio::sync::watch;
 
 use crate::config::MqttConfig;
 
-pub use acks::Acknowledger;
+pub use acks::{is_ack_marker, Acknowledger};
 pub use connection::connect;
 pub use embedded::{free_local_port, start_embedded, EmbeddedBroker};
 pub use publisher::Publisher;

@@ -790,3 +790,150 @@ async fn a_full_publish_queue_drops_at_once_while_the_output_connection_is_down(
     let status = status.snapshot();
     assert_eq!((status.publish_dropped, status.publish_waits), (1, 0));
 }
+
+/// Reads one MQTT packet: its first byte and its body (the remaining length decoded).
+async fn read_packet(socket: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let first = socket.read_u8().await.ok()?;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let byte = socket.read_u8().await.ok()?;
+        len |= usize::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    socket.read_exact(&mut body).await.ok()?;
+    Some((first, body))
+}
+
+/// A QoS 1 PUBLISH packet from the broker.
+fn publish_packet(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&pkid.to_be_bytes());
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x32];
+    let mut len = body.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// A broker that resumes every session (so nothing is subscribed), sends the input connection
+/// `publishes` at QoS 1 and reports the packet id of every PUBACK it reads, in order.
+async fn resuming_broker(
+    listener: tokio::net::TcpListener,
+    publishes: Vec<Vec<u8>>,
+    pubacks: mpsc::UnboundedSender<u16>,
+) {
+    use tokio::io::AsyncWriteExt;
+    const CONNACK_SESSION_PRESENT: [u8; 4] = [0x20, 0x02, 0x01, 0x00];
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let publishes = publishes.clone();
+        let pubacks = pubacks.clone();
+        tokio::spawn(async move {
+            let Some((_, connect)) = read_packet(&mut socket).await else {
+                return;
+            };
+            let output = connect.windows(4).any(|w| w == b"-out");
+            if socket.write_all(&CONNACK_SESSION_PRESENT).await.is_err() {
+                return;
+            }
+            if !output {
+                for packet in &publishes {
+                    if socket.write_all(packet).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            while let Some((first, body)) = read_packet(&mut socket).await {
+                match first >> 4 {
+                    4 if body.len() >= 2 && !output => {
+                        let _ = pubacks.send(u16::from_be_bytes([body[0], body[1]]));
+                    }
+                    // PINGREQ
+                    12 => {
+                        if socket.write_all(&[0xd0, 0x00]).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+/// With manual acks (persistent session), a QoS 1 message over `max_packet_bytes` is dropped
+/// and counted, and its PUBACK goes out in its turn after those of the readings before it
+/// (MQTT 3.1.1 §4.6): it travels the ingest queue as an ack marker, which the ingest side
+/// acknowledges and does not route. Before, the event loop acknowledged it at once, ahead of
+/// readings still waiting in the ingest queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_message_is_acknowledged_in_its_turn() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cfg = MqttConfig {
+        subscribe_qos: 1,
+        clean_session: Some(false),
+        max_packet_bytes: 1024,
+        ..config(port)
+    };
+    let publishes = vec![
+        publish_packet("t/a", 1, b"1"),
+        publish_packet("t/b", 2, &[b'x'; 4096]),
+        publish_packet("t/c", 3, b"3"),
+    ];
+    let (pubacks_tx, mut pubacks) = mpsc::unbounded_channel();
+    tokio::spawn(resuming_broker(listener, publishes, pubacks_tx));
+    let (ingest_tx, mut ingest_rx) = mpsc::channel(16);
+    let connection = spawn_connection(&cfg, vec![("t/#".into(), 1)], ingest_tx);
+    let acks = connection.publisher.acknowledger();
+    assert!(acks.is_manual());
+
+    let mut routed = Vec::new();
+    for _ in 0..3 {
+        let message = within("ingest", ingest_rx.recv()).await.unwrap();
+        routed.push((message.topic.clone(), is_ack_marker(&message), message.pkid));
+    }
+    assert_eq!(
+        routed,
+        [
+            ("t/a".to_string(), false, 1),
+            (String::new(), true, 2),
+            ("t/c".to_string(), false, 3),
+        ]
+    );
+    // Nothing acknowledged yet: the event loop leaves every PUBACK to the ingest side.
+    assert!(pubacks.try_recv().is_err());
+    assert_eq!(
+        connection.status.dropped_too_large.load(Ordering::Relaxed),
+        1
+    );
+
+    // The ingest side acknowledges in the order it took them.
+    let messages = [1u16, 2, 3];
+    for pkid in messages {
+        acks.ack_packet(pkid);
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        order.push(within("a PUBACK", pubacks.recv()).await.unwrap());
+    }
+    assert_eq!(order, messages);
+    connection.stop().await;
+}
