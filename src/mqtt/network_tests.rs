@@ -866,11 +866,7 @@ async fn resuming_broker(
                         let _ = pubacks.send(u16::from_be_bytes([body[0], body[1]]));
                     }
                     // PINGREQ
-                    12 => {
-                        if socket.write_all(&[0xd0, 0x00]).await.is_err() {
-                            return;
-                        }
-                    }
+                    12 if socket.write_all(&[0xd0, 0x00]).await.is_err() => return,
                     _ => {}
                 }
             }
