@@ -48,6 +48,7 @@ pub mod replay;
 pub mod sim;
 pub mod store;
 pub mod systemd;
+pub mod topic;
 
 #[cfg(test)]
 pub(crate) mod fuzz_support;

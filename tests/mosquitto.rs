@@ -356,3 +356,79 @@ async fn a_burst_beyond_the_publish_queue_loses_no_output_at_qos_1() {
     );
     daemon.shutdown().await;
 }
+
+/// Two daemons in one shared-subscription group (`$share/{group}/{filter}`, issue 13 point 1,
+/// issue 14 point 1): the filter is subscribed as written, Mosquitto spreads the readings over
+/// the group (round robin), and each daemon matches them against the filter without its
+/// prefix. Every reading is processed once, by one of them, and none is dropped as an unknown
+/// topic. Before, the pipelines matched `$share/…` literally and dropped every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_in_one_share_group_each_process_a_part_and_none_is_unknown() {
+    const SHARE_SENSORS: usize = 10;
+    const STEPS: usize = 30;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((host, port, _own)) = broker(dir.path()) else {
+        return;
+    };
+    let id = std::process::id();
+    let configs: Vec<_> = (0..2)
+        .map(|i| {
+            let data = dir.path().join(format!("data{i}"));
+            let text = own_config_text(&host, port, &data, "share")
+                .replace(
+                    &format!("client_id = \"share-{id}\""),
+                    &format!("client_id = \"share-{id}-{i}\""),
+                )
+                .replace(
+                    &format!("\"share{id}/+/temperature\""),
+                    &format!("\"$share/g{id}/share{id}/+/temperature\""),
+                );
+            let own = dir.path().join(format!("daemon{i}"));
+            std::fs::create_dir_all(&own).expect("config dir");
+            load(&write_config(&own, &text))
+        })
+        .collect();
+    assert_eq!(
+        configs[0].pipelines[0].topics[0].share_group(),
+        Some(format!("g{id}").as_str())
+    );
+    let mut client = TestClient::connect(&host, port, &format!("share-test-{id}")).await;
+    client.subscribe(&format!("share{id}/out/#")).await;
+    let mut daemons = Vec::new();
+    for config in &configs {
+        daemons.push(RunningDaemon::start(config.clone()).await);
+    }
+
+    let sent: Vec<(String, String)> = readings(SHARE_SENSORS, 0, STEPS)
+        .into_iter()
+        .map(|(t, p)| (own_topic(&t, "share"), p))
+        .collect();
+    client.publish_all(&sent).await;
+    let got = client.receive(sent.len()).await;
+    assert_eq!(got.values().map(Vec::len).sum::<usize>(), sent.len());
+
+    let mut processed = Vec::new();
+    for daemon in &daemons {
+        let addr = daemon.handle.http.expect("http listener");
+        let (status, metrics) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            metric(&metrics, "edgeflow_unknown_topic_messages_total"),
+            0.0,
+            "{metrics}"
+        );
+        processed.push(metric(
+            &metrics,
+            "edgeflow_readings_total{pipeline=\"temperature\"}",
+        ));
+    }
+    assert_eq!(
+        processed.iter().sum::<f64>(),
+        sent.len() as f64,
+        "{processed:?}"
+    );
+    assert!(processed.iter().all(|&n| n > 0.0), "{processed:?}");
+    for daemon in daemons {
+        daemon.shutdown().await;
+    }
+}

@@ -15,7 +15,7 @@ fn pipeline(
 ) -> PipelineConfig {
     PipelineConfig {
         name: "test".into(),
-        topics: vec!["sensors/+/temp".into()],
+        topics: vec![crate::topic::TopicFilter::parse("sensors/+/temp").unwrap()],
         format: PayloadFormat::Json,
         key,
         time: time.map(|(pointer, unit)| TimeSource {

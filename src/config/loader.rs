@@ -38,6 +38,7 @@ use crate::model::{
     MAX_HORIZON, MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
 };
 use crate::mqtt::TlsSetting;
+use crate::topic::TopicFilter;
 
 /// Longest accepted duration. Durations end up in `Instant + Duration` arithmetic and
 /// timers, which panic or misbehave near `Duration::MAX`; a year is beyond any sane setting.
@@ -1395,7 +1396,7 @@ fn pipeline(
 }
 
 /// `topics`: required, non-empty, every entry a valid MQTT filter.
-fn topics(s: &mut Section<'_>) -> Option<Vec<Spanned<String>>> {
+fn topics(s: &mut Section<'_>) -> Option<Vec<Spanned<TopicFilter>>> {
     let list = s.require::<StringList>("topics")?;
     let topics = list.value.0;
     if topics.is_empty() {
@@ -1404,18 +1405,25 @@ fn topics(s: &mut Section<'_>) -> Option<Vec<Spanned<String>>> {
         s.error(list.span, message.into());
         return None;
     }
+    let mut filters = Vec::with_capacity(topics.len());
     let mut valid = true;
-    for (index, topic) in topics.iter().enumerate() {
-        if let Some(reason) = rules::topic_filter_problem(&topic.value) {
-            let message = format!(
-                "topics[{index}] \"{}\" is not a valid MQTT topic filter: {reason}",
-                topic.value
-            );
-            s.error(topic.span, message);
-            valid = false;
+    for (index, topic) in topics.into_iter().enumerate() {
+        match TopicFilter::parse(&topic.value) {
+            Ok(filter) => filters.push(Spanned {
+                value: filter,
+                span: topic.span,
+            }),
+            Err(reason) => {
+                let message = format!(
+                    "topics[{index}] \"{}\" is not a valid MQTT topic filter: {reason}",
+                    topic.value
+                );
+                s.error(topic.span, message);
+                valid = false;
+            }
         }
     }
-    valid.then_some(topics)
+    valid.then_some(filters)
 }
 
 /// `format`, and `columns`, `delimiter` and `header` for `format = "csv"` (reported for any
@@ -1535,7 +1543,7 @@ fn csv_format(
 /// pointer must fit the format, `name` and `basename` are SenML's. SenML's default is `name`.
 fn key(
     s: &mut Section<'_>,
-    topics: &[Spanned<String>],
+    topics: &[Spanned<TopicFilter>],
     format: Option<&PayloadFormat>,
 ) -> Option<KeySource> {
     let Some(text) = s.string("key") else {
@@ -1560,8 +1568,8 @@ fn key(
     match (&source, format) {
         (KeySource::TopicLevel(level), _) => {
             for topic in topics {
-                if !rules::filter_has_level(&topic.value, *level) {
-                    let count = rules::filter_level_count(&topic.value);
+                if !topic.value.has_level(*level) {
+                    let count = topic.value.level_count();
                     let message = format!(
                         "key \"{}\" reads topic level {level} (0-based), but topic filter \"{}\" only matches topics with {count} level(s)",
                         text.value, topic.value
@@ -1960,7 +1968,7 @@ fn model(
     mut m: Section<'_>,
     fields: Option<&[FieldConfig]>,
     one_value: Option<OneValue>,
-    topics: &[Spanned<String>],
+    topics: &[Spanned<TopicFilter>],
     component: &str,
     problems: &mut Problems<'_>,
 ) -> (Option<ModelConfig>, Option<Kind>) {

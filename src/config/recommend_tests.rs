@@ -85,7 +85,10 @@ snapshot_interval = "1s"
                 max_neighbours: 10_000,
                 top_n: 1000,
             },
-            requests: vec!["shop/requests".into(), "$share/kiosks/kiosk/ask".into()],
+            requests: vec![
+                crate::topic::TopicFilter::parse("shop/requests").unwrap(),
+                crate::topic::TopicFilter::parse("$share/kiosks/kiosk/ask").unwrap()
+            ],
             publish_on_event: false,
             similar_output: "out/{pipeline}/similar/{key}".into(),
             snapshot_interval: Duration::from_secs(1),

@@ -1,108 +1,12 @@
-//! Pure checks of string-valued settings: MQTT topic filters, JSON pointers (and the CSV
-//! columns and SenML records they name), key sources, topic templates and names.
+//! Pure checks of string-valued settings: JSON pointers (and the CSV columns and SenML records
+//! they name), key sources, topic templates and names. Topic filters are parsed by
+//! [`crate::topic::TopicFilter`].
 //!
 //! Each check returns the *reason* something is wrong; the loader adds the component, the
 //! key and the location. Keeping them free of TOML lets them be tested on their own.
 
 use super::schema::KeySource;
 use crate::codec::pointer::parse_pointer;
-
-/// Prefix of an MQTT 5 shared subscription (`$share/{group}/{filter}`). Several daemons can
-/// split one fleet this way (see DESIGN.md, "Scaling past one gateway").
-const SHARE_PREFIX: &str = "$share/";
-
-/// Longest topic or filter MQTT can carry: a UTF-8 string with a 16-bit length prefix.
-const MAX_TOPIC_BYTES: usize = 65_535;
-
-/// Why `filter` is not a valid MQTT subscription filter, or `None` if it is.
-pub(crate) fn topic_filter_problem(filter: &str) -> Option<String> {
-    if filter.len() > MAX_TOPIC_BYTES {
-        return Some(format!("it is longer than {MAX_TOPIC_BYTES} bytes"));
-    }
-    if filter.contains('\0') {
-        return Some("it contains a NUL character".into());
-    }
-    let inner = match filter.strip_prefix(SHARE_PREFIX) {
-        Some(rest) => {
-            let Some((group, inner)) = rest.split_once('/') else {
-                return Some("a shared subscription needs `$share/{group}/{filter}`".into());
-            };
-            if group.is_empty() || group.contains(['+', '#']) {
-                return Some(
-                    "the share group name must be non-empty and without '+' or '#'".into(),
-                );
-            }
-            inner
-        }
-        None => filter,
-    };
-    if inner.is_empty() {
-        return Some("it is empty".into());
-    }
-    let levels: Vec<&str> = inner.split('/').collect();
-    for (index, level) in levels.iter().enumerate() {
-        if level.contains('#') {
-            if *level != "#" {
-                return Some("'#' must be a whole level (like `a/#`)".into());
-            }
-            if index + 1 != levels.len() {
-                return Some("'#' is only allowed as the last level".into());
-            }
-        }
-        if level.contains('+') && *level != "+" {
-            return Some("'+' must be a whole level (like `a/+/b`)".into());
-        }
-    }
-    None
-}
-
-/// The topic levels a (valid) filter matches against: a shared subscription's
-/// `$share/{group}/` prefix is not part of the topics it receives.
-fn filter_levels(filter: &str) -> Vec<&str> {
-    let inner = filter
-        .strip_prefix(SHARE_PREFIX)
-        .and_then(|rest| rest.split_once('/'))
-        .map_or(filter, |(_group, inner)| inner);
-    inner.split('/').collect()
-}
-
-/// Whether every topic matched by `filter` has a level `level` (0-based), so that
-/// `key = "topic[level]"` always finds one: the filter has more than `level` levels, or a
-/// `#` at a level ≤ `level` (which may stand for it).
-pub(crate) fn filter_has_level(filter: &str, level: usize) -> bool {
-    let levels = filter_levels(filter);
-    levels.len() > level
-        || levels
-            .iter()
-            .position(|l| *l == "#")
-            .is_some_and(|hash| hash <= level)
-}
-
-/// Whether some topic matches both (valid) filters. A shared subscription's prefix is not
-/// part of the topics it matches; a filter starting with a wildcard does not match topics
-/// starting with `$` (MQTT 3.1.1 §4.7.2).
-pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
-    let (a, b) = (filter_levels(a), filter_levels(b));
-    let dollar = |levels: &[&str]| levels.first().is_some_and(|l| l.starts_with('$'));
-    let wildcard_first = |levels: &[&str]| levels.first().is_some_and(|l| *l == "+" || *l == "#");
-    if (dollar(&a) && wildcard_first(&b)) || (dollar(&b) && wildcard_first(&a)) {
-        return false;
-    }
-    let mut level = 0;
-    loop {
-        match (a.get(level), b.get(level)) {
-            // `#` matches the rest, and its parent level too (`a/#` matches `a`).
-            (Some(&"#"), _) | (_, Some(&"#")) | (None, None) => return true,
-            (Some(x), Some(y)) if *x == "+" || *y == "+" || x == y => level += 1,
-            _ => return false,
-        }
-    }
-}
-
-/// The number of levels of a filter, as shown in messages.
-pub(crate) fn filter_level_count(filter: &str) -> usize {
-    filter_levels(filter).len()
-}
 
 /// Why `pointer` is not an RFC 6901 JSON pointer (`""` or `/a/b`, `~` only in `~0`/`~1`).
 pub(crate) fn pointer_problem(pointer: &str) -> Option<&'static str> {
@@ -247,85 +151,6 @@ pub(crate) fn is_valid_field_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn valid_topic_filters_are_accepted() {
-        for filter in [
-            "a",
-            "a/b",
-            "+",
-            "#",
-            "a/+/c",
-            "a/#",
-            "+/+/#",
-            "/a",
-            "a//b",
-            "$share/g/a/+",
-        ] {
-            assert_eq!(topic_filter_problem(filter), None, "{filter}");
-        }
-    }
-
-    #[test]
-    fn invalid_topic_filters_are_rejected() {
-        for filter in [
-            "",
-            "a/#/b",
-            "a#",
-            "a/b#",
-            "a+",
-            "a/+b/c",
-            "$share/g",
-            "$share//a",
-            "$share/g/",
-            "$share/+/a",
-        ] {
-            assert!(topic_filter_problem(filter).is_some(), "{filter}");
-        }
-    }
-
-    #[test]
-    fn overlapping_filters_share_a_topic() {
-        for (a, b) in [
-            ("shop/requests", "shop/requests"),
-            ("shop/#", "shop/requests"),
-            ("shop/+/events", "shop/+/+"),
-            ("shop/+/events", "shop/u1/#"),
-            ("#", "anything/at/all"),
-            ("shop/#", "shop"),
-            ("$share/g/shop/+", "shop/requests"),
-            ("$SYS/x", "$SYS/+"),
-        ] {
-            assert!(filters_overlap(a, b), "{a} and {b}");
-            assert!(filters_overlap(b, a), "{b} and {a}");
-        }
-        for (a, b) in [
-            ("shop/+/events", "shop/requests"),
-            ("shop/events", "shop/requests"),
-            ("shop/+", "shop/a/b"),
-            ("shop", "shop/requests"),
-            ("#", "$SYS/x"),
-            ("+/x", "$SYS/x"),
-            ("a/+/c", "a/b/d"),
-        ] {
-            assert!(!filters_overlap(a, b), "{a} and {b}");
-            assert!(!filters_overlap(b, a), "{b} and {a}");
-        }
-    }
-
-    #[test]
-    fn topic_level_must_exist_in_every_match() {
-        assert!(filter_has_level("sensors/+/temperature", 1));
-        assert!(filter_has_level("sensors/+/temperature", 2));
-        assert!(!filter_has_level("sensors/+/temperature", 3));
-        assert!(filter_has_level("sensors/#", 1));
-        assert!(filter_has_level("sensors/#", 5));
-        assert!(!filter_has_level("sensors", 1));
-        // The share prefix is not part of the received topic.
-        assert!(!filter_has_level("$share/g/sensors", 1));
-        assert!(filter_has_level("$share/g/sensors/+", 1));
-        assert_eq!(filter_level_count("$share/g/a/b"), 2);
-    }
 
     #[test]
     fn json_pointers_follow_rfc_6901() {

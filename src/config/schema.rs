@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::topic::TopicFilter;
+
 use crate::model::{
     AnomalyParams, ForecastParams, KMeansParams, LinearParams, LogisticParams, RecommendParams,
     StateParams,
@@ -284,7 +286,7 @@ pub struct PipelineConfig {
     /// Unique name, used in output topics, state keys and metrics.
     pub name: String,
     /// MQTT topic filters (with `+`/`#` wildcards) this pipeline reads.
-    pub topics: Vec<String>,
+    pub topics: Vec<TopicFilter>,
     /// How payloads are decoded.
     pub format: PayloadFormat,
     /// Where the key (sensor id) comes from.
@@ -588,7 +590,7 @@ pub struct RecommendConfig {
     pub params: RecommendParams,
     /// Topic filters of request messages: `{"user": "…"}` (that user's list) or
     /// `{"item": "…"}` (the items most similar to it). Empty: no requests.
-    pub requests: Vec<String>,
+    pub requests: Vec<TopicFilter>,
     /// Publish a user's list after each of their events (`true`, the default), or only on
     /// request.
     pub publish_on_event: bool,

@@ -110,7 +110,7 @@ impl Config {
         writeln!(out, "pipelines: {}", self.pipelines.len())?;
         for pipeline in &self.pipelines {
             writeln!(out, "  pipeline \"{}\"", pipeline.name)?;
-            writeln!(out, "    topics: {}", pipeline.topics.join(", "))?;
+            writeln!(out, "    topics: {}", join(&pipeline.topics))?;
             let format = match &pipeline.format {
                 PayloadFormat::Csv(csv) => format!(
                     "csv, columns {}, delimiter {:?}{}",
@@ -374,7 +374,7 @@ fn write_model(out: &mut String, model: &ModelConfig) -> std::fmt::Result {
                 p.memory_bound() as f64 / 1e6,
                 format_duration(r.snapshot_interval)
             )?;
-            let requests = r.requests.join(", ");
+            let requests = join(&r.requests);
             let lists = match (r.publish_on_event, r.requests.is_empty()) {
                 (true, true) => "after each event of the user (no request topics)".to_owned(),
                 (true, false) => {
@@ -411,6 +411,15 @@ fn quoted(labels: &[String]) -> String {
     labels
         .iter()
         .map(|label| format!("{label:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Filters as written, comma-separated.
+fn join(filters: &[crate::topic::TopicFilter]) -> String {
+    filters
+        .iter()
+        .map(crate::topic::TopicFilter::as_str)
         .collect::<Vec<_>>()
         .join(", ")
 }

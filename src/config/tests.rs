@@ -165,7 +165,10 @@ target = "value"
         pipelines: vec![
             PipelineConfig {
                 name: "temperature".into(),
-                topics: vec!["sensors/+/temperature".into(), "legacy/#".into()],
+                topics: vec![
+                    crate::topic::TopicFilter::parse("sensors/+/temperature").unwrap(),
+                    crate::topic::TopicFilter::parse("legacy/#").unwrap(),
+                ],
                 format: PayloadFormat::Json,
                 key: KeySource::TopicLevel(1),
                 time: Some(TimeSource {
@@ -203,7 +206,7 @@ target = "value"
             },
             PipelineConfig {
                 name: "power".into(),
-                topics: vec!["power/+".into()],
+                topics: vec![crate::topic::TopicFilter::parse("power/+").unwrap()],
                 format: PayloadFormat::Number,
                 key: KeySource::Topic,
                 time: None,

@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::output::{push_f64, push_json_str, JsonObject};
 use super::profile::ProfileSpec;
-use super::topic::TopicTemplate;
 use super::PipelineError;
 use crate::config::{ClassifierConfig, PipelineConfig};
 use crate::model::{KMeansParams, StreamingKMeans};
 use crate::store::{decode_state_since, encode_state, StoreError};
+use crate::topic::TopicTemplate;
 
 /// Where a classifier's messages go: `(topic, payload, qos, retain)`.
 pub type Publish<'a> = dyn FnMut(&str, &[u8], u8, bool) + 'a;

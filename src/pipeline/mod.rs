@@ -12,7 +12,6 @@ pub(crate) mod output;
 pub mod profile;
 pub mod recommender;
 pub mod stats;
-pub mod topic;
 
 use std::sync::Arc;
 
@@ -20,25 +19,17 @@ use crate::codec::{DecodeError, Decoder, DropReason, ReadingBuf};
 use crate::config::{ClassifierConfig, Config, PipelineConfig};
 use crate::model::{ClassificationMetrics, ClusteringMetrics, RegressionMetrics};
 use crate::store::{decode_legacy_state, decode_state, encode_state, StoreError};
+use crate::topic::{TopicFilter, TopicTemplate};
 pub use model::{KeyModel, KeyState, Scratch};
 use model::{KeyStateV1, ModelSpec, Outcome};
 use operators::{apply_one, MapBuffers, Operator, Operators, Stopped};
 pub(crate) use output::write_json_str;
 use output::{push_json_str, JsonObject};
 pub use stats::{DropCounters, LogLimiter, PipelineStats};
-use topic::{TopicFilter, TopicTemplate};
 
 /// Errors building a pipeline from a (validated) config.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// A topic filter the config validation should have rejected.
-    #[error("pipeline {pipeline:?}: invalid topic filter {filter:?}")]
-    Filter {
-        /// Pipeline name.
-        pipeline: String,
-        /// The filter.
-        filter: String,
-    },
     /// An output template the config validation should have rejected.
     #[error("pipeline {pipeline:?}: invalid output template: {message}")]
     Template {
@@ -103,16 +94,7 @@ impl Pipeline {
     /// # Errors
     /// [`PipelineError`] naming the pipeline and the problem.
     pub fn new(index: usize, cfg: &PipelineConfig) -> Result<Pipeline, PipelineError> {
-        let filters = cfg
-            .topics
-            .iter()
-            .map(|f| {
-                TopicFilter::parse(f).ok_or_else(|| PipelineError::Filter {
-                    pipeline: cfg.name.clone(),
-                    filter: f.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let filters = cfg.topics.clone();
         let template =
             TopicTemplate::parse(&cfg.output).map_err(|message| PipelineError::Template {
                 pipeline: cfg.name.clone(),
@@ -531,16 +513,7 @@ impl RecommendPlan {
         let crate::config::ModelConfig::Recommend(r) = &cfg.model else {
             return Ok(None);
         };
-        let requests = r
-            .requests
-            .iter()
-            .map(|f| {
-                TopicFilter::parse(f).ok_or_else(|| PipelineError::Filter {
-                    pipeline: cfg.name.clone(),
-                    filter: f.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let requests = r.requests.clone();
         let weight = r
             .weight
             .as_ref()

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::classifier::Publish;
 use super::output::JsonObject;
-use super::topic::TopicTemplate;
 use super::PipelineError;
 use crate::config::{ModelConfig, PipelineConfig, RECOMMEND_OUTPUT_FIELD};
 use crate::model::{HistoryChange, ItemSimilarity, RecommendParams, ScoredItem};
 use crate::store::{decode_state_since, encode_state, StoreError};
+use crate::topic::TopicTemplate;
 
 /// `field` of a similar-items message.
 const SIMILAR_FIELD: &str = "similar";

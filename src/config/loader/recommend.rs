@@ -19,6 +19,7 @@ use crate::config::schema::{
 };
 use crate::model::recommend::{MAX_HISTORY, MAX_ITEMS, MAX_NEIGHBOURS, MAX_TOP_N};
 use crate::model::{RecommendParams, MAX_WEIGHT};
+use crate::topic::TopicFilter;
 
 /// The keys of `[pipelines.model]` besides `kind` that `kind = "recommend"` reads.
 pub(super) const PARAMETERS: &[&str] = &[
@@ -59,7 +60,7 @@ pub(super) struct Written<'a> {
 pub(super) fn recommend(
     m: &mut Section<'_>,
     fields: Option<&[FieldConfig]>,
-    topics: &[Spanned<String>],
+    topics: &[Spanned<TopicFilter>],
 ) -> Option<RecommendConfig> {
     // Taken from the table directly, so that they are not listed among the accepted keys.
     for (key, what) in [
@@ -324,29 +325,31 @@ fn dotted(name: &str) -> String {
 
 /// `requests`: MQTT topic filters of request messages (default none), none overlapping the
 /// pipeline's event `topics` (a message both match would be read as an event too).
-fn requests(m: &mut Section<'_>, topics: &[Spanned<String>]) -> Vec<String> {
+fn requests(m: &mut Section<'_>, topics: &[Spanned<TopicFilter>]) -> Vec<TopicFilter> {
     let Some(list) = m.get::<StringList>("requests") else {
         return Vec::new();
     };
     let mut requests = Vec::with_capacity(list.value.0.len());
     for (index, request) in list.value.0.into_iter().enumerate() {
-        let message = if let Some(reason) = rules::topic_filter_problem(&request.value) {
-            format!(
+        let message = match TopicFilter::parse(&request.value) {
+            Err(reason) => format!(
                 "model.requests[{index}] \"{}\" is not a valid MQTT topic filter: {reason}",
                 request.value
-            )
-        } else if let Some((events, topic)) = topics
-            .iter()
-            .enumerate()
-            .find(|(_, topic)| rules::filters_overlap(&topic.value, &request.value))
-        {
-            format!(
-                "model.requests[{index}] \"{}\" overlaps topics[{events}] \"{}\": a request on a topic both match would also be read as an event (give requests a topic of their own, outside the event topics)",
-                request.value, topic.value
-            )
-        } else {
-            requests.push(request.value);
-            continue;
+            ),
+            Ok(filter) => match topics
+                .iter()
+                .enumerate()
+                .find(|(_, topic)| topic.value.overlaps(&filter))
+            {
+                Some((events, topic)) => format!(
+                    "model.requests[{index}] \"{}\" overlaps topics[{events}] \"{}\": a request on a topic both match would also be read as an event (give requests a topic of their own, outside the event topics)",
+                    request.value, topic.value
+                ),
+                None => {
+                    requests.push(filter);
+                    continue;
+                }
+            },
         };
         m.error(request.span, message);
     }

@@ -1,9 +1,20 @@
-//! MQTT topic filters (which pipeline a message belongs to) and output topic templates.
+//! The MQTT topic grammar, parsed once: subscription filters (with shared subscriptions,
+//! `$share/{group}/{filter}`) and output topic templates. The config loader parses them (its
+//! errors are these types' messages, placed at the setting's span) and the pipelines match and
+//! render with the parsed values; nothing parses a filter or a template a second time.
 
 use std::fmt;
 
+/// Prefix of a shared subscription (`$share/{group}/{filter}`, MQTT 5 §4.8.2, also accepted by
+/// Mosquitto and EMQX from 3.1.1 clients): the broker spreads the messages over the group's
+/// members. See the README, "Several gateways".
+const SHARE_PREFIX: &str = "$share/";
+
+/// Longest topic or filter MQTT can carry: a UTF-8 string with a 16-bit length prefix.
+pub const MAX_TOPIC_BYTES: usize = 65_535;
+
 /// One level of a topic filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
     /// A literal level: the byte range of the filter string it occupies.
     Exact(usize, usize),
@@ -13,40 +24,112 @@ enum Level {
     Rest,
 }
 
-/// A parsed MQTT topic filter (`+` one level, `#` the rest).
+/// Why a string is not a topic filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterError {
+    /// Longer than MQTT's 65,535 bytes.
+    TooLong,
+    /// Contains NUL.
+    Nul,
+    /// `$share/` without `{group}/{filter}`.
+    ShareWithoutFilter,
+    /// An empty share group, or one with a wildcard.
+    BadShareGroup,
+    /// Nothing to match (an empty string, or `$share/{group}/` alone).
+    Empty,
+    /// `#` sharing its level with other characters.
+    HashNotALevel,
+    /// `#` before the last level.
+    HashNotLast,
+    /// `+` sharing its level with other characters.
+    PlusNotALevel,
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FilterError::TooLong => "it is longer than 65535 bytes",
+            FilterError::Nul => "it contains a NUL character",
+            FilterError::ShareWithoutFilter => {
+                "a shared subscription needs `$share/{group}/{filter}`"
+            }
+            FilterError::BadShareGroup => {
+                "the share group name must be non-empty and without '+' or '#'"
+            }
+            FilterError::Empty => "it is empty",
+            FilterError::HashNotALevel => "'#' must be a whole level (like `a/#`)",
+            FilterError::HashNotLast => "'#' is only allowed as the last level",
+            FilterError::PlusNotALevel => "'+' must be a whole level (like `a/+/b`)",
+        })
+    }
+}
+
+impl std::error::Error for FilterError {}
+
+/// A parsed MQTT topic filter (`+` one level, `#` the rest), possibly a shared subscription.
 ///
 /// Matching follows MQTT 3.1.1/5 §4.7: `#` also matches the parent level (`a/#` matches `a`),
 /// `+` matches one level including an empty one, and topics starting with `$` (`$SYS/…`) are
-/// not matched by a filter whose first level is a wildcard.
+/// not matched by a filter whose first level is a wildcard. A shared subscription
+/// (`$share/{group}/{filter}`) is subscribed as written and matches what `{filter}` matches:
+/// the broker delivers its messages with their own topic, without the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicFilter {
+    /// As written: what is subscribed.
     filter: String,
+    /// Where the matched part starts in `filter` (after `$share/{group}/`; 0 without).
+    inner: usize,
     levels: Vec<Level>,
 }
 
 impl TopicFilter {
-    /// Parses a filter; `None` when it is not a valid MQTT topic filter: empty, containing NUL,
-    /// `#` anywhere but alone in the last level, or `+` not alone in its level.
-    pub fn parse(s: &str) -> Option<Self> {
-        if s.is_empty() || s.contains('\0') {
-            return None;
+    /// Parses a filter.
+    ///
+    /// # Errors
+    /// [`FilterError`] when `s` is not a valid MQTT topic filter: empty, too long, containing
+    /// NUL, `#` anywhere but alone in the last level, `+` not alone in its level, or a
+    /// `$share/` prefix without a group and a filter.
+    pub fn parse(s: &str) -> Result<Self, FilterError> {
+        if s.len() > MAX_TOPIC_BYTES {
+            return Err(FilterError::TooLong);
+        }
+        if s.contains('\0') {
+            return Err(FilterError::Nul);
+        }
+        let inner = match s.strip_prefix(SHARE_PREFIX) {
+            Some(rest) => {
+                let (group, _) = rest
+                    .split_once('/')
+                    .ok_or(FilterError::ShareWithoutFilter)?;
+                if group.is_empty() || group.contains(['+', '#']) {
+                    return Err(FilterError::BadShareGroup);
+                }
+                SHARE_PREFIX.len() + group.len() + 1
+            }
+            None => 0,
+        };
+        if inner == s.len() {
+            return Err(FilterError::Empty);
         }
         let mut levels = Vec::new();
-        let mut start = 0;
-        let count = s.split('/').count();
-        for (i, level) in s.split('/').enumerate() {
+        let mut start = inner;
+        let count = s[inner..].split('/').count();
+        for (i, level) in s[inner..].split('/').enumerate() {
             let end = start + level.len();
             let parsed = match level {
                 "+" => Level::One,
                 "#" if i + 1 == count => Level::Rest,
-                _ if level.contains(['+', '#']) => return None,
+                "#" => return Err(FilterError::HashNotLast),
+                _ if level.contains('#') => return Err(FilterError::HashNotALevel),
+                _ if level.contains('+') => return Err(FilterError::PlusNotALevel),
                 _ => Level::Exact(start, end),
             };
             levels.push(parsed);
             start = end + 1;
         }
-        Some(Self {
+        Ok(Self {
             filter: s.to_owned(),
+            inner,
             levels,
         })
     }
@@ -58,14 +141,13 @@ impl TopicFilter {
         if topic.is_empty() {
             return false;
         }
-        if topic.starts_with('$') && matches!(self.levels.first(), Some(Level::One | Level::Rest)) {
+        if topic.starts_with('$') && self.starts_with_wildcard() {
             return false;
         }
         // Walk the topic level by level on bytes: `/` is ASCII, so this splits exactly where
         // `str::split('/')` would, without its per-call searcher set-up (this runs for every
         // message and every pipeline).
         let topic = topic.as_bytes();
-        let filter = self.filter.as_bytes();
         // Start of the current topic level; past the end once every level has been taken.
         let mut start = 0;
         for level in &self.levels {
@@ -80,8 +162,8 @@ impl TopicFilter {
             match *level {
                 Level::Rest => return true,
                 Level::One => {}
-                Level::Exact(from, to) => {
-                    if topic[start..end] != filter[from..to] {
+                Level::Exact(..) => {
+                    if topic[start..end] != *self.exact(*level) {
                         return false;
                     }
                 }
@@ -91,9 +173,69 @@ impl TopicFilter {
         start > topic.len()
     }
 
-    /// The filter as written.
+    /// The filter as written: what is subscribed (a shared subscription with its prefix).
     pub fn as_str(&self) -> &str {
         &self.filter
+    }
+
+    /// The share group of a shared subscription (`$share/{group}/…`).
+    pub fn share_group(&self) -> Option<&str> {
+        (self.inner > 0).then(|| &self.filter[SHARE_PREFIX.len()..self.inner - 1])
+    }
+
+    /// The levels of the topics it matches, as written (a shared subscription's without its
+    /// prefix): `sensors/+/temperature` has 3.
+    pub fn level_count(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Whether every topic it matches has a level `level` (0-based), so that
+    /// `key = "topic[level]"` always finds one: the filter has more than `level` levels, or a
+    /// `#` at a level ≤ `level` (which may stand for it).
+    pub fn has_level(&self, level: usize) -> bool {
+        self.levels.len() > level
+            || self
+                .levels
+                .iter()
+                .position(|l| *l == Level::Rest)
+                .is_some_and(|hash| hash <= level)
+    }
+
+    /// Whether some topic matches both filters (shared subscriptions by what they match).
+    pub fn overlaps(&self, other: &TopicFilter) -> bool {
+        let dollar = |f: &TopicFilter| {
+            f.levels
+                .first()
+                .is_some_and(|l| matches!(l, Level::Exact(..)) && f.exact(*l).starts_with(b"$"))
+        };
+        if (dollar(self) && other.starts_with_wildcard())
+            || (dollar(other) && self.starts_with_wildcard())
+        {
+            return false;
+        }
+        let mut level = 0;
+        loop {
+            match (self.levels.get(level), other.levels.get(level)) {
+                // `#` matches the rest, and its parent level too (`a/#` matches `a`).
+                (Some(Level::Rest), _) | (_, Some(Level::Rest)) | (None, None) => return true,
+                (Some(Level::One), Some(_)) | (Some(_), Some(Level::One)) => level += 1,
+                (Some(a), Some(b)) if self.exact(*a) == other.exact(*b) => level += 1,
+                _ => return false,
+            }
+        }
+    }
+
+    /// A filter whose first level is `+` or `#` (which `$` topics are not matched by).
+    fn starts_with_wildcard(&self) -> bool {
+        matches!(self.levels.first(), Some(Level::One | Level::Rest))
+    }
+
+    /// The bytes of a literal level (empty for a wildcard).
+    fn exact(&self, level: Level) -> &[u8] {
+        match level {
+            Level::Exact(from, to) => &self.filter.as_bytes()[from..to],
+            Level::One | Level::Rest => &[],
+        }
     }
 }
 
@@ -228,8 +370,8 @@ mod tests {
 
     fn filter(s: &str) -> TopicFilter {
         match TopicFilter::parse(s) {
-            Some(f) => f,
-            None => panic!("{s:?} should parse"),
+            Ok(f) => f,
+            Err(e) => panic!("{s:?} should parse: {e}"),
         }
     }
 
@@ -293,13 +435,99 @@ mod tests {
     }
 
     #[test]
-    fn invalid_filters_are_rejected() {
-        for bad in ["", "a/#/b", "a#", "a/b#", "a+/b", "+a", "a\0b", "#/"] {
-            assert_eq!(TopicFilter::parse(bad), None, "{bad:?}");
+    fn invalid_filters_are_rejected_with_their_reason() {
+        for (bad, reason) in [
+            ("", FilterError::Empty),
+            ("a/#/b", FilterError::HashNotLast),
+            ("#/", FilterError::HashNotLast),
+            ("a#", FilterError::HashNotALevel),
+            ("a/b#", FilterError::HashNotALevel),
+            ("a+/b", FilterError::PlusNotALevel),
+            ("+a", FilterError::PlusNotALevel),
+            ("a/+b/c", FilterError::PlusNotALevel),
+            ("a\0b", FilterError::Nul),
+            ("$share/g", FilterError::ShareWithoutFilter),
+            ("$share//a", FilterError::BadShareGroup),
+            ("$share/+/a", FilterError::BadShareGroup),
+            ("$share/g/", FilterError::Empty),
+            ("$share/g/a/#/b", FilterError::HashNotLast),
+        ] {
+            assert_eq!(TopicFilter::parse(bad), Err(reason), "{bad:?}");
         }
-        for good in ["+", "#", "/", "a//b", "+/+/#", "/+"] {
-            assert!(TopicFilter::parse(good).is_some(), "{good:?}");
+        let long = "a".repeat(MAX_TOPIC_BYTES + 1);
+        assert_eq!(TopicFilter::parse(&long), Err(FilterError::TooLong));
+        for good in [
+            "a",
+            "a/b",
+            "+",
+            "#",
+            "/",
+            "a//b",
+            "+/+/#",
+            "/+",
+            "/a",
+            "$share/g/a/+",
+        ] {
+            assert!(TopicFilter::parse(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn a_shared_subscription_is_subscribed_as_written_and_matches_without_its_prefix() {
+        let f = filter("$share/gw/sensors/+/t");
+        assert_eq!(f.as_str(), "$share/gw/sensors/+/t");
+        assert_eq!(f.share_group(), Some("gw"));
+        assert!(f.matches("sensors/x/t"));
+        assert!(!f.matches("$share/gw/sensors/x/t"));
+        assert!(!f.matches("sensors/x/u"));
+        assert_eq!(f.level_count(), 3);
+        assert!(filter("$share/g/#").matches("a/b"));
+        assert_eq!(filter("sensors/+/t").share_group(), None);
+        // A group may contain '$' and other characters; only the first two levels are the prefix.
+        assert!(filter("$share/$g/share/x").matches("share/x"));
+    }
+
+    #[test]
+    fn overlapping_filters_share_a_topic() {
+        for (a, b) in [
+            ("shop/requests", "shop/requests"),
+            ("shop/#", "shop/requests"),
+            ("shop/+/events", "shop/+/+"),
+            ("shop/+/events", "shop/u1/#"),
+            ("#", "anything/at/all"),
+            ("shop/#", "shop"),
+            ("$share/g/shop/+", "shop/requests"),
+            ("$SYS/x", "$SYS/+"),
+        ] {
+            assert!(filter(a).overlaps(&filter(b)), "{a} and {b}");
+            assert!(filter(b).overlaps(&filter(a)), "{b} and {a}");
+        }
+        for (a, b) in [
+            ("shop/+/events", "shop/requests"),
+            ("shop/events", "shop/requests"),
+            ("shop/+", "shop/a/b"),
+            ("shop", "shop/requests"),
+            ("#", "$SYS/x"),
+            ("+/x", "$SYS/x"),
+            ("a/+/c", "a/b/d"),
+        ] {
+            assert!(!filter(a).overlaps(&filter(b)), "{a} and {b}");
+            assert!(!filter(b).overlaps(&filter(a)), "{b} and {a}");
+        }
+    }
+
+    #[test]
+    fn topic_level_must_exist_in_every_match() {
+        assert!(filter("sensors/+/temperature").has_level(1));
+        assert!(filter("sensors/+/temperature").has_level(2));
+        assert!(!filter("sensors/+/temperature").has_level(3));
+        assert!(filter("sensors/#").has_level(1));
+        assert!(filter("sensors/#").has_level(5));
+        assert!(!filter("sensors").has_level(1));
+        // The share prefix is not part of the received topic.
+        assert!(!filter("$share/g/sensors").has_level(1));
+        assert!(filter("$share/g/sensors/+").has_level(1));
+        assert_eq!(filter("$share/g/a/b").level_count(), 2);
     }
 
     /// The matching rules written directly on `str::split`, the way the byte walk in
