@@ -265,7 +265,7 @@ impl Daemon {
             let mut filters: Vec<String> = config
                 .pipelines
                 .iter()
-                .map(|p| output_filter(&p.output))
+                .map(|p| p.output.covering_filter())
                 .collect();
             filters.dedup();
             let (m, stop, every) = (
@@ -595,20 +595,6 @@ fn start_classifiers(
         );
     }
     Ok((addrs, stats))
-}
-
-/// A topic filter covering every topic an output template can produce: its literal leading
-/// levels, then `#` (a key may itself contain `/`).
-fn output_filter(template: &str) -> String {
-    let literal: Vec<&str> = template
-        .split('/')
-        .take_while(|level| !level.contains('{'))
-        .collect();
-    if literal.is_empty() {
-        "#".into()
-    } else {
-        format!("{}/#", literal.join("/"))
-    }
 }
 
 /// The MQTT settings actually used: the embedded broker is always on loopback.
@@ -1002,21 +988,5 @@ async fn stats_line(
                 "messages on topics no pipeline reads"
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::output_filter;
-
-    #[test]
-    fn output_filter_covers_every_rendered_topic() {
-        assert_eq!(
-            output_filter("edgeflow/{pipeline}/{key}/{field}/forecast"),
-            "edgeflow/#"
-        );
-        assert_eq!(output_filter("a/b/x-{key}"), "a/b/#");
-        assert_eq!(output_filter("{pipeline}/out"), "#");
-        assert_eq!(output_filter("fixed/topic"), "fixed/topic/#");
     }
 }

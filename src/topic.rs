@@ -245,16 +245,97 @@ impl fmt::Display for TopicFilter {
     }
 }
 
-/// One piece of an output topic template.
+/// A placeholder of a topic template, `{name}`. Which ones a template may use depends on the
+/// setting (a pipeline's `output`: pipeline, key, field; a classifier's: classifier, key; …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    /// `{pipeline}`: the pipeline's name.
+    Pipeline,
+    /// `{classifier}`: the classifier's name.
+    Classifier,
+    /// `{key}`: the key (a sensor, a user, an item).
+    Key,
+    /// `{field}`: the model's target field.
+    Field,
+    /// `{sensor}`: a simulated sensor's id.
+    Sensor,
+}
+
+impl Placeholder {
+    const ALL: [Placeholder; 5] = [
+        Placeholder::Pipeline,
+        Placeholder::Classifier,
+        Placeholder::Key,
+        Placeholder::Field,
+        Placeholder::Sensor,
+    ];
+
+    /// The name between the braces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placeholder::Pipeline => "pipeline",
+            Placeholder::Classifier => "classifier",
+            Placeholder::Key => "key",
+            Placeholder::Field => "field",
+            Placeholder::Sensor => "sensor",
+        }
+    }
+}
+
+/// Why a string is not a topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    /// An empty template.
+    Empty,
+    /// `+` or `#` (not allowed in a topic name).
+    Wildcard,
+    /// Starts with `$` (the broker's topics).
+    Reserved,
+    /// Contains NUL.
+    Nul,
+    /// A `}` without its `{`.
+    StrayClose,
+    /// A `{` without its `}`.
+    Unclosed,
+    /// A placeholder the setting does not offer.
+    Unknown {
+        /// The name written.
+        name: String,
+        /// The placeholders accepted, as `{a}, {b}`.
+        accepted: String,
+    },
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TemplateError::Empty => f.write_str("a topic must not be empty"),
+            TemplateError::Wildcard => {
+                f.write_str("a published topic must not contain the wildcards '+' or '#'")
+            }
+            TemplateError::Reserved => {
+                f.write_str("topics starting with '$' are reserved for the broker")
+            }
+            TemplateError::Nul => f.write_str("a topic must not contain a NUL character"),
+            TemplateError::StrayClose => f.write_str("it has a '}' without a matching '{'"),
+            TemplateError::Unclosed => f.write_str("it has a '{' without a matching '}'"),
+            TemplateError::Unknown { name, accepted } => {
+                write!(f, "unknown placeholder {{{name}}} (accepted: {accepted})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// One piece of a topic template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
-    Pipeline,
-    Key,
-    Field,
+    Placeholder(Placeholder),
 }
 
-/// A compiled output topic template with `{pipeline}`, `{key}`, `{field}`.
+/// A compiled topic template: literal text and `{placeholder}`s.
 ///
 /// Substituted values are made safe for a topic *name*: `+` and `#` (wildcards, not allowed in
 /// names) and NUL become `_`, and an empty value becomes `_` (so `{key}` alone never renders
@@ -268,53 +349,56 @@ pub struct TopicTemplate {
 }
 
 impl TopicTemplate {
-    /// Parses a template.
+    /// Parses a template whose placeholders are among `allowed`.
     ///
     /// # Errors
-    ///
-    /// A message saying what is wrong when the template is empty, has an unknown placeholder
-    /// (only `{pipeline}`, `{key}` and `{field}` exist), an unclosed `{` or a stray `}`, or
-    /// contains `+`, `#` or NUL (not allowed in a topic name).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// [`TemplateError`] when the template is empty, starts with `$`, contains `+`, `#` or
+    /// NUL, has an unclosed `{` or a stray `}`, or a placeholder not in `allowed`.
+    pub fn parse(s: &str, allowed: &[Placeholder]) -> Result<Self, TemplateError> {
         if s.is_empty() {
-            return Err("output topic template is empty".to_owned());
+            return Err(TemplateError::Empty);
         }
-        if let Some(c) = s.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
-            return Err(format!(
-                "output topic template {s:?} contains {c:?}, which is not allowed in a topic name"
-            ));
+        if s.contains(['+', '#']) {
+            return Err(TemplateError::Wildcard);
+        }
+        if s.starts_with('$') {
+            return Err(TemplateError::Reserved);
+        }
+        if s.contains('\0') {
+            return Err(TemplateError::Nul);
         }
         let mut parts = Vec::new();
         let mut rest = s;
-        while !rest.is_empty() {
-            let brace = rest.find(['{', '}']).unwrap_or(rest.len());
-            if brace > 0 {
-                parts.push(Part::Literal(rest[..brace].to_owned()));
+        while let Some(open) = rest.find(['{', '}']) {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
             }
-            rest = &rest[brace..];
-            if rest.starts_with('}') {
-                return Err(format!(
-                    "output topic template {s:?} has a '}}' without a matching '{{'"
-                ));
+            if rest[open..].starts_with('}') {
+                return Err(TemplateError::StrayClose);
             }
-            if rest.is_empty() {
-                break;
-            }
-            let Some(close) = rest.find('}') else {
-                return Err(format!("output topic template {s:?} has an unclosed '{{'"));
-            };
-            parts.push(match &rest[1..close] {
-                "pipeline" => Part::Pipeline,
-                "key" => Part::Key,
-                "field" => Part::Field,
-                other => {
-                    return Err(format!(
-                        "output topic template {s:?} has an unknown placeholder {{{other}}} \
-                         (expected {{pipeline}}, {{key}} or {{field}})"
-                    ))
-                }
-            });
-            rest = &rest[close + 1..];
+            let after = &rest[open + 1..];
+            let close = after
+                .find(['{', '}'])
+                .filter(|&i| after[i..].starts_with('}'))
+                .ok_or(TemplateError::Unclosed)?;
+            let name = &after[..close];
+            let placeholder = allowed
+                .iter()
+                .copied()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| TemplateError::Unknown {
+                    name: name.to_owned(),
+                    accepted: allowed
+                        .iter()
+                        .map(|p| format!("{{{}}}", p.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            parts.push(Part::Placeholder(placeholder));
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
         }
         Ok(Self {
             template: s.to_owned(),
@@ -322,23 +406,64 @@ impl TopicTemplate {
         })
     }
 
-    /// Renders the topic for one output into `out` (cleared first). Does not allocate once
-    /// `out` has the capacity.
-    pub fn render(&self, pipeline: &str, key: &str, field: &str, out: &mut String) {
+    /// A built-in default template (every one is tested to parse); one that did not would
+    /// render as its literal text rather than fail at start-up.
+    pub fn builtin(s: &str) -> Self {
+        Self::parse(s, &Placeholder::ALL).unwrap_or_else(|_| Self {
+            template: s.to_owned(),
+            parts: vec![Part::Literal(s.to_owned())],
+        })
+    }
+
+    /// Whether the template uses `placeholder`.
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        self.parts.contains(&Part::Placeholder(placeholder))
+    }
+
+    /// Renders the topic for one output into `out` (cleared first): `{pipeline}` and
+    /// `{classifier}` become `name`, `{key}` and `{sensor}` `key`, `{field}` `field`. Does
+    /// not allocate once `out` has the capacity.
+    pub fn render(&self, name: &str, key: &str, field: &str, out: &mut String) {
         out.clear();
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
-                Part::Pipeline => push_level_safe(out, pipeline),
-                Part::Key => push_level_safe(out, key),
-                Part::Field => push_level_safe(out, field),
+                Part::Placeholder(Placeholder::Pipeline | Placeholder::Classifier) => {
+                    push_level_safe(out, name);
+                }
+                Part::Placeholder(Placeholder::Key | Placeholder::Sensor) => {
+                    push_level_safe(out, key);
+                }
+                Part::Placeholder(Placeholder::Field) => push_level_safe(out, field),
             }
+        }
+    }
+
+    /// A filter that matches every topic this template renders: its literal leading levels
+    /// and `#` (`edgeflow/{pipeline}/…` gives `edgeflow/#`; a template starting with a
+    /// placeholder gives `#`).
+    pub fn covering_filter(&self) -> String {
+        let literal: Vec<&str> = self
+            .template
+            .split('/')
+            .take_while(|level| !level.contains('{'))
+            .collect();
+        if literal.is_empty() {
+            "#".into()
+        } else {
+            format!("{}/#", literal.join("/"))
         }
     }
 
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.template
+    }
+}
+
+impl fmt::Display for TopicTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.template)
     }
 }
 
@@ -608,8 +733,10 @@ mod tests {
         assert!(!f.matches("a"));
     }
 
+    const OUTPUT: [Placeholder; 3] = [Placeholder::Pipeline, Placeholder::Key, Placeholder::Field];
+
     fn template(s: &str) -> TopicTemplate {
-        match TopicTemplate::parse(s) {
+        match TopicTemplate::parse(s, &OUTPUT) {
             Ok(t) => t,
             Err(e) => panic!("{s:?} should parse: {e}"),
         }
@@ -660,19 +787,66 @@ mod tests {
 
     #[test]
     fn invalid_templates_are_rejected_with_a_reason() {
-        let cases = [
-            ("", "empty"),
-            ("a/{nope}", "unknown placeholder {nope}"),
-            ("a/{key", "unclosed"),
-            ("a/key}", "without a matching"),
-            ("a/+/{key}", "not allowed in a topic name"),
-            ("a/#", "not allowed in a topic name"),
-        ];
-        for (input, expected) in cases {
-            match TopicTemplate::parse(input) {
-                Ok(_) => panic!("{input:?} should be rejected"),
-                Err(e) => assert!(e.contains(expected), "{input:?}: {e}"),
-            }
+        let unknown = |name: &str| TemplateError::Unknown {
+            name: name.into(),
+            accepted: "{pipeline}, {key}, {field}".into(),
+        };
+        for (input, expected) in [
+            ("", TemplateError::Empty),
+            ("a/{nope}", unknown("nope")),
+            ("a/{classifier}", unknown("classifier")),
+            ("a/{}", unknown("")),
+            ("a/{key", TemplateError::Unclosed),
+            ("a/{ke{y}", TemplateError::Unclosed),
+            ("a/{{key}}", TemplateError::Unclosed),
+            ("a/key}", TemplateError::StrayClose),
+            ("a/+/{key}", TemplateError::Wildcard),
+            ("a/#", TemplateError::Wildcard),
+            ("$SYS/x", TemplateError::Reserved),
+            ("a\0b", TemplateError::Nul),
+        ] {
+            assert_eq!(
+                TopicTemplate::parse(input, &OUTPUT),
+                Err(expected),
+                "{input:?}"
+            );
+        }
+        assert_eq!(
+            unknown("nope").to_string(),
+            "unknown placeholder {nope} (accepted: {pipeline}, {key}, {field})"
+        );
+    }
+
+    #[test]
+    fn a_template_offers_the_placeholders_of_its_setting() {
+        let classes = [Placeholder::Classifier, Placeholder::Key];
+        let t = match TopicTemplate::parse("c/{classifier}/{key}", &classes) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let mut out = String::new();
+        t.render("rooms", "r1", "", &mut out);
+        assert_eq!(out, "c/rooms/r1");
+        assert!(t.uses(Placeholder::Key) && !t.uses(Placeholder::Field));
+        assert!(TopicTemplate::parse("c/{pipeline}", &classes).is_err());
+    }
+
+    #[test]
+    fn the_covering_filter_matches_every_rendered_topic() {
+        for (t, filter) in [
+            ("edgeflow/{pipeline}/{key}/{field}/forecast", "edgeflow/#"),
+            ("a/b/x-{key}", "a/b/#"),
+            ("{pipeline}/out", "#"),
+            ("fixed/topic", "fixed/topic/#"),
+        ] {
+            let t = template(t);
+            assert_eq!(t.covering_filter(), filter);
+            let mut out = String::new();
+            t.render("p", "k", "f", &mut out);
+            assert!(
+                TopicFilter::parse(filter).is_ok_and(|f| f.matches(&out)),
+                "{filter} {out}"
+            );
         }
     }
 

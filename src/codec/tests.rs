@@ -35,7 +35,7 @@ fn pipeline(
         from: None,
         operators: Vec::new(),
         anomaly: None,
-        output: DEFAULT_OUTPUT.into(),
+        output: crate::topic::TopicTemplate::builtin(DEFAULT_OUTPUT),
         output_qos: 0,
         max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
     }

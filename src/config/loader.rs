@@ -38,7 +38,7 @@ use crate::model::{
     MAX_HORIZON, MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
 };
 use crate::mqtt::TlsSetting;
-use crate::topic::TopicFilter;
+use crate::topic::{Placeholder, TopicFilter, TopicTemplate};
 
 /// Longest accepted duration. Durations end up in `Instant + Duration` arithmetic and
 /// timers, which panic or misbehave near `Duration::MAX`; a year is beyond any sane setting.
@@ -974,25 +974,16 @@ fn simulate(s: &mut Section<'_>) -> SimulateConfig {
             "a number of readings per second greater than 0",
         )
         .unwrap_or(d.rate);
-    let topic = s.string("topic");
-    if let Some(topic) = &topic {
-        match rules::template_placeholders(&topic.value, &["sensor"]) {
-            Ok(used) if used.contains(&"sensor") => {}
-            Ok(_) => s.error(
-                topic.span,
-                format!(
-                    "topic must contain {{sensor}}, replaced by each sensor's id (got \"{}\")",
-                    topic.value
-                ),
-            ),
-            Err(reason) => s.error(
-                topic.span,
-                format!(
-                    "topic \"{}\" is not a valid topic template: {reason}",
-                    topic.value
-                ),
-            ),
-        }
+    let topic = topic_template(s, "topic", "topic", &[Placeholder::Sensor]);
+    if let Some(topic) = topic
+        .as_ref()
+        .filter(|t| !t.value.uses(Placeholder::Sensor))
+    {
+        let message = format!(
+            "topic must contain {{sensor}}, replaced by each sensor's id (got \"{}\")",
+            topic.value
+        );
+        s.error(topic.span, message);
     }
     let seed = s.int_as("seed", 0..=i64::MAX).unwrap_or(d.seed);
     let spike_probability = s
@@ -1005,7 +996,7 @@ fn simulate(s: &mut Section<'_>) -> SimulateConfig {
     SimulateConfig {
         sensors,
         rate,
-        topic: topic.map_or(d.topic, |v| v.value),
+        topic: topic.map_or(d.topic, |v| v.value.as_str().to_owned()),
         seed,
         spike_probability,
     }
@@ -1154,6 +1145,35 @@ fn accepted_kinds() -> String {
 }
 
 /// The span of the value of `key` in `s`, before it is read (`None`: not written).
+/// The placeholders of a pipeline's `output`.
+const OUTPUT_PLACEHOLDERS: [Placeholder; 3] =
+    [Placeholder::Pipeline, Placeholder::Key, Placeholder::Field];
+
+/// The topic template of setting `key`, with placeholders from `allowed`; what is wrong with
+/// it is reported at its span, naming it `label` (`None`: not written, or invalid).
+fn topic_template(
+    s: &mut Section<'_>,
+    key: &'static str,
+    label: &str,
+    allowed: &[Placeholder],
+) -> Option<Spanned<TopicTemplate>> {
+    let text = s.string(key)?;
+    match TopicTemplate::parse(&text.value, allowed) {
+        Ok(template) => Some(Spanned {
+            value: template,
+            span: text.span,
+        }),
+        Err(reason) => {
+            let message = format!(
+                "{label} \"{}\" is not a valid topic template: {reason}",
+                text.value
+            );
+            s.error(text.span, message);
+            None
+        }
+    }
+}
+
 fn written_span(s: &Section<'_>, key: &str) -> Option<Span> {
     s.helper.table.get(key).map(|value| value.span)
 }
@@ -1259,17 +1279,7 @@ fn pipeline(
     let bounds = bounds::bounds(&mut s, fields.as_deref());
     let operators_span = written_span(&s, "operators");
     let (operators, model_fields) = operators::operators(&mut s, fields.as_deref());
-    let output = s.string("output");
-    if let Some(output) = &output {
-        let allowed = ["pipeline", "key", "field"];
-        if let Err(reason) = rules::template_placeholders(&output.value, &allowed) {
-            let message = format!(
-                "output \"{}\" is not a valid topic template: {reason}",
-                output.value
-            );
-            s.error(output.span, message);
-        }
-    }
+    let output = topic_template(&mut s, "output", "output", &OUTPUT_PLACEHOLDERS);
     let output_qos = s.int_as("output_qos", 0..=1).unwrap_or(0);
     let max_payload_bytes = s
         .int_as("max_payload_bytes", 1..=i64::MAX)
@@ -1387,7 +1397,10 @@ fn pipeline(
         from: from.as_ref().map(|from| from.value.clone()),
         operators,
         anomaly,
-        output: output.map_or_else(|| default_output(&model).to_owned(), |v| v.value),
+        output: output.map_or_else(
+            || TopicTemplate::builtin(default_output(&model)),
+            |v| v.value,
+        ),
         model,
         output_qos,
         max_payload_bytes,

@@ -90,7 +90,7 @@ snapshot_interval = "1s"
                 crate::topic::TopicFilter::parse("$share/kiosks/kiosk/ask").unwrap()
             ],
             publish_on_event: false,
-            similar_output: "out/{pipeline}/similar/{key}".into(),
+            similar_output: crate::topic::TopicTemplate::builtin("out/{pipeline}/similar/{key}"),
             snapshot_interval: Duration::from_secs(1),
         })
     );
@@ -104,7 +104,7 @@ snapshot_interval = "1s"
             unit: TimeUnit::Auto,
         })
     );
-    assert_eq!(pipeline.output, DEFAULT_RECOMMEND_OUTPUT);
+    assert_eq!(pipeline.output.as_str(), DEFAULT_RECOMMEND_OUTPUT);
     assert_eq!(pipeline.anomaly, None);
     assert!(pipeline.operators.is_empty());
     assert_eq!(
@@ -129,12 +129,15 @@ fn omitted_recommend_keys_take_their_defaults() {
             params: RecommendParams::default(),
             requests: Vec::new(),
             publish_on_event: true,
-            similar_output: DEFAULT_SIMILAR_OUTPUT.into(),
+            similar_output: crate::topic::TopicTemplate::builtin(DEFAULT_SIMILAR_OUTPUT),
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
         }
     );
     assert_eq!(DEFAULT_SNAPSHOT_INTERVAL, Duration::from_secs(15 * 60));
-    assert_eq!(config.pipelines[0].output, DEFAULT_RECOMMEND_OUTPUT);
+    assert_eq!(
+        config.pipelines[0].output.as_str(),
+        DEFAULT_RECOMMEND_OUTPUT
+    );
     // A weight field without event types: numbers only. `publish = "event"` is the default.
     let config = valid(&weighted("publish = \"event\"\nrequests = []\n"));
     let r = recommend_of(&config);

@@ -1,6 +1,6 @@
 //! Pure checks of string-valued settings: JSON pointers (and the CSV columns and SenML records
-//! they name), key sources, topic templates and names. Topic filters are parsed by
-//! [`crate::topic::TopicFilter`].
+//! they name), key sources and names. Topic filters and templates are parsed by
+//! [`crate::topic`].
 //!
 //! Each check returns the *reason* something is wrong; the loader adds the component, the
 //! key and the location. Keeping them free of TOML lets them be tested on their own.
@@ -86,54 +86,6 @@ pub(crate) fn parse_key_source(text: &str) -> Result<KeySource, String> {
     Err(format!("accepted: {ACCEPTED}"))
 }
 
-/// Checks a publish-topic template whose placeholders are `{name}` with `name` in
-/// `allowed`; returns the placeholders used, in order.
-pub(crate) fn template_placeholders<'t>(
-    template: &'t str,
-    allowed: &[&str],
-) -> Result<Vec<&'t str>, String> {
-    if template.is_empty() {
-        return Err("a topic must not be empty".into());
-    }
-    if template.contains(['+', '#']) {
-        return Err("a published topic must not contain the wildcards '+' or '#'".into());
-    }
-    if template.starts_with('$') {
-        return Err("topics starting with '$' are reserved for the broker".into());
-    }
-    if template.contains('\0') {
-        return Err("a topic must not contain a NUL character".into());
-    }
-    let accepted = allowed
-        .iter()
-        .map(|name| format!("{{{name}}}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut used = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find(['{', '}']) {
-        if rest[open..].starts_with('}') {
-            return Err("it has a '}' without a matching '{'".into());
-        }
-        let after = &rest[open + 1..];
-        let Some(close) = after
-            .find(['{', '}'])
-            .filter(|&i| after[i..].starts_with('}'))
-        else {
-            return Err("it has a '{' without a matching '}'".into());
-        };
-        let name = &after[..close];
-        if !allowed.contains(&name) {
-            return Err(format!(
-                "unknown placeholder {{{name}}} (accepted: {accepted})"
-            ));
-        }
-        used.push(name);
-        rest = &after[close + 1..];
-    }
-    Ok(used)
-}
-
 /// Names used in topics and state keys: `[A-Za-z0-9_-]+`.
 pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -211,29 +163,6 @@ mod tests {
         assert_eq!(senml_record_problem("/a~1b"), None);
         assert!(senml_record_problem("").is_some());
         assert!(senml_record_problem("/a/b").is_some());
-    }
-
-    #[test]
-    fn templates_accept_only_known_placeholders() {
-        let allowed = ["pipeline", "key", "field"];
-        assert_eq!(
-            template_placeholders("e/{pipeline}/{key}/{field}/f", &allowed),
-            Ok(vec!["pipeline", "key", "field"])
-        );
-        assert_eq!(template_placeholders("plain/topic", &allowed), Ok(vec![]));
-        for bad in [
-            "",
-            "e/{sensor}",
-            "e/{key",
-            "e/key}",
-            "e/{{key}}",
-            "e/{}",
-            "e/+/x",
-            "e/#",
-            "$SYS/x",
-        ] {
-            assert!(template_placeholders(bad, &allowed).is_err(), "{bad}");
-        }
     }
 
     #[test]

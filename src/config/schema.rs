@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::topic::TopicFilter;
+pub use crate::topic::{TopicFilter, TopicTemplate};
 
 use crate::model::{
     AnomalyParams, ForecastParams, KMeansParams, LinearParams, LogisticParams, RecommendParams,
@@ -182,9 +182,9 @@ pub struct ClassifierConfig {
     /// forgotten key's class is published again when it is next classified).
     pub max_keys: usize,
     /// Topic template of the class messages: `{classifier}`, `{key}`.
-    pub output: String,
+    pub output: TopicTemplate,
     /// Topic of the centres message published after every update: `{classifier}`.
-    pub centres_output: String,
+    pub centres_output: TopicTemplate,
     /// QoS of the class and centres messages (they are retained).
     pub output_qos: u8,
 }
@@ -319,7 +319,7 @@ pub struct PipelineConfig {
     pub anomaly: Option<AnomalyParams>,
     /// Output topic template with `{pipeline}`, `{key}`, `{field}` (`{field}` is
     /// [`ModelConfig::output_field`]).
-    pub output: String,
+    pub output: TopicTemplate,
     /// QoS of output messages (0 or 1).
     pub output_qos: u8,
     /// Payloads larger than this are dropped (reason `too_large`).
@@ -595,7 +595,7 @@ pub struct RecommendConfig {
     /// request.
     pub publish_on_event: bool,
     /// Topic template of similar-item lists: `{pipeline}`, `{key}` (the item).
-    pub similar_output: String,
+    pub similar_output: TopicTemplate,
     /// How often the item similarities are written to the store (they are also written at
     /// shutdown).
     pub snapshot_interval: Duration,

@@ -200,7 +200,7 @@ target = "value"
                 from: None,
                 operators: Vec::new(),
                 anomaly: None,
-                output: "out/{pipeline}/{key}/{field}".into(),
+                output: crate::topic::TopicTemplate::builtin("out/{pipeline}/{key}/{field}"),
                 output_qos: 1,
                 max_payload_bytes: 1024,
             },
@@ -223,7 +223,7 @@ target = "value"
                 from: None,
                 operators: Vec::new(),
                 anomaly: None,
-                output: DEFAULT_OUTPUT.into(),
+                output: crate::topic::TopicTemplate::builtin(DEFAULT_OUTPUT),
                 output_qos: 0,
                 max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             },
@@ -252,7 +252,7 @@ fn omitted_keys_take_the_schema_defaults() {
     assert_eq!(pipeline.format, PayloadFormat::Json);
     assert_eq!(pipeline.key, KeySource::Topic);
     assert_eq!(pipeline.time, None);
-    assert_eq!(pipeline.output, DEFAULT_OUTPUT);
+    assert_eq!(pipeline.output.as_str(), DEFAULT_OUTPUT);
     assert_eq!(pipeline.output_qos, 0);
     assert_eq!(pipeline.max_payload_bytes, DEFAULT_MAX_PAYLOAD_BYTES);
     assert_eq!(
@@ -1428,7 +1428,7 @@ fn full_kmeans_config_parses_every_parameter() {
         })
     );
     assert_eq!(
-        config.pipelines[0].output,
+        config.pipelines[0].output.as_str(),
         "edgeflow/{pipeline}/{key}/cluster"
     );
     assert!(OnlineKMeans::new(params, 2).is_ok());
@@ -2366,4 +2366,26 @@ fn clean_session_is_auto_true_or_false() {
         errors(&format!("[mqtt]\nclean_session = 1\n{PIPELINE}")),
         ["2:17: [mqtt]: clean_session must be true, false or \"auto\" (got an integer)"]
     );
+}
+
+#[test]
+fn every_default_topic_template_parses_with_the_placeholders_of_its_setting() {
+    use crate::topic::{Placeholder as P, TopicTemplate};
+    let output = [P::Pipeline, P::Key, P::Field];
+    for (template, allowed) in [
+        (DEFAULT_OUTPUT, &output[..]),
+        (DEFAULT_REGRESSION_OUTPUT, &output),
+        (DEFAULT_CLASSIFICATION_OUTPUT, &output),
+        (DEFAULT_KMEANS_OUTPUT, &output),
+        (DEFAULT_ANOMALY_OUTPUT, &output),
+        (DEFAULT_RECOMMEND_OUTPUT, &output),
+        (DEFAULT_SIMILAR_OUTPUT, &[P::Pipeline, P::Key]),
+        (DEFAULT_CLASSIFIER_OUTPUT, &[P::Classifier, P::Key]),
+        (DEFAULT_CLASSIFIER_CENTRES_OUTPUT, &[P::Classifier]),
+        (&SimulateConfig::default().topic, &[P::Sensor]),
+    ] {
+        let parsed = TopicTemplate::parse(template, allowed);
+        assert!(parsed.is_ok(), "{template}: {parsed:?}");
+        assert_eq!(parsed.ok(), Some(TopicTemplate::builtin(template)));
+    }
 }

@@ -78,12 +78,9 @@ impl Classifier {
         let spec = ProfileSpec::new(cfg, source).map_err(error)?;
         let model =
             StreamingKMeans::new(cfg.params, spec.dim()).map_err(|e| error(e.to_string()))?;
-        // The templates name the classifier where pipeline outputs name the pipeline.
-        let class_topic = TopicTemplate::parse(&cfg.output.replace("{classifier}", "{pipeline}"))
-            .map_err(error)?;
+        let class_topic = cfg.output.clone();
         let mut centres_topic = String::new();
-        TopicTemplate::parse(&cfg.centres_output.replace("{classifier}", "{pipeline}"))
-            .map_err(error)?
+        cfg.centres_output
             .render(&cfg.name, "", "", &mut centres_topic);
         let capacity = NonZeroUsize::new(cfg.max_keys).unwrap_or(NonZeroUsize::MIN);
         Ok(Classifier {

@@ -30,14 +30,6 @@ pub use stats::{DropCounters, LogLimiter, PipelineStats};
 /// Errors building a pipeline from a (validated) config.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// An output template the config validation should have rejected.
-    #[error("pipeline {pipeline:?}: invalid output template: {message}")]
-    Template {
-        /// Pipeline name.
-        pipeline: String,
-        /// What is wrong.
-        message: String,
-    },
     /// The model's parameters or fields are not usable.
     #[error("pipeline {pipeline:?}: {message}")]
     Model {
@@ -95,11 +87,7 @@ impl Pipeline {
     /// [`PipelineError`] naming the pipeline and the problem.
     pub fn new(index: usize, cfg: &PipelineConfig) -> Result<Pipeline, PipelineError> {
         let filters = cfg.topics.clone();
-        let template =
-            TopicTemplate::parse(&cfg.output).map_err(|message| PipelineError::Template {
-                pipeline: cfg.name.clone(),
-                message,
-            })?;
+        let template = cfg.output.clone();
         let names: Vec<String> = cfg.fields.iter().map(|f| f.name.clone()).collect();
         let operators =
             Operators::new(&cfg.operators, &names).map_err(|message| PipelineError::Model {

@@ -45,7 +45,7 @@ fn recommend_pipeline(
         params: crate::model::RecommendParams::default(),
         requests: Vec::new(),
         publish_on_event: true,
-        similar_output: crate::config::DEFAULT_SIMILAR_OUTPUT.into(),
+        similar_output: crate::topic::TopicTemplate::builtin(crate::config::DEFAULT_SIMILAR_OUTPUT),
         snapshot_interval: crate::config::DEFAULT_SNAPSHOT_INTERVAL,
     });
     p

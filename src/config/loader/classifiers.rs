@@ -8,13 +8,14 @@ use std::time::Duration;
 use toml_span::value::ValueInner;
 use toml_span::Span;
 
-use super::{a, model_validation, Problems, Section, StringList};
+use super::{a, model_validation, topic_template, Problems, Section, StringList};
 use crate::config::rules;
 use crate::config::schema::{
     ClassifierConfig, FieldStat, PipelineConfig, ProfileFeature, DEFAULT_CLASSIFIER_CENTRES_OUTPUT,
     DEFAULT_CLASSIFIER_HALF_LIFE, DEFAULT_CLASSIFIER_MAX_KEYS, DEFAULT_CLASSIFIER_OUTPUT,
 };
 use crate::model::{KMeansParams, MAX_CLUSTERS, MAX_FEATURES};
+use crate::topic::{Placeholder, TopicTemplate};
 
 /// The accepted feature forms, for messages.
 const FEATURES: &str = "mean(field), std(field), min(field), max(field), slope(field), last(field), count, mae, rmse, accuracy, log_loss, forecast, weight(feature), intercept";
@@ -142,26 +143,18 @@ fn classifier(
     let max_keys = s
         .int_as::<usize>("max_keys", 1..=i64::MAX)
         .unwrap_or(DEFAULT_CLASSIFIER_MAX_KEYS);
-    let output = s.string("output");
-    if let Some(output) = &output {
-        if let Err(reason) = rules::template_placeholders(&output.value, &["classifier", "key"]) {
-            let message = format!(
-                "output \"{}\" is not a valid topic template: {reason}",
-                output.value
-            );
-            s.error(output.span, message);
-        }
-    }
-    let centres_output = s.string("centres_output");
-    if let Some(centres) = &centres_output {
-        if let Err(reason) = rules::template_placeholders(&centres.value, &["classifier"]) {
-            let message = format!(
-                "centres_output \"{}\" is not a valid topic template: {reason}",
-                centres.value
-            );
-            s.error(centres.span, message);
-        }
-    }
+    let output = topic_template(
+        s,
+        "output",
+        "output",
+        &[Placeholder::Classifier, Placeholder::Key],
+    );
+    let centres_output = topic_template(
+        s,
+        "centres_output",
+        "centres_output",
+        &[Placeholder::Classifier],
+    );
     let output_qos = s.int_as::<u8>("output_qos", 0..=1).unwrap_or(1);
     let k = k?;
     let mut params = KMeansParams::streaming_default(k);
@@ -177,9 +170,14 @@ fn classifier(
         params,
         min_readings,
         max_keys,
-        output: output.map_or_else(|| DEFAULT_CLASSIFIER_OUTPUT.into(), |o| o.value),
-        centres_output: centres_output
-            .map_or_else(|| DEFAULT_CLASSIFIER_CENTRES_OUTPUT.into(), |o| o.value),
+        output: output.map_or_else(
+            || TopicTemplate::builtin(DEFAULT_CLASSIFIER_OUTPUT),
+            |o| o.value,
+        ),
+        centres_output: centres_output.map_or_else(
+            || TopicTemplate::builtin(DEFAULT_CLASSIFIER_CENTRES_OUTPUT),
+            |o| o.value,
+        ),
         output_qos,
     })
 }

@@ -12,14 +12,13 @@ use std::time::Duration;
 use toml_span::value::ValueInner;
 use toml_span::{Span, Spanned};
 
-use super::{a, field_names, model_validation, Section, StringList};
-use crate::config::rules;
+use super::{a, field_names, model_validation, topic_template, Section, StringList};
 use crate::config::schema::{
     FieldConfig, PayloadFormat, RecommendConfig, DEFAULT_SIMILAR_OUTPUT, DEFAULT_SNAPSHOT_INTERVAL,
 };
 use crate::model::recommend::{MAX_HISTORY, MAX_ITEMS, MAX_NEIGHBOURS, MAX_TOP_N};
 use crate::model::{RecommendParams, MAX_WEIGHT};
-use crate::topic::TopicFilter;
+use crate::topic::{Placeholder, TopicFilter, TopicTemplate};
 
 /// The keys of `[pipelines.model]` besides `kind` that `kind = "recommend"` reads.
 pub(super) const PARAMETERS: &[&str] = &[
@@ -123,16 +122,12 @@ pub(super) fn recommend(
             }
         },
     };
-    let similar_output = m.string("similar_output");
-    if let Some(template) = &similar_output {
-        if let Err(reason) = rules::template_placeholders(&template.value, &["pipeline", "key"]) {
-            let message = format!(
-                "model.similar_output \"{}\" is not a valid topic template: {reason}",
-                template.value
-            );
-            m.error(template.span, message);
-        }
-    }
+    let similar_output = topic_template(
+        m,
+        "similar_output",
+        "model.similar_output",
+        &[Placeholder::Pipeline, Placeholder::Key],
+    );
     let snapshot_interval = m
         .duration("snapshot_interval", MIN_SNAPSHOT_INTERVAL)
         .map_or(DEFAULT_SNAPSHOT_INTERVAL, |v| v.value);
@@ -148,8 +143,10 @@ pub(super) fn recommend(
         params,
         requests,
         publish_on_event,
-        similar_output: similar_output
-            .map_or_else(|| DEFAULT_SIMILAR_OUTPUT.to_owned(), |v| v.value),
+        similar_output: similar_output.map_or_else(
+            || TopicTemplate::builtin(DEFAULT_SIMILAR_OUTPUT),
+            |v| v.value,
+        ),
         snapshot_interval,
     })
 }
