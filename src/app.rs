@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -27,6 +27,7 @@ use crate::actors::recommender::{
     RecommenderActor, RecommenderRegistry, ReplaceSettings, SaveAndStop,
 };
 use crate::actors::{CheckpointReport, OutputSink, Router};
+use crate::clock::now_ms;
 use crate::codec::{DropReason, ReadingBuf};
 use crate::config::Config;
 use crate::http::{DaemonCollector, HttpError, HttpServer, HttpState};
@@ -82,13 +83,6 @@ impl OutputSink for MqttSink {
             self.publisher.try_publish(msg)
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (arrival time of readings without an event time).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Shared views of a running daemon, for tests, metrics and health.

@@ -36,6 +36,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod http;
@@ -44,6 +45,7 @@ pub mod model;
 pub mod mqtt;
 pub mod ops;
 pub mod pipeline;
+pub mod pointer;
 pub mod replay;
 pub mod sim;
 pub mod store;

@@ -13,6 +13,28 @@ const SHARE_PREFIX: &str = "$share/";
 /// Longest topic or filter MQTT can carry: a UTF-8 string with a 16-bit length prefix.
 pub const MAX_TOPIC_BYTES: usize = 65_535;
 
+/// Whether `c` may appear in a key (and so in a topic level the daemon publishes): not a control character (C0, DEL, C1: MQTT brokers refuse
+/// them in topics), not a Unicode noncharacter (U+FDD0–U+FDEF, U+nFFFE/U+nFFFF: refused too),
+/// not an MQTT wildcard. NUL is a control character.
+pub fn key_character(c: char) -> bool {
+    let code = u32::from(c);
+    !(c.is_control()
+        || c == '+'
+        || c == '#'
+        || (0xFDD0..=0xFDEF).contains(&code)
+        || code & 0xFFFE == 0xFFFE)
+}
+
+/// The first character of `text` that no topic level may hold (see [`key_character`]), with
+/// its byte offset. Hot path (every key, every output topic): plain ASCII takes one byte scan.
+pub fn first_bad_character(text: &str) -> Option<(usize, char)> {
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'+' && *b != b'#';
+    if text.as_bytes().iter().all(plain) {
+        return None;
+    }
+    text.char_indices().find(|(_, c)| !key_character(*c))
+}
+
 /// One level of a topic filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {

@@ -132,7 +132,7 @@ impl ClassifierSupervisor {
         let sink = &self.sink;
         let report = self.classifier.update(
             profiles,
-            crate::app::now_ms(),
+            crate::clock::now_ms(),
             &mut |topic, payload, qos, retain| {
                 sink.publish(topic, payload, qos, retain);
             },

@@ -220,7 +220,7 @@ impl OutputSink for ChainSink {
         let Some(table) = self.table.get() else {
             return sent;
         };
-        let arrival = crate::app::now_ms();
+        let arrival = crate::clock::now_ms();
         CHAIN_READING.with(|buf| {
             if let Ok(mut buf) = buf.try_borrow_mut() {
                 pipelines.dispatch_chained(

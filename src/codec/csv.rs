@@ -49,7 +49,7 @@ impl CsvPlan {
     /// Makes the column `pointer` names (`"/name"`, one RFC 6901 token) lead to `target`.
     /// Returns `false`, adding nothing, when it names no column.
     pub(crate) fn insert(&mut self, pointer: &str, target: Target) -> bool {
-        let Some(tokens) = parse_pointer(pointer) else {
+        let Ok(tokens) = parse_pointer(pointer) else {
             return false;
         };
         let [token] = tokens.as_slice() else {

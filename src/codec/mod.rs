@@ -154,32 +154,12 @@ use label::{LabelNumber, LabelSet};
 use pointer::{parse_pointer, PathTree, Target, ROOT};
 use senml::{Pack, Record, RecordValue, SenmlValue};
 
+use crate::topic::first_bad_character;
+
 /// The longest key accepted, in bytes (UTF-8). Keys name actors, store entries and a level
 /// of every output topic: 1 KiB is far above any sensor id and keeps a topic well inside
 /// MQTT's 65,535-byte limit. Longer keys are dropped as `bad_key`.
 pub const MAX_KEY_BYTES: usize = 1024;
-
-/// Whether `c` may appear in a key: not a control character (C0, DEL, C1: MQTT brokers refuse
-/// them in topics), not a Unicode noncharacter (U+FDD0–U+FDEF, U+nFFFE/U+nFFFF: refused too),
-/// not an MQTT wildcard. NUL is a control character.
-pub fn key_character(c: char) -> bool {
-    let code = u32::from(c);
-    !(c.is_control()
-        || c == '+'
-        || c == '#'
-        || (0xFDD0..=0xFDEF).contains(&code)
-        || code & 0xFFFE == 0xFFFE)
-}
-
-/// The first character of `text` that no topic level may hold (see [`key_character`]), with
-/// its byte offset. Hot path (every key, every output topic): plain ASCII takes one byte scan.
-pub fn first_bad_character(text: &str) -> Option<(usize, char)> {
-    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'+' && *b != b'#';
-    if text.as_bytes().iter().all(plain) {
-        return None;
-    }
-    text.char_indices().find(|(_, c)| !key_character(*c))
-}
 
 /// Reusable output buffer: the decoder overwrites it, so the hot path allocates nothing once warm.
 ///
@@ -1289,7 +1269,7 @@ fn is_json_array(text: &str) -> bool {
 
 /// The record name a SenML field pointer names (`"/voltage"` → `voltage`): one RFC 6901 token.
 fn record_name(pointer: &str) -> Option<Box<str>> {
-    let tokens = parse_pointer(pointer)?;
+    let tokens = parse_pointer(pointer).ok()?;
     match <[String; 1]>::try_from(tokens) {
         Ok([token]) => Some(token.into_boxed_str()),
         Err(_) => None,

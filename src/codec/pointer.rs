@@ -4,6 +4,8 @@
 //! [`Decoder`](super::Decoder) is built, so decoding a payload walks the document once and
 //! descends only into members that lie on a configured path.
 
+pub use crate::pointer::parse_pointer;
+
 /// What a pointer in the tree leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -54,7 +56,7 @@ impl PathTree {
     /// Adds `pointer` leading to `target`. Returns `false` and adds nothing when `pointer` is
     /// not a valid JSON pointer (the decoder then reports the target as missing).
     pub fn insert(&mut self, pointer: &str, target: Target) -> bool {
-        let Some(tokens) = parse_pointer(pointer) else {
+        let Ok(tokens) = parse_pointer(pointer) else {
             return false;
         };
         let mut node = ROOT;
@@ -86,37 +88,6 @@ impl PathTree {
     }
 }
 
-/// Splits an RFC 6901 JSON pointer into its unescaped reference tokens (`~1` → `/`, `~0` → `~`).
-///
-/// `""` is the whole document (no tokens). Returns `None` when the pointer is not valid: it does
-/// not start with `/`, or a `~` is not followed by `0` or `1`. Config validation can use this
-/// to reject bad pointers with a message.
-pub fn parse_pointer(pointer: &str) -> Option<Vec<String>> {
-    if pointer.is_empty() {
-        return Some(Vec::new());
-    }
-    let rest = pointer.strip_prefix('/')?;
-    rest.split('/').map(unescape_token).collect()
-}
-
-/// Unescapes one reference token; `None` on a `~` not followed by `0` or `1`.
-fn unescape_token(token: &str) -> Option<String> {
-    let mut out = String::with_capacity(token.len());
-    let mut chars = token.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' {
-            match chars.next() {
-                Some('0') => out.push('~'),
-                Some('1') => out.push('/'),
-                _ => return None,
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    Some(out)
-}
-
 /// The array index a token denotes: `0`, or digits without a leading zero (RFC 6901 §4).
 fn array_index(token: &str) -> Option<usize> {
     let digits_only = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
@@ -129,23 +100,6 @@ fn array_index(token: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pointer_escapes_are_decoded_in_rfc_order() {
-        assert_eq!(parse_pointer(""), Some(vec![]));
-        assert_eq!(parse_pointer("/"), Some(vec![String::new()]));
-        assert_eq!(
-            parse_pointer("/a~1b/m~0n/~01"),
-            Some(vec!["a/b".to_string(), "m~n".to_string(), "~1".to_string()])
-        );
-    }
-
-    #[test]
-    fn invalid_pointers_are_rejected() {
-        assert_eq!(parse_pointer("value"), None);
-        assert_eq!(parse_pointer("/a~2"), None);
-        assert_eq!(parse_pointer("/a~"), None);
-    }
 
     #[test]
     fn array_index_follows_rfc_6901() {

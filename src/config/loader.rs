@@ -38,6 +38,7 @@ use crate::model::{
     MAX_HORIZON, MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
 };
 use crate::mqtt::TlsSetting;
+use crate::pointer::parse_pointer;
 use crate::topic::{Placeholder, TopicFilter, TopicTemplate};
 
 /// Longest accepted duration. Durations end up in `Instant + Duration` arithmetic and
@@ -1634,7 +1635,7 @@ fn time(s: &mut Section<'_>, format: Option<&PayloadFormat>) -> Option<Option<Ti
     let unit = s.string("time_unit");
     let mut valid = !time_given || pointer.is_some();
     if let Some(pointer) = &pointer {
-        if let Some(reason) = rules::pointer_problem(&pointer.value) {
+        if let Some(reason) = parse_pointer(&pointer.value).err() {
             let message = format!("time \"{}\" is not a JSON pointer: {reason}", pointer.value);
             s.error(pointer.span, message);
             valid = false;
@@ -1818,7 +1819,7 @@ fn fields(
                 "fields.{} \"{text}\" selects a record's value, which only key = \"name\" does; with key = \"basename\" or a topic key each field names a SenML record relative to the base name, e.g. \"/temperature\"",
                 key.name
             )),
-            _ => match rules::pointer_problem(text) {
+            _ => match parse_pointer(text).err() {
                 Some(reason) => Some(format!(
                     "fields.{} \"{text}\" is not a JSON pointer: {reason}",
                     key.name

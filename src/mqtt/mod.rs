@@ -476,7 +476,7 @@ pub fn validate_filter(filter: &str) -> Result<(), MqttError> {
 /// character brokers refuse (control characters, Unicode noncharacters: Mosquitto closes the
 /// connection of a client that publishes one).
 pub fn validate_topic(topic: &str) -> Result<(), MqttError> {
-    let characters_ok = crate::codec::first_bad_character(topic).is_none();
+    let characters_ok = crate::topic::first_bad_character(topic).is_none();
     if !topic.is_empty() && topic.len() <= MAX_TOPIC_BYTES && characters_ok {
         Ok(())
     } else {
