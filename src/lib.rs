@@ -50,6 +50,7 @@ pub mod replay;
 pub mod sim;
 pub mod store;
 pub mod systemd;
+pub mod tls;
 pub mod topic;
 
 #[cfg(test)]

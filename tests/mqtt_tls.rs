@@ -200,7 +200,7 @@ fn daemon_config(dir: &Path, broker: &TlsBroker, password: &str, tls: &str) -> C
 
 /// A test client over TLS trusting `pki`'s CA, presenting its client certificate.
 async fn tls_client(broker: &TlsBroker, pki: &Pki) -> TestClient {
-    let tls = edgeflow::mqtt::tls::client_config(&TlsConfig {
+    let tls = edgeflow::tls::client_config(&TlsConfig {
         ca_file: Some(pki.ca.clone()),
         client_auth: Some(ClientAuthConfig {
             cert_file: pki.client_cert.clone(),

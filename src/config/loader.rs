@@ -37,8 +37,8 @@ use crate::model::{
     LogisticParams, ModelError, SeasonSpec, Seasons, StateParams, MAX_CLUSTERS, MAX_FEATURES,
     MAX_HORIZON, MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
 };
-use crate::mqtt::TlsSetting;
 use crate::pointer::parse_pointer;
+use crate::tls::{TlsError, TlsSetting};
 use crate::topic::{Placeholder, TopicFilter, TopicTemplate};
 
 /// Longest accepted duration. Durations end up in `Instant + Duration` arithmetic and
@@ -861,9 +861,9 @@ fn tls(s: &mut Section<'_>, embedded: bool, context: &Context<'_>) -> Option<Tls
     // Each file is checked unless its own key already has a problem: a user fixing the
     // config should see a bad `ca_file` and an unpaired `client_cert` in one run.
     if context.files == Files::Check && !embedded && (config.ca_file.is_some() || !ca_written) {
-        match crate::mqtt::tls::client_config(&config) {
+        match crate::tls::client_config(&config) {
             Ok(_) => {}
-            Err(crate::mqtt::MqttError::Tls {
+            Err(TlsError::Setting {
                 setting,
                 path,
                 reason,

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::tls::{ClientAuthConfig, TlsConfig};
+
 pub use crate::topic::{TopicFilter, TopicTemplate};
 
 use crate::model::{
@@ -72,32 +74,6 @@ pub struct MqttConfig {
     /// `[mqtt.tls]`: TLS to the broker; `None`: plaintext TCP. Never used with `embedded`
     /// (the embedded broker listens in plaintext on 127.0.0.1; the loader rejects the pair).
     pub tls: Option<TlsConfig>,
-}
-
-/// `[mqtt.tls]`: TLS (1.2 or 1.3, rustls with the ring provider) to the broker.
-///
-/// Paths are resolved by the loader: a relative path in the file is relative to the directory
-/// of the configuration file, so these are the paths actually opened.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// PEM file of the CA certificates trusted to sign the broker's certificate; `None`: the
-    /// system's trust store (e.g. Debian's `ca-certificates`).
-    pub ca_file: Option<PathBuf>,
-    /// Certificate and private key presented to the broker (mutual TLS); `None`: no client
-    /// certificate.
-    pub client_auth: Option<ClientAuthConfig>,
-    /// The name the broker's certificate must be valid for; `None`: `host`. The name sent in
-    /// SNI is always `host`.
-    pub server_name: Option<String>,
-}
-
-/// `client_cert` and `client_key` of `[mqtt.tls]` (both or neither).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientAuthConfig {
-    /// PEM file with the client certificate, optionally followed by its intermediates.
-    pub cert_file: PathBuf,
-    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1; not encrypted).
-    pub key_file: PathBuf,
 }
 
 /// `[store]`

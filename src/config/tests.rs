@@ -1924,7 +1924,7 @@ fn http_defaults_to_loopback_and_rejects_a_bad_address() {
 /// named relative to it.
 mod tls {
     use super::*;
-    use crate::mqtt::tls::test_pki;
+    use crate::tls::test_pki;
 
     /// Parse `text` as `dir/gw.toml`.
     fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigErrors> {

@@ -64,7 +64,6 @@ mod acks;
 pub(crate) mod connection;
 pub mod embedded;
 mod publisher;
-pub mod tls;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,12 +73,12 @@ use rumqttc::{ConnectionError, MqttOptions, StateError, TlsConfiguration, Transp
 use tokio::sync::watch;
 
 use crate::config::MqttConfig;
+use crate::tls::{self, TlsError};
 
 pub use acks::{is_ack_marker, Acknowledger};
 pub use connection::connect;
 pub use embedded::{free_local_port, start_embedded, EmbeddedBroker};
 pub use publisher::Publisher;
-pub use tls::TlsSetting;
 
 /// One message received from the broker, as handed to the ingest side.
 ///
@@ -171,22 +170,9 @@ pub enum MqttError {
         /// What is wrong.
         reason: String,
     },
-    /// A `[mqtt.tls]` setting or file that cannot be used.
-    #[error("[mqtt] tls.{setting}{}: {reason}", tls::show(path))]
-    Tls {
-        /// The setting at fault.
-        setting: TlsSetting,
-        /// The file, when the problem is in one.
-        path: Option<std::path::PathBuf>,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// rustls refused the ring crypto provider (a build problem, not a configuration one).
-    #[error("cannot set up TLS with the ring crypto provider: {reason}")]
-    TlsProvider {
-        /// rustls' message.
-        reason: String,
-    },
+    /// The TLS client configuration cannot be built from `[mqtt.tls]`.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The connection tasks have stopped; nothing more can be published.
     #[error("the MQTT connection has been shut down; no more messages can be published")]
     Closed,

@@ -1,5 +1,6 @@
-//! TLS to the broker: a rustls `ClientConfig` built from `[mqtt.tls]` with the ring crypto
-//! provider (ring cross-builds to armv7 with a plain C cross compiler; aws-lc does not).
+//! TLS to the broker: the `[mqtt.tls]` settings and a rustls `ClientConfig` built from them with
+//! the ring crypto provider (ring cross-builds to armv7 with a plain C cross compiler; aws-lc
+//! does not). Below both `config` and `mqtt`: it imports neither.
 //!
 //! The same function serves the config loader (so `edgeflow check` reports an unreadable or
 //! malformed PEM file at its key) and the daemon's start-up (which builds the config again,
@@ -16,8 +17,52 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::MqttError;
-use crate::config::TlsConfig;
+/// `[mqtt.tls]`: TLS (1.2 or 1.3, rustls with the ring provider) to the broker.
+///
+/// Paths are resolved by the loader: a relative path in the file is relative to the directory
+/// of the configuration file, so these are the paths actually opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates trusted to sign the broker's certificate; `None`: the
+    /// system's trust store (e.g. Debian's `ca-certificates`).
+    pub ca_file: Option<PathBuf>,
+    /// Certificate and private key presented to the broker (mutual TLS); `None`: no client
+    /// certificate.
+    pub client_auth: Option<ClientAuthConfig>,
+    /// The name the broker's certificate must be valid for; `None`: `host`. The name sent in
+    /// SNI is always `host`.
+    pub server_name: Option<String>,
+}
+
+/// `client_cert` and `client_key` of `[mqtt.tls]` (both or neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthConfig {
+    /// PEM file with the client certificate, optionally followed by its intermediates.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1; not encrypted).
+    pub key_file: PathBuf,
+}
+
+/// Why the TLS client configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A `[mqtt.tls]` setting or file that cannot be used.
+    #[error("[mqtt] tls.{setting}{}: {reason}", show(path))]
+    Setting {
+        /// The setting at fault.
+        setting: TlsSetting,
+        /// The file, when the problem is in one.
+        path: Option<PathBuf>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the ring crypto provider (a build problem, not a configuration one).
+    #[error("cannot set up TLS with the ring crypto provider: {reason}")]
+    Provider {
+        /// rustls' message.
+        reason: String,
+    },
+}
 
 /// The `[mqtt.tls]` setting an error is about (the loader reports the error at that key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +107,11 @@ fn provider() -> Arc<CryptoProvider> {
 ///
 /// # Errors
 ///
-/// [`MqttError::Tls`] naming the setting and the file when a file cannot be read, holds no
+/// [`TlsError::Setting`] naming the setting and the file when a file cannot be read, holds no
 /// usable PEM item, a certificate is not a valid trust anchor, the key does not belong to the
 /// certificate, or there is no `ca_file` and the system trust store is empty.
-/// [`MqttError::TlsProvider`] if rustls rejects the ring provider (not expected).
-pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, MqttError> {
+/// [`TlsError::Provider`] if rustls rejects the ring provider (not expected).
+pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
     let roots = Arc::new(match &tls.ca_file {
         Some(path) => file_roots(path)?,
@@ -77,7 +122,7 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, MqttError> {
         .map_err(|e| error(TlsSetting::CaFile, tls.ca_file.as_deref(), e.to_string()))?;
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| MqttError::TlsProvider {
+        .map_err(|e| TlsError::Provider {
             reason: e.to_string(),
         })?;
     let builder = match &tls.server_name {
@@ -121,15 +166,15 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, MqttError> {
     Ok(Arc::new(config))
 }
 
-fn error(setting: TlsSetting, path: Option<&Path>, reason: String) -> MqttError {
-    MqttError::Tls {
+fn error(setting: TlsSetting, path: Option<&Path>, reason: String) -> TlsError {
+    TlsError::Setting {
         setting,
         path: path.map(Path::to_path_buf),
         reason,
     }
 }
 
-fn read(setting: TlsSetting, path: &Path) -> Result<Vec<u8>, MqttError> {
+fn read(setting: TlsSetting, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path)
         .map_err(|e| error(setting, Some(path), format!("cannot read the file: {e}")))
 }
@@ -138,7 +183,7 @@ fn read(setting: TlsSetting, path: &Path) -> Result<Vec<u8>, MqttError> {
 fn certificates(
     setting: TlsSetting,
     path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, MqttError> {
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(setting, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, pem::Error>>()
@@ -154,7 +199,7 @@ fn certificates(
     Ok(certs)
 }
 
-fn file_roots(path: &Path) -> Result<RootCertStore, MqttError> {
+fn file_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for (index, cert) in certificates(TlsSetting::CaFile, path)?
         .into_iter()
@@ -174,7 +219,7 @@ fn file_roots(path: &Path) -> Result<RootCertStore, MqttError> {
     Ok(roots)
 }
 
-fn system_roots() -> Result<RootCertStore, MqttError> {
+fn system_roots() -> Result<RootCertStore, TlsError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
@@ -195,7 +240,7 @@ fn system_roots() -> Result<RootCertStore, MqttError> {
     Ok(roots)
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, MqttError> {
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read(TlsSetting::ClientKey, path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
         let reason = match e {
@@ -378,7 +423,6 @@ pub(crate) mod test_pki {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClientAuthConfig;
 
     fn tls(files: &test_pki::Files) -> TlsConfig {
         TlsConfig {
@@ -393,7 +437,7 @@ mod tests {
 
     fn tls_error(config: &TlsConfig) -> (TlsSetting, Option<PathBuf>, String) {
         match client_config(config) {
-            Err(MqttError::Tls {
+            Err(TlsError::Setting {
                 setting,
                 path,
                 reason,
@@ -466,7 +510,7 @@ mod tests {
 
     #[test]
     fn error_names_setting_and_file() {
-        let error = MqttError::Tls {
+        let error = TlsError::Setting {
             setting: TlsSetting::CaFile,
             path: Some("/etc/edgeflow/ca.pem".into()),
             reason: "cannot read the file: No such file or directory (os error 2)".into(),
