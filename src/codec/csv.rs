@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use memchr::{memchr, memchr2};
 
-use super::error::{LabelText, Snippet};
+use super::error::LabelText;
 use super::event::{check_item, weight_from_number, weight_from_text, EventWeights};
 use super::json::{
     time_from_number, time_from_rfc3339, FieldProblem, FieldRole, KeySlot, LabelProblem, Number,
@@ -24,6 +24,7 @@ use super::json::{
 };
 use super::label::{LabelNumber, LabelSet};
 use super::pointer::{parse_pointer, Target};
+use super::shown::Snippet;
 use crate::config::{CsvConfig, TimeUnit};
 
 /// The columns of a `format = "csv"` pipeline and what each one feeds.

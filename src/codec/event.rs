@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use super::error::{Found, Snippet};
+use super::shown::{Found, Snippet};
 use crate::model::recommend::MAX_ITEM_NAME_BYTES;
 use crate::model::MAX_WEIGHT;
 

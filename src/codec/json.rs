@@ -22,13 +22,14 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::error::{Found, LabelText, Snippet};
+use super::error::LabelText;
 use super::event::{
     item_from_integer, item_from_text, weight_from_number, weight_from_text, EventProblem,
     EventWeights,
 };
 use super::label::{LabelNumber, LabelSet};
 use super::pointer::{PathTree, Segment, Target, ROOT};
+use super::shown::{Found, Snippet};
 use super::ReadingBuf;
 use crate::config::TimeUnit;
 

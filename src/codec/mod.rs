@@ -126,6 +126,7 @@ mod json;
 mod label;
 pub mod pointer;
 mod senml;
+mod shown;
 
 #[cfg(test)]
 mod tests;
@@ -138,10 +139,7 @@ use smallvec::SmallVec;
 use crate::config::{KeySource, ModelConfig, PayloadFormat, PipelineConfig, TimeUnit};
 use csv::{CsvPlan, LineOut, LineProblem, Lines};
 pub use error::{DecodeError, DropReason};
-use error::{
-    Element, Found, LabelText, Location, Problem, Snippet, EXPECTED_KEY, EXPECTED_LABEL,
-    EXPECTED_NUMBER,
-};
+use error::{Element, LabelText, Location, Problem, EXPECTED_KEY, EXPECTED_LABEL, EXPECTED_NUMBER};
 use event::{
     item_from_float, item_from_text, weight_from_number, weight_from_text, EventProblem,
     EventWeights,
@@ -153,6 +151,7 @@ use json::{
 use label::{LabelNumber, LabelSet};
 use pointer::{parse_pointer, PathTree, Target, ROOT};
 use senml::{Pack, Record, RecordValue, SenmlValue};
+use shown::{Found, Snippet};
 
 use crate::topic::first_bad_character;
 

@@ -23,8 +23,9 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use smallvec::SmallVec;
 
-use super::error::{Found, Problem, Snippet, SENML_VERSION};
+use super::error::{Problem, SENML_VERSION};
 use super::json::Number;
+use super::shown::{Found, Snippet};
 
 /// Resolved times below this many seconds are relative to "now" (RFC 8428: 2^28 s).
 const RELATIVE_LIMIT_S: f64 = 268_435_456.0;

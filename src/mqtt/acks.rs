@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::publisher::ConnectionEnds;
+use super::ends::ConnectionEnds;
 use super::Incoming;
 
 /// Capacity of the queue of acknowledgements: one entry per QoS 1 message the broker has sent

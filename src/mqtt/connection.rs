@@ -2,7 +2,7 @@
 //! on errors.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, SubscribeFilter};
@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::acks::{ack_marker, Acknowledger, ACK_QUEUE};
+use super::ends::{ConnectionEnds, Ends};
 use super::publisher::{self, Publisher};
+use super::subscriptions::{lock_filters, subscription_filters, SharedFilters};
 use super::{
     broker_address, describe_connection_error, mqtt_options, output_options, publish_packet_size,
-    qos_from_u8, validate_filter, Human, Incoming, MqttStatus, RateLimitedCount, Task,
+    Human, Incoming, MqttStatus, RateLimitedCount, Task,
 };
 use crate::config::MqttConfig;
 
@@ -104,7 +106,7 @@ pub(crate) fn connect_with_options(
     });
 
     let (publisher, publisher_tasks) = publisher::start(
-        publisher::Ends { input, output },
+        Ends { input, output },
         acks,
         filters,
         input_stop,
@@ -126,38 +128,6 @@ enum Role {
     Output,
     /// Reads and publishes (the simulator and the monitor).
     Both,
-}
-
-/// The subscriptions of the connection: read by the event loop after every ConnAck, changed by
-/// [`Publisher::set_subscriptions`](super::Publisher::set_subscriptions) on a reload. A plain
-/// mutex: it is held only to copy or swap a short list, never across an await.
-pub(crate) type SharedFilters = Arc<Mutex<Vec<SubscribeFilter>>>;
-
-/// Lock the shared filters (a panic elsewhere cannot make the list unusable).
-pub(crate) fn lock_filters(filters: &SharedFilters) -> MutexGuard<'_, Vec<SubscribeFilter>> {
-    filters.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn subscription_filters(subscriptions: Vec<(String, u8)>) -> Vec<SubscribeFilter> {
-    let mut filters: Vec<SubscribeFilter> = Vec::with_capacity(subscriptions.len());
-    for (filter, qos) in subscriptions {
-        if let Err(e) = validate_filter(&filter) {
-            error!("not subscribing: {e}");
-            continue;
-        }
-        let qos = match qos_from_u8(qos) {
-            Ok(q) => q,
-            Err(e) => {
-                error!("not subscribing to {filter:?}: {e}");
-                continue;
-            }
-        };
-        // Two pipelines may read the same topics: one subscription is enough.
-        if !filters.iter().any(|f| f.path == filter) {
-            filters.push(SubscribeFilter::new(filter, qos));
-        }
-    }
-    filters
 }
 
 /// Exponential back-off between reconnect attempts.
@@ -311,7 +281,7 @@ impl EventLoopTask {
         cfg: &MqttConfig,
         role: Role,
         status: Arc<MqttStatus>,
-    ) -> (publisher::ConnectionEnds, Self) {
+    ) -> (ConnectionEnds, Self) {
         let capacity = options.request_channel_capacity();
         // Several clients share a process in the demo (daemon, simulator, monitor), and the
         // daemon has two: name them.
@@ -323,7 +293,7 @@ impl EventLoopTask {
         let broker = format!("{}{tls} as {:?}", broker_address(cfg), options.client_id());
         let (client, eventloop) = AsyncClient::new(options, capacity);
         let (connected_tx, connected_rx) = watch::channel(false);
-        let ends = publisher::ConnectionEnds {
+        let ends = ConnectionEnds {
             client: client.clone(),
             connected: connected_rx,
             // Cancelled when the event-loop task returns, for whatever reason: lets the
@@ -766,18 +736,5 @@ mod tests {
     fn backoff_never_spins() {
         let mut backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
         assert_eq!(backoff.next_delay(Duration::ZERO), Backoff::FLOOR);
-    }
-
-    #[test]
-    fn duplicate_and_invalid_filters_are_skipped() {
-        let filters = subscription_filters(vec![
-            ("a/+".into(), 1),
-            ("a/+".into(), 0),
-            ("a/#/b".into(), 0),
-            ("c".into(), 7),
-            ("d/#".into(), 0),
-        ]);
-        let paths: Vec<_> = filters.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["a/+", "d/#"]);
     }
 }

@@ -63,7 +63,9 @@
 mod acks;
 pub(crate) mod connection;
 pub mod embedded;
+mod ends;
 mod publisher;
+mod subscriptions;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,12 +5,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, SubscribeFilter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::acks::{self, Acknowledger};
-use super::connection::{lock_filters, subscription_filters, SharedFilters};
+use super::ends::{ConnectionEnds, Ends};
+use super::subscriptions::{lock_filters, subscription_filters, SharedFilters};
 use super::{
     publish_packet_size, qos_from_u8, validate_topic, MqttError, MqttStatus, Outgoing,
     RateLimitedCount, Task,
@@ -23,22 +24,6 @@ const WAKE_FILTER: &str = "$edgeflow/stop-input";
 /// How long [`Publisher::publish_waiting`] sleeps at most before looking at the queue and the
 /// connection again (a wake-up from the publisher task normally comes first).
 const WAIT_SLICE: Duration = Duration::from_millis(20);
-
-/// One connection as the publisher sees it: its client, whether its session is up, and a
-/// token cancelled when its event loop has returned.
-#[derive(Clone)]
-pub(crate) struct ConnectionEnds {
-    pub(crate) client: AsyncClient,
-    pub(crate) connected: watch::Receiver<bool>,
-    pub(crate) stopped: CancellationToken,
-}
-
-/// The connections: `input` subscribes (and carries the PUBACKs); `output`, when there is a
-/// second connection, carries the outputs. Without it `input` does both.
-pub(crate) struct Ends {
-    pub(crate) input: ConnectionEnds,
-    pub(crate) output: Option<ConnectionEnds>,
-}
 
 /// Wakes [`Publisher::publish_waiting`] callers when the publisher task has taken messages
 /// from the queue. A std mutex and condvar, not an async wait: the callers are key actors in
