@@ -27,11 +27,10 @@ use crate::actors::recommender::{
     RecommenderActor, RecommenderRegistry, ReplaceSettings, SaveAndStop,
 };
 use crate::actors::{CheckpointReport, OutputSink, Router};
-use crate::clock::now_ms;
-use crate::codec::{DropReason, ReadingBuf};
+use crate::codec::DropReason;
 use crate::config::Config;
 use crate::http::{DaemonCollector, HttpError, HttpServer, HttpState};
-use crate::mqtt::{self, Acknowledger, EmbeddedBroker, Incoming, MqttStatus, Outgoing, Publisher};
+use crate::mqtt::{self, EmbeddedBroker, Incoming, MqttStatus, Publisher};
 use crate::pipeline::stats::StatsSnapshot;
 use crate::pipeline::{PipelineError, Pipelines};
 use crate::store::{Store, StoreClock, StoreError, SweepCursor};
@@ -54,35 +53,6 @@ pub enum AppError {
     /// The MQTT client could not be set up (a `[mqtt.tls]` file cannot be read or used).
     #[error("MQTT client: {0}")]
     Client(mqtt::MqttError),
-}
-
-/// Sends outputs to the MQTT publisher queue.
-struct MqttSink {
-    publisher: Publisher,
-    /// Wait for room in a full queue ([`Publisher::publish_waiting`]): the shards' sink. The
-    /// supervisors (classifiers, recommenders) run on the thread of the MQTT tasks and must
-    /// never block it: theirs drops and counts.
-    wait: bool,
-}
-
-impl OutputSink for MqttSink {
-    fn emit(&self, _pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
-        self.publish(topic, payload, qos, false)
-    }
-
-    fn publish(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> bool {
-        let msg = Outgoing {
-            topic: topic.to_owned(),
-            payload: payload.to_vec(),
-            qos,
-            retain,
-        };
-        if self.wait {
-            self.publisher.publish_waiting(msg)
-        } else {
-            self.publisher.try_publish(msg)
-        }
-    }
 }
 
 /// Shared views of a running daemon, for tests, metrics and health.
@@ -168,11 +138,11 @@ impl Daemon {
             connection_stop.clone(),
         )
         .map_err(AppError::Client)?;
-        let sink: Arc<dyn OutputSink> = Arc::new(MqttSink {
+        let sink: Arc<dyn OutputSink> = Arc::new(crate::ingest::MqttSink {
             publisher: publisher.clone(),
             wait: false,
         });
-        let shard_sink: Arc<dyn OutputSink> = Arc::new(MqttSink {
+        let shard_sink: Arc<dyn OutputSink> = Arc::new(crate::ingest::MqttSink {
             publisher: publisher.clone(),
             wait: true,
         });
@@ -225,8 +195,11 @@ impl Daemon {
         // The event loops, the publisher and the ack task, on this (the System's) thread:
         // the shards, which may wait for room in the publish queue, run on their own.
         let connection_tasks = connection_tasks.into_iter().map(actix_rt::spawn).collect();
-        let ingest_task =
-            actix_rt::spawn(ingest(ingest_rx, router.clone(), publisher.acknowledger()));
+        let ingest_task = actix_rt::spawn(crate::ingest::run(
+            ingest_rx,
+            router.clone(),
+            publisher.acknowledger(),
+        ));
 
         let background_stop = CancellationToken::new();
         let mut background = vec![
@@ -712,103 +685,6 @@ async fn watchdog(router: Arc<Router>, every: Duration, stop: CancellationToken)
             );
         }
     }
-}
-
-/// Messages the ingest task takes from the MQTT queue per drain (at most).
-const INGEST_DRAIN: usize = 256;
-
-/// The ingest task: take what the MQTT event loop has queued (up to [`INGEST_DRAIN`]
-/// messages at once), decode each message for every pipeline whose filters match, batch the
-/// readings per shard and queue the batches — one clock read, one routing lock and one queue
-/// operation per shard per drain. Waits when a shard's queue is full (backpressure: the MQTT
-/// queue then fills, and with `subscribe_qos = 1` the event loop stops reading from the
-/// broker). Ends when the event loop drops the sender, after routing everything queued.
-///
-/// With a persistent session (manual acks) the QoS 1 messages of a drain are acknowledged
-/// once its batches are in the shards' queues: a reading still in the ingest queue when the
-/// process dies is sent again by the broker at the next start.
-async fn ingest(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>, acks: Acknowledger) {
-    let mut buf = ReadingBuf::default();
-    let mut drained = Vec::with_capacity(INGEST_DRAIN);
-    let mut packet_ids: Vec<u16> = Vec::with_capacity(INGEST_DRAIN);
-    let mut batches = router.batches();
-    while rx.recv_many(&mut drained, INGEST_DRAIN).await > 0 {
-        // Not with manual acks: the broker's inflight window (Mosquitto: 20 messages) waits
-        // for our PUBACKs, so a linger would cap the rate at that window per millisecond.
-        if drained.len() < INGEST_LINGER_BELOW && !acks.is_manual() {
-            linger(&mut rx, &mut drained).await;
-        }
-        if acks.is_manual() {
-            packet_ids.extend(
-                drained
-                    .iter()
-                    .filter(|m| m.qos != rumqttc::QoS::AtMostOnce)
-                    .map(|m| m.pkid),
-            );
-        }
-        let _routing = router.routing().await;
-        let arrival = now_ms();
-        {
-            let pipelines = router.current_pipelines();
-            for msg in drained.drain(..) {
-                if mqtt::is_ack_marker(&msg) {
-                    // Dropped and counted by the event loop; acknowledged in its turn above.
-                    continue;
-                }
-                let requested = pipelines.dispatch_request(
-                    &msg.topic,
-                    &msg.payload,
-                    |p, request| match request {
-                        crate::pipeline::Request::User(user) => {
-                            batches.push_user_request(p, &user, arrival)
-                        }
-                        crate::pipeline::Request::Item(item) => {
-                            router.request_similar(p, item, arrival)
-                        }
-                    },
-                );
-                if requested {
-                    continue;
-                }
-                pipelines.dispatch(
-                    &msg.topic,
-                    &msg.payload,
-                    arrival,
-                    Some(arrival),
-                    &mut buf,
-                    |p, r| batches.push(p, r, arrival),
-                );
-            }
-        }
-        router.send(&mut batches).await;
-        for pkid in packet_ids.drain(..) {
-            acks.ack_packet(pkid);
-        }
-    }
-}
-
-/// A batch smaller than this waits up to [`INGEST_LINGER`] for more readings (see [`linger`]).
-const INGEST_LINGER_BELOW: usize = INGEST_DRAIN / 4;
-
-/// How long a small batch waits for more readings before it goes to the shards.
-const INGEST_LINGER: Duration = Duration::from_millis(1);
-
-/// Wait up to [`INGEST_LINGER`] for the batch in `drained` to grow to [`INGEST_DRAIN`].
-///
-/// Measured (BENCHMARKS.md, "Outputs on a connection of their own"): with outputs on their
-/// own connection the input event loop reads as soon as a few bytes arrive, ~2 readings per
-/// read under load, and every such batch woke a parked shard thread and, through the outputs,
-/// the main thread: 8 times the context switches, twice the CPU per reading. Waiting 1 ms for
-/// a fuller batch (what Kafka producers call linger) costs a reading at most 1 ms of latency.
-async fn linger(rx: &mut mpsc::Receiver<Incoming>, drained: &mut Vec<Incoming>) {
-    let fill = async {
-        while drained.len() < INGEST_DRAIN {
-            if rx.recv_many(drained, INGEST_DRAIN - drained.len()).await == 0 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(INGEST_LINGER, fill).await;
 }
 
 /// Entries the `state_ttl` sweep looks at after each checkpoint: a few ms of sled reads on a

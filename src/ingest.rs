@@ -1,0 +1,141 @@
+//! The daemon's data path between the MQTT connections and the shards, both ways: the ingest
+//! task (messages from the input connection's queue, matched and decoded for every pipeline,
+//! batched per shard into the shards' queues, acknowledged once there) and the sink the key
+//! actors publish their outputs through (the publisher's queue). `app` starts them; it is not
+//! on the data path itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::actors::{OutputSink, Router};
+use crate::clock::now_ms;
+use crate::codec::ReadingBuf;
+use crate::mqtt::{self, Acknowledger, Incoming, Outgoing, Publisher};
+
+/// Messages the ingest task takes from the MQTT queue per drain (at most).
+const INGEST_DRAIN: usize = 256;
+
+/// The ingest task body: take what the MQTT event loop has queued (up to [`INGEST_DRAIN`]
+/// messages at once), decode each message for every pipeline whose filters match, batch the
+/// readings per shard and queue the batches — one clock read, one routing lock and one queue
+/// operation per shard per drain. Waits when a shard's queue is full (backpressure: the MQTT
+/// queue then fills, and with `subscribe_qos = 1` the event loop stops reading from the
+/// broker). Ends when the event loop drops the sender, after routing everything queued.
+///
+/// With a persistent session (manual acks) the QoS 1 messages of a drain are acknowledged
+/// once its batches are in the shards' queues: a reading still in the ingest queue when the
+/// process dies is sent again by the broker at the next start.
+pub(crate) async fn run(mut rx: mpsc::Receiver<Incoming>, router: Arc<Router>, acks: Acknowledger) {
+    let mut buf = ReadingBuf::default();
+    let mut drained = Vec::with_capacity(INGEST_DRAIN);
+    let mut packet_ids: Vec<u16> = Vec::with_capacity(INGEST_DRAIN);
+    let mut batches = router.batches();
+    while rx.recv_many(&mut drained, INGEST_DRAIN).await > 0 {
+        // Not with manual acks: the broker's inflight window (Mosquitto: 20 messages) waits
+        // for our PUBACKs, so a linger would cap the rate at that window per millisecond.
+        if drained.len() < INGEST_LINGER_BELOW && !acks.is_manual() {
+            linger(&mut rx, &mut drained).await;
+        }
+        if acks.is_manual() {
+            packet_ids.extend(
+                drained
+                    .iter()
+                    .filter(|m| m.qos != rumqttc::QoS::AtMostOnce)
+                    .map(|m| m.pkid),
+            );
+        }
+        let _routing = router.routing().await;
+        let arrival = now_ms();
+        {
+            let pipelines = router.current_pipelines();
+            for msg in drained.drain(..) {
+                if mqtt::is_ack_marker(&msg) {
+                    // Dropped and counted by the event loop; acknowledged in its turn above.
+                    continue;
+                }
+                let requested = pipelines.dispatch_request(
+                    &msg.topic,
+                    &msg.payload,
+                    |p, request| match request {
+                        crate::pipeline::Request::User(user) => {
+                            batches.push_user_request(p, &user, arrival)
+                        }
+                        crate::pipeline::Request::Item(item) => {
+                            router.request_similar(p, item, arrival)
+                        }
+                    },
+                );
+                if requested {
+                    continue;
+                }
+                pipelines.dispatch(
+                    &msg.topic,
+                    &msg.payload,
+                    arrival,
+                    Some(arrival),
+                    &mut buf,
+                    |p, r| batches.push(p, r, arrival),
+                );
+            }
+        }
+        router.send(&mut batches).await;
+        for pkid in packet_ids.drain(..) {
+            acks.ack_packet(pkid);
+        }
+    }
+}
+
+/// A batch smaller than this waits up to [`INGEST_LINGER`] for more readings (see [`linger`]).
+const INGEST_LINGER_BELOW: usize = INGEST_DRAIN / 4;
+
+/// How long a small batch waits for more readings before it goes to the shards.
+const INGEST_LINGER: Duration = Duration::from_millis(1);
+
+/// Wait up to [`INGEST_LINGER`] for the batch in `drained` to grow to [`INGEST_DRAIN`].
+///
+/// Measured (BENCHMARKS.md, "Outputs on a connection of their own"): with outputs on their
+/// own connection the input event loop reads as soon as a few bytes arrive, ~2 readings per
+/// read under load, and every such batch woke a parked shard thread and, through the outputs,
+/// the main thread: 8 times the context switches, twice the CPU per reading. Waiting 1 ms for
+/// a fuller batch (what Kafka producers call linger) costs a reading at most 1 ms of latency.
+async fn linger(rx: &mut mpsc::Receiver<Incoming>, drained: &mut Vec<Incoming>) {
+    let fill = async {
+        while drained.len() < INGEST_DRAIN {
+            if rx.recv_many(drained, INGEST_DRAIN - drained.len()).await == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(INGEST_LINGER, fill).await;
+}
+
+/// Sends outputs to the MQTT publisher queue.
+pub(crate) struct MqttSink {
+    pub(crate) publisher: Publisher,
+    /// Wait for room in a full queue ([`Publisher::publish_waiting`]): the shards' sink. The
+    /// supervisors (classifiers, recommenders) run on the thread of the MQTT tasks and must
+    /// never block it: theirs drops and counts.
+    pub(crate) wait: bool,
+}
+
+impl OutputSink for MqttSink {
+    fn emit(&self, _pipeline: usize, topic: &str, payload: &[u8], qos: u8) -> bool {
+        self.publish(topic, payload, qos, false)
+    }
+
+    fn publish(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> bool {
+        let msg = Outgoing {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            qos,
+            retain,
+        };
+        if self.wait {
+            self.publisher.publish_waiting(msg)
+        } else {
+            self.publisher.try_publish(msg)
+        }
+    }
+}
