@@ -30,7 +30,7 @@ Scenarios (selected by name, several allowed):
                     more) and with the broker gone (killed, outputs pile up in the publish
                     queue): time from SIGTERM to exit against `shutdown_deadline` (--deadline,
                     5 s). (A hung broker with a full publish queue is the black-box test
-                    tests/binary_sigkill.rs::sigterm_with_an_output_backlog_exits_within_the_shutdown_deadline.)
+                    tests/it/binary_sigkill.rs::sigterm_with_an_output_backlog_exits_within_the_shutdown_deadline.)
   reload-storm      --storms (3) storms of 50 SIGHUPs in 10 s under load (QoS 1, 2,000 keys at
                     3,000/s): no panic, no counter reset (edgeflow_readings_total never goes
                     down between scrapes), every reading published is a reading processed.

@@ -2,12 +2,10 @@
 //! behaviour groups are classified by their profiles in `replay` (event-time intervals) and in
 //! the daemon over MQTT (classes retained, kept across a restart).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use edgeflow::actors::classifier::ClassifyNow;
 use edgeflow::model::{adjusted_rand_index, SplitMix64};
 

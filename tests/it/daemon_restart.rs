@@ -3,9 +3,7 @@
 //! shutdown and a restart on the same data dir, after which every key's model resumes exactly:
 //! the outputs of the two runs together equal those of an uninterrupted replay.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const SENSORS: usize = 5;
 const FIRST: usize = 30;

@@ -2,14 +2,12 @@
 //! promises; the binary speaks the sd_notify protocol (READY=1 after the subscriptions,
 //! WATCHDOG=1 while the actors answer, RELOADING=1 … READY=1 around a SIGHUP, STOPPING=1).
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

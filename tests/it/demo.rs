@@ -2,9 +2,7 @@
 //! forecasts flowing — the stats line and the demo monitor's received messages — and stops
 //! cleanly on SIGTERM. Run here on a free port and a temporary data dir.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_config_shows_forecasts_flowing() {

@@ -2,11 +2,9 @@
 //! lateness, aggregation across keys, chaining), window state across a restart of the key
 //! state, and a chained pipeline through the daemon over MQTT.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use edgeflow::config::Config;
 use edgeflow::pipeline::{Pipelines, Scratch};
 use edgeflow::replay::{ReplaySummary, Replayer};

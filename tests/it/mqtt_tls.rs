@@ -7,9 +7,7 @@
 //! `CI=true` they fail instead.
 //!
 //! Nothing here waits on the clock: outputs, failures and log lines are awaited as events,
-//! with [`common::EVENT_TIMEOUT`] only as a safety net.
-
-mod common;
+//! with [`crate::common::EVENT_TIMEOUT`] only as a safety net.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +20,7 @@ use rcgen::{
 };
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
-use common::*;
+use crate::common::*;
 
 const USER: &str = "edgeflow-gw";
 const PASSWORD: &str = "correct horse battery staple";

@@ -1,12 +1,10 @@
 //! `edgeflow replay` through the binary: byte-for-byte reproducible output, bad input counted
 //! per reason and never learned, and the JSON summary.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 fn replay(
     config: &std::path::Path,

@@ -4,11 +4,9 @@
 //! (filter, map, dedupe, windows), chained pipelines with anomaly detection, a classifier, and
 //! recommendations with requests — whatever the bound, with keys coming back after eviction.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use edgeflow::config::Config;
 use edgeflow::replay::{ReplaySummary, Replayer};
 

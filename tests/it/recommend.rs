@@ -2,12 +2,10 @@
 //! request, similar items, the popular fallback, bounded memory, and the daemon over MQTT
 //! (lists on request equal replay's, and survive a restart).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use edgeflow::config::Config;
 use edgeflow::model::SplitMix64;
 

@@ -1,11 +1,9 @@
 //! The HTTP listener of a running daemon: `/metrics` (checked with `promtool check metrics`
 //! and by value), `/health`, and `/keys/{pipeline}/{key}` for resident and stored keys.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use edgeflow::app::Daemon;
 
 const SENSORS: usize = 3;

@@ -2,11 +2,9 @@
 //! streams (quality checked through the summary and the output fields), and run by the daemon
 //! over MQTT with outputs identical to the replay's.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use edgeflow::config::Config;
 use edgeflow::model::adjusted_rand_index;
 use edgeflow::replay::{ReplaySummary, Replayer};

@@ -1,11 +1,9 @@
 //! `edgeflow simulate` publishes the synthetic fleet to a broker: the requested number of
 //! readings, round robin over the sensors, as `{"ts":…,"value":…}` JSON.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_publishes_the_requested_fleet() {

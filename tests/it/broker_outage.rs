@@ -13,8 +13,6 @@
 //! With `EDGEFLOW_TEST_CLEAN_SESSION=true` the daemon runs with `clean_session = true`: both
 //! tests must then fail (a check made by hand: the broker keeps nothing for a clean session).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +20,7 @@ use std::time::Duration;
 
 use rumqttc::{MqttOptions, QoS};
 
-use common::*;
+use crate::common::*;
 
 /// Keys the readings are spread over.
 const KEYS: usize = 20;

@@ -3,12 +3,10 @@
 //! is checkpointed and stopped (and unsubscribed), a new one starts; an invalid file is
 //! rejected with its errors and the old configuration keeps running.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn pipeline(name: &str, topic_level: &str, output: &str) -> String {
     format!(

@@ -1,9 +1,7 @@
 //! The binary against an unreachable broker: it says so and keeps retrying with back-off, and
 //! SIGTERM still stops it gracefully with exit status 0.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_is_retried_and_sigterm_exits_cleanly() {

@@ -3,11 +3,9 @@
 //! re-activated from the store on their next reading — and the outputs are exactly those of an
 //! uninterrupted replay, so no state is lost on the way. Idle keys are passivated too.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 
 const KEYS: usize = 12;
 const BUDGET: usize = 4;

@@ -4,12 +4,10 @@
 //! Without it the test starts `mosquitto` itself on a free port if it is installed. With
 //! `CI=true` an unreachable or missing broker fails the test instead of skipping it.
 
-mod common;
-
 use rumqttc::QoS;
 use std::process::{Child, Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 const SENSORS: usize = 3;
 const FIRST: usize = 20;

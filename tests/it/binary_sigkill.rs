@@ -2,11 +2,9 @@
 //! store must open afterwards and hold each key's state as of its last checkpoint (checked
 //! against the outputs the daemon published), and a restarted binary continues from it.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const SENSORS: usize = 4;
 const STEPS: usize = 20;
