@@ -125,6 +125,7 @@ mod event;
 mod json;
 mod label;
 pub mod pointer;
+pub mod request;
 mod senml;
 mod shown;
 
