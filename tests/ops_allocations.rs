@@ -8,6 +8,9 @@
 //!
 //!     cargo test --release --test ops_allocations -- --ignored --nocapture
 
+// Tests may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;

@@ -4,6 +4,9 @@
 //! it installs a counting global allocator, which concurrent tests in the same process would
 //! disturb.
 
+// Tests may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod binary_sigkill;
