@@ -33,7 +33,7 @@ impl std::error::Error for PointerError {}
 /// `""` is the whole document (no tokens).
 ///
 /// # Errors
-/// [`PointerError`] when the pointer does not start with `/` (and is not `""`), or a `~` is not
+/// `PointerError` when the pointer does not start with `/` (and is not `""`), or a `~` is not
 /// followed by `0` or `1`.
 pub fn parse_pointer(pointer: &str) -> Result<Vec<String>, PointerError> {
     if pointer.is_empty() {

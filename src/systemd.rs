@@ -34,11 +34,6 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// A free-form status line (`systemctl status` shows it).
-pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
-}
-
 /// `WATCHDOG=1`: the daemon is alive.
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);

@@ -108,7 +108,7 @@ impl TopicFilter {
     /// Parses a filter.
     ///
     /// # Errors
-    /// [`FilterError`] when `s` is not a valid MQTT topic filter: empty, too long, containing
+    /// `FilterError` when `s` is not a valid MQTT topic filter: empty, too long, containing
     /// NUL, `#` anywhere but alone in the last level, `+` not alone in its level, or a
     /// `$share/` prefix without a group and a filter.
     pub fn parse(s: &str) -> Result<Self, FilterError> {
@@ -374,7 +374,7 @@ impl TopicTemplate {
     /// Parses a template whose placeholders are among `allowed`.
     ///
     /// # Errors
-    /// [`TemplateError`] when the template is empty, starts with `$`, contains `+`, `#` or
+    /// `TemplateError` when the template is empty, starts with `$`, contains `+`, `#` or
     /// NUL, has an unclosed `{` or a stray `}`, or a placeholder not in `allowed`.
     pub fn parse(s: &str, allowed: &[Placeholder]) -> Result<Self, TemplateError> {
         if s.is_empty() {

@@ -77,7 +77,7 @@ pub(crate) fn ack_marker(pkid: u16) -> Incoming {
     }
 }
 
-/// Whether `message` is an [`ack_marker`]: to be acknowledged, not routed.
+/// Whether `message` is an ack marker (see `ack_marker`): to be acknowledged, not routed.
 pub fn is_ack_marker(message: &Incoming) -> bool {
     message.topic.is_empty()
 }

@@ -16,7 +16,7 @@ pub struct HistoryEntry {
 }
 
 /// A user's recent items, most recent first, at most `capacity` of them; see the [module
-/// documentation](self) for the rule.
+/// documentation](super) for the rule.
 ///
 /// Serialises with serde; deserialising checks the state (capacity, unique valid names,
 /// weights on the quantum grid) and fails on a corrupt one.

@@ -115,7 +115,7 @@ pub(super) struct PruneCandidate {
     pub(super) position: u32,
 }
 
-/// The item-item co-occurrence model of one pipeline; see the [module documentation](self).
+/// The item-item co-occurrence model of one pipeline; see the [module documentation](super).
 ///
 /// Item names are interned to `u32` ids (a hash index on the names held in the slots), so a
 /// row entry is 12 bytes. Ids are internal, but the state keeps them (and the free list), so a
@@ -198,7 +198,7 @@ impl ItemSimilarity {
     }
 
     /// Apply one user's [`HistoryChange`]: the exact update of A (see the [module
-    /// documentation](self)), then forgetting and pruning as the bounds require.
+    /// documentation](super)), then forgetting and pruning as the bounds require.
     ///
     /// For the item's weight going from `old` to `new`: `A(i,j) += (new − old)·x_uj` for every
     /// other item j of the history, `A(i,i) += new² − old²`; for an evicted item e of weight
