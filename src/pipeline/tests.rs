@@ -845,3 +845,30 @@ fn readings_within_max_skew_of_the_clock_or_in_the_past_are_kept() {
     );
     assert_eq!(p.stats.drops.get(DropReason::TimeSkew), 1);
 }
+
+/// The operator fingerprint stored with every key's state is an FNV-1a hash of the operator
+/// configs' `Debug` text: a change to how the config holds its operators (e.g. compiled
+/// expressions instead of their text) must not change it, or every key's open windows and
+/// dedupe memory would start afresh after an upgrade. Pinned on the shipped operators config.
+#[test]
+fn operator_fingerprints_of_the_shipped_config_do_not_change() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/operators.toml");
+    let config = crate::config::load(&path).unwrap();
+    let pipelines = Pipelines::new(&config).unwrap();
+    let fingerprints: Vec<(String, u64)> = pipelines
+        .iter()
+        .map(|p| (p.name.clone(), p.operators.fingerprint))
+        .collect();
+    assert_eq!(
+        fingerprints,
+        PINNED_FINGERPRINTS.map(|(n, f)| (n.to_string(), f))
+    );
+}
+
+/// As computed by main at a6eefb9 (operators held as text), before expressions were compiled
+/// once by the loader.
+const PINNED_FINGERPRINTS: [(&str, u64); 3] = [
+    ("climate", 9_611_849_609_084_262_569),
+    ("climate_errors", 675_868_731_199_239_589),
+    ("rooms", 1_649_004_092_598_793_882),
+];
