@@ -47,11 +47,11 @@ aggregates = { temp_f = "mean", hi = "max(temp_f)", dew = "last" }
         p.operators,
         [
             OperatorConfig::Filter {
-                expr: "t > -40 && rh <= 100".into()
+                expr: compiled("t > -40 && rh <= 100", &["t", "rh"])
             },
             OperatorConfig::Map(MapConfig {
                 convert: vec![("t".into(), 1.8, 32.0)],
-                derive: vec![("dew".into(), "t - (100 - rh) / 5".into())],
+                derive: vec![("dew".into(), compiled("t - (100 - rh) / 5", &["t", "rh"]))],
                 rename: vec![("t".into(), "temp_f".into())],
                 drop: vec!["rh".into()],
             }),
@@ -218,4 +218,9 @@ fn a_chained_pipeline_defaults_to_the_output_key_and_time() {
             unit: TimeUnit::Milliseconds
         })
     );
+}
+
+/// An expression as the loader compiles it (equality compares the text).
+fn compiled(text: &str, fields: &[&str]) -> crate::ops::expr::CompiledExpr {
+    crate::ops::expr::CompiledExpr::new(text, crate::ops::expr::Expr::parse(text, fields).unwrap())
 }

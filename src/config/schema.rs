@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::ops::expr::CompiledExpr;
 pub use crate::tls::{ClientAuthConfig, TlsConfig};
 
 pub use crate::topic::{TopicFilter, TopicTemplate};
@@ -307,8 +308,8 @@ pub struct PipelineConfig {
 pub enum OperatorConfig {
     /// `op = "filter"`: keep a reading only when `expr` is true.
     Filter {
-        /// A boolean expression over the fields, `time` and `key` (checked at load).
-        expr: String,
+        /// A boolean expression over the fields, `time` and `key` (compiled at load).
+        expr: CompiledExpr,
     },
     /// `op = "map"`: convert, derive, rename and drop fields.
     Map(MapConfig),
@@ -342,8 +343,9 @@ impl OperatorConfig {
 pub struct MapConfig {
     /// `convert = { field = { scale = a, offset = b } }`: `field = field·a + b`.
     pub convert: Vec<(String, f64, f64)>,
-    /// `derive = { name = "expression" }`, in the order written.
-    pub derive: Vec<(String, String)>,
+    /// `derive = { name = "expression" }`, in the order written (compiled at load, over the
+    /// fields after `convert`).
+    pub derive: Vec<(String, CompiledExpr)>,
     /// `rename = { old = "new" }`.
     pub rename: Vec<(String, String)>,
     /// `drop = ["field", ...]`.

@@ -170,6 +170,48 @@ pub struct Expr {
     fields: Vec<usize>,
 }
 
+/// An expression as the config loader compiled it, with the text it was written as. The
+/// pipeline uses [`expr`](Self::expr) as it is and never parses the text again. `Debug` and
+/// equality show and compare the text: the operator fingerprint stored with every key's state
+/// hashes the configs' `Debug`, and it stays what it was when the config held the text alone.
+#[derive(Clone)]
+pub struct CompiledExpr {
+    text: String,
+    expr: Expr,
+}
+
+impl CompiledExpr {
+    /// `expr`, compiled from `text`.
+    pub fn new(text: impl Into<String>, expr: Expr) -> Self {
+        Self {
+            text: text.into(),
+            expr,
+        }
+    }
+
+    /// The text as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The compiled expression.
+    pub fn expr(&self) -> &Expr {
+        &self.expr
+    }
+}
+
+impl std::fmt::Debug for CompiledExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+impl PartialEq for CompiledExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Root {
     Number(Num),

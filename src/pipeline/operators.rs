@@ -120,12 +120,10 @@ impl Operators {
                     .ok_or_else(|| context(format!("\"{name}\" is not a field here")))
             };
             let operator = match config {
-                OperatorConfig::Filter { expr } => {
-                    Operator::Filter(Expr::parse(expr, &fields).map_err(|e| context(e.message))?)
-                }
+                OperatorConfig::Filter { expr } => Operator::Filter(expr.expr().clone()),
                 OperatorConfig::Map(map) => {
                     maps += 1;
-                    let compiled = compile_map(map, &names, &fields).map_err(context)?;
+                    let compiled = compile_map(map, &names).map_err(context)?;
                     names = map.outputs(&names).into_iter().map(|(n, _)| n).collect();
                     Operator::Map(compiled)
                 }
@@ -182,7 +180,7 @@ impl Operators {
     }
 }
 
-fn compile_map(map: &MapConfig, names: &[String], fields: &[&str]) -> Result<MapOperator, String> {
+fn compile_map(map: &MapConfig, names: &[String]) -> Result<MapOperator, String> {
     let position = |name: &str| {
         names
             .iter()
@@ -197,10 +195,8 @@ fn compile_map(map: &MapConfig, names: &[String], fields: &[&str]) -> Result<Map
     let derive = map
         .derive
         .iter()
-        .map(|(name, text)| {
-            Expr::parse(text, fields).map_err(|e| format!("derive.{name}: {}", e.message))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+        .map(|(_, expr)| expr.expr().clone())
+        .collect();
     let outputs = map.outputs(names).into_iter().map(|(_, s)| s).collect();
     Ok(MapOperator {
         convert,

@@ -16,7 +16,7 @@ use crate::config::schema::{
     AggregateConfig, FieldConfig, MapConfig, OperatorConfig, WindowConfig, DEFAULT_DEDUPE_CAPACITY,
     MAX_DEDUPE_CAPACITY, MAX_WINDOWS_PER_READING,
 };
-use crate::ops::expr::{Expr, ExprType};
+use crate::ops::expr::{CompiledExpr, Expr, ExprType};
 use crate::ops::window::{AggFn, AggSpec, WindowSpec};
 
 /// The operator kinds, for messages.
@@ -129,7 +129,7 @@ fn operator(
 }
 
 /// `op = "filter"`: `expr`, a boolean expression.
-fn filter(op: &mut Section<'_>, names: Option<&[String]>) -> Option<String> {
+fn filter(op: &mut Section<'_>, names: Option<&[String]>) -> Option<CompiledExpr> {
     let expr = op.require::<String>("expr")?;
     let names = names?;
     let compiled = compile(op, "expr", &expr.value, expr.span, names)?;
@@ -141,7 +141,7 @@ fn filter(op: &mut Section<'_>, names: Option<&[String]>) -> Option<String> {
         op.error(expr.span, message);
         return None;
     }
-    Some(expr.value)
+    Some(CompiledExpr::new(expr.value, compiled))
 }
 
 /// Compiles an expression, reporting a parse error at its place inside the string.
@@ -195,6 +195,8 @@ fn map(op: &mut Section<'_>, names: Option<&[String]>) -> Option<(MapConfig, Opt
         }
         map.convert.push((name, scale, offset));
     }
+    // Every derived name written, compiled or not (rename and drop may name them).
+    let mut derived: Vec<String> = Vec::new();
     for (name, span, value) in entries(op, "derive") {
         let Some(text) = value.as_str() else {
             let message = format!(
@@ -210,20 +212,26 @@ fn map(op: &mut Section<'_>, names: Option<&[String]>) -> Option<(MapConfig, Opt
             op.error(span, message);
             valid = false;
         }
-        if let Some(names) = names {
-            match compile(op, "derive", text, value.span, names) {
-                Some(expr) if expr.ty() == ExprType::Number => {}
-                Some(_) => {
-                    let message = format!(
-                        "operators.derive.{name} \"{text}\" is a condition; a derived field needs a number (use if(cond, a, b) to choose one)"
-                    );
-                    op.error(value.span, message);
-                    valid = false;
-                }
-                None => valid = false,
+        derived.push(name.clone());
+        // Without `names` (an earlier problem left the fields unknown) the file is rejected
+        // anyway; the expression cannot be compiled.
+        let Some(names) = names else {
+            valid = false;
+            continue;
+        };
+        match compile(op, "derive", text, value.span, names) {
+            Some(expr) if expr.ty() == ExprType::Number => {
+                map.derive.push((name, CompiledExpr::new(text, expr)));
             }
+            Some(_) => {
+                let message = format!(
+                    "operators.derive.{name} \"{text}\" is a condition; a derived field needs a number (use if(cond, a, b) to choose one)"
+                );
+                op.error(value.span, message);
+                valid = false;
+            }
+            None => valid = false,
         }
-        map.derive.push((name, text.to_owned()));
     }
     for (old, span, value) in entries(op, "rename") {
         let Some(new) = value.as_str() else {
@@ -235,7 +243,7 @@ fn map(op: &mut Section<'_>, names: Option<&[String]>) -> Option<(MapConfig, Opt
             valid = false;
             continue;
         };
-        if !known(&old) && !map.derive.iter().any(|(d, _)| *d == old) {
+        if !known(&old) && !derived.contains(&old) {
             let message = format!(
                 "operators.rename.{old}: \"{old}\" is not a field here (fields: {})",
                 listing()
@@ -252,8 +260,8 @@ fn map(op: &mut Section<'_>, names: Option<&[String]>) -> Option<(MapConfig, Opt
     }
     if let Some(drop) = op.get::<super::StringList>("drop") {
         for field in drop.value.0 {
-            let derived = map.derive.iter().any(|(d, _)| *d == field.value);
-            if !known(&field.value) && !derived {
+            let is_derived = derived.contains(&field.value);
+            if !known(&field.value) && !is_derived {
                 let message = format!(
                     "operators.drop: \"{}\" is not a field here (fields: {})",
                     field.value,
@@ -265,10 +273,7 @@ fn map(op: &mut Section<'_>, names: Option<&[String]>) -> Option<(MapConfig, Opt
             map.drop.push(field.value);
         }
     }
-    if map.convert.is_empty()
-        && map.derive.is_empty()
-        && map.rename.is_empty()
-        && map.drop.is_empty()
+    if map.convert.is_empty() && derived.is_empty() && map.rename.is_empty() && map.drop.is_empty()
     {
         let span = op.span;
         op.error(
