@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::tests::{errors, valid};
 use super::*;
+use crate::ops::window::{AggFn, AggSpec};
 
 /// A pipeline reading `t` and `rh`, with `ops` (TOML text) before a forecast of `target`.
 fn pipeline(ops: &str, target: &str) -> String {
@@ -79,6 +80,16 @@ aggregates = { temp_f = "mean", hi = "max(temp_f)", dew = "last" }
                         function: "last".into()
                     },
                 ],
+                // After the map and the dedupe the fields are [temp_f, dew].
+                spec: crate::ops::window::WindowSpec::new(
+                    60_000,
+                    30_000,
+                    5_000,
+                    [(0, AggFn::Mean), (0, AggFn::Max), (1, AggFn::Last)]
+                        .map(|(input, func)| AggSpec { input, func })
+                        .to_vec()
+                )
+                .unwrap(),
             }),
         ]
     );

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::ops::expr::CompiledExpr;
+pub use crate::ops::window::WindowSpec;
 pub use crate::tls::{ClientAuthConfig, TlsConfig};
 
 pub use crate::topic::{TopicFilter, TopicTemplate};
@@ -389,7 +390,7 @@ impl MapConfig {
 }
 
 /// `op = "window"`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WindowConfig {
     /// Window length.
     pub size: Duration,
@@ -399,6 +400,23 @@ pub struct WindowConfig {
     pub lateness: Duration,
     /// `aggregates = { out = "fn(field)" }` in the order written: the window's output fields.
     pub aggregates: Vec<AggregateConfig>,
+    /// The window compiled by the loader (limits checked, inputs by position): what the
+    /// pipeline runs.
+    pub spec: WindowSpec,
+}
+
+/// The settings as written, without the compiled `spec`: the operator fingerprint stored with
+/// every key's state hashes this text, and it stays what it was before the config held the
+/// compiled window.
+impl std::fmt::Debug for WindowConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowConfig")
+            .field("size", &self.size)
+            .field("slide", &self.slide)
+            .field("lateness", &self.lateness)
+            .field("aggregates", &self.aggregates)
+            .finish()
+    }
 }
 
 /// One output field of a window.

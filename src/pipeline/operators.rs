@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MapConfig, MapSource, OperatorConfig};
 use crate::ops::dedupe::{DedupeSpec, DedupeState};
 use crate::ops::expr::{Env, Expr};
-use crate::ops::window::{AggFn, AggSpec, WindowSpec, WindowState};
+use crate::ops::window::{WindowSpec, WindowState};
 
 /// One compiled operator.
 #[derive(Debug)]
@@ -112,13 +112,6 @@ impl Operators {
         for (index, config) in configs.iter().enumerate() {
             let context =
                 |message: String| format!("operators[{index}] ({}): {message}", config.name());
-            let fields: Vec<&str> = names.iter().map(String::as_str).collect();
-            let position = |name: &str| {
-                fields
-                    .iter()
-                    .position(|field| *field == name)
-                    .ok_or_else(|| context(format!("\"{name}\" is not a field here")))
-            };
             let operator = match config {
                 OperatorConfig::Filter { expr } => Operator::Filter(expr.expr().clone()),
                 OperatorConfig::Map(map) => {
@@ -128,30 +121,8 @@ impl Operators {
                     Operator::Map(compiled)
                 }
                 OperatorConfig::Window(window) => {
-                    let aggs = window
-                        .aggregates
-                        .iter()
-                        .map(|agg| {
-                            let func = AggFn::from_name(&agg.function).ok_or_else(|| {
-                                context(format!("unknown aggregate \"{}\"", agg.function))
-                            })?;
-                            Ok(AggSpec {
-                                input: position(&agg.input)?,
-                                func,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, String>>()?;
-                    let millis =
-                        |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-                    let spec = WindowSpec::new(
-                        millis(window.size),
-                        millis(window.slide),
-                        millis(window.lateness),
-                        aggs,
-                    )
-                    .map_err(|e| context(e.to_string()))?;
                     names = window.aggregates.iter().map(|a| a.name.clone()).collect();
-                    Operator::Window(spec)
+                    Operator::Window(window.spec.clone())
                 }
                 OperatorConfig::Dedupe { capacity } => Operator::Dedupe(
                     DedupeSpec::new(*capacity).map_err(|e| context(e.to_string()))?,

@@ -438,19 +438,28 @@ fn window(op: &mut Section<'_>, names: Option<&[String]>) -> Option<(WindowConfi
     if !valid {
         return None;
     }
-    // The window's own limits (e.g. lateness in slides), with the same message as at
-    // run time; field indices do not matter here.
+    // The compiled window: its own limits (e.g. lateness in slides) checked, each aggregate
+    // reading its input by position. Without `names` (an earlier problem: the file is
+    // rejected anyway) the positions are unknown and 0 stands in.
     let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let specs = aggregates
         .iter()
-        .filter_map(|agg| AggFn::from_name(&agg.function))
-        .map(|func| AggSpec { input: 0, func })
+        .filter_map(|agg| {
+            let func = AggFn::from_name(&agg.function)?;
+            let input = names
+                .and_then(|names| names.iter().position(|n| *n == agg.input))
+                .unwrap_or(0);
+            Some(AggSpec { input, func })
+        })
         .collect();
-    if let Err(e) = WindowSpec::new(millis(size), millis(slide), millis(lateness), specs) {
-        let span = op.span;
-        op.error(span, format!("this window is not usable: {e}"));
-        return None;
-    }
+    let spec = match WindowSpec::new(millis(size), millis(slide), millis(lateness), specs) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let span = op.span;
+            op.error(span, format!("this window is not usable: {e}"));
+            return None;
+        }
+    };
     let after = aggregates.iter().map(|agg| agg.name.clone()).collect();
     Some((
         WindowConfig {
@@ -458,6 +467,7 @@ fn window(op: &mut Section<'_>, names: Option<&[String]>) -> Option<(WindowConfi
             slide,
             lateness,
             aggregates,
+            spec,
         },
         after,
     ))
