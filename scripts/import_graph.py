@@ -6,7 +6,8 @@ Two levels are checked, each a graph of its own:
   `crate::b` (in a `use` line or a path);
 - inside each folder, its sibling modules (`mqtt/connection.rs` → `mqtt/publisher.rs`): an edge
   when one names the other through `super::` or `crate::folder::`.
-A parent's `mod.rs` re-exporting its children is not an edge between siblings. Test modules
+A parent's `mod.rs` re-exporting its children is not an edge between siblings. A file that
+imports `super::*` gets an edge to each sibling defining a name it uses. Test modules
 (`#[cfg(test)]` files named *tests*.rs, and what follows `#[cfg(test)]` in a file) are left out:
 tests may reach anywhere.
 
@@ -32,7 +33,9 @@ def code_of(path):
     text = path.read_text()
     cut = text.find("#[cfg(test)]")
     text = text if cut < 0 else text[:cut]
-    # Drop comments (doc links name modules without importing them).
+    # Drop string literals (messages name things too), then comments (doc links name modules
+    # without importing them).
+    text = re.sub(r'"(?:\\.|[^"\\\n])*"', '""', text)
     return "\n".join(line.split("//")[0] for line in text.splitlines())
 
 
@@ -68,7 +71,11 @@ def circles(graph):
 
 
 def main():
-    files = [p for p in SRC.rglob("*.rs") if "tests" not in p.name and p.name != "main.rs"]
+    files = [
+        p
+        for p in SRC.rglob("*.rs")
+        if not any("tests" in part for part in p.relative_to(SRC).parts) and p.name != "main.rs"
+    ]
     modules = {tuple(module_of(p)) for p in files}
     top = defaultdict(set)
     siblings = defaultdict(lambda: defaultdict(set))
@@ -95,6 +102,34 @@ def main():
             if common < len(me) and common < len(target):
                 folder = "/".join(me[:common])
                 siblings[folder][me[common]].add(target[common])
+    # `use super::*` hides which sibling a name comes from: a file with such a glob gets an
+    # edge to every sibling that defines (at its top level) a name the file uses.
+    defined = defaultdict(dict)  # folder -> name -> sibling module
+    item = re.compile(r"^(?:pub(?:\([^)]*\))? )?(?:fn|struct|enum|const|static|type|trait) ([A-Za-z_][A-Za-z0-9_]*)", re.M)
+    codes = {}
+    for path in files:
+        me = module_of(path)
+        if len(me) < 2:
+            continue
+        code = code_of(path)
+        codes[tuple(me)] = code
+        for name in item.findall(code):
+            defined["/".join(me[:-1])][name] = me[-1]
+    for me, code in codes.items():
+        if not re.search(r"\buse\s+super::\*", code):
+            continue
+        folder = "/".join(me[:-1])
+        own = set(item.findall(code))
+        # Types and constants by name; functions only where called (a variable may share a
+        # function's name), not as methods.
+        # (An associated type named in generics, `Iterator<Item = T>`, is not a use.)
+        types = re.sub(r"([<,]\s*)[A-Z]\w*\s*=(?!=)", r"\1", code)
+        used = set(re.findall(r"\b([A-Z][A-Za-z0-9_]*)\b", types))
+        used |= set(re.findall(r"(?<![.\w])([a-z_][a-z0-9_]*)\s*\(", code))
+        for word in used - own:
+            sibling = defined[folder].get(word)
+            if sibling and sibling != me[-1]:
+                siblings[folder][me[-1]].add(sibling)
     bad = 0
     for cyc in circles(top):
         print("circle (top-level):", " → ".join(cyc + (cyc[0],)))

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// `"forecast" | "regression" | "classification" | "kmeans" | "recommend"`, for messages.
+pub(super) fn accepted_kinds() -> String {
+    Kind::ALL
+        .iter()
+        .map(|kind| format!("\"{}\"", kind.name()))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// A payload format whose readings have exactly one value, so only forecasts (and a
 /// clustering of that one value) fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -139,15 +139,6 @@ pub(super) fn chain_problems(
     valid
 }
 
-/// `"forecast" | "regression" | "classification" | "kmeans" | "recommend"`, for messages.
-pub(super) fn accepted_kinds() -> String {
-    Kind::ALL
-        .iter()
-        .map(|kind| format!("\"{}\"", kind.name()))
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
 /// The span of the value of `key` in `s`, before it is read (`None`: not written).
 /// The placeholders of a pipeline's `output`.
 pub(super) const OUTPUT_PLACEHOLDERS: [Placeholder; 3] =
