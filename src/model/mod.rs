@@ -36,6 +36,7 @@ pub mod kmeans;
 pub mod linear;
 pub mod logistic;
 pub mod metrics;
+pub mod param;
 pub mod recommend;
 pub mod rng;
 pub mod scaler;
@@ -103,8 +104,20 @@ pub enum ModelError {
     /// and the accepted range.
     #[error("invalid model parameters: {0}")]
     InvalidParams(String),
+    /// Parameters outside their [`param::Range`]s, one error each.
+    #[error("invalid model parameters: {}", join_errors(.0))]
+    OutOfRange(Vec<param::ParamError>),
     /// A serialised model state is inconsistent (corrupt or written by an incompatible
     /// version); the message says what does not fit.
     #[error("invalid model state: {0}")]
     InvalidState(String),
+}
+
+/// The messages of `errors`, separated by "; ".
+fn join_errors(errors: &[param::ParamError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

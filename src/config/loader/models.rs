@@ -2,6 +2,8 @@
 //! is in `recommend`), and `[pipelines.anomaly]`.
 
 use super::*;
+use crate::model::linear::ranges as linear_ranges;
+use crate::model::logistic::ranges as logistic_ranges;
 
 /// `"forecast" | "regression" | "classification" | "kmeans" | "recommend"`, for messages.
 pub(super) fn accepted_kinds() -> String {
@@ -603,30 +605,13 @@ pub(super) fn regression(
         }
     };
     let learning_rate_given = m.helper.contains("learning_rate");
-    let learning_rate = m.number_s(
-        "learning_rate",
-        |rate| rate > 0.0 && rate <= 10.0,
-        "greater than 0 and at most 10",
-    );
-    let power_t = m
-        .number("power_t", |p| (0.0..=1.0).contains(&p), "between 0 and 1")
-        .unwrap_or(d.power_t);
-    let l2 = non_negative(m, "l2").unwrap_or(d.l2);
-    let forgetting = m
-        .number(
-            "forgetting",
-            |f| (0.9..=1.0).contains(&f),
-            "between 0.9 and 1.0",
-        )
-        .unwrap_or(d.forgetting);
+    let learning_rate = m.range(&linear_ranges::LEARNING_RATE);
+    let value = |m: &mut Section<'_>, range, default| m.range(range).map_or(default, |v| v.value);
+    let power_t = value(m, &linear_ranges::POWER_T, d.power_t);
+    let l2 = value(m, &linear_ranges::L2, d.l2);
+    let forgetting = value(m, &linear_ranges::FORGETTING, d.forgetting);
     let scale = m.bool("scale").unwrap_or(d.scale);
-    let interval_z = m
-        .number(
-            "interval_z",
-            |z| z > 0.0 && z <= 10.0,
-            "greater than 0 and at most 10",
-        )
-        .unwrap_or(d.interval_z);
+    let interval_z = value(m, &linear_ranges::INTERVAL_Z, d.interval_z);
     let explain = explain(m);
     let params = LinearParams {
         algorithm: algorithm.unwrap_or(d.algorithm),
@@ -704,22 +689,14 @@ pub(super) fn classification(
             }
         },
     };
-    let alpha = m
-        .number(
-            "alpha",
-            |alpha| alpha > 0.0 && alpha <= 10.0,
-            "greater than 0 and at most 10",
-        )
-        .unwrap_or(p.alpha);
-    let beta = non_negative(m, "beta").unwrap_or(p.beta);
-    let l1 = non_negative(m, "l1").unwrap_or(p.l1);
-    let l2 = non_negative(m, "l2").unwrap_or(p.l2);
+    let value = |m: &mut Section<'_>, range, default| m.range(range).map_or(default, |v| v.value);
+    let alpha = value(m, &logistic_ranges::ALPHA, p.alpha);
+    let beta = value(m, &logistic_ranges::BETA, p.beta);
+    let l1 = value(m, &logistic_ranges::L1, p.l1);
+    let l2 = value(m, &logistic_ranges::L2, p.l2);
     let learning_rate = m
-        .number(
-            "learning_rate",
-            |rate| rate > 0.0 && rate <= 10.0,
-            "greater than 0 and at most 10",
-        )
+        .range(&logistic_ranges::LEARNING_RATE)
+        .map(|v| v.value)
         .unwrap_or(p.learning_rate);
     let scale = m.bool("scale").unwrap_or(p.scale);
     let threshold = m
@@ -848,11 +825,6 @@ pub(super) fn labels(m: &mut Section<'_>, key: &'static str) -> Option<Vec<Spann
         }
     }
     valid.then_some(labels)
-}
-
-/// A finite number ≥ 0 (penalties and FTRL's β).
-pub(super) fn non_negative(m: &mut Section<'_>, key: &'static str) -> Option<f64> {
-    m.number(key, |v| v.is_finite() && v >= 0.0, "finite and at least 0")
 }
 
 /// `[pipelines.anomaly]`; `kind` is the model's kind when it is known, `season` the longest

@@ -142,6 +142,12 @@ impl<'de> Section<'de> {
         self.number_s(key, accepts, accepted).map(|v| v.value)
     }
 
+    /// A number within a model parameter's [`Range`](crate::model::param::Range): the key,
+    /// the test and the words of the message are the model's.
+    pub(super) fn range(&mut self, range: &crate::model::param::Range) -> Option<Spanned<f64>> {
+        self.number_s(range.key, |v| range.accepts(v), range.expected)
+    }
+
     /// [`Section::number`] with the value's span.
     pub(super) fn number_s(
         &mut self,

@@ -123,46 +123,37 @@ impl Default for LinearParams {
     }
 }
 
+/// The ranges of the numeric [`LinearParams`] (the config loader reads the keys with them).
+pub mod ranges {
+    use crate::model::param::{common, Range};
+
+    /// `learning_rate`.
+    pub const LEARNING_RATE: Range = common::step_size("learning_rate");
+    /// `power_t`: the decay exponent of SGD's step size.
+    pub const POWER_T: Range =
+        Range::new("power_t", "between 0 and 1", |p| (0.0..=1.0).contains(&p));
+    /// `l2`.
+    pub const L2: Range = common::non_negative("l2");
+    /// `forgetting` (RLS).
+    pub const FORGETTING: Range = common::FORGETTING;
+    /// `interval_z`.
+    pub const INTERVAL_Z: Range = common::INTERVAL_Z;
+}
+
 impl LinearParams {
-    /// Check every parameter's range.
+    /// Check every parameter's range ([`ranges`]).
     ///
     /// # Errors
-    /// [`ModelError::InvalidParams`] naming every parameter out of range, its value and the
+    /// [`ModelError::OutOfRange`] naming every parameter out of range, its value and the
     /// accepted range.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let mut problems = Vec::new();
-        if !(self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
-            problems.push(format!(
-                "learning_rate must be > 0 and ≤ 10 (got {})",
-                self.learning_rate
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.power_t) {
-            problems.push(format!(
-                "power_t must be between 0 and 1 (got {})",
-                self.power_t
-            ));
-        }
-        if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            problems.push(format!("l2 must be a finite number ≥ 0 (got {})", self.l2));
-        }
-        if !(0.9..=1.0).contains(&self.forgetting) {
-            problems.push(format!(
-                "forgetting must be between 0.9 and 1 (got {})",
-                self.forgetting
-            ));
-        }
-        if !(self.interval_z.is_finite() && self.interval_z > 0.0) {
-            problems.push(format!(
-                "interval_z must be a finite number > 0 (got {})",
-                self.interval_z
-            ));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ModelError::InvalidParams(problems.join("; ")))
-        }
+        crate::model::param::check_all(&[
+            (ranges::LEARNING_RATE, self.learning_rate),
+            (ranges::POWER_T, self.power_t),
+            (ranges::L2, self.l2),
+            (ranges::FORGETTING, self.forgetting),
+            (ranges::INTERVAL_Z, self.interval_z),
+        ])
     }
 }
 

@@ -480,12 +480,19 @@ fn params_validation_rejects_each_bad_param() {
     ];
     for (name, params) in bad {
         match LinearRegression::new(8, params) {
-            Err(ModelError::InvalidParams(message)) => {
-                assert!(message.starts_with(name), "{message}")
+            Err(ModelError::OutOfRange(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].key, name, "{errors:?}");
             }
             other => panic!("{params:?} accepted: {other:?}"),
         }
     }
+    // Above 10 too: the one range the loader and the model share.
+    let wide = LinearParams {
+        interval_z: 11.0,
+        ..defaults
+    };
+    assert!(matches!(wide.validate(), Err(ModelError::OutOfRange(_))));
     for dim in [0, MAX_FEATURES + 1] {
         match LinearRegression::new(dim, defaults) {
             Err(ModelError::InvalidParams(message)) => {
@@ -523,7 +530,7 @@ fn params_validation_rejects_each_bad_param() {
         interval_z: -1.0,
     };
     match all_bad.validate() {
-        Err(ModelError::InvalidParams(message)) => assert_eq!(message.matches("; ").count(), 4),
+        Err(ModelError::OutOfRange(errors)) => assert_eq!(errors.len(), 5, "{errors:?}"),
         other => panic!("{other:?}"),
     }
 }

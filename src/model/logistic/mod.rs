@@ -82,33 +82,36 @@ impl Default for LogisticParams {
     }
 }
 
+/// The ranges of the numeric [`LogisticParams`] (the config loader reads the keys with them).
+pub mod ranges {
+    use crate::model::param::{common, Range};
+
+    /// `alpha`: FTRL's step size.
+    pub const ALPHA: Range = common::step_size("alpha");
+    /// `beta`: FTRL's smoothing.
+    pub const BETA: Range = common::non_negative("beta");
+    /// `l1`.
+    pub const L1: Range = common::non_negative("l1");
+    /// `l2`.
+    pub const L2: Range = common::non_negative("l2");
+    /// `learning_rate` (SGD).
+    pub const LEARNING_RATE: Range = common::step_size("learning_rate");
+}
+
 impl LogisticParams {
-    /// Check every parameter's range.
+    /// Check every parameter's range ([`ranges`]).
     ///
     /// # Errors
-    /// [`ModelError::InvalidParams`] naming every parameter out of range, its value and the
+    /// [`ModelError::OutOfRange`] naming every parameter out of range, its value and the
     /// accepted range.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let mut problems = Vec::new();
-        if !(self.alpha > 0.0 && self.alpha <= 10.0) {
-            problems.push(format!("alpha must be > 0 and ≤ 10 (got {})", self.alpha));
-        }
-        for (name, value) in [("beta", self.beta), ("l1", self.l1), ("l2", self.l2)] {
-            if !(value.is_finite() && value >= 0.0) {
-                problems.push(format!("{name} must be a finite number ≥ 0 (got {value})"));
-            }
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
-            problems.push(format!(
-                "learning_rate must be > 0 and ≤ 10 (got {})",
-                self.learning_rate
-            ));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ModelError::InvalidParams(problems.join("; ")))
-        }
+        crate::model::param::check_all(&[
+            (ranges::ALPHA, self.alpha),
+            (ranges::BETA, self.beta),
+            (ranges::L1, self.l1),
+            (ranges::L2, self.l2),
+            (ranges::LEARNING_RATE, self.learning_rate),
+        ])
     }
 }
 

@@ -330,8 +330,9 @@ fn params_validation_rejects_each_bad_param() {
     ];
     for (name, params) in bad {
         match LogisticRegression::new(8, params) {
-            Err(ModelError::InvalidParams(message)) => {
-                assert!(message.starts_with(name), "{message}")
+            Err(ModelError::OutOfRange(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].key, name, "{errors:?}");
             }
             other => panic!("{params:?} accepted: {other:?}"),
         }
@@ -352,7 +353,7 @@ fn params_validation_rejects_each_bad_param() {
         scale: true,
     };
     match all_bad.validate() {
-        Err(ModelError::InvalidParams(message)) => assert_eq!(message.matches("; ").count(), 4),
+        Err(ModelError::OutOfRange(errors)) => assert_eq!(errors.len(), 5, "{errors:?}"),
         other => panic!("{other:?}"),
     }
 }
