@@ -2,6 +2,7 @@
 //! is in `recommend`), and `[pipelines.anomaly]`.
 
 use super::*;
+use crate::model::forecast::ranges as forecast_ranges;
 use crate::model::linear::ranges as linear_ranges;
 use crate::model::logistic::ranges as logistic_ranges;
 
@@ -328,30 +329,12 @@ pub(super) fn forecast(
     let d = ForecastParams::default();
     let target = target(m, fields);
     let lags = m.int_as("lags", 1..=MAX_LAGS as i64).unwrap_or(d.lags);
-    let forgetting = m
-        .number(
-            "forgetting",
-            |f| (0.9..=1.0).contains(&f),
-            "between 0.9 and 1.0",
-        )
-        .unwrap_or(d.forgetting);
-    let interval_z = m
-        .number(
-            "interval_z",
-            |z| z > 0.0 && z <= 10.0,
-            "greater than 0 and at most 10",
-        )
-        .unwrap_or(d.interval_z);
+    let forgetting = m.range_or(&forecast_ranges::FORGETTING, d.forgetting);
+    let interval_z = m.range_or(&forecast_ranges::INTERVAL_Z, d.interval_z);
     let horizon = m
         .int_as("horizon", 1..=MAX_HORIZON as i64)
         .unwrap_or(d.horizon);
-    let damping = m
-        .number(
-            "damping",
-            |phi| phi > 0.0 && phi <= 1.0,
-            "greater than 0 and at most 1",
-        )
-        .unwrap_or(d.damping);
+    let damping = m.range_or(&forecast_ranges::DAMPING, d.damping);
     let seasons = season(m);
     let min = m.number_s("min", f64::is_finite, "a finite number");
     let max = m.number_s("max", f64::is_finite, "a finite number");
@@ -606,12 +589,11 @@ pub(super) fn regression(
     };
     let learning_rate_given = m.helper.contains("learning_rate");
     let learning_rate = m.range(&linear_ranges::LEARNING_RATE);
-    let value = |m: &mut Section<'_>, range, default| m.range(range).map_or(default, |v| v.value);
-    let power_t = value(m, &linear_ranges::POWER_T, d.power_t);
-    let l2 = value(m, &linear_ranges::L2, d.l2);
-    let forgetting = value(m, &linear_ranges::FORGETTING, d.forgetting);
+    let power_t = m.range_or(&linear_ranges::POWER_T, d.power_t);
+    let l2 = m.range_or(&linear_ranges::L2, d.l2);
+    let forgetting = m.range_or(&linear_ranges::FORGETTING, d.forgetting);
     let scale = m.bool("scale").unwrap_or(d.scale);
-    let interval_z = value(m, &linear_ranges::INTERVAL_Z, d.interval_z);
+    let interval_z = m.range_or(&linear_ranges::INTERVAL_Z, d.interval_z);
     let explain = explain(m);
     let params = LinearParams {
         algorithm: algorithm.unwrap_or(d.algorithm),
@@ -689,11 +671,10 @@ pub(super) fn classification(
             }
         },
     };
-    let value = |m: &mut Section<'_>, range, default| m.range(range).map_or(default, |v| v.value);
-    let alpha = value(m, &logistic_ranges::ALPHA, p.alpha);
-    let beta = value(m, &logistic_ranges::BETA, p.beta);
-    let l1 = value(m, &logistic_ranges::L1, p.l1);
-    let l2 = value(m, &logistic_ranges::L2, p.l2);
+    let alpha = m.range_or(&logistic_ranges::ALPHA, p.alpha);
+    let beta = m.range_or(&logistic_ranges::BETA, p.beta);
+    let l1 = m.range_or(&logistic_ranges::L1, p.l1);
+    let l2 = m.range_or(&logistic_ranges::L2, p.l2);
     let learning_rate = m
         .range(&logistic_ranges::LEARNING_RATE)
         .map(|v| v.value)

@@ -148,6 +148,11 @@ impl<'de> Section<'de> {
         self.number_s(range.key, |v| range.accepts(v), range.expected)
     }
 
+    /// [`Section::range`], or `default` when the key is absent or its value is reported.
+    pub(super) fn range_or(&mut self, range: &crate::model::param::Range, default: f64) -> f64 {
+        self.range(range).map_or(default, |v| v.value)
+    }
+
     /// [`Section::number`] with the value's span.
     pub(super) fn number_s(
         &mut self,

@@ -283,6 +283,20 @@ impl Default for ForecastParams {
     }
 }
 
+/// The ranges of the numeric [`ForecastParams`] (the config loader reads the keys with them).
+pub mod ranges {
+    use crate::model::param::{common, Range};
+
+    /// `forgetting`: of the AR member's recursive least squares.
+    pub const FORGETTING: Range = common::FORGETTING;
+    /// `interval_z`.
+    pub const INTERVAL_Z: Range = common::INTERVAL_Z;
+    /// `damping`: of the damped trend.
+    pub const DAMPING: Range = Range::new("damping", "greater than 0 and at most 1", |phi| {
+        phi > 0.0 && phi <= 1.0
+    });
+}
+
 impl ForecastParams {
     /// Check every parameter's range.
     ///
@@ -297,17 +311,14 @@ impl ForecastParams {
                 self.lags
             ));
         }
-        if !(0.9..=1.0).contains(&self.forgetting) {
-            problems.push(format!(
-                "forgetting must be between 0.9 and 1 (got {})",
-                self.forgetting
-            ));
-        }
-        if !(self.interval_z.is_finite() && self.interval_z > 0.0) {
-            problems.push(format!(
-                "interval_z must be a finite number > 0 (got {})",
-                self.interval_z
-            ));
+        for (range, value) in [
+            (ranges::FORGETTING, self.forgetting),
+            (ranges::INTERVAL_Z, self.interval_z),
+            (ranges::DAMPING, self.damping),
+        ] {
+            if let Err(e) = range.check(value) {
+                problems.push(e.to_string());
+            }
         }
         let seasons = &self.seasons;
         if usize::from(seasons.len) > MAX_SEASONS
@@ -347,9 +358,6 @@ impl ForecastParams {
                 "horizon must be between 1 and {MAX_HORIZON} (got {})",
                 self.horizon
             ));
-        }
-        if !(self.damping > 0.0 && self.damping <= 1.0) {
-            problems.push(format!("damping must be in (0, 1] (got {})", self.damping));
         }
         for (name, bound) in [("min", self.min), ("max", self.max)] {
             if let Some(value) = bound {
