@@ -133,11 +133,9 @@ fn classifier(
             format!("missing required key \"k\" (the number of classes, 1 to {MAX_CLUSTERS})"),
         );
     }
-    let half_life = s.number(
-        "half_life",
-        |h| h.is_finite() && h > 0.0,
-        "a number of intervals greater than 0",
-    );
+    let half_life = s
+        .range(&crate::model::kmeans::ranges::HALF_LIFE_INTERVALS)
+        .map(|v| v.value);
     let seed = s.int_as::<u64>("seed", 0..=i64::MAX);
     let min_readings = s.int_as::<u64>("min_readings", 1..=i64::MAX).unwrap_or(1);
     let max_keys = s

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::model::forecast::ranges as forecast_ranges;
+use crate::model::kmeans::ranges as kmeans_ranges;
 use crate::model::linear::ranges as linear_ranges;
 use crate::model::logistic::ranges as logistic_ranges;
 
@@ -746,25 +747,13 @@ pub(super) fn kmeans(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Opt
         m.error(span, message);
     }
     let d = KMeansParams::online_default(k.unwrap_or(1));
-    let half_life = m
-        .number(
-            "half_life",
-            |h| h.is_finite() && h >= 1.0,
-            "a finite number of readings, at least 1",
-        )
-        .unwrap_or(d.half_life);
+    let half_life = m.range_or(&kmeans_ranges::HALF_LIFE_READINGS, d.half_life);
     let seed = m.int_as("seed", 0..=i64::MAX).unwrap_or(d.seed);
     let scale = m.bool("scale").unwrap_or(d.scale);
     let lloyd_iterations = m
         .int_as("lloyd_iterations", 0..=MAX_LLOYD_ITERATIONS as i64)
         .unwrap_or(d.lloyd_iterations);
-    let dying_fraction = m
-        .number(
-            "dying_fraction",
-            |f| (0.0..=MAX_DYING_FRACTION).contains(&f),
-            &format!("between 0 and {MAX_DYING_FRACTION}"),
-        )
-        .unwrap_or(d.dying_fraction);
+    let dying_fraction = m.range_or(&kmeans_ranges::DYING_FRACTION, d.dying_fraction);
     let params = KMeansParams {
         half_life,
         seed,

@@ -140,6 +140,33 @@ pub struct KMeansParams {
     pub scale: bool,
 }
 
+/// The ranges of the numeric [`KMeansParams`] (the config loader reads the keys with them).
+pub mod ranges {
+    use super::MAX_DYING_FRACTION;
+    use crate::model::param::Range;
+
+    /// `half_life`, in whatever the caller counts (readings, classifier intervals).
+    pub const HALF_LIFE: Range = Range::new("half_life", "a finite number greater than 0", |h| {
+        h.is_finite() && h > 0.0
+    });
+    /// `half_life` of a `kind = "kmeans"` pipeline, in readings: at least one (stricter than
+    /// [`HALF_LIFE`], which the model itself needs).
+    pub const HALF_LIFE_READINGS: Range = Range::new(
+        "half_life",
+        "a finite number of readings, at least 1",
+        |h| h.is_finite() && h >= 1.0,
+    );
+    /// `half_life` of a classifier, in classification intervals.
+    pub const HALF_LIFE_INTERVALS: Range =
+        Range::new("half_life", "a number of intervals greater than 0", |h| {
+            h.is_finite() && h > 0.0
+        });
+    /// `dying_fraction`: how small a cluster's weight may get before it is reseeded.
+    pub const DYING_FRACTION: Range = Range::new("dying_fraction", "between 0 and 0.5", |f| {
+        (0.0..=MAX_DYING_FRACTION).contains(&f)
+    });
+}
+
 impl KMeansParams {
     /// Defaults for [`StreamingKMeans`] with `k` clusters: a half-life of 10 batches (with a
     /// profile batch every minute, device classes follow a change of behaviour within about
@@ -180,22 +207,18 @@ impl KMeansParams {
                 self.k
             ));
         }
-        if !(self.half_life.is_finite() && self.half_life > 0.0) {
-            problems.push(format!(
-                "half_life must be a finite number > 0 (got {})",
-                self.half_life
-            ));
+        for (range, value) in [
+            (ranges::HALF_LIFE, self.half_life),
+            (ranges::DYING_FRACTION, self.dying_fraction),
+        ] {
+            if let Err(e) = range.check(value) {
+                problems.push(e.to_string());
+            }
         }
         if self.lloyd_iterations > MAX_LLOYD_ITERATIONS {
             problems.push(format!(
                 "lloyd_iterations must be between 0 and {MAX_LLOYD_ITERATIONS} (got {})",
                 self.lloyd_iterations
-            ));
-        }
-        if !(0.0..=MAX_DYING_FRACTION).contains(&self.dying_fraction) {
-            problems.push(format!(
-                "dying_fraction must be between 0 and {MAX_DYING_FRACTION} (got {})",
-                self.dying_fraction
             ));
         }
         if problems.is_empty() {

@@ -1087,3 +1087,10 @@ fn corrupt_online_state_is_rejected_on_deserialise() {
         assert_eq!(&restored, model);
     }
 }
+
+#[test]
+fn the_dying_fraction_range_says_its_bound() {
+    let range = super::ranges::DYING_FRACTION;
+    assert!(range.expected.ends_with(&MAX_DYING_FRACTION.to_string()));
+    assert!(range.accepts(MAX_DYING_FRACTION) && !range.accepts(MAX_DYING_FRACTION + 0.01));
+}
