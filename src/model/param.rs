@@ -43,7 +43,7 @@ impl Range {
             Err(ParamError {
                 key: self.key,
                 value,
-                expected: self.expected,
+                expected: self.expected.into(),
             })
         }
     }
@@ -64,7 +64,58 @@ pub struct ParamError {
     /// The value given.
     pub value: f64,
     /// What the key accepts, in words.
-    pub expected: &'static str,
+    pub expected: String,
+}
+
+/// The accepted values of one integer parameter: its key and its bounds (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntRange {
+    /// The parameter's key, as written in a config file.
+    pub key: &'static str,
+    /// The smallest value accepted.
+    pub min: i64,
+    /// The largest value accepted (`i64::MAX`: no upper bound).
+    pub max: i64,
+}
+
+impl IntRange {
+    /// The range `min..=max` of parameter `key`.
+    pub const fn new(key: &'static str, min: i64, max: i64) -> Self {
+        Self { key, min, max }
+    }
+
+    /// Whether `value` is accepted.
+    pub fn accepts(&self, value: i64) -> bool {
+        (self.min..=self.max).contains(&value)
+    }
+
+    /// `value` (a count or a size) checked against the range.
+    ///
+    /// # Errors
+    /// [`ParamError`] naming the key, the value and the range.
+    pub fn check(&self, value: impl TryInto<i64>) -> Result<(), ParamError> {
+        let value = value.try_into().unwrap_or(i64::MAX);
+        if self.accepts(value) {
+            Ok(())
+        } else {
+            Err(ParamError {
+                key: self.key,
+                value: value as f64,
+                expected: int_words(self.min, self.max),
+            })
+        }
+    }
+}
+
+/// What an integer range accepts, in words: "at least 1", "0 or 1", "between 1 and 32".
+pub fn int_words(min: i64, max: i64) -> String {
+    if max == i64::MAX {
+        format!("at least {min}")
+    } else if max - min == 1 {
+        format!("{min} or {max}")
+    } else {
+        format!("between {min} and {max}")
+    }
 }
 
 /// Every value of `checks` against its range: `Ok` when all are accepted, else

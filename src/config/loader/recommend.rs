@@ -16,7 +16,7 @@ use super::{a, field_names, model_validation, topic_template, Section, StringLis
 use crate::config::schema::{
     FieldConfig, PayloadFormat, RecommendConfig, DEFAULT_SIMILAR_OUTPUT, DEFAULT_SNAPSHOT_INTERVAL,
 };
-use crate::model::recommend::{MAX_HISTORY, MAX_ITEMS, MAX_NEIGHBOURS, MAX_TOP_N};
+use crate::model::recommend::ranges;
 use crate::model::{RecommendParams, MAX_WEIGHT};
 use crate::topic::{Placeholder, TopicFilter, TopicTemplate};
 
@@ -83,16 +83,12 @@ pub(super) fn recommend(
     }
     let d = RecommendParams::default();
     let params = RecommendParams {
-        history: m
-            .int_as("history", 1..=MAX_HISTORY as i64)
-            .unwrap_or(d.history),
-        max_items: m
-            .int_as("max_items", 2..=MAX_ITEMS as i64)
-            .unwrap_or(d.max_items),
+        history: m.int_range(&ranges::HISTORY).unwrap_or(d.history),
+        max_items: m.int_range(&ranges::MAX_ITEMS).unwrap_or(d.max_items),
         max_neighbours: m
-            .int_as("max_neighbours", 1..=MAX_NEIGHBOURS as i64)
+            .int_range(&ranges::MAX_NEIGHBOURS)
             .unwrap_or(d.max_neighbours),
-        top_n: m.int_as("top_n", 1..=MAX_TOP_N as i64).unwrap_or(d.top_n),
+        top_n: m.int_range(&ranges::TOP_N).unwrap_or(d.top_n),
     };
     model_validation(m, params.validate());
     // Absent or `[]` (a mistyped value is reported as such).

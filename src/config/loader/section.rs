@@ -96,13 +96,7 @@ impl<'de> Section<'de> {
         if range.contains(&value.value) {
             return Some(value);
         }
-        let accepted = if *range.end() == i64::MAX {
-            format!("at least {}", range.start())
-        } else if range.end() - range.start() == 1 {
-            format!("{} or {}", range.start(), range.end())
-        } else {
-            format!("between {} and {}", range.start(), range.end())
-        };
+        let accepted = crate::model::param::int_words(*range.start(), *range.end());
         let message = format!(
             "{}{key} must be {accepted} (got {})",
             self.path, value.value
@@ -130,6 +124,15 @@ impl<'de> Section<'de> {
                 None
             }
         }
+    }
+
+    /// An integer within a model parameter's [`IntRange`](crate::model::param::IntRange),
+    /// converted to the field's type (see [`Section::int_as`]).
+    pub(super) fn int_range<T: TryFrom<i64>>(
+        &mut self,
+        range: &crate::model::param::IntRange,
+    ) -> Option<T> {
+        self.int_as(range.key, range.min..=range.max)
     }
 
     /// A number (integer or float) for which `accepts` holds; `accepted` says which.

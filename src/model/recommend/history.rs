@@ -41,11 +41,9 @@ impl UserHistory {
     /// # Errors
     /// [`ModelError::InvalidParams`] unless `capacity` is in `1..=100`.
     pub fn new(capacity: usize) -> Result<Self, ModelError> {
-        if !(1..=MAX_HISTORY).contains(&capacity) {
-            return Err(ModelError::InvalidParams(format!(
-                "history must be between 1 and {MAX_HISTORY} (got {capacity})"
-            )));
-        }
+        ranges::HISTORY
+            .check(capacity)
+            .map_err(|e| ModelError::OutOfRange(vec![e]))?;
         Ok(Self {
             capacity,
             entries: Vec::with_capacity(capacity),

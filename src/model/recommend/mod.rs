@@ -157,6 +157,21 @@ impl Default for RecommendParams {
     }
 }
 
+/// The ranges of [`RecommendParams`] (the config loader reads the keys with them).
+pub mod ranges {
+    use crate::model::param::IntRange;
+
+    /// `history`: items kept per user.
+    pub const HISTORY: IntRange = IntRange::new("history", 1, super::MAX_HISTORY as i64);
+    /// `max_items`: items the model keeps.
+    pub const MAX_ITEMS: IntRange = IntRange::new("max_items", 2, super::MAX_ITEMS as i64);
+    /// `max_neighbours`: co-occurrences kept per item.
+    pub const MAX_NEIGHBOURS: IntRange =
+        IntRange::new("max_neighbours", 1, super::MAX_NEIGHBOURS as i64);
+    /// `top_n`: the length of a list.
+    pub const TOP_N: IntRange = IntRange::new("top_n", 1, super::MAX_TOP_N as i64);
+}
+
 impl RecommendParams {
     /// Check every parameter's range.
     ///
@@ -164,22 +179,19 @@ impl RecommendParams {
     /// [`ModelError::InvalidParams`] naming every parameter out of range, its value and the
     /// accepted range.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let mut problems = Vec::new();
-        let mut check = |name: &str, value: usize, low: usize, high: usize| {
-            if !(low..=high).contains(&value) {
-                problems.push(format!(
-                    "{name} must be between {low} and {high} (got {value})"
-                ));
-            }
-        };
-        check("history", self.history, 1, MAX_HISTORY);
-        check("max_items", self.max_items, 2, MAX_ITEMS);
-        check("max_neighbours", self.max_neighbours, 1, MAX_NEIGHBOURS);
-        check("top_n", self.top_n, 1, MAX_TOP_N);
-        if problems.is_empty() {
+        let errors: Vec<_> = [
+            ranges::HISTORY.check(self.history),
+            ranges::MAX_ITEMS.check(self.max_items),
+            ranges::MAX_NEIGHBOURS.check(self.max_neighbours),
+            ranges::TOP_N.check(self.top_n),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if errors.is_empty() {
             Ok(())
         } else {
-            Err(ModelError::InvalidParams(problems.join("; ")))
+            Err(ModelError::OutOfRange(errors))
         }
     }
 

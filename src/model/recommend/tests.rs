@@ -897,17 +897,20 @@ fn invalid_params_are_rejected_naming_the_param() {
     ];
     for (name, params) in bad {
         match ItemSimilarity::new(params) {
-            Err(ModelError::InvalidParams(message)) => {
-                assert!(message.starts_with(name), "{message}")
+            Err(ModelError::OutOfRange(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].key, name, "{errors:?}");
             }
             other => panic!("{params:?} accepted: {other:?}"),
         }
     }
+    assert_eq!(
+        ranges::TOP_N.check(1001_usize).unwrap_err().to_string(),
+        "top_n must be between 1 and 1000 (got 1001)"
+    );
     for capacity in [0, MAX_HISTORY + 1] {
         match UserHistory::new(capacity) {
-            Err(ModelError::InvalidParams(message)) => {
-                assert!(message.starts_with("history"), "{message}")
-            }
+            Err(ModelError::OutOfRange(errors)) => assert_eq!(errors[0].key, "history"),
             other => panic!("history {capacity} accepted: {other:?}"),
         }
     }
@@ -918,7 +921,8 @@ fn invalid_params_are_rejected_naming_the_param() {
         top_n: 0,
     };
     match all_bad.validate() {
-        Err(ModelError::InvalidParams(message)) => {
+        Err(error @ ModelError::OutOfRange(_)) => {
+            let message = error.to_string();
             assert_eq!(message.matches("; ").count(), 3, "{message}");
             for name in ["history", "max_items", "max_neighbours", "top_n"] {
                 assert!(
