@@ -40,11 +40,10 @@ use super::schema::{
     DEFAULT_CSV_DELIMITER, DEFAULT_EXPLAIN_TOP, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SKEW,
     DEFAULT_SEASON_BINS, DEFAULT_SENML_VALUE, DEFAULT_TLS_PORT, MIN_MAX_MEMORY, SENML_VALUES,
 };
-use crate::model::kmeans::MAX_LLOYD_ITERATIONS;
 use crate::model::{
     AnomalyParams, ForecastParams, KMeansParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
     LogisticParams, ModelError, SeasonSpec, Seasons, StateParams, MAX_CLUSTERS, MAX_FEATURES,
-    MAX_HORIZON, MAX_LAGS, MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
+    MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
 };
 use crate::pointer::parse_pointer;
 use crate::tls::{TlsError, TlsSetting};

@@ -329,12 +329,10 @@ pub(super) fn forecast(
 ) -> Option<ForecastConfig> {
     let d = ForecastParams::default();
     let target = target(m, fields);
-    let lags = m.int_as("lags", 1..=MAX_LAGS as i64).unwrap_or(d.lags);
+    let lags = m.int_range(&forecast_ranges::LAGS).unwrap_or(d.lags);
     let forgetting = m.range_or(&forecast_ranges::FORGETTING, d.forgetting);
     let interval_z = m.range_or(&forecast_ranges::INTERVAL_Z, d.interval_z);
-    let horizon = m
-        .int_as("horizon", 1..=MAX_HORIZON as i64)
-        .unwrap_or(d.horizon);
+    let horizon = m.int_range(&forecast_ranges::HORIZON).unwrap_or(d.horizon);
     let damping = m.range_or(&forecast_ranges::DAMPING, d.damping);
     let seasons = season(m);
     let min = m.number_s("min", f64::is_finite, "a finite number");
@@ -738,7 +736,7 @@ pub(super) fn kmeans(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Opt
     }
     let features = features(m, fields, None, "to cluster");
     let k_given = m.helper.contains("k");
-    let k = m.int_as::<usize>("k", 1..=MAX_CLUSTERS as i64);
+    let k = m.int_range::<usize>(&kmeans_ranges::K);
     if !k_given {
         let span = m.span;
         let message = format!(
@@ -751,7 +749,7 @@ pub(super) fn kmeans(m: &mut Section<'_>, fields: Option<&[FieldConfig]>) -> Opt
     let seed = m.int_as("seed", 0..=i64::MAX).unwrap_or(d.seed);
     let scale = m.bool("scale").unwrap_or(d.scale);
     let lloyd_iterations = m
-        .int_as("lloyd_iterations", 0..=MAX_LLOYD_ITERATIONS as i64)
+        .int_range(&kmeans_ranges::LLOYD_ITERATIONS)
         .unwrap_or(d.lloyd_iterations);
     let dying_fraction = m.range_or(&kmeans_ranges::DYING_FRACTION, d.dying_fraction);
     let params = KMeansParams {

@@ -285,7 +285,12 @@ impl Default for ForecastParams {
 
 /// The ranges of the numeric [`ForecastParams`] (the config loader reads the keys with them).
 pub mod ranges {
-    use crate::model::param::{common, Range};
+    use crate::model::param::{common, IntRange, Range};
+
+    /// `lags`: the AR member's lags.
+    pub const LAGS: IntRange = IntRange::new("lags", 1, super::MAX_LAGS as i64);
+    /// `horizon`: steps ahead forecast.
+    pub const HORIZON: IntRange = IntRange::new("horizon", 1, super::MAX_HORIZON as i64);
 
     /// `forgetting`: of the AR member's recursive least squares.
     pub const FORGETTING: Range = common::FORGETTING;
@@ -305,11 +310,13 @@ impl ForecastParams {
     /// accepted range.
     pub fn validate(&self) -> Result<(), ModelError> {
         let mut problems = Vec::new();
-        if !(1..=MAX_LAGS).contains(&self.lags) {
-            problems.push(format!(
-                "lags must be between 1 and {MAX_LAGS} (got {})",
-                self.lags
-            ));
+        for check in [
+            ranges::LAGS.check(self.lags),
+            ranges::HORIZON.check(self.horizon),
+        ] {
+            if let Err(e) = check {
+                problems.push(e.to_string());
+            }
         }
         for (range, value) in [
             (ranges::FORGETTING, self.forgetting),
@@ -352,12 +359,6 @@ impl ForecastParams {
                     }
                 }
             }
-        }
-        if !(1..=MAX_HORIZON).contains(&self.horizon) {
-            problems.push(format!(
-                "horizon must be between 1 and {MAX_HORIZON} (got {})",
-                self.horizon
-            ));
         }
         for (name, bound) in [("min", self.min), ("max", self.max)] {
             if let Some(value) = bound {

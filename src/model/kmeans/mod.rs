@@ -143,7 +143,13 @@ pub struct KMeansParams {
 /// The ranges of the numeric [`KMeansParams`] (the config loader reads the keys with them).
 pub mod ranges {
     use super::MAX_DYING_FRACTION;
-    use crate::model::param::Range;
+    use crate::model::param::{IntRange, Range};
+
+    /// `k`: the number of clusters.
+    pub const K: IntRange = IntRange::new("k", 1, super::MAX_CLUSTERS as i64);
+    /// `lloyd_iterations`: of the batch initialisation.
+    pub const LLOYD_ITERATIONS: IntRange =
+        IntRange::new("lloyd_iterations", 0, super::MAX_LLOYD_ITERATIONS as i64);
 
     /// `half_life`, in whatever the caller counts (readings, classifier intervals).
     pub const HALF_LIFE: Range = Range::new("half_life", "a finite number greater than 0", |h| {
@@ -201,11 +207,13 @@ impl KMeansParams {
     /// accepted range.
     pub fn validate(&self) -> Result<(), ModelError> {
         let mut problems = Vec::new();
-        if !(1..=MAX_CLUSTERS).contains(&self.k) {
-            problems.push(format!(
-                "k must be between 1 and {MAX_CLUSTERS} (got {})",
-                self.k
-            ));
+        for check in [
+            ranges::K.check(self.k),
+            ranges::LLOYD_ITERATIONS.check(self.lloyd_iterations),
+        ] {
+            if let Err(e) = check {
+                problems.push(e.to_string());
+            }
         }
         for (range, value) in [
             (ranges::HALF_LIFE, self.half_life),
@@ -214,12 +222,6 @@ impl KMeansParams {
             if let Err(e) = range.check(value) {
                 problems.push(e.to_string());
             }
-        }
-        if self.lloyd_iterations > MAX_LLOYD_ITERATIONS {
-            problems.push(format!(
-                "lloyd_iterations must be between 0 and {MAX_LLOYD_ITERATIONS} (got {})",
-                self.lloyd_iterations
-            ));
         }
         if problems.is_empty() {
             Ok(())
