@@ -2,6 +2,7 @@
 //! is in `recommend`), and `[pipelines.anomaly]`.
 
 use super::*;
+use crate::model::anomaly::ranges as anomaly_ranges;
 use crate::model::forecast::ranges as forecast_ranges;
 use crate::model::kmeans::ranges as kmeans_ranges;
 use crate::model::linear::ranges as linear_ranges;
@@ -534,15 +535,11 @@ pub(super) fn anomaly_model(
         }
     }
     let d = StateParams::default();
-    let threshold = m
-        .number(
-            "threshold",
-            |t| t > 0.0 && t < 1.0,
-            "between 0 and 1, exclusive: a rarity such as 0.9999",
-        )
-        .unwrap_or(d.threshold);
+    let threshold = m.range_or(&anomaly_ranges::THRESHOLD, d.threshold);
     let warmup = m.int_as("warmup", 0..=i64::MAX).unwrap_or(d.warmup);
-    let smoothing = m.int_as("smoothing", 1..=10_000).unwrap_or(d.smoothing);
+    let smoothing = m
+        .int_range(&anomaly_ranges::SMOOTHING)
+        .unwrap_or(d.smoothing);
     let params = StateParams {
         threshold,
         warmup,
@@ -805,7 +802,7 @@ pub(super) fn anomaly(
     let d = AnomalyParams::default();
     let threshold_given = a.number_s("threshold", |t| t.is_finite(), "a number");
     let threshold = match threshold_given {
-        Some(t) if t.value > 0.0 && t.value < 1.0 => t.value,
+        Some(t) if anomaly_ranges::THRESHOLD.accepts(t.value) => t.value,
         Some(t) => {
             // The scale of earlier versions was robust σ (default 4): say how to convert.
             let hint = if t.value >= 1.0 {

@@ -18,6 +18,21 @@ mod residual;
 mod state;
 
 pub use calibration::gaussian_tail;
+
+/// The ranges of the anomaly detectors' parameters (the config loader reads the keys with
+/// them).
+pub mod ranges {
+    use crate::model::param::{IntRange, Range};
+
+    /// `threshold`: the rarity of a flagged reading.
+    pub const THRESHOLD: Range = Range::new(
+        "threshold",
+        "between 0 and 1, exclusive: a rarity such as 0.9999",
+        |t| t > 0.0 && t < 1.0,
+    );
+    /// `smoothing`: readings the state detector's score is smoothed over.
+    pub const SMOOTHING: IntRange = IntRange::new("smoothing", 1, 10_000);
+}
 pub use residual::{AnomalyDetector, AnomalyParams, AnomalyVerdict};
 pub use state::{StateDetector, StateParams, StateVerdict, MAX_STATE_FIELDS};
 

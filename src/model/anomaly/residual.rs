@@ -85,14 +85,9 @@ impl AnomalyParams {
     /// # Errors
     /// [`ModelError::InvalidParams`] naming the parameter out of range.
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.threshold > 0.0 && self.threshold < 1.0 {
-            Ok(())
-        } else {
-            Err(ModelError::InvalidParams(format!(
-                "threshold must be between 0 and 1, exclusive: a rarity such as 0.9999 (got {})",
-                self.threshold
-            )))
-        }
+        super::ranges::THRESHOLD
+            .check(self.threshold)
+            .map_err(|e| ModelError::OutOfRange(vec![e]))
     }
 }
 

@@ -62,23 +62,17 @@ impl StateParams {
     /// # Errors
     /// [`ModelError::InvalidParams`] naming every parameter out of range.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let mut problems = Vec::new();
-        if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            problems.push(format!(
-                "threshold must be between 0 and 1, exclusive (got {})",
-                self.threshold
-            ));
-        }
-        if !(1..=10_000).contains(&self.smoothing) {
-            problems.push(format!(
-                "smoothing must be between 1 and 10000 readings (got {})",
-                self.smoothing
-            ));
-        }
-        if problems.is_empty() {
+        let errors: Vec<_> = [
+            super::ranges::THRESHOLD.check(self.threshold),
+            super::ranges::SMOOTHING.check(self.smoothing),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if errors.is_empty() {
             Ok(())
         } else {
-            Err(ModelError::InvalidParams(problems.join("; ")))
+            Err(ModelError::OutOfRange(errors))
         }
     }
 }
