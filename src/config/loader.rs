@@ -43,7 +43,7 @@ use super::schema::{
 use crate::model::{
     AnomalyParams, ForecastParams, KMeansParams, LinearAlgorithm, LinearParams, LogisticAlgorithm,
     LogisticParams, ModelError, SeasonSpec, Seasons, StateParams, MAX_CLUSTERS, MAX_FEATURES,
-    MAX_SEASONS, MAX_SEASON_BINS, MAX_SEASON_STEPS, MAX_STATE_FIELDS,
+    MAX_SEASONS, MAX_STATE_FIELDS,
 };
 use crate::pointer::parse_pointer;
 use crate::tls::{TlsError, TlsSetting};

@@ -402,7 +402,8 @@ pub(super) fn season(m: &mut Section<'_>) -> Seasons {
     // A mistyped `season` must not also cause "season_bins without season".
     let season_given = m.helper.contains("season");
     let season = m.get::<SeasonValues>("season");
-    let bins = m.int("season_bins", 2..=MAX_SEASON_BINS as i64);
+    let range = forecast_ranges::SEASON_BINS;
+    let bins = m.int(range.key, range.min..=range.max);
     let Some(season) = season else {
         if let (Some(bins), false) = (&bins, season_given) {
             let message = "model.season_bins is set but season is not (season_bins divides a duration season such as season = \"1d\" into phase bins)";
@@ -464,10 +465,14 @@ pub(super) fn season_spec(
 ) -> Option<SeasonSpec> {
     match value.value {
         SeasonValue::Steps(steps) => match usize::try_from(steps) {
-            Ok(steps) if (2..=MAX_SEASON_STEPS).contains(&steps) => Some(SeasonSpec::Steps(steps)),
+            Ok(steps) if forecast_ranges::SEASON_STEPS.check(steps).is_ok() => {
+                Some(SeasonSpec::Steps(steps))
+            }
             _ => {
+                let range = forecast_ranges::SEASON_STEPS;
                 let message = format!(
-                    "model.season must be between 2 and {MAX_SEASON_STEPS} readings, or a duration such as \"1d\" (got {steps})"
+                    "model.season must be {} readings, or a duration such as \"1d\" (got {steps})",
+                    crate::model::param::int_words(range.min, range.max)
                 );
                 m.error(value.span, message);
                 None

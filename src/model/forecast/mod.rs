@@ -289,6 +289,11 @@ pub mod ranges {
 
     /// `lags`: the AR member's lags.
     pub const LAGS: IntRange = IntRange::new("lags", 1, super::MAX_LAGS as i64);
+    /// `season` given as a number of readings.
+    pub const SEASON_STEPS: IntRange = IntRange::new("season", 2, super::MAX_SEASON_STEPS as i64);
+    /// `season_bins`: the phase bins of a duration season.
+    pub const SEASON_BINS: IntRange =
+        IntRange::new("season_bins", 2, super::MAX_SEASON_BINS as i64);
     /// `horizon`: steps ahead forecast.
     pub const HORIZON: IntRange = IntRange::new("horizon", 1, super::MAX_HORIZON as i64);
 
@@ -339,12 +344,11 @@ impl ForecastParams {
         }
         for spec in seasons.as_slice() {
             match *spec {
-                SeasonSpec::Steps(steps) if !(2..=MAX_SEASON_STEPS).contains(&steps) => {
-                    problems.push(format!(
-                        "season steps must be between 2 and {MAX_SEASON_STEPS} (got {steps})"
-                    ));
+                SeasonSpec::Steps(steps) => {
+                    if let Err(e) = ranges::SEASON_STEPS.check(steps) {
+                        problems.push(e.to_string());
+                    }
                 }
-                SeasonSpec::Steps(_) => {}
                 SeasonSpec::Duration { period_ms, bins } => {
                     if !(1..=i64::MAX as u64).contains(&period_ms) {
                         problems.push(format!(
@@ -352,10 +356,8 @@ impl ForecastParams {
                             i64::MAX
                         ));
                     }
-                    if !(2..=MAX_SEASON_BINS).contains(&bins) {
-                        problems.push(format!(
-                            "season bins must be between 2 and {MAX_SEASON_BINS} (got {bins})"
-                        ));
+                    if let Err(e) = ranges::SEASON_BINS.check(bins) {
+                        problems.push(e.to_string());
                     }
                 }
             }

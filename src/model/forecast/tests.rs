@@ -1346,12 +1346,12 @@ fn params_validation_rejects_each_bad_param() {
                 ..defaults
             },
         ),
-        ("season steps", seasonal_params(1)),
-        ("season steps", seasonal_params(10_001)),
+        ("season must be", seasonal_params(1)),
+        ("season must be", seasonal_params(10_001)),
         ("season period_ms", duration(0, 24)),
         ("season period_ms", duration(u64::MAX, 24)),
-        ("season bins", duration(1000, 1)),
-        ("season bins", duration(1000, 1441)),
+        ("season_bins", duration(1000, 1)),
+        ("season_bins", duration(1000, 1441)),
         (
             "min",
             ForecastParams {
