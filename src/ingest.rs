@@ -139,3 +139,55 @@ impl OutputSink for MqttSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(pkid: u16) -> Incoming {
+        let mut publish = rumqttc::Publish::new("t", rumqttc::QoS::AtMostOnce, vec![]);
+        publish.pkid = pkid;
+        publish
+    }
+
+    /// Paused time: a small batch waits for readings arriving within `INGEST_LINGER`, and no
+    /// longer. The clock only moves when every task waits, so this is exact, not a race.
+    #[tokio::test(start_paused = true)]
+    async fn a_small_batch_lingers_one_millisecond_for_more_readings() {
+        let (tx, mut rx) = mpsc::channel(INGEST_DRAIN);
+        // Runs once the linger waits: the first reading comes within it (tokio's timers have a
+        // resolution of 1 ms, so "within" is "before any time passes"), the second after it.
+        let sender = tokio::spawn(async move {
+            tx.send(message(2)).await.unwrap();
+            tokio::time::sleep(2 * INGEST_LINGER).await;
+            tx.send(message(3)).await.unwrap();
+            tx
+        });
+        let mut drained = vec![message(1)];
+        let start = tokio::time::Instant::now();
+        linger(&mut rx, &mut drained).await;
+        assert_eq!(start.elapsed(), INGEST_LINGER);
+        let ids: Vec<u16> = drained.iter().map(|m| m.pkid).collect();
+        assert_eq!(
+            ids,
+            [1, 2],
+            "the reading sent after the linger waits for the next drain"
+        );
+        let _tx = sender.await.unwrap();
+        assert_eq!(rx.recv().await.map(|m| m.pkid), Some(3));
+    }
+
+    /// A full batch does not wait at all.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_goes_at_once() {
+        let (tx, mut rx) = mpsc::channel(INGEST_DRAIN);
+        for i in 0..INGEST_DRAIN {
+            tx.send(message(i as u16)).await.unwrap();
+        }
+        let mut drained = Vec::new();
+        let start = tokio::time::Instant::now();
+        linger(&mut rx, &mut drained).await;
+        assert_eq!(drained.len(), INGEST_DRAIN);
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+    }
+}
