@@ -479,8 +479,9 @@ pub fn validate_topic(topic: &str) -> Result<(), MqttError> {
     }
 }
 
-/// The longest topic MQTT can carry: its length is a 16-bit prefix.
-pub const MAX_TOPIC_BYTES: usize = 65_535;
+/// The longest topic MQTT can carry: its length is a 16-bit prefix (one constant with the
+/// filter grammar's).
+pub use crate::topic::MAX_TOPIC_BYTES;
 
 /// Map a QoS number to rumqttc's type.
 ///

@@ -128,7 +128,7 @@ impl Pipeline {
             operators,
             spec,
             output_qos: cfg.output_qos,
-            recommend: RecommendPlan::new(cfg)?,
+            recommend: RecommendPlan::new(cfg),
             profiles: Vec::new(),
             stats: PipelineStats::default(),
             head,
@@ -339,16 +339,20 @@ struct RecommendPlan {
 }
 
 impl RecommendPlan {
-    fn new(cfg: &PipelineConfig) -> Result<Option<Self>, PipelineError> {
+    /// The plan of a `kind = "recommend"` pipeline (`None` for other kinds). Its request
+    /// filters come parsed from the config, so nothing here can fail.
+    fn new(cfg: &PipelineConfig) -> Option<Self> {
         let crate::config::ModelConfig::Recommend(r) = &cfg.model else {
-            return Ok(None);
+            return None;
         };
-        let requests = r.requests.clone();
         let weight = r
             .weight
             .as_ref()
             .and_then(|w| cfg.fields.iter().position(|f| f.name == *w));
-        Ok(Some(RecommendPlan { weight, requests }))
+        Some(RecommendPlan {
+            weight,
+            requests: r.requests.clone(),
+        })
     }
 }
 
